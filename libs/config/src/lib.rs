@@ -1,0 +1,25 @@
+//! Configuration shared by the daisi services: every service reads its settings from environment
+//! variables with its own prefix (`DAISI_EDGE_`, `DAISI_COORDINATOR_`, `DAISI_ROUTER_`), checks
+//! every one of them before anything binds, and reports *all* problems at once, each naming the
+//! variable and what to do about it.
+//!
+//! The pattern, per service:
+//! 1. a `Raw` struct of `Option<String>` fields deserialized by [`load`] (envy underneath), so a
+//!    value that does not parse is reported by [`Validator`] with the variable's full name rather
+//!    than by serde with a field name;
+//! 2. a typed `Config` built by a [`Validator`], which applies defaults and collects problems;
+//! 3. [`Env`] is a snapshot of the environment, so tests never touch the process environment.
+
+mod env;
+mod error;
+mod fields;
+mod validator;
+
+pub use env::{Env, Loaded, load};
+pub use error::{ConfigError, Problem};
+pub use secrecy::{ExposeSecret, SecretString};
+pub use validator::Validator;
+
+/// Exit status for a process that refused its configuration (`EX_USAGE` from sysexits.h), so
+/// orchestrators and scripts can tell "fix your settings" from a crash.
+pub const EXIT_BAD_CONFIG: u8 = 64;

@@ -1,0 +1,14 @@
+//! Process plumbing shared by the daisi binaries, so each `main` stays a few lines long:
+//! configuration before anything binds ([`bootstrap`]), a shutdown token fed by SIGTERM/SIGINT
+//! ([`shutdown`]), an HTTP server that drains on that token ([`http`]), and the `/health` and
+//! `/ready` endpoints every service exposes ([`health`]).
+
+pub mod bootstrap;
+pub mod grpc;
+pub mod health;
+pub mod http;
+pub mod shutdown;
+
+pub use bootstrap::main_with;
+pub use health::Readiness;
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,9 @@
+//! Test support shared by the daisi test suites: start a service binary with a given
+//! environment, learn the addresses it bound from its JSON logs (so tests can use port 0 and
+//! never race for ports), stop it with SIGTERM or SIGKILL, and show its logs when a test fails.
+
+mod contract;
+mod process;
+
+pub use contract::{assert_refuses_config, assert_serves_and_stops, get_json};
+pub use process::{Exited, ServiceProcess, SpawnError, run_to_exit};

@@ -1,0 +1,173 @@
+//! Settings of the session coordinator, read from `DAISI_COORDINATOR_*` variables.
+
+use daisi_config::{ConfigError, Env, Loaded, Validator};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::time::Duration;
+use url::Url;
+
+/// Prefix of every coordinator variable.
+pub const PREFIX: &str = "DAISI_COORDINATOR_";
+
+/// Checked coordinator settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// gRPC API for edges, routers and internal teams.
+    pub grpc_addr: SocketAddr,
+    /// `/health`, `/ready` and `/metrics`.
+    pub http_addr: SocketAddr,
+    /// Where sessions, routes and pods live. Not printed: it may carry a password.
+    pub redis_url: RedisUrl,
+    /// Prefix of every Redis key, so several deployments can share one Redis.
+    pub key_prefix: String,
+    /// How long a session survives without a renew (its pod crashed).
+    pub session_lease: Duration,
+    /// How often edges renew their sessions; well below the lease so one missed renew is harmless.
+    pub renew_interval: Duration,
+    /// How long a pod stays registered without a heartbeat.
+    pub pod_lease: Duration,
+    /// Upper bound of every Redis call, so a dead Redis fails calls fast instead of hanging them.
+    pub redis_timeout: Duration,
+    /// Longest batch (renew, release, route register or lookup) one call may carry.
+    pub max_batch: usize,
+    /// Time allowed for in-flight calls and streams to finish after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+/// A Redis URL whose `Debug` hides credentials.
+#[derive(Clone)]
+pub struct RedisUrl(pub Url);
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut shown = self.0.clone();
+        if shown.password().is_some() {
+            let _ = shown.set_password(Some("***"));
+        }
+        write!(f, "RedisUrl({shown})")
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Raw {
+    grpc_addr: Option<String>,
+    http_addr: Option<String>,
+    redis_url: Option<String>,
+    key_prefix: Option<String>,
+    session_lease: Option<String>,
+    renew_interval: Option<String>,
+    pod_lease: Option<String>,
+    redis_timeout: Option<String>,
+    max_batch: Option<String>,
+    shutdown_grace: Option<String>,
+}
+
+impl Config {
+    /// Reads and checks the coordinator settings from `env`.
+    pub fn from_env(env: &Env) -> Result<Loaded<Self>, ConfigError> {
+        daisi_config::load::<Raw>(PREFIX, env)?.try_map(Self::from_raw)
+    }
+
+    fn from_raw(raw: Raw) -> Result<Self, ConfigError> {
+        let mut v = Validator::new(PREFIX);
+        let grpc_addr = v.socket_addr("GRPC_ADDR", raw.grpc_addr.as_deref(), "0.0.0.0:50051");
+        let http_addr = v.socket_addr("HTTP_ADDR", raw.http_addr.as_deref(), "0.0.0.0:9091");
+        let redis_url = v.url(
+            "REDIS_URL",
+            raw.redis_url.as_deref(),
+            Some("redis://127.0.0.1:6379"),
+            &["redis", "rediss", "redis+unix", "unix"],
+        );
+        let key_prefix = v.parse_with(
+            "KEY_PREFIX",
+            raw.key_prefix.as_deref(),
+            Some("daisi".to_owned()),
+            parse_key_prefix,
+        );
+        let session_lease =
+            v.duration("SESSION_LEASE", raw.session_lease.as_deref(), Duration::from_secs(30));
+        let renew_interval =
+            v.duration("RENEW_INTERVAL", raw.renew_interval.as_deref(), Duration::from_secs(10));
+        let pod_lease = v.duration("POD_LEASE", raw.pod_lease.as_deref(), Duration::from_secs(30));
+        let redis_timeout =
+            v.duration("REDIS_TIMEOUT", raw.redis_timeout.as_deref(), Duration::from_secs(1));
+        let max_batch = v.int_in("MAX_BATCH", raw.max_batch.as_deref(), 5_000usize, 1, 100_000);
+        let shutdown_grace =
+            v.duration("SHUTDOWN_GRACE", raw.shutdown_grace.as_deref(), Duration::from_secs(10));
+        if let (Some(lease), Some(renew)) = (session_lease, renew_interval) {
+            v.ensure(
+                renew * 2 <= lease,
+                "RENEW_INTERVAL",
+                format!(
+                    "must be at most half of {PREFIX}SESSION_LEASE ({}) so one late renew does not drop sessions",
+                    humantime::format_duration(lease)
+                ),
+            );
+        }
+        v.finish(|| {
+            Some(Self {
+                grpc_addr: grpc_addr?,
+                http_addr: http_addr?,
+                redis_url: RedisUrl(redis_url?),
+                key_prefix: key_prefix?,
+                session_lease: session_lease?,
+                renew_interval: renew_interval?,
+                pod_lease: pod_lease?,
+                redis_timeout: redis_timeout?,
+                max_batch: max_batch?,
+                shutdown_grace: shutdown_grace?,
+            })
+        })
+    }
+}
+
+/// Key prefixes end up in every Redis key; keep them to a safe alphabet so they cannot break
+/// the `{prefix}:...` key layout or the cluster hash tags.
+fn parse_key_prefix(value: &str) -> Result<String, String> {
+    let ok = value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "`{value}` may only use letters, digits, '-' and '_' (at most 64 characters)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = Config::from_env(&Env::default()).expect("defaults").value;
+        assert_eq!(config.grpc_addr.port(), 50051);
+        assert_eq!(config.session_lease, Duration::from_secs(30));
+        assert_eq!(config.renew_interval, Duration::from_secs(10));
+        assert_eq!(config.key_prefix, "daisi");
+    }
+
+    #[test]
+    fn bad_values_are_all_reported() {
+        let env = Env::from_pairs([
+            ("DAISI_COORDINATOR_REDIS_URL", "http://127.0.0.1"),
+            ("DAISI_COORDINATOR_KEY_PREFIX", "a:b{c}"),
+            ("DAISI_COORDINATOR_SESSION_LEASE", "10s"),
+            ("DAISI_COORDINATOR_RENEW_INTERVAL", "8s"),
+        ]);
+        let err = Config::from_env(&env).expect_err("invalid");
+        for var in ["REDIS_URL", "KEY_PREFIX", "RENEW_INTERVAL"] {
+            assert!(err.mentions(&format!("{PREFIX}{var}")), "{var}: {err}");
+        }
+    }
+
+    #[test]
+    fn debug_hides_the_redis_password() {
+        let env = Env::from_pairs([("DAISI_COORDINATOR_REDIS_URL", "redis://:hunter2@redis:6379")]);
+        let config = Config::from_env(&env).expect("valid").value;
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

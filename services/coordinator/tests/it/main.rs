@@ -1,0 +1,4 @@
+//! End-to-end tests of the `daisi-coordinator` binary.
+#![allow(clippy::unwrap_used)]
+
+mod binary;

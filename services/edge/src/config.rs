@@ -1,0 +1,229 @@
+//! Settings of the edge, read from `DAISI_EDGE_*` variables.
+
+use daisi_config::{ConfigError, Env, Loaded, SecretString, Validator};
+use daisi_domain::PodId;
+use daisi_domain::token::{TokenKey, TokenKeyring};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::time::Duration;
+use url::Url;
+
+/// Prefix of every edge variable.
+pub const PREFIX: &str = "DAISI_EDGE_";
+
+/// Checked edge settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Client-facing HTTP: WebSockets, token minting, health, readiness, metrics.
+    pub http_addr: SocketAddr,
+    /// gRPC `EdgeDelivery`, called by routers.
+    pub grpc_addr: SocketAddr,
+    /// This pod's identity in the coordinator's registries (the Kubernetes pod name).
+    pub pod_id: PodId,
+    /// The address routers use to reach `grpc_addr` (the pod IP in Kubernetes).
+    pub advertise_url: Url,
+    /// The coordinator's gRPC endpoint.
+    pub coordinator_url: Url,
+    /// Keys of user tokens; the first encrypts, all decrypt (rotation).
+    pub user_keys: TokenKeyring,
+    /// Keys of admin tokens; the first encrypts, all decrypt.
+    pub admin_keys: TokenKeyring,
+    /// API key of user sockets and `/generate-token` (`secret_token` of the old service).
+    pub secret_token: SecretString,
+    /// API key of admin sockets and `/admin/generate-token`.
+    pub admin_secret_token: SecretString,
+    /// How often the server pings each socket.
+    pub ping_interval: Duration,
+    /// How long a socket may stay silent (no pong, no frame) before it is closed.
+    pub pong_wait: Duration,
+    /// Browser origins allowed to open sockets; empty allows any (development).
+    pub allowed_origins: Vec<String>,
+    /// Time allowed to drain sockets and release sessions after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+struct Raw {
+    http_addr: Option<String>,
+    grpc_addr: Option<String>,
+    pod_id: Option<String>,
+    advertise_url: Option<String>,
+    coordinator_url: Option<String>,
+    token_aes_key: Option<String>,
+    admin_token_aes_key: Option<String>,
+    secret_token: Option<String>,
+    admin_secret_token: Option<String>,
+    ping_interval: Option<String>,
+    pong_wait: Option<String>,
+    allowed_origins: Option<String>,
+    shutdown_grace: Option<String>,
+}
+
+impl Config {
+    /// Reads and checks the edge settings from `env`. Without `DAISI_EDGE_POD_ID` the pod id is
+    /// the `HOSTNAME` (the pod name in Kubernetes).
+    pub fn from_env(env: &Env) -> Result<Loaded<Self>, ConfigError> {
+        let hostname = env.get("HOSTNAME").map(str::to_owned);
+        daisi_config::load::<Raw>(PREFIX, env)?.try_map(|raw| Self::from_raw(raw, hostname))
+    }
+
+    fn from_raw(raw: Raw, hostname: Option<String>) -> Result<Self, ConfigError> {
+        let mut v = Validator::new(PREFIX);
+        let http_addr = v.socket_addr("HTTP_ADDR", raw.http_addr.as_deref(), "0.0.0.0:8080");
+        let grpc_addr = v.socket_addr("GRPC_ADDR", raw.grpc_addr.as_deref(), "0.0.0.0:50061");
+        let pod_id = v.parse_with(
+            "POD_ID",
+            raw.pod_id
+                .as_deref()
+                .filter(|s| !s.trim().is_empty())
+                .or(hostname.as_deref()),
+            None,
+            |s| {
+                s.parse::<PodId>()
+                    .map_err(|e| format!("{e}; set it to the pod name"))
+            },
+        );
+        let default_advertise = grpc_addr.map(|a| format!("http://127.0.0.1:{}", a.port()));
+        let advertise_url = v.url(
+            "ADVERTISE_URL",
+            raw.advertise_url.as_deref(),
+            default_advertise.as_deref(),
+            &["http", "https"],
+        );
+        let coordinator_url = v.url(
+            "COORDINATOR_URL",
+            raw.coordinator_url.as_deref(),
+            Some("http://127.0.0.1:50051"),
+            &["http", "https"],
+        );
+        let user_keys = keyring(&mut v, "TOKEN_AES_KEY", raw.token_aes_key.as_deref());
+        let admin_keys = keyring(&mut v, "ADMIN_TOKEN_AES_KEY", raw.admin_token_aes_key.as_deref());
+        // Existing deployments keep their API keys, so only emptiness is refused.
+        let secret_token = v.secret("SECRET_TOKEN", raw.secret_token.as_deref(), 1);
+        let admin_secret_token = v.secret("ADMIN_SECRET_TOKEN", raw.admin_secret_token.as_deref(), 1);
+        let ping_interval =
+            v.duration("PING_INTERVAL", raw.ping_interval.as_deref(), Duration::from_secs(30));
+        let pong_wait = v.duration("PONG_WAIT", raw.pong_wait.as_deref(), Duration::from_secs(90));
+        let allowed_origins = raw
+            .allowed_origins
+            .as_deref()
+            .map(|s| {
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|o| !o.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let shutdown_grace =
+            v.duration("SHUTDOWN_GRACE", raw.shutdown_grace.as_deref(), Duration::from_secs(30));
+        if let (Some(ping), Some(pong)) = (ping_interval, pong_wait) {
+            v.ensure(
+                pong > ping,
+                "PONG_WAIT",
+                format!("must be longer than {PREFIX}PING_INTERVAL, or every socket times out"),
+            );
+        }
+        v.finish(|| {
+            Some(Self {
+                http_addr: http_addr?,
+                grpc_addr: grpc_addr?,
+                pod_id: pod_id?,
+                advertise_url: advertise_url?,
+                coordinator_url: coordinator_url?,
+                user_keys: user_keys?,
+                admin_keys: admin_keys?,
+                secret_token: secret_token?,
+                admin_secret_token: admin_secret_token?,
+                ping_interval: ping_interval?,
+                pong_wait: pong_wait?,
+                allowed_origins,
+                shutdown_grace: shutdown_grace?,
+            })
+        })
+    }
+}
+
+/// A comma-separated list of 64-hex-character keys; the first one encrypts.
+fn keyring(v: &mut Validator, name: &str, raw: Option<&str>) -> Option<TokenKeyring> {
+    let keys = v.list_with(name, raw, |k| {
+        TokenKey::from_hex(k).map_err(|e| format!("{e}; generate one with `daisi keygen`"))
+    })?;
+    match TokenKeyring::new(keys) {
+        Ok(ring) => Some(ring),
+        Err(e) => {
+            v.problem(name, e.to_string());
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "3a7bd3e2360a3d29eea436e864a1b8d5f2f5d5e4dba8ac39d465fc3488db3915";
+
+    fn valid() -> Env {
+        Env::from_pairs([
+            ("DAISI_EDGE_POD_ID", "edge-0"),
+            ("DAISI_EDGE_TOKEN_AES_KEY", KEY),
+            ("DAISI_EDGE_ADMIN_TOKEN_AES_KEY", KEY),
+            ("DAISI_EDGE_SECRET_TOKEN", "user-api-key"),
+            ("DAISI_EDGE_ADMIN_SECRET_TOKEN", "admin-api-key"),
+        ])
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = Config::from_env(&valid()).expect("valid").value;
+        assert_eq!(config.http_addr.port(), 8080);
+        assert_eq!(config.advertise_url.as_str(), "http://127.0.0.1:50061/");
+        assert_eq!(config.ping_interval, Duration::from_secs(30));
+        assert_eq!(config.pong_wait, Duration::from_secs(90));
+        assert!(config.allowed_origins.is_empty());
+    }
+
+    #[test]
+    fn several_keys_rotate() {
+        let mut env = valid();
+        env.set("DAISI_EDGE_TOKEN_AES_KEY", format!("{KEY}, {}", "ab".repeat(32)));
+        let config = Config::from_env(&env).expect("valid").value;
+        assert_eq!(config.user_keys.len(), 2);
+    }
+
+    #[test]
+    fn pod_id_falls_back_to_hostname_and_is_validated() {
+        let mut env = valid();
+        env.set("DAISI_EDGE_POD_ID", "");
+        env.set("HOSTNAME", "edge-7");
+        assert_eq!(Config::from_env(&env).expect("valid").value.pod_id.as_str(), "edge-7");
+        env.set("HOSTNAME", "bad.pod");
+        assert!(Config::from_env(&env).expect_err("dot").mentions("DAISI_EDGE_POD_ID"));
+    }
+
+    #[test]
+    fn every_problem_is_named_and_secrets_stay_hidden() {
+        let env = Env::from_pairs([
+            ("DAISI_EDGE_TOKEN_AES_KEY", "abc123"),
+            ("DAISI_EDGE_ADMIN_TOKEN_AES_KEY", &"zz".repeat(32)[..]),
+            ("DAISI_EDGE_PING_INTERVAL", "60s"),
+            ("DAISI_EDGE_PONG_WAIT", "30s"),
+        ]);
+        let err = Config::from_env(&env).expect_err("invalid");
+        for var in [
+            "POD_ID",
+            "TOKEN_AES_KEY",
+            "ADMIN_TOKEN_AES_KEY",
+            "SECRET_TOKEN",
+            "ADMIN_SECRET_TOKEN",
+            "PONG_WAIT",
+        ] {
+            assert!(err.mentions(&format!("{PREFIX}{var}")), "{var}: {err}");
+        }
+        assert!(!err.to_string().contains("abc123"));
+        let config = Config::from_env(&valid()).expect("valid").value;
+        let shown = format!("{config:?}");
+        assert!(!shown.contains(KEY) && !shown.contains("user-api-key"), "{shown}");
+    }
+}

@@ -1,0 +1,250 @@
+//! Settings of the router, read from `DAISI_ROUTER_*` variables.
+
+use daisi_config::{ConfigError, Env, Loaded, SecretString, Validator};
+use daisi_domain::subject::{DEFAULT_PREFIX, SubjectModel};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::time::Duration;
+use url::Url;
+
+/// Prefix of every router variable.
+pub const PREFIX: &str = "DAISI_ROUTER_";
+
+/// Checked router settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Publish API, health, readiness and metrics.
+    pub http_addr: SocketAddr,
+    /// NATS server(s) holding the JetStream stream. Not printed: it may carry credentials.
+    pub nats_url: SecretUrl,
+    /// JetStream stream the CDC publisher fills.
+    pub stream: String,
+    /// Subject model (`{prefix}.{company}.{agent}.{kind}[.{chat}]`).
+    pub subjects: SubjectModel,
+    /// Create the stream on start when it does not exist.
+    pub create_stream: bool,
+    /// Durable pull consumer shared by every router replica (work sharing).
+    pub consumer: String,
+    /// The coordinator's gRPC endpoint (route and pod lookups).
+    pub coordinator_url: Url,
+    /// API key of `POST /api/v1/publish`; the endpoint is off when unset.
+    pub publish_api_key: Option<SecretString>,
+    /// How long the server waits for an ack before redelivering.
+    pub ack_wait: Duration,
+    /// Unacknowledged messages in flight across all replicas.
+    pub max_ack_pending: i64,
+    /// Deliveries of one message before it is given up as undeliverable.
+    pub max_deliver: i64,
+    /// Lifetime of cached route lookups: the bound on how late a new interest can be seen.
+    pub route_cache_ttl: Duration,
+    /// Where undeliverable and malformed messages are republished, when set.
+    pub dead_letter_subject: Option<String>,
+    /// Time allowed to finish in-flight forwards after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+/// A URL whose `Debug` hides credentials.
+#[derive(Clone)]
+pub struct SecretUrl(pub Url);
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut shown = self.0.clone();
+        if shown.password().is_some() {
+            let _ = shown.set_password(Some("***"));
+        }
+        write!(f, "SecretUrl({shown})")
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Raw {
+    http_addr: Option<String>,
+    nats_url: Option<String>,
+    stream: Option<String>,
+    subject_prefix: Option<String>,
+    create_stream: Option<String>,
+    consumer: Option<String>,
+    coordinator_url: Option<String>,
+    publish_api_key: Option<String>,
+    ack_wait: Option<String>,
+    max_ack_pending: Option<String>,
+    max_deliver: Option<String>,
+    route_cache_ttl: Option<String>,
+    dead_letter_subject: Option<String>,
+    shutdown_grace: Option<String>,
+}
+
+impl Config {
+    /// Reads and checks the router settings from `env`.
+    pub fn from_env(env: &Env) -> Result<Loaded<Self>, ConfigError> {
+        daisi_config::load::<Raw>(PREFIX, env)?.try_map(Self::from_raw)
+    }
+
+    fn from_raw(raw: Raw) -> Result<Self, ConfigError> {
+        let mut v = Validator::new(PREFIX);
+        let http_addr = v.socket_addr("HTTP_ADDR", raw.http_addr.as_deref(), "0.0.0.0:8081");
+        let nats_url = v.url(
+            "NATS_URL",
+            raw.nats_url.as_deref(),
+            Some("nats://127.0.0.1:4222"),
+            &["nats", "tls", "ws", "wss"],
+        );
+        let stream = v.parse_with(
+            "STREAM",
+            raw.stream.as_deref(),
+            Some("wa_stream".to_owned()),
+            |s| jetstream_name(s, "stream"),
+        );
+        let subjects = v.parse_with(
+            "SUBJECT_PREFIX",
+            raw.subject_prefix.as_deref(),
+            SubjectModel::new(DEFAULT_PREFIX).ok(),
+            |s| SubjectModel::new(s).map_err(|e| e.to_string()),
+        );
+        let create_stream = v.bool("CREATE_STREAM", raw.create_stream.as_deref(), true);
+        let consumer = v.parse_with(
+            "CONSUMER",
+            raw.consumer.as_deref(),
+            Some("daisi-router".to_owned()),
+            |s| jetstream_name(s, "consumer"),
+        );
+        let coordinator_url = v.url(
+            "COORDINATOR_URL",
+            raw.coordinator_url.as_deref(),
+            Some("http://127.0.0.1:50051"),
+            &["http", "https"],
+        );
+        let publish_api_key = match raw.publish_api_key.as_deref().map(str::trim) {
+            None | Some("") => Some(None),
+            value => v.secret("PUBLISH_API_KEY", value, 16).map(Some),
+        };
+        let ack_wait = v.duration("ACK_WAIT", raw.ack_wait.as_deref(), Duration::from_secs(30));
+        let max_ack_pending =
+            v.int_in("MAX_ACK_PENDING", raw.max_ack_pending.as_deref(), 10_000i64, 1, 1_000_000);
+        let max_deliver = v.int_in("MAX_DELIVER", raw.max_deliver.as_deref(), 10i64, 1, 1_000);
+        let route_cache_ttl = v.duration(
+            "ROUTE_CACHE_TTL",
+            raw.route_cache_ttl.as_deref(),
+            Duration::from_secs(1),
+        );
+        let dead_letter_subject = match raw.dead_letter_subject.as_deref().map(str::trim) {
+            None | Some("") => Some(None),
+            Some(s) => v
+                .parse_with("DEAD_LETTER_SUBJECT", Some(s), None, nats_subject)
+                .map(Some),
+        };
+        let shutdown_grace =
+            v.duration("SHUTDOWN_GRACE", raw.shutdown_grace.as_deref(), Duration::from_secs(10));
+        if let (Some(Some(dlq)), Some(model)) = (&dead_letter_subject, &subjects) {
+            v.ensure(
+                !dlq.starts_with(&format!("{}.", model.prefix())),
+                "DEAD_LETTER_SUBJECT",
+                format!(
+                    "must not start with the event prefix `{}.` or dead letters would be consumed again",
+                    model.prefix()
+                ),
+            );
+        }
+        v.finish(|| {
+            Some(Self {
+                http_addr: http_addr?,
+                nats_url: SecretUrl(nats_url?),
+                stream: stream?,
+                subjects: subjects?,
+                create_stream: create_stream?,
+                consumer: consumer?,
+                coordinator_url: coordinator_url?,
+                publish_api_key: publish_api_key?,
+                ack_wait: ack_wait?,
+                max_ack_pending: max_ack_pending?,
+                max_deliver: max_deliver?,
+                route_cache_ttl: route_cache_ttl?,
+                dead_letter_subject: dead_letter_subject?,
+                shutdown_grace: shutdown_grace?,
+            })
+        })
+    }
+}
+
+/// JetStream stream and consumer names may not contain whitespace, `.`, `*`, `>`, path
+/// separators or control characters.
+fn jetstream_name(value: &str, what: &str) -> Result<String, String> {
+    let ok = value.len() <= 255
+        && value.bytes().all(|b| {
+            b.is_ascii_graphic() && !matches!(b, b'.' | b'*' | b'>' | b'/' | b'\\')
+        });
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "`{value}` is not a valid JetStream {what} name (no spaces, '.', '*', '>', '/' or '\\')"
+        ))
+    }
+}
+
+/// A literal NATS subject: dot-separated non-empty tokens without wildcards or whitespace.
+fn nats_subject(value: &str) -> Result<String, String> {
+    let ok = value.split('.').all(|t| {
+        !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic() && b != b'*' && b != b'>')
+    });
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "`{value}` is not a literal NATS subject (dot-separated tokens, no wildcards or spaces)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_old_service() {
+        let config = Config::from_env(&Env::default()).expect("defaults").value;
+        assert_eq!(config.stream, "wa_stream");
+        assert_eq!(config.subjects.stream_subjects(), "websocket.>");
+        assert!(config.publish_api_key.is_none());
+        assert!(config.dead_letter_subject.is_none());
+        assert_eq!(config.http_addr.port(), 8081);
+    }
+
+    #[test]
+    fn older_prefix_is_accepted() {
+        let env = Env::from_pairs([("DAISI_ROUTER_SUBJECT_PREFIX", "wa")]);
+        let config = Config::from_env(&env).expect("valid").value;
+        assert_eq!(config.subjects.stream_subjects(), "wa.>");
+    }
+
+    #[test]
+    fn bad_values_are_all_reported() {
+        let env = Env::from_pairs([
+            ("DAISI_ROUTER_NATS_URL", "http://nats:4222"),
+            ("DAISI_ROUTER_STREAM", "wa.stream"),
+            ("DAISI_ROUTER_SUBJECT_PREFIX", "web*"),
+            ("DAISI_ROUTER_PUBLISH_API_KEY", "short"),
+            ("DAISI_ROUTER_MAX_DELIVER", "0"),
+            ("DAISI_ROUTER_DEAD_LETTER_SUBJECT", "dead.>"),
+        ]);
+        let err = Config::from_env(&env).expect_err("invalid");
+        for var in [
+            "NATS_URL",
+            "STREAM",
+            "SUBJECT_PREFIX",
+            "PUBLISH_API_KEY",
+            "MAX_DELIVER",
+            "DEAD_LETTER_SUBJECT",
+        ] {
+            assert!(err.mentions(&format!("{PREFIX}{var}")), "{var}: {err}");
+        }
+    }
+
+    #[test]
+    fn dead_letters_cannot_loop_back_into_the_stream() {
+        let env = Env::from_pairs([("DAISI_ROUTER_DEAD_LETTER_SUBJECT", "websocket.dead")]);
+        let err = Config::from_env(&env).expect_err("loop");
+        assert!(err.mentions("DAISI_ROUTER_DEAD_LETTER_SUBJECT"), "{err}");
+    }
+}
