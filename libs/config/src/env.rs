@@ -87,7 +87,10 @@ pub fn load<T: DeserializeOwned>(prefix: &str, env: &Env) -> Result<Loaded<T>, C
         .map(|(k, _)| k)
         .filter(|k| !known.contains(&k[prefix.len()..].to_ascii_lowercase().as_str()))
         .collect();
-    Ok(Loaded { value: raw, unknown })
+    Ok(Loaded {
+        value: raw,
+        unknown,
+    })
 }
 
 fn envy_problem(prefix: &str, e: envy::Error) -> Problem {
@@ -104,6 +107,24 @@ fn envy_problem(prefix: &str, e: envy::Error) -> Problem {
                 .unwrap_or_else(|| format!("{prefix}*"));
             Problem { var, message: msg }
         }
+    }
+}
+
+impl<T> Loaded<T> {
+    /// Replaces the value, keeping the warnings (raw settings → typed config).
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Loaded<U> {
+        Loaded {
+            value: f(self.value),
+            unknown: self.unknown,
+        }
+    }
+
+    /// Like [`Loaded::map`] for a fallible conversion.
+    pub fn try_map<U, E>(self, f: impl FnOnce(T) -> Result<U, E>) -> Result<Loaded<U>, E> {
+        Ok(Loaded {
+            value: f(self.value)?,
+            unknown: self.unknown,
+        })
     }
 }
 
@@ -143,23 +164,5 @@ mod tests {
         let env = Env::from_pairs([("APP_SECRET", "hunter2")]);
         let shown = format!("{env:?}");
         assert!(shown.contains("APP_SECRET") && !shown.contains("hunter2"));
-    }
-}
-
-impl<T> Loaded<T> {
-    /// Replaces the value, keeping the warnings (raw settings → typed config).
-    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Loaded<U> {
-        Loaded {
-            value: f(self.value),
-            unknown: self.unknown,
-        }
-    }
-
-    /// Like [`Loaded::map`] for a fallible conversion.
-    pub fn try_map<U, E>(self, f: impl FnOnce(T) -> Result<U, E>) -> Result<Loaded<U>, E> {
-        Ok(Loaded {
-            value: f(self.value)?,
-            unknown: self.unknown,
-        })
     }
 }

@@ -132,11 +132,21 @@ impl Validator {
         default: &str,
     ) -> Option<SocketAddr> {
         let default = default.parse().ok();
-        self.from_str(name, raw, default, "an IP:port address such as 0.0.0.0:8080")
+        self.from_str(
+            name,
+            raw,
+            default,
+            "an IP:port address such as 0.0.0.0:8080",
+        )
     }
 
     /// A positive duration in humantime form (`500ms`, `30s`, `2m`, `1h 30m`).
-    pub fn duration(&mut self, name: &str, raw: Option<&str>, default: Duration) -> Option<Duration> {
+    pub fn duration(
+        &mut self,
+        name: &str,
+        raw: Option<&str>,
+        default: Duration,
+    ) -> Option<Duration> {
         self.parse_with(name, raw, Some(default), |v| {
             let d = humantime::parse_duration(v)
                 .map_err(|e| format!("`{v}` is not a duration such as 500ms, 30s or 2m ({e})"))?;
@@ -164,7 +174,9 @@ impl Validator {
                 .parse()
                 .map_err(|_| format!("`{v}` is not a whole number between {min} and {max}"))?;
             if n < min || n > max {
-                return Err(format!("{n} is out of range; use a value between {min} and {max}"));
+                return Err(format!(
+                    "{n} is out of range; use a value between {min} and {max}"
+                ));
             }
             Ok(n)
         })
@@ -222,7 +234,12 @@ impl Validator {
     }
 
     /// A required secret of at least `min_len` characters. The value never appears in messages.
-    pub fn secret(&mut self, name: &str, raw: Option<&str>, min_len: usize) -> Option<SecretString> {
+    pub fn secret(
+        &mut self,
+        name: &str,
+        raw: Option<&str>,
+        min_len: usize,
+    ) -> Option<SecretString> {
         self.parse_with(name, raw, None, |v| {
             if v.chars().count() < min_len {
                 return Err(format!(
@@ -281,9 +298,18 @@ mod tests {
     #[test]
     fn collects_every_problem_with_full_names() {
         let mut v = Validator::new("P_");
-        assert_eq!(v.socket_addr("HTTP_ADDR", Some("localhost"), "0.0.0.0:1"), None);
-        assert_eq!(v.duration("LEASE", Some("0s"), Duration::from_secs(1)), None);
-        assert_eq!(v.duration("RENEW", Some("ten"), Duration::from_secs(1)), None);
+        assert_eq!(
+            v.socket_addr("HTTP_ADDR", Some("localhost"), "0.0.0.0:1"),
+            None
+        );
+        assert_eq!(
+            v.duration("LEASE", Some("0s"), Duration::from_secs(1)),
+            None
+        );
+        assert_eq!(
+            v.duration("RENEW", Some("ten"), Duration::from_secs(1)),
+            None
+        );
         assert_eq!(v.int_in("MAX", Some("0"), 5u32, 1, 10), None);
         assert_eq!(v.bool("TLS", Some("maybe"), false), None);
         assert!(v.secret("KEY", None, 8).is_none());
@@ -291,7 +317,14 @@ mod tests {
         let vars: Vec<_> = err.problems().iter().map(|p| p.var.as_str()).collect();
         assert_eq!(
             vars,
-            ["P_HTTP_ADDR", "P_LEASE", "P_RENEW", "P_MAX", "P_TLS", "P_KEY"]
+            [
+                "P_HTTP_ADDR",
+                "P_LEASE",
+                "P_RENEW",
+                "P_MAX",
+                "P_TLS",
+                "P_KEY"
+            ]
         );
         assert!(err.to_string().contains("6 problems"));
     }
@@ -300,12 +333,20 @@ mod tests {
     fn secrets_are_never_echoed() {
         let mut v = Validator::new("P_");
         assert!(v.secret("API_KEY", Some("s3cr3t"), 16).is_none());
-        assert!(v.url("REDIS_URL", Some("redis//:hunter2@x"), None, &["redis"]).is_none());
+        assert!(
+            v.url("REDIS_URL", Some("redis//:hunter2@x"), None, &["redis"])
+                .is_none()
+        );
         let err = v.finish(|| Some(())).expect_err("problems");
         let text = err.to_string();
-        assert!(!text.contains("s3cr3t") && !text.contains("hunter2"), "{text}");
+        assert!(
+            !text.contains("s3cr3t") && !text.contains("hunter2"),
+            "{text}"
+        );
         let mut v = Validator::new("P_");
-        let s = v.secret("API_KEY", Some("long-enough-secret"), 8).expect("ok");
+        let s = v
+            .secret("API_KEY", Some("long-enough-secret"), 8)
+            .expect("ok");
         assert_eq!(s.expose_secret(), "long-enough-secret");
         assert!(!format!("{s:?}").contains("long-enough"));
     }
@@ -315,10 +356,16 @@ mod tests {
         let mut v = Validator::new("P_");
         let url = v.url("NATS_URL", Some("nats://127.0.0.1:4222"), None, &["nats"]);
         assert_eq!(url.map(|u| u.port()), Some(Some(4222)));
-        assert!(v.url("NATS_URL", Some("http://x"), None, &["nats"]).is_none());
+        assert!(
+            v.url("NATS_URL", Some("http://x"), None, &["nats"])
+                .is_none()
+        );
         let list = v.list_with("KEYS", Some("a, b"), |s| Ok::<_, String>(s.to_owned()));
         assert_eq!(list, Some(vec!["a".to_owned(), "b".to_owned()]));
-        assert!(v.list_with("KEYS", Some("a,,b"), |s| Ok::<_, String>(s.to_owned())).is_none());
+        assert!(
+            v.list_with("KEYS", Some("a,,b"), |s| Ok::<_, String>(s.to_owned()))
+                .is_none()
+        );
         let err = v.finish(|| Some(())).expect_err("problems");
         assert_eq!(err.problems().len(), 2);
         assert!(err.problems()[1].message.contains("item 2"));
@@ -327,9 +374,15 @@ mod tests {
     #[test]
     fn one_of_and_cross_field_rules() {
         let mut v = Validator::new("P_");
-        assert_eq!(v.one_of("FMT", Some("PRETTY"), "json", &["json", "pretty"]), Some("pretty"));
+        assert_eq!(
+            v.one_of("FMT", Some("PRETTY"), "json", &["json", "pretty"]),
+            Some("pretty")
+        );
         v.ensure(false, "RENEW", "must be shorter than P_LEASE");
         let err = v.finish(|| Some(())).expect_err("problem");
-        assert_eq!(err.problems()[0].to_string(), "P_RENEW: must be shorter than P_LEASE");
+        assert_eq!(
+            err.problems()[0].to_string(),
+            "P_RENEW: must be shorter than P_LEASE"
+        );
     }
 }

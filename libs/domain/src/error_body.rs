@@ -138,7 +138,7 @@ impl ErrorBody {
         Self::bad_request("Invalid message format")
     }
 
-    /// `BadRequest` "Unhandled message type", details "Type: <t>".
+    /// `BadRequest` "Unhandled message type", details `Type: <t>`.
     pub fn unhandled_message_type(message_type: &str) -> Self {
         Self::bad_request("Unhandled message type").with_details(format!("Type: {message_type}"))
     }

@@ -4,7 +4,8 @@
 //! keys are read, each value is kept as the raw bytes it arrived as, and the frame is written
 //! in one pass. Unknown fields, nested values and key order pass through untouched; only
 //! `event_type` is set (replaced in place if present, appended otherwise), because the subject,
-//! not the publisher, decides it (compat.md, "NATS").
+//! not the publisher, decides it (compat.md, "NATS"). Values are copied byte for byte; a key
+//! written with escapes (rare) is re-escaped, which yields the same JSON string.
 //!
 //! Validation is deliberately lenient: the payload must be a JSON object and nothing more.
 //! The CDC fields (`event_id`, `event_time`, ...) are optional to us; clients read them.

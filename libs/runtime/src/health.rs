@@ -101,7 +101,11 @@ impl Readiness {
             .dependencies
             .iter()
             .map(|(name, f)| {
-                let state = if f.load(Ordering::Relaxed) { "UP" } else { "DOWN" };
+                let state = if f.load(Ordering::Relaxed) {
+                    "UP"
+                } else {
+                    "DOWN"
+                };
                 ((*name).to_owned(), Value::from(state))
             })
             .collect();
@@ -152,7 +156,10 @@ mod tests {
     #[tokio::test]
     async fn health_is_always_ok() {
         let r = Readiness::new(&["redis"]);
-        assert_eq!(get(&r, "/health").await, (StatusCode::OK, json!({"status": "OK"})));
+        assert_eq!(
+            get(&r, "/health").await,
+            (StatusCode::OK, json!({"status": "OK"}))
+        );
     }
 
     #[tokio::test]

@@ -34,12 +34,16 @@ pub async fn assert_serves_and_stops<F, Fut>(
     F: FnOnce(SocketAddr) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let mut process = match ServiceProcess::spawn(bin, env, started_message, Duration::from_secs(20)).await {
-        Ok(p) => p,
-        Err(e) => panic!("{e}"),
-    };
+    let mut process =
+        match ServiceProcess::spawn(bin, env, started_message, Duration::from_secs(20)).await {
+            Ok(p) => p,
+            Err(e) => panic!("{e}"),
+        };
     let Some(http) = process.addr(http_field) else {
-        panic!("start line has no `{http_field}` address; logs:\n{}", process.logs());
+        panic!(
+            "start line has no `{http_field}` address; logs:\n{}",
+            process.logs()
+        );
     };
     let health = get_json(http, "/health").await;
     assert!(
@@ -57,7 +61,10 @@ pub async fn assert_serves_and_stops<F, Fut>(
         panic!("cannot send SIGTERM: {e}");
     }
     let Some(exited) = process.wait(stop_within).await else {
-        panic!("still running {stop_within:?} after SIGTERM; logs:\n{}", process.logs());
+        panic!(
+            "still running {stop_within:?} after SIGTERM; logs:\n{}",
+            process.logs()
+        );
     };
     assert!(
         exited.status.success(),

@@ -95,10 +95,12 @@ impl ServiceProcess {
         started_message: &str,
         timeout: Duration,
     ) -> Result<Self, SpawnError> {
-        let mut child = command(bin, env).spawn().map_err(|source| SpawnError::Start {
-            bin: bin.to_owned(),
-            source,
-        })?;
+        let mut child = command(bin, env)
+            .spawn()
+            .map_err(|source| SpawnError::Start {
+                bin: bin.to_owned(),
+                source,
+            })?;
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (notify, mut seen) = watch::channel(0);
         if let Some(out) = child.stdout.take() {
@@ -194,7 +196,10 @@ impl ServiceProcess {
 
     /// Waits for the process to exit, up to `timeout`. `None` when it is still running.
     pub async fn wait(&mut self, timeout: Duration) -> Option<Exited> {
-        let status = tokio::time::timeout(timeout, self.child.wait()).await.ok()?.ok()?;
+        let status = tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .ok()?
+            .ok()?;
         // Let the log readers drain what the process wrote last.
         tokio::time::sleep(Duration::from_millis(50)).await;
         Some(Exited {

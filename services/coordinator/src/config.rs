@@ -84,16 +84,38 @@ impl Config {
             Some("daisi".to_owned()),
             parse_key_prefix,
         );
-        let session_lease =
-            v.duration("SESSION_LEASE", raw.session_lease.as_deref(), Duration::from_secs(30));
-        let renew_interval =
-            v.duration("RENEW_INTERVAL", raw.renew_interval.as_deref(), Duration::from_secs(10));
-        let pod_lease = v.duration("POD_LEASE", raw.pod_lease.as_deref(), Duration::from_secs(30));
-        let redis_timeout =
-            v.duration("REDIS_TIMEOUT", raw.redis_timeout.as_deref(), Duration::from_secs(1));
-        let max_batch = v.int_in("MAX_BATCH", raw.max_batch.as_deref(), 5_000usize, 1, 100_000);
-        let shutdown_grace =
-            v.duration("SHUTDOWN_GRACE", raw.shutdown_grace.as_deref(), Duration::from_secs(10));
+        let session_lease = v.duration(
+            "SESSION_LEASE",
+            raw.session_lease.as_deref(),
+            Duration::from_secs(30),
+        );
+        let renew_interval = v.duration(
+            "RENEW_INTERVAL",
+            raw.renew_interval.as_deref(),
+            Duration::from_secs(10),
+        );
+        let pod_lease = v.duration(
+            "POD_LEASE",
+            raw.pod_lease.as_deref(),
+            Duration::from_secs(30),
+        );
+        let redis_timeout = v.duration(
+            "REDIS_TIMEOUT",
+            raw.redis_timeout.as_deref(),
+            Duration::from_secs(1),
+        );
+        let max_batch = v.int_in(
+            "MAX_BATCH",
+            raw.max_batch.as_deref(),
+            5_000usize,
+            1,
+            100_000,
+        );
+        let shutdown_grace = v.duration(
+            "SHUTDOWN_GRACE",
+            raw.shutdown_grace.as_deref(),
+            Duration::from_secs(10),
+        );
         if let (Some(lease), Some(renew)) = (session_lease, renew_interval) {
             v.ensure(
                 renew * 2 <= lease,

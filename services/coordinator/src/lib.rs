@@ -39,9 +39,9 @@ impl Listeners {
 }
 
 async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }
 
 /// Why the coordinator stopped with an error.
@@ -65,7 +65,11 @@ pub enum Error {
 ///
 /// Order on shutdown: health turns NOT_SERVING, then both servers stop accepting and let
 /// in-flight calls finish.
-pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), Error> {
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     let metrics = Metrics::new("coordinator").map_err(|e| Error::Startup(e.to_string()))?;
     let readiness = Readiness::new(&["redis"]);
 
@@ -107,10 +111,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         daisi_runtime::health::router(readiness).merge(metrics.router()),
         shutdown.clone(),
     );
-    let result = tokio::try_join!(
-        async { grpc.await.map_err(Error::from) },
-        async { http.await.map_err(Error::from) },
-    );
+    let result = tokio::try_join!(async { grpc.await.map_err(Error::from) }, async {
+        http.await.map_err(Error::from)
+    },);
     shutdown.cancel();
     let _ = tokio::join!(probe, mirror);
     result.map(|_| ())

@@ -17,7 +17,7 @@ pub(crate) fn client(config: &Config) -> Result<ConnectionManager, redis::RedisE
         .set_connection_timeout(Some(config.redis_timeout))
         .set_response_timeout(Some(config.redis_timeout))
         .set_max_delay(Duration::from_secs(2));
-    Ok(ConnectionManager::new_lazy_with_config(client, manager_config)?)
+    ConnectionManager::new_lazy_with_config(client, manager_config)
 }
 
 /// Pings until `shutdown`, recording the outcome as the `redis` dependency.

@@ -97,13 +97,25 @@ impl Config {
             &["http", "https"],
         );
         let user_keys = keyring(&mut v, "TOKEN_AES_KEY", raw.token_aes_key.as_deref());
-        let admin_keys = keyring(&mut v, "ADMIN_TOKEN_AES_KEY", raw.admin_token_aes_key.as_deref());
+        let admin_keys = keyring(
+            &mut v,
+            "ADMIN_TOKEN_AES_KEY",
+            raw.admin_token_aes_key.as_deref(),
+        );
         // Existing deployments keep their API keys, so only emptiness is refused.
         let secret_token = v.secret("SECRET_TOKEN", raw.secret_token.as_deref(), 1);
-        let admin_secret_token = v.secret("ADMIN_SECRET_TOKEN", raw.admin_secret_token.as_deref(), 1);
-        let ping_interval =
-            v.duration("PING_INTERVAL", raw.ping_interval.as_deref(), Duration::from_secs(30));
-        let pong_wait = v.duration("PONG_WAIT", raw.pong_wait.as_deref(), Duration::from_secs(90));
+        let admin_secret_token =
+            v.secret("ADMIN_SECRET_TOKEN", raw.admin_secret_token.as_deref(), 1);
+        let ping_interval = v.duration(
+            "PING_INTERVAL",
+            raw.ping_interval.as_deref(),
+            Duration::from_secs(30),
+        );
+        let pong_wait = v.duration(
+            "PONG_WAIT",
+            raw.pong_wait.as_deref(),
+            Duration::from_secs(90),
+        );
         let allowed_origins = raw
             .allowed_origins
             .as_deref()
@@ -115,8 +127,11 @@ impl Config {
                     .collect()
             })
             .unwrap_or_default();
-        let shutdown_grace =
-            v.duration("SHUTDOWN_GRACE", raw.shutdown_grace.as_deref(), Duration::from_secs(30));
+        let shutdown_grace = v.duration(
+            "SHUTDOWN_GRACE",
+            raw.shutdown_grace.as_deref(),
+            Duration::from_secs(30),
+        );
         if let (Some(ping), Some(pong)) = (ping_interval, pong_wait) {
             v.ensure(
                 pong > ping,
@@ -187,7 +202,10 @@ mod tests {
     #[test]
     fn several_keys_rotate() {
         let mut env = valid();
-        env.set("DAISI_EDGE_TOKEN_AES_KEY", format!("{KEY}, {}", "ab".repeat(32)));
+        env.set(
+            "DAISI_EDGE_TOKEN_AES_KEY",
+            format!("{KEY}, {}", "ab".repeat(32)),
+        );
         let config = Config::from_env(&env).expect("valid").value;
         assert_eq!(config.user_keys.len(), 2);
     }
@@ -197,9 +215,16 @@ mod tests {
         let mut env = valid();
         env.set("DAISI_EDGE_POD_ID", "");
         env.set("HOSTNAME", "edge-7");
-        assert_eq!(Config::from_env(&env).expect("valid").value.pod_id.as_str(), "edge-7");
+        assert_eq!(
+            Config::from_env(&env).expect("valid").value.pod_id.as_str(),
+            "edge-7"
+        );
         env.set("HOSTNAME", "bad.pod");
-        assert!(Config::from_env(&env).expect_err("dot").mentions("DAISI_EDGE_POD_ID"));
+        assert!(
+            Config::from_env(&env)
+                .expect_err("dot")
+                .mentions("DAISI_EDGE_POD_ID")
+        );
     }
 
     #[test]
@@ -224,6 +249,9 @@ mod tests {
         assert!(!err.to_string().contains("abc123"));
         let config = Config::from_env(&valid()).expect("valid").value;
         let shown = format!("{config:?}");
-        assert!(!shown.contains(KEY) && !shown.contains("user-api-key"), "{shown}");
+        assert!(
+            !shown.contains(KEY) && !shown.contains("user-api-key"),
+            "{shown}"
+        );
     }
 }

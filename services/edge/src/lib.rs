@@ -37,9 +37,9 @@ impl Listeners {
 }
 
 async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }
 
 /// Why the edge stopped with an error.
@@ -57,7 +57,11 @@ pub enum Error {
 }
 
 /// Runs the edge until `shutdown` is cancelled.
-pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), Error> {
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     let metrics = Metrics::new("edge").map_err(|e| Error::Startup(e.to_string()))?;
     let readiness = Readiness::new(&[]);
     let (reporter, health_service) = tonic_health::server::health_reporter();

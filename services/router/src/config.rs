@@ -120,8 +120,13 @@ impl Config {
             value => v.secret("PUBLISH_API_KEY", value, 16).map(Some),
         };
         let ack_wait = v.duration("ACK_WAIT", raw.ack_wait.as_deref(), Duration::from_secs(30));
-        let max_ack_pending =
-            v.int_in("MAX_ACK_PENDING", raw.max_ack_pending.as_deref(), 10_000i64, 1, 1_000_000);
+        let max_ack_pending = v.int_in(
+            "MAX_ACK_PENDING",
+            raw.max_ack_pending.as_deref(),
+            10_000i64,
+            1,
+            1_000_000,
+        );
         let max_deliver = v.int_in("MAX_DELIVER", raw.max_deliver.as_deref(), 10i64, 1, 1_000);
         let route_cache_ttl = v.duration(
             "ROUTE_CACHE_TTL",
@@ -134,8 +139,11 @@ impl Config {
                 .parse_with("DEAD_LETTER_SUBJECT", Some(s), None, nats_subject)
                 .map(Some),
         };
-        let shutdown_grace =
-            v.duration("SHUTDOWN_GRACE", raw.shutdown_grace.as_deref(), Duration::from_secs(10));
+        let shutdown_grace = v.duration(
+            "SHUTDOWN_GRACE",
+            raw.shutdown_grace.as_deref(),
+            Duration::from_secs(10),
+        );
         if let (Some(Some(dlq)), Some(model)) = (&dead_letter_subject, &subjects) {
             v.ensure(
                 !dlq.starts_with(&format!("{}.", model.prefix())),
@@ -171,9 +179,9 @@ impl Config {
 /// separators or control characters.
 fn jetstream_name(value: &str, what: &str) -> Result<String, String> {
     let ok = value.len() <= 255
-        && value.bytes().all(|b| {
-            b.is_ascii_graphic() && !matches!(b, b'.' | b'*' | b'>' | b'/' | b'\\')
-        });
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'.' | b'*' | b'>' | b'/' | b'\\'));
     if ok {
         Ok(value.to_owned())
     } else {
@@ -186,7 +194,9 @@ fn jetstream_name(value: &str, what: &str) -> Result<String, String> {
 /// A literal NATS subject: dot-separated non-empty tokens without wildcards or whitespace.
 fn nats_subject(value: &str) -> Result<String, String> {
     let ok = value.split('.').all(|t| {
-        !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic() && b != b'*' && b != b'>')
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'*' && b != b'>')
     });
     if ok {
         Ok(value.to_owned())

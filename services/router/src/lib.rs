@@ -27,9 +27,9 @@ impl Listeners {
     /// Binds the addresses of `config`.
     pub async fn bind(config: &Config) -> std::io::Result<Self> {
         let addr = config.http_addr;
-        let http = TcpListener::bind(addr).await.map_err(|e| {
-            std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
-        })?;
+        let http = TcpListener::bind(addr)
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         Ok(Self { http })
     }
 }
@@ -46,7 +46,11 @@ pub enum Error {
 }
 
 /// Runs the router until `shutdown` is cancelled.
-pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), Error> {
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     let metrics = Metrics::new("router").map_err(|e| Error::Startup(e.to_string()))?;
     let readiness = Readiness::new(&[]);
     tracing::info!(

@@ -14,13 +14,20 @@ async fn serves_health_and_stops_on_sigterm() {
         // Nothing listens on port 1: readiness must say Redis is down, not pretend.
         ("DAISI_COORDINATOR_REDIS_URL", "redis://127.0.0.1:1"),
     ];
-    assert_serves_and_stops(BIN, &env, "coordinator listening", "http", Duration::from_secs(10), |http| async move {
-        tokio::time::sleep(Duration::from_millis(700)).await;
-        let (status, body) = get_json(http, "/ready").await.unwrap();
-        assert_eq!(status, 503, "{body}");
-        assert_eq!(body["status"], "NOT_READY");
-        assert_eq!(body["dependencies"]["redis"], "DOWN");
-    })
+    assert_serves_and_stops(
+        BIN,
+        &env,
+        "coordinator listening",
+        "http",
+        Duration::from_secs(10),
+        |http| async move {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            let (status, body) = get_json(http, "/ready").await.unwrap();
+            assert_eq!(status, 503, "{body}");
+            assert_eq!(body["status"], "NOT_READY");
+            assert_eq!(body["dependencies"]["redis"], "DOWN");
+        },
+    )
     .await;
 }
 

@@ -17,11 +17,18 @@ async fn serves_health_and_stops_on_sigterm() {
         ("DAISI_EDGE_SECRET_TOKEN", "user-api-key"),
         ("DAISI_EDGE_ADMIN_SECRET_TOKEN", "admin-api-key"),
     ];
-    assert_serves_and_stops(BIN, &env, "edge listening", "http", Duration::from_secs(10), |http| async move {
-        let (status, body) = get_json(http, "/ready").await.unwrap();
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(body["status"], "READY");
-    })
+    assert_serves_and_stops(
+        BIN,
+        &env,
+        "edge listening",
+        "http",
+        Duration::from_secs(10),
+        |http| async move {
+            let (status, body) = get_json(http, "/ready").await.unwrap();
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["status"], "READY");
+        },
+    )
     .await;
 }
 

@@ -8,8 +8,15 @@ const BIN: &str = env!("CARGO_BIN_EXE_daisi-router");
 #[tokio::test]
 async fn serves_health_and_stops_on_sigterm() {
     let env = [("DAISI_ROUTER_HTTP_ADDR", "127.0.0.1:0")];
-    assert_serves_and_stops(BIN, &env, "router listening", "http", Duration::from_secs(10), |_| async {})
-        .await;
+    assert_serves_and_stops(
+        BIN,
+        &env,
+        "router listening",
+        "http",
+        Duration::from_secs(10),
+        |_| async {},
+    )
+    .await;
 }
 
 #[tokio::test]

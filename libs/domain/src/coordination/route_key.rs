@@ -1,132 +1,14 @@
-//! The vocabulary of the session coordinator: who holds a session, with which fencing token,
-//! which pods are alive, and the route keys events are delivered by.
-//!
-//! Data only. The coordinator stores these (in Redis), the edge and router exchange them; the
-//! string forms are stable because they end up in keys.
+//! Route keys: the sets of sockets an event is delivered to, with stable string forms used in
+//! Redis keys (`agent:{company}:{agent}`, `chat:{company}:{agent}:{chat}`, `admins`).
 
-use std::{fmt, str::FromStr, time::Duration};
+use std::{fmt, str::FromStr};
 
-use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ids::{AgentId, ChatId, CompanyId, ConnectionId, IdError, PodId},
-    session_key::SessionKey,
+    ids::{AgentId, ChatId, CompanyId, IdError},
     subject::{DeliveryTarget, Scope},
 };
-
-/// Orders the grants of one session key: every takeover gets a strictly larger token, so a
-/// stale holder's writes (carrying a smaller token) can be refused.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
-#[serde(transparent)]
-pub struct FencingToken(pub u64);
-
-impl FencingToken {
-    /// The token after this one (saturating; 2^64 grants will not happen).
-    #[must_use]
-    pub fn next(self) -> Self {
-        Self(self.0.saturating_add(1))
-    }
-}
-
-impl fmt::Display for FencingToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// Lease timing settings that contradict each other.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LeaseError {
-    /// Renewing at or after expiry would let healthy leases lapse.
-    #[error("lease renew interval ({renew:?}) must be shorter than the lease ({lease:?})")]
-    RenewNotShorter {
-        /// The lease duration.
-        lease: Duration,
-        /// The renew interval.
-        renew: Duration,
-    },
-    /// A zero duration would spin or expire instantly.
-    #[error("lease durations must be positive")]
-    Zero,
-}
-
-/// How long a pod's or session's lease lasts and how often it is renewed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LeaseSettings {
-    lease: Duration,
-    renew_every: Duration,
-}
-
-impl LeaseSettings {
-    /// Default lease: 30 s.
-    pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
-    /// Default renew interval: 10 s, so two renewals can fail before the lease lapses.
-    pub const DEFAULT_RENEW: Duration = Duration::from_secs(10);
-
-    /// Settings with `renew_every < lease`, both positive.
-    pub fn new(lease: Duration, renew_every: Duration) -> Result<Self, LeaseError> {
-        if lease.is_zero() || renew_every.is_zero() {
-            return Err(LeaseError::Zero);
-        }
-        if renew_every >= lease {
-            return Err(LeaseError::RenewNotShorter {
-                lease,
-                renew: renew_every,
-            });
-        }
-        Ok(Self { lease, renew_every })
-    }
-
-    /// How long a lease lasts without renewal.
-    pub fn lease(&self) -> Duration {
-        self.lease
-    }
-
-    /// How often the holder renews.
-    pub fn renew_every(&self) -> Duration {
-        self.renew_every
-    }
-}
-
-impl Default for LeaseSettings {
-    fn default() -> Self {
-        Self {
-            lease: Self::DEFAULT_LEASE,
-            renew_every: Self::DEFAULT_RENEW,
-        }
-    }
-}
-
-/// The coordinator's answer to "this connection now holds this session".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionGrant {
-    /// Whose session.
-    pub key: SessionKey,
-    /// The pod holding the connection.
-    pub pod: PodId,
-    /// The connection holding the session.
-    pub connection: ConnectionId,
-    /// Larger than every earlier grant of the same key.
-    pub fencing: FencingToken,
-    /// The chat selected by this user, restored across reconnects.
-    pub selected_chat: Option<ChatId>,
-    /// When this grant was made.
-    pub since: Timestamp,
-}
-
-/// A live edge pod.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PodInfo {
-    /// The pod.
-    pub pod_id: PodId,
-    /// Where the router reaches the pod's gRPC server (`host:port`).
-    pub grpc_addr: String,
-    /// The pod is considered dead after this instant unless it renews.
-    pub lease_expires_at: Timestamp,
-}
 
 /// A set of sockets events are delivered to; stable string forms for Redis keys:
 /// `agent:{company}:{agent}`, `chat:{company}:{agent}:{chat}`, `admins`.
@@ -235,27 +117,6 @@ impl<'de> Deserialize<'de> for RouteKey {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    #[test]
-    fn fencing_tokens_increase() {
-        let first = FencingToken::default();
-        assert!(first.next() > first);
-        assert_eq!(FencingToken(u64::MAX).next(), FencingToken(u64::MAX));
-        assert_eq!(serde_json::to_string(&FencingToken(7)).unwrap(), "7");
-    }
-
-    #[test]
-    fn lease_settings_validate() {
-        let defaults = LeaseSettings::default();
-        assert_eq!(defaults.lease(), Duration::from_secs(30));
-        assert_eq!(defaults.renew_every(), Duration::from_secs(10));
-        assert!(LeaseSettings::new(Duration::from_secs(5), Duration::from_secs(5)).is_err());
-        assert_eq!(
-            LeaseSettings::new(Duration::ZERO, Duration::from_secs(1)),
-            Err(LeaseError::Zero)
-        );
-        assert!(LeaseSettings::new(Duration::from_secs(5), Duration::from_secs(4)).is_ok());
-    }
 
     #[test]
     fn route_keys_round_trip() {

@@ -1,0 +1,75 @@
+# daisi — common tasks. `make help` lists them.
+#
+# Everything builds into one target dir (./target) in the dev profile: release builds stay out of
+# the test path because they are slow on small machines.
+
+CARGO ?= cargo
+NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
+
+.DEFAULT_GOAL := help
+.PHONY: help build run test lint fmt fmt-check clippy doc proto generate clean \
+        benchmark benchmark-auth benchmark-conn benchmark-msg benchmark-integration \
+        benchmark-compare benchmark-clean
+
+help: ## list targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-24s %s\n", $$1, $$2}'
+
+build: ## build every crate and binary (debug)
+	$(CARGO) build --workspace --all-targets
+
+run: ## start the local stack (redis-server, nats-server -js and the three services)
+	./deploy/dev/run-local.sh
+
+test: fmt-check clippy ## the full gate: fmt, clippy, every test, docs
+ifeq ($(NEXTEST),yes)
+	$(CARGO) nextest run --workspace --no-fail-fast
+	$(CARGO) test --workspace --doc
+else
+	$(CARGO) test --workspace --no-fail-fast
+endif
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet
+
+lint: fmt-check clippy ## formatting and clippy, warnings are errors
+
+fmt: ## format the code
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+doc: ## build the API docs
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
+
+proto: ## regenerate gRPC code from proto/ (pure Rust: protox, no protoc needed)
+	touch libs/proto/build.rs
+	$(CARGO) build -p daisi-proto
+
+generate: proto ## every generated artefact
+
+clean: ## remove build output
+	$(CARGO) clean
+
+# Benchmarks (names kept from the old service's Makefile).
+benchmark: ## all criterion benchmarks
+	$(CARGO) bench -p daisi-benches
+
+benchmark-auth: ## token encode/decode
+	$(CARGO) bench -p daisi-benches --bench domain -- token
+
+benchmark-conn: ## connection setup (needs the edge benchmarks)
+	$(CARGO) bench -p daisi-benches -- conn
+
+benchmark-msg: ## event rendering and client message parsing
+	$(CARGO) bench -p daisi-benches --bench domain -- 'render|client'
+
+benchmark-integration: ## benchmarks that need real Redis / NATS
+	$(CARGO) bench -p daisi-benches -- integration
+
+benchmark-compare: ## compare with the last saved baseline
+	$(CARGO) bench -p daisi-benches -- --baseline main
+
+benchmark-clean: ## forget saved benchmark results
+	rm -rf target/criterion

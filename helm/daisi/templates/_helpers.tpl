@@ -1,0 +1,277 @@
+{{/*
+Helpers shared by the three components. Those that concern one component take
+(dict "root" $ "component" "edge"|"coordinator"|"router") and read that component's values
+from `index .root.Values .component`.
+*/}}
+
+{{/* Chart name, overridable. */}}
+{{- define "daisi.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Release-qualified name; short enough to take a component suffix. */}}
+{{- define "daisi.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Name of a component's objects, e.g. "prod-daisi-edge". */}}
+{{- define "daisi.componentName" -}}
+{{- printf "%s-%s" (include "daisi.fullname" .root) .component -}}
+{{- end -}}
+
+{{/* Labels that select a component's pods; never change them after a first install. */}}
+{{- define "daisi.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "daisi.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Labels of every object. */}}
+{{- define "daisi.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "daisi.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: daisi
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+{{- end -}}
+
+{{/* "repository:tag"; the tag falls back to image.tag, then to the chart's appVersion. */}}
+{{- define "daisi.image" -}}
+{{- $c := index .root.Values .component -}}
+{{- $tag := $c.image.tag | default .root.Values.image.tag | default .root.Chart.AppVersion -}}
+{{- printf "%s:%s" $c.image.repository (toString $tag) -}}
+{{- end -}}
+
+{{/* Name of the Secret with token keys and API keys. */}}
+{{- define "daisi.secretName" -}}
+{{- .Values.secrets.existingSecret | default (printf "%s-secrets" (include "daisi.fullname" .)) -}}
+{{- end -}}
+
+{{/* The coordinator's gRPC endpoint as edges and routers dial it. */}}
+{{- define "daisi.coordinatorUrl" -}}
+{{- printf "http://%s:%v" (include "daisi.componentName" (dict "root" . "component" "coordinator")) .Values.coordinator.ports.grpc -}}
+{{- end -}}
+
+{{/* "host:port" a component listens on. Takes (dict "root" $ "port" 8080). */}}
+{{- define "daisi.listenAddr" -}}
+{{- printf "%s:%v" .root.Values.listenHost .port | quote -}}
+{{- end -}}
+
+{{/*
+One env entry read from the chart's Secret.
+Takes (dict "root" $ "name" "DAISI_EDGE_SECRET_TOKEN" "key" "secret-token" "optional" false).
+*/}}
+{{- define "daisi.secretEnv" -}}
+- name: {{ .name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "daisi.secretName" .root }}
+      key: {{ .key }}
+      {{- if .optional }}
+      optional: true
+      {{- end }}
+{{- end -}}
+
+{{/*
+One env entry holding an external URL (redis, nats), either plain or from a Secret.
+Takes (dict "name" "DAISI_COORDINATOR_REDIS_URL" "source" .Values.redis "what" "redis").
+*/}}
+{{- define "daisi.urlEnv" -}}
+- name: {{ .name }}
+{{- if .source.urlFromSecret.name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .source.urlFromSecret.name }}
+      key: {{ .source.urlFromSecret.key }}
+{{- else }}
+  value: {{ required (printf "%s.url is required (or %s.urlFromSecret.name)" .what .what) .source.url | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Logging and tracing variables (libs/telemetry), the same for every component. */}}
+{{- define "daisi.telemetryEnv" -}}
+{{- $t := .root.Values.telemetry -}}
+- name: DAISI_LOG_FORMAT
+  value: {{ $t.logFormat | default "json" | quote }}
+{{- with $t.rustLog }}
+- name: RUST_LOG
+  value: {{ . | quote }}
+{{- end }}
+{{- with $t.otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/*
+The component's `config` map as DAISI_<COMPONENT>_<KEY> variables. Keys the chart sets itself
+are refused, so a value cannot silently fight the chart. A null value is skipped.
+Takes (dict "root" $ "component" "edge" "reserved" (list "HTTP_ADDR" ...)).
+*/}}
+{{- define "daisi.configEnv" -}}
+{{- $prefix := printf "DAISI_%s_" (upper .component) -}}
+{{- $reserved := .reserved -}}
+{{- $component := .component -}}
+{{- range $key, $value := (index .root.Values .component).config }}
+{{- $name := upper $key }}
+{{- if has $name $reserved }}
+{{- fail (printf "%s.config.%s: %s%s is set by the chart; use its dedicated value instead" $component $key $prefix $name) }}
+{{- end }}
+{{- if not (kindIs "invalid" $value) }}
+{{- /* YAML numbers arrive as floats: print 100000 as "100000", not "1e+05". */}}
+{{- if and (kindIs "float64" $value) (eq $value (float64 (int64 $value))) }}
+{{- $value = int64 $value }}
+{{- end }}
+- name: {{ printf "%s%s" $prefix $name }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
+terminationGracePeriodSeconds: it must outlast the preStop sleep plus the service's own
+shutdown grace, or the kubelet kills the process in the middle of its ordered shutdown.
+*/}}
+{{- define "daisi.terminationGracePeriodSeconds" -}}
+{{- $c := index .root.Values .component -}}
+{{- $grace := int $c.shutdownGraceSeconds -}}
+{{- if lt $grace 1 -}}
+{{- fail (printf "%s.shutdownGraceSeconds must be at least 1" .component) -}}
+{{- end -}}
+{{- $floor := add $grace (int ($c.preStopSleepSeconds | default 0)) -}}
+{{- $period := int ($c.terminationGracePeriodSeconds | default (add $floor 15)) -}}
+{{- if le $period $floor -}}
+{{- fail (printf "%s.terminationGracePeriodSeconds (%d) must exceed preStopSleepSeconds + shutdownGraceSeconds (%d)" .component $period $floor) -}}
+{{- end -}}
+{{- $period -}}
+{{- end -}}
+
+{{/* Pod annotations: Prometheus scraping, a checksum that rolls pods when the Secret changes. */}}
+{{- define "daisi.podAnnotations" -}}
+{{- $c := index .root.Values .component -}}
+{{- if .root.Values.metrics.scrapeAnnotations }}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ $c.ports.http | quote }}
+prometheus.io/path: /metrics
+{{- end }}
+{{- if not .root.Values.secrets.existingSecret }}
+checksum/secret: {{ include (print .root.Template.BasePath "/secret.yaml") .root | sha256sum }}
+{{- end }}
+{{- with $c.podAnnotations }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Pod-level settings every component shares (placed under the pod template's spec). */}}
+{{- define "daisi.podSpec" -}}
+{{- $c := index .root.Values .component -}}
+# Kubernetes would inject <SERVICE>_PORT-style variables, e.g. DAISI_EDGE_PORT for a Service
+# named "daisi-edge", which collide with the services' own prefixes.
+enableServiceLinks: false
+automountServiceAccountToken: false
+{{- with .root.Values.serviceAccountName }}
+serviceAccountName: {{ . }}
+{{- end }}
+terminationGracePeriodSeconds: {{ include "daisi.terminationGracePeriodSeconds" . }}
+{{- with .root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml .root.Values.podSecurityContext | nindent 2 }}
+{{- with $c.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $c.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $c.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- if or $c.spreadAcrossNodes $c.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- if $c.spreadAcrossNodes }}
+  - maxSkew: 1
+    topologyKey: kubernetes.io/hostname
+    whenUnsatisfiable: ScheduleAnyway
+    labelSelector:
+      matchLabels:
+        {{- include "daisi.selectorLabels" . | nindent 8 }}
+  {{- end }}
+  {{- with $c.topologySpreadConstraints }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Container settings every component shares: image, security, resources, probes, preStop. */}}
+{{- define "daisi.containerCommon" -}}
+{{- $c := index .root.Values .component -}}
+{{- $probes := mergeOverwrite (deepCopy .root.Values.probes) ($c.probes | default dict) -}}
+image: {{ include "daisi.image" . | quote }}
+imagePullPolicy: {{ .root.Values.image.pullPolicy }}
+securityContext:
+  {{- toYaml .root.Values.securityContext | nindent 2 }}
+resources:
+  {{- toYaml $c.resources | nindent 2 }}
+livenessProbe:
+  httpGet:
+    path: /health
+    port: http
+  {{- toYaml $probes.liveness | nindent 2 }}
+readinessProbe:
+  httpGet:
+    path: /ready
+    port: http
+  {{- toYaml $probes.readiness | nindent 2 }}
+{{- with $c.preStopSleepSeconds }}
+lifecycle:
+  preStop:
+    sleep:
+      seconds: {{ . }}
+{{- end }}
+{{- end -}}
+
+{{/* The Deployment's metadata, replicas, strategy, selector and pod template metadata. */}}
+{{- define "daisi.deploymentHead" -}}
+{{- $c := index .root.Values .component -}}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include "daisi.componentName" . }}
+  labels:
+    {{- include "daisi.labels" . | nindent 4 }}
+spec:
+  replicas: {{ $c.replicas }}
+  revisionHistoryLimit: 5
+  {{- with $c.strategy }}
+  strategy:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  selector:
+    matchLabels:
+      {{- include "daisi.selectorLabels" . | nindent 6 }}
+  template:
+    metadata:
+      labels:
+        {{- include "daisi.labels" . | nindent 8 }}
+        {{- with $c.podLabels }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      {{- with include "daisi.podAnnotations" . | trim }}
+      annotations:
+        {{- . | nindent 8 }}
+      {{- end }}
+{{- end -}}
