@@ -7,7 +7,7 @@ CARGO ?= cargo
 NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test lint fmt fmt-check clippy doc proto generate clean \
+.PHONY: help build run test lint fmt fmt-check clippy doc proto generate images clean \
         benchmark benchmark-auth benchmark-conn benchmark-msg benchmark-integration \
         benchmark-compare benchmark-clean
 
@@ -48,6 +48,9 @@ proto: ## regenerate gRPC code from proto/ (pure Rust: protox, no protoc needed)
 	$(CARGO) build -p daisi-proto
 
 generate: proto ## every generated artefact
+
+images: ## container images of the services, Redis and NATS, built from this machine (no registry)
+	./deploy/images/build.sh
 
 clean: ## remove build output
 	$(CARGO) clean

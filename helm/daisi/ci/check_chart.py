@@ -185,7 +185,8 @@ def output_checks(label: str, docs: list[dict], values: dict) -> None:
     edge_env = env_of(deployments["edge"]["spec"]["template"]["spec"]["containers"][0])
     check(edge_env["DAISI_EDGE_POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name",
           f"{label}: edge pod id must come from metadata.name")
-    check(edge_env["DAISI_EDGE_ADVERTISE_URL"]["value"].startswith("http://$(POD_IP):"),
+    check(edge_env["DAISI_EDGE_ADVERTISE_URL"]["value"].startswith(("http://$(POD_IP):",
+                                                                    "http://[$(POD_IP)]:")),
           f"{label}: edge advertise url must use the pod IP")
     services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
     check(any(s["spec"].get("clusterIP") == "None" for s in services.values()),
