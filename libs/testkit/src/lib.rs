@@ -4,6 +4,8 @@
 
 mod contract;
 mod process;
+mod redis;
 
 pub use contract::{assert_refuses_config, assert_serves_and_stops, get_json};
-pub use process::{Exited, ServiceProcess, SpawnError, run_to_exit};
+pub use process::{Exited, ServiceProcess, SpawnError, run_to_exit, run_with_args};
+pub use redis::{RedisServer, RedisServerError};

@@ -216,7 +216,18 @@ impl ServiceProcess {
 
 /// Runs `bin` with exactly `env` until it exits (it must exit within `timeout`, or `None`).
 pub async fn run_to_exit(bin: &str, env: &[(&str, &str)], timeout: Duration) -> Option<Exited> {
+    run_with_args(bin, &[], env, timeout).await
+}
+
+/// Runs `bin args...` with exactly `env` until it exits (within `timeout`, or `None`).
+pub async fn run_with_args(
+    bin: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> Option<Exited> {
     let mut cmd = command(bin, env);
+    cmd.args(args);
     let child = cmd.spawn().ok()?;
     let output = tokio::time::timeout(timeout, child.wait_with_output())
         .await

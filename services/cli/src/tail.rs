@@ -1,0 +1,204 @@
+//! `daisi tail`: connect to an edge as a client would and print what arrives — events with their
+//! type and time, error frames, and the close code and reason at the end.
+
+use crate::output;
+use anyhow::{Context, bail};
+use clap::Args;
+use daisi_domain::{AgentId, ChatId, CompanyId};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use url::Url;
+
+#[derive(Debug, Args)]
+pub(crate) struct TailArgs {
+    /// The user or admin token.
+    #[arg(long, env = "DAISI_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Edge base URL.
+    #[arg(long, env = "DAISI_EDGE_URL", default_value = "http://127.0.0.1:8080")]
+    edge: Url,
+    /// Company of a user token (read from the token when its key is in DAISI_EDGE_TOKEN_AES_KEY).
+    #[arg(long)]
+    company: Option<CompanyId>,
+    /// Agent of a user token (read from the token when its key is in DAISI_EDGE_TOKEN_AES_KEY).
+    #[arg(long)]
+    agent: Option<AgentId>,
+    /// Connect to /ws/admin with an admin token.
+    #[arg(long, conflicts_with_all = ["company", "agent", "select_chat"])]
+    admin: bool,
+    /// API key; defaults to DAISI_EDGE_SECRET_TOKEN (users) or DAISI_EDGE_ADMIN_SECRET_TOKEN (admins).
+    #[arg(long, hide_env_values = true)]
+    api_key: Option<String>,
+    /// Select this chat after `ready`, to receive its `messages` events.
+    #[arg(long)]
+    select_chat: Option<ChatId>,
+    /// Exit after this many events.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Print one JSON object per line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Where to connect: `/ws/{company}/{agent}` or `/ws/admin`, as a ws(s) URL.
+fn socket_url(args: &TailArgs) -> anyhow::Result<Url> {
+    let path = if args.admin {
+        "ws/admin".to_owned()
+    } else {
+        let (company, agent) = match (&args.company, &args.agent) {
+            (Some(c), Some(a)) => (c.clone(), a.clone()),
+            _ => {
+                let key = std::env::var("DAISI_EDGE_TOKEN_AES_KEY").ok();
+                let ring = crate::token::keyring(key.as_deref(), "--company/--agent", "DAISI_EDGE_TOKEN_AES_KEY")
+                    .context("a user socket needs --company and --agent, or the token key to read them from the token")?;
+                let claims = ring
+                    .decode_user(&args.token, jiff::Timestamp::now())
+                    .context("cannot read company and agent from the token")?;
+                (claims.company_id, claims.agent_id)
+            }
+        };
+        format!("ws/{company}/{agent}")
+    };
+    let mut url = args.edge.join(&path).context("edge URL")?;
+    let scheme = match url.scheme() {
+        "http" | "ws" => "ws",
+        "https" | "wss" => "wss",
+        other => bail!("--edge must be http(s) or ws(s), not {other}"),
+    };
+    url.set_scheme(scheme)
+        .map_err(|()| anyhow::anyhow!("cannot use {scheme} with that URL"))?;
+    url.query_pairs_mut().append_pair("token", &args.token);
+    Ok(url)
+}
+
+fn api_key(args: &TailArgs) -> anyhow::Result<String> {
+    let var = if args.admin {
+        "DAISI_EDGE_ADMIN_SECRET_TOKEN"
+    } else {
+        "DAISI_EDGE_SECRET_TOKEN"
+    };
+    args.api_key
+        .clone()
+        .or_else(|| std::env::var(var).ok())
+        .with_context(|| format!("pass --api-key or set {var}"))
+}
+
+fn now() -> String {
+    jiff::Timestamp::now().strftime("%H:%M:%S%.3fZ").to_string()
+}
+
+fn show(json_lines: bool, value: Value, text: String) {
+    if json_lines {
+        output::json(&value, true);
+    } else {
+        output::line(&text);
+    }
+}
+
+pub(crate) async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
+    let url = socket_url(&args)?;
+    let mut request = url.as_str().into_client_request().context("socket URL")?;
+    let headers = request.headers_mut();
+    headers.insert(
+        "X-API-Key",
+        HeaderValue::from_str(&api_key(&args)?).context("API key")?,
+    );
+    headers.insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("json.v1"),
+    );
+    let mut shown_url = url.clone();
+    shown_url.set_query(Some("token=***"));
+    let (mut socket, _) = match tokio_tungstenite::connect_async(request).await {
+        Ok(ok) => ok,
+        Err(WsError::Http(response)) => {
+            let status = response.status();
+            let body = response
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            bail!("{shown_url} refused the connection: {status} {body}");
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot connect to {shown_url}")),
+    };
+    show(
+        args.json,
+        json!({"kind": "connected", "url": shown_url.as_str()}),
+        format!("{} connected to {shown_url}", now()),
+    );
+
+    let mut events = 0u64;
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(24 * 3600), socket.next())
+        .await
+        .ok()
+        .flatten()
+    {
+        match frame.context("socket error")? {
+            Message::Text(text) => {
+                let value: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
+                let kind = value["type"].as_str().unwrap_or("?").to_owned();
+                if let (true, Some(chat)) = (kind == "ready", &args.select_chat) {
+                    let select = json!({"type": "select_chat", "payload": {"chat_id": chat}});
+                    socket
+                        .send(Message::text(select.to_string()))
+                        .await
+                        .context("select_chat")?;
+                }
+                let label = match kind.as_str() {
+                    "event" => format!(
+                        "event {}",
+                        value["payload"]["event_type"].as_str().unwrap_or("?")
+                    ),
+                    "error" => {
+                        format!("error {}", value["payload"]["code"].as_str().unwrap_or("?"))
+                    }
+                    other => other.to_owned(),
+                };
+                show(
+                    args.json,
+                    json!({"kind": "frame", "at": now(), "frame": value}),
+                    format!("{} {label} {text}", now()),
+                );
+                if kind == "event" {
+                    events += 1;
+                    if args.count.is_some_and(|n| events >= n) {
+                        let _ = socket.close(None).await;
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                }
+            }
+            Message::Close(frame) => return Ok(closed(args.json, frame)),
+            _ => {}
+        }
+    }
+    show(
+        args.json,
+        json!({"kind": "disconnected"}),
+        format!("{} connection dropped without a close frame", now()),
+    );
+    Ok(ExitCode::from(2))
+}
+
+/// Prints the close code and reason; exit 0 for a normal close, 2 otherwise.
+fn closed(json_lines: bool, frame: Option<CloseFrame>) -> ExitCode {
+    let (code, reason) = frame
+        .map(|f| (u16::from(f.code), f.reason.to_string()))
+        .unwrap_or((1005, String::new()));
+    show(
+        json_lines,
+        json!({"kind": "closed", "at": now(), "code": code, "reason": reason}),
+        format!("{} closed {code} {reason}", now()),
+    );
+    if code == 1000 || code == 1001 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
+}

@@ -1,0 +1,4 @@
+//! End-to-end tests of the `daisi` command.
+#![allow(clippy::unwrap_used)]
+
+mod offline;
