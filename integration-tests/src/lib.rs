@@ -1,1 +1,31 @@
-//! Helpers for the end-to-end tests in `tests/`.
+//! Full-stack test harness of daisi: Redis, NATS with JetStream, two coordinators, two routers
+//! and two edges, started either as containers (testcontainers, on a Docker network created
+//! for the run) or as local processes on free ports. The same scenarios run on both.
+//!
+//! Choose with `DAISI_IT_LAUNCHER=docker|process` (default: docker when a Docker engine
+//! answers, processes otherwise). Image names come from the environment with the official
+//! images as defaults:
+//!
+//! | variable | default |
+//! |---|---|
+//! | `DAISI_IT_REDIS_IMAGE` | `redis:7` |
+//! | `DAISI_IT_NATS_IMAGE` | `nats:2.10` |
+//! | `DAISI_IT_IMAGE_PREFIX` / `DAISI_IT_IMAGE_TAG` | `daisi` / `dev` (`make images`) |
+//!
+//! Scenarios read like prose: `stack.edge(1).connect(&user)`, `stack.publish(...)`,
+//! `client.expect_event(...)`, `stack.kill_edge(1)`, `stack.pause_redis()`. When a scenario
+//! fails, the stack prints the logs of every service as it is torn down.
+
+mod backend;
+mod client;
+mod docker;
+mod process;
+mod secrets;
+mod stack;
+mod topology;
+
+pub use backend::LauncherKind;
+pub use client::{Closed, Refused, WAIT, WsClient};
+pub use secrets::{Secrets, User};
+pub use stack::{Edge, Stack, StackOptions, scenario};
+pub use topology::{Component, Timing};

@@ -233,6 +233,28 @@ impl Validator {
         })
     }
 
+    /// A comma-separated list of URLs (replicas of one service), each with one of `schemes`.
+    pub fn url_list(
+        &mut self,
+        name: &str,
+        raw: Option<&str>,
+        default: &str,
+        schemes: &[&str],
+    ) -> Option<Vec<Url>> {
+        let value = present(raw).unwrap_or(default);
+        self.list_with(name, Some(value), |item| {
+            let url = Url::parse(item).map_err(|e| format!("is not a valid URL ({e})"))?;
+            if !schemes.contains(&url.scheme()) {
+                return Err(format!(
+                    "has scheme `{}`; use one of: {}",
+                    url.scheme(),
+                    schemes.join(", ")
+                ));
+            }
+            Ok(url)
+        })
+    }
+
     /// A required secret of at least `min_len` characters. The value never appears in messages.
     pub fn secret(
         &mut self,

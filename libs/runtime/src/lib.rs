@@ -4,6 +4,7 @@
 //! `/ready` endpoints every service exposes ([`health`]).
 
 pub mod bootstrap;
+pub mod failover;
 pub mod grpc;
 pub mod health;
 pub mod http;

@@ -16,6 +16,8 @@ async fn serves_health_and_stops_on_sigterm() {
         ("DAISI_EDGE_ADMIN_TOKEN_AES_KEY", KEY),
         ("DAISI_EDGE_SECRET_TOKEN", "user-api-key"),
         ("DAISI_EDGE_ADMIN_SECRET_TOKEN", "admin-api-key"),
+        ("DAISI_EDGE_COORDINATOR_URL", "http://127.0.0.1:1"),
+        ("DAISI_EDGE_SHUTDOWN_GRACE", "2s"),
     ];
     assert_serves_and_stops(
         BIN,
@@ -24,9 +26,10 @@ async fn serves_health_and_stops_on_sigterm() {
         "http",
         Duration::from_secs(10),
         |http| async move {
+            // No coordinator runs: the edge serves but is not ready.
             let (status, body) = get_json(http, "/ready").await.unwrap();
-            assert_eq!(status, 200, "{body}");
-            assert_eq!(body["status"], "READY");
+            assert_eq!(status, 503, "{body}");
+            assert_eq!(body["dependencies"]["coordinator"], "DOWN");
         },
     )
     .await;

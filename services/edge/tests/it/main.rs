@@ -1,4 +1,13 @@
-//! End-to-end tests of the `daisi-edge` binary.
-#![allow(clippy::unwrap_used)]
+//! End-to-end tests of the edge: real WebSocket clients against edges started with `run` on
+//! 127.0.0.1:0, the real coordinator in-process, and the binary.
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 mod binary;
+mod delivery;
+mod drain;
+mod http_routes;
+mod sessions;
+mod support;
+mod tls;
+mod ws_auth;
+mod ws_protocol;

@@ -1,5 +1,9 @@
 //! Settings of the edge, read from `DAISI_EDGE_*` variables.
 
+mod tuning;
+
+pub use tuning::{Limits, SlowConsumerPolicy, SocketTuning, TlsFiles};
+
 use daisi_config::{ConfigError, Env, Loaded, SecretString, Validator};
 use daisi_domain::PodId;
 use daisi_domain::token::{TokenKey, TokenKeyring};
@@ -22,8 +26,8 @@ pub struct Config {
     pub pod_id: PodId,
     /// The address routers use to reach `grpc_addr` (the pod IP in Kubernetes).
     pub advertise_url: Url,
-    /// The coordinator's gRPC endpoint.
-    pub coordinator_url: Url,
+    /// The coordinator gRPC endpoint(s): one Service URL, or several replicas to fail over.
+    pub coordinator_urls: Vec<Url>,
     /// Keys of user tokens; the first encrypts, all decrypt (rotation).
     pub user_keys: TokenKeyring,
     /// Keys of admin tokens; the first encrypts, all decrypt.
@@ -40,10 +44,25 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Time allowed to drain sockets and release sessions after SIGTERM.
     pub shutdown_grace: Duration,
+    /// Share of `shutdown_grace` over which socket closes are spread, so a deploy does not
+    /// send every client to the surviving pods in the same instant.
+    pub drain_spread: Duration,
+    /// Upper bound of every unary coordinator call; a slower coordinator counts as down.
+    pub coordinator_timeout: Duration,
+    /// Certificate and key when the edge terminates TLS itself (no ingress in front).
+    pub tls: Option<TlsFiles>,
+    /// Bounds on what one client or the whole pod may cost.
+    pub limits: Limits,
+    /// Per-socket buffers and queue.
+    pub sockets: SocketTuning,
+    /// Validated tokens kept so reconnect storms do not redo the crypto.
+    pub token_cache_size: usize,
+    /// Stream sequences remembered to drop events a router delivers twice.
+    pub dedup_window: usize,
 }
 
 #[derive(Debug, Deserialize)]
-struct Raw {
+pub(crate) struct Raw {
     http_addr: Option<String>,
     grpc_addr: Option<String>,
     pod_id: Option<String>,
@@ -57,6 +76,22 @@ struct Raw {
     pong_wait: Option<String>,
     allowed_origins: Option<String>,
     shutdown_grace: Option<String>,
+    drain_spread_percent: Option<String>,
+    coordinator_timeout: Option<String>,
+    tls_cert_path: Option<String>,
+    tls_key_path: Option<String>,
+    max_connections: Option<String>,
+    max_message_size: Option<String>,
+    rate_limit_per_second: Option<String>,
+    rate_limit_burst: Option<String>,
+    rate_limit_close_after: Option<String>,
+    handshake_timeout: Option<String>,
+    send_queue: Option<String>,
+    slow_consumer_policy: Option<String>,
+    ws_read_buffer: Option<String>,
+    ws_write_buffer: Option<String>,
+    token_cache_size: Option<String>,
+    dedup_window: Option<String>,
 }
 
 impl Config {
@@ -90,10 +125,10 @@ impl Config {
             default_advertise.as_deref(),
             &["http", "https"],
         );
-        let coordinator_url = v.url(
+        let coordinator_urls = v.url_list(
             "COORDINATOR_URL",
             raw.coordinator_url.as_deref(),
-            Some("http://127.0.0.1:50051"),
+            "http://127.0.0.1:50051",
             &["http", "https"],
         );
         let user_keys = keyring(&mut v, "TOKEN_AES_KEY", raw.token_aes_key.as_deref());
@@ -132,6 +167,39 @@ impl Config {
             raw.shutdown_grace.as_deref(),
             Duration::from_secs(30),
         );
+        let drain_percent = v.int_in::<u32>(
+            "DRAIN_SPREAD_PERCENT",
+            raw.drain_spread_percent.as_deref(),
+            50,
+            0,
+            90,
+        );
+        let coordinator_timeout = v.duration(
+            "COORDINATOR_TIMEOUT",
+            raw.coordinator_timeout.as_deref(),
+            Duration::from_secs(2),
+        );
+        let tls = tuning::tls(
+            &mut v,
+            raw.tls_cert_path.as_deref(),
+            raw.tls_key_path.as_deref(),
+        );
+        let limits = tuning::limits(&mut v, &raw);
+        let sockets = tuning::sockets(&mut v, &raw);
+        let token_cache_size = v.int_in(
+            "TOKEN_CACHE_SIZE",
+            raw.token_cache_size.as_deref(),
+            100_000usize,
+            0,
+            10_000_000,
+        );
+        let dedup_window = v.int_in(
+            "DEDUP_WINDOW",
+            raw.dedup_window.as_deref(),
+            65_536usize,
+            0,
+            10_000_000,
+        );
         if let (Some(ping), Some(pong)) = (ping_interval, pong_wait) {
             v.ensure(
                 pong > ping,
@@ -145,7 +213,7 @@ impl Config {
                 grpc_addr: grpc_addr?,
                 pod_id: pod_id?,
                 advertise_url: advertise_url?,
-                coordinator_url: coordinator_url?,
+                coordinator_urls: coordinator_urls?,
                 user_keys: user_keys?,
                 admin_keys: admin_keys?,
                 secret_token: secret_token?,
@@ -154,6 +222,13 @@ impl Config {
                 pong_wait: pong_wait?,
                 allowed_origins,
                 shutdown_grace: shutdown_grace?,
+                drain_spread: shutdown_grace? * drain_percent? / 100,
+                coordinator_timeout: coordinator_timeout?,
+                tls: tls?,
+                limits: limits?,
+                sockets: sockets?,
+                token_cache_size: token_cache_size?,
+                dedup_window: dedup_window?,
             })
         })
     }
@@ -208,6 +283,16 @@ mod tests {
         );
         let config = Config::from_env(&env).expect("valid").value;
         assert_eq!(config.user_keys.len(), 2);
+    }
+
+    #[test]
+    fn several_coordinator_replicas_can_be_listed() {
+        let mut env = valid();
+        env.set("DAISI_EDGE_COORDINATOR_URL", "http://c1:50051,http://c2:50051");
+        let config = Config::from_env(&env).expect("valid").value;
+        assert_eq!(config.coordinator_urls.len(), 2);
+        env.set("DAISI_EDGE_COORDINATOR_URL", "http://c1:50051,nats://c2");
+        assert!(Config::from_env(&env).expect_err("scheme").mentions("DAISI_EDGE_COORDINATOR_URL"));
     }
 
     #[test]

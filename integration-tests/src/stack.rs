@@ -1,0 +1,309 @@
+//! A whole daisi deployment for one scenario, and the helpers scenarios are written with.
+
+use crate::backend::{Backend, LauncherKind};
+use crate::client::{Refused, WsClient};
+use crate::secrets::{Secrets, User};
+use crate::topology::{Component, Port, Timing, service_env};
+use anyhow::Context;
+use daisi_proto::coordinator::v1 as pb;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Shape of a stack.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// Coordinator replicas.
+    pub coordinators: u8,
+    /// Router replicas.
+    pub routers: u8,
+    /// Edge pods.
+    pub edges: u8,
+    /// Leases and grace periods.
+    pub timing: Timing,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self { coordinators: 2, routers: 2, edges: 2, timing: Timing::default() }
+    }
+}
+
+/// A running stack. Dropping it stops and removes everything.
+#[derive(Debug)]
+pub struct Stack {
+    backend: Backend,
+    secrets: Secrets,
+    options: StackOptions,
+    nats: Option<async_nats::Client>,
+}
+
+/// One edge pod as clients see it.
+#[derive(Debug, Clone)]
+pub struct Edge {
+    /// Client-facing HTTP address.
+    pub addr: SocketAddr,
+    secrets: Secrets,
+}
+
+impl Edge {
+    /// Connects `user` (user or admin socket) and waits for `ready`.
+    pub async fn connect(&self, user: &User) -> anyhow::Result<WsClient> {
+        WsClient::connect(self.addr, user, self.key(user)).await
+    }
+
+    /// Connects without waiting for `ready`, reporting a refusal instead of failing.
+    pub async fn try_connect(&self, user: &User) -> anyhow::Result<Result<WsClient, Refused>> {
+        WsClient::try_connect(self.addr, user, self.key(user)).await
+    }
+
+    /// Connects with an explicit API key (for bad-input scenarios).
+    pub async fn try_connect_with_key(&self, user: &User, key: &str) -> anyhow::Result<Result<WsClient, Refused>> {
+        WsClient::try_connect(self.addr, user, key).await
+    }
+
+    fn key(&self, user: &User) -> &str {
+        if user.admin { &self.secrets.admin_api_key } else { &self.secrets.api_key }
+    }
+}
+
+impl Stack {
+    /// Starts Redis, NATS, the coordinators, routers and edges, in that order, each ready
+    /// before the next starts. The launcher comes from `DAISI_IT_LAUNCHER`.
+    pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
+        let kind = LauncherKind::from_env()?;
+        let mut stack = Self {
+            backend: Backend::new(kind).await?,
+            secrets: Secrets::generate(),
+            options,
+            nats: None,
+        };
+        stack.launch(Component::Redis).await?;
+        stack.launch(Component::Nats).await?;
+        for i in 1..=stack.options.coordinators {
+            stack.launch(Component::Coordinator(i)).await?;
+        }
+        for i in 1..=stack.options.routers {
+            stack.launch(Component::Router(i)).await?;
+        }
+        for i in 1..=stack.options.edges {
+            stack.launch(Component::Edge(i)).await?;
+        }
+        Ok(stack)
+    }
+
+    async fn launch(&mut self, component: Component) -> anyhow::Result<()> {
+        for i in 1..=self.options.coordinators {
+            self.backend.prepare(Component::Coordinator(i))?;
+        }
+        self.backend.prepare(component)?;
+        let env = service_env(component, self.backend.addresses(), &self.secrets, &self.options.timing, self.options.coordinators);
+        self.backend.start(component, &env).await?;
+        self.wait_ready(component, Duration::from_secs(30)).await
+    }
+
+    /// Waits until a service's `/ready` answers 200 (Redis and NATS: until they accept TCP).
+    pub async fn wait_ready(&self, component: Component, within: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut last = String::new();
+        while tokio::time::Instant::now() < deadline {
+            match component {
+                Component::Redis | Component::Nats => {
+                    let port = if component == Component::Redis { Port::Redis } else { Port::Nats };
+                    // Redis may listen on a unix socket only (process launcher).
+                    let Ok(addr) = self.backend.host_addr(component, port) else { return Ok(()) };
+                    if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                        return Ok(());
+                    }
+                }
+                _ => {
+                    let addr = self.backend.host_addr(component, Port::Http)?;
+                    match daisi_testkit::get_json(addr, "/ready").await {
+                        Ok((200, _)) => return Ok(()),
+                        Ok((status, body)) => last = format!("{status} {body}"),
+                        Err(e) => last = e.to_string(),
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        anyhow::bail!("{component} not ready within {within:?} (last answer: {last})")
+    }
+
+    /// The stack's secrets.
+    pub fn secrets(&self) -> &Secrets {
+        &self.secrets
+    }
+
+    /// A user with a valid token.
+    pub fn user(&self, company: &str, agent: &str, user: &str) -> User {
+        self.secrets.user(company, agent, user).unwrap_or_else(|e| panic!("bad test user: {e}"))
+    }
+
+    /// An admin with a valid token and optional subscription filters.
+    pub fn admin(&self, admin: &str, company: Option<&str>, agent: Option<&str>) -> User {
+        self.secrets.admin(admin, company, agent).unwrap_or_else(|e| panic!("bad test admin: {e}"))
+    }
+
+    /// Edge pod `i` (from 1).
+    pub fn edge(&self, i: u8) -> Edge {
+        let addr = self
+            .backend
+            .host_addr(Component::Edge(i), Port::Http)
+            .unwrap_or_else(|e| panic!("edge {i}: {e}"));
+        Edge { addr, secrets: self.secrets.clone() }
+    }
+
+    /// Router `i`'s HTTP address (publish API).
+    pub fn router_addr(&self, i: u8) -> anyhow::Result<SocketAddr> {
+        self.backend.host_addr(Component::Router(i), Port::Http)
+    }
+
+    async fn nats(&mut self) -> anyhow::Result<async_nats::Client> {
+        if let Some(client) = &self.nats {
+            return Ok(client.clone());
+        }
+        let addr = self.backend.host_addr(Component::Nats, Port::Nats)?;
+        let client = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect(format!("nats://{addr}"))
+            .await?;
+        self.nats = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Publishes `payload` to `subject` through JetStream and waits for the stream's ack.
+    pub async fn publish(&mut self, subject: &str, payload: &Value) -> anyhow::Result<u64> {
+        let js = async_nats::jetstream::new(self.nats().await?);
+        let ack = js
+            .publish(subject.to_owned(), serde_json::to_vec(payload)?.into())
+            .await?
+            .await
+            .with_context(|| format!("publishing to {subject}"))?;
+        Ok(ack.sequence)
+    }
+
+    /// Publishes raw bytes (malformed payloads).
+    pub async fn publish_raw(&mut self, subject: &str, payload: &[u8]) -> anyhow::Result<u64> {
+        let js = async_nats::jetstream::new(self.nats().await?);
+        let ack = js.publish(subject.to_owned(), payload.to_vec().into()).await?.await?;
+        Ok(ack.sequence)
+    }
+
+    /// SIGKILL (or container kill) of edge `i`.
+    pub async fn kill_edge(&mut self, i: u8) -> anyhow::Result<()> {
+        self.backend.kill(Component::Edge(i)).await
+    }
+
+    /// SIGKILL of router `i`.
+    pub async fn kill_router(&mut self, i: u8) -> anyhow::Result<()> {
+        self.backend.kill(Component::Router(i)).await
+    }
+
+    /// SIGKILL of coordinator `i`.
+    pub async fn kill_coordinator(&mut self, i: u8) -> anyhow::Result<()> {
+        self.backend.kill(Component::Coordinator(i)).await
+    }
+
+    /// SIGTERM to `component`; waits for it to exit and returns its exit code.
+    pub async fn terminate(&mut self, component: Component) -> anyhow::Result<Option<i64>> {
+        let within = self.options.timing.edge_grace + Duration::from_secs(10);
+        self.backend.terminate(component, within).await
+    }
+
+    /// Starts `component` again (same ports, same settings) and waits until it is ready.
+    pub async fn restart(&mut self, component: Component) -> anyhow::Result<()> {
+        self.launch(component).await
+    }
+
+    /// Freezes Redis (SIGSTOP / docker pause).
+    pub async fn pause_redis(&mut self) -> anyhow::Result<()> {
+        self.backend.pause(Component::Redis).await
+    }
+
+    /// Thaws Redis.
+    pub async fn resume_redis(&mut self) -> anyhow::Result<()> {
+        self.backend.resume(Component::Redis).await
+    }
+
+    /// Stops NATS and starts it again (same port and store).
+    pub async fn restart_nats(&mut self) -> anyhow::Result<()> {
+        self.backend.terminate(Component::Nats, Duration::from_secs(10)).await?;
+        self.backend.start(Component::Nats, &[]).await?;
+        self.wait_ready(Component::Nats, Duration::from_secs(30)).await
+    }
+
+    /// Sessions the coordinator knows for `company`, as (session key text, holder pod).
+    pub async fn sessions(&self, company: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let mut last = None;
+        for i in 1..=self.options.coordinators {
+            let addr = self.backend.host_addr(Component::Coordinator(i), Port::Grpc)?;
+            match list_sessions(addr, company).await {
+                Ok(sessions) => return Ok(sessions),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("no coordinator")))
+    }
+
+    /// Logs of every component, labelled.
+    pub async fn all_logs(&self) -> String {
+        let mut components = vec![Component::Redis, Component::Nats];
+        components.extend((1..=self.options.coordinators).map(Component::Coordinator));
+        components.extend((1..=self.options.routers).map(Component::Router));
+        components.extend((1..=self.options.edges).map(Component::Edge));
+        let mut text = String::new();
+        for c in components {
+            text.push_str(&format!("\n===== {c} =====\n{}\n", self.backend.logs(c).await));
+        }
+        text
+    }
+}
+
+async fn list_sessions(addr: SocketAddr, company: &str) -> anyhow::Result<Vec<(String, String)>> {
+    use pb::coordinator_admin_client::CoordinatorAdminClient;
+    let mut client = CoordinatorAdminClient::connect(format!("http://{addr}")).await?;
+    let mut out = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_sessions(pb::ListSessionsRequest {
+                filter: Some(pb::list_sessions_request::Filter::CompanyId(company.to_owned())),
+                page_size: 1000,
+                page_token: page_token.clone(),
+            })
+            .await?
+            .into_inner();
+        for s in page.sessions {
+            let key = match s.key.and_then(|k| k.kind) {
+                Some(pb::session_key::Kind::User(u)) => format!("{}/{}/{}", u.company_id, u.agent_id, u.user_id),
+                Some(pb::session_key::Kind::Admin(a)) => format!("admin/{}", a.admin_id),
+                None => String::new(),
+            };
+            out.push((key, s.holder.map(|h| h.pod_id).unwrap_or_default()));
+        }
+        if page.next_page_token.is_empty() {
+            return Ok(out);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// Runs `scenario` on a fresh stack; on failure prints every service's logs, then panics.
+pub async fn scenario<F>(options: StackOptions, scenario: F)
+where
+    F: AsyncFnOnce(&mut Stack) -> anyhow::Result<()>,
+{
+    let mut stack = match Stack::start(options).await {
+        Ok(stack) => stack,
+        Err(e) => panic!("the stack did not start: {e:#}"),
+    };
+    if let Err(e) = scenario(&mut stack).await {
+        let logs = stack.all_logs().await;
+        #[allow(clippy::print_stderr)] // the whole point: show the logs of the failed run
+        {
+            eprintln!("scenario failed: {e:#}\nservice logs:{logs}");
+        }
+        panic!("scenario failed: {e:#}");
+    }
+}

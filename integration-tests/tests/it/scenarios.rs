@@ -1,0 +1,1 @@
+use daisi_integration_tests::*;

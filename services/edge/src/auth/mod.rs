@@ -1,0 +1,134 @@
+//! Who may connect: API keys per route, user and admin tokens (through the token cache), and
+//! the failure each problem maps to (body for the client, reason label for the metric).
+
+pub mod api_key;
+pub mod token_cache;
+
+use crate::config::Config;
+use api_key::{ApiKey, KeyCheck};
+use daisi_domain::ErrorBody;
+use daisi_domain::token::{AdminClaims, TokenError, TokenKeyring, UserClaims};
+use jiff::Timestamp;
+use token_cache::{Cached, TokenCache};
+
+/// A refused request: what the client is told and the metric label.
+#[derive(Debug, Clone)]
+pub struct Denied {
+    /// The compat error body (its code decides the HTTP status).
+    pub body: ErrorBody,
+    /// `auth_failures_total{reason}`.
+    pub reason: &'static str,
+}
+
+impl Denied {
+    fn new(body: ErrorBody, reason: &'static str) -> Self {
+        Self { body, reason }
+    }
+}
+
+/// API keys, token keyrings and the caches of validated tokens.
+#[derive(Debug)]
+pub struct Authenticator {
+    user_key: ApiKey,
+    admin_key: ApiKey,
+    user_tokens: TokenKeyring,
+    admin_tokens: TokenKeyring,
+    user_cache: TokenCache<UserClaims>,
+    admin_cache: TokenCache<AdminClaims>,
+}
+
+fn token_denied(error: &TokenError) -> Denied {
+    let reason = match error {
+        TokenError::Missing => "token_missing",
+        TokenError::Expired => "token_expired",
+        TokenError::Invalid(_) => "token_invalid",
+    };
+    Denied::new(error.error_body(), reason)
+}
+
+impl Authenticator {
+    /// From the edge settings.
+    pub fn new(config: &Config) -> Self {
+        Self {
+            user_key: ApiKey::new(&config.secret_token),
+            admin_key: ApiKey::new(&config.admin_secret_token),
+            user_tokens: config.user_keys.clone(),
+            admin_tokens: config.admin_keys.clone(),
+            user_cache: TokenCache::new(config.token_cache_size),
+            admin_cache: TokenCache::new(config.token_cache_size),
+        }
+    }
+
+    /// The user API key (`secret_token`): `InvalidAPIKey` when missing or wrong.
+    pub fn check_user_key(&self, presented: Option<&str>) -> Result<(), Denied> {
+        match self.user_key.check(presented) {
+            KeyCheck::Valid => Ok(()),
+            KeyCheck::Missing => Err(Denied::new(ErrorBody::api_key_missing(), "api_key_missing")),
+            KeyCheck::Wrong => Err(Denied::new(ErrorBody::api_key_invalid(), "api_key_invalid")),
+        }
+    }
+
+    /// The admin API key (`admin_secret_token`): `E4001` missing, `E4003` wrong.
+    pub fn check_admin_key(&self, presented: Option<&str>) -> Result<(), Denied> {
+        match self.admin_key.check(presented) {
+            KeyCheck::Valid => Ok(()),
+            KeyCheck::Missing => Err(Denied::new(
+                ErrorBody::admin_key_missing(),
+                "admin_key_missing",
+            )),
+            KeyCheck::Wrong => Err(Denied::new(
+                ErrorBody::admin_key_invalid(),
+                "admin_key_invalid",
+            )),
+        }
+    }
+
+    /// The claims of a user token.
+    pub fn user_token(&self, token: Option<&str>, now: Timestamp) -> Result<UserClaims, Denied> {
+        let token = token.unwrap_or_default();
+        match self.user_cache.get(token, now) {
+            Cached::Valid(claims) => return Ok(claims),
+            Cached::Expired => return Err(token_denied(&TokenError::Expired)),
+            Cached::Miss => {}
+        }
+        let claims = self
+            .user_tokens
+            .decode_user(token, now)
+            .map_err(|e| token_denied(&e))?;
+        self.user_cache
+            .insert(token, claims.clone(), claims.expires_at);
+        Ok(claims)
+    }
+
+    /// The claims of an admin token.
+    pub fn admin_token(&self, token: Option<&str>, now: Timestamp) -> Result<AdminClaims, Denied> {
+        let token = token.unwrap_or_default();
+        match self.admin_cache.get(token, now) {
+            Cached::Valid(claims) => return Ok(claims),
+            Cached::Expired => return Err(token_denied(&TokenError::Expired)),
+            Cached::Miss => {}
+        }
+        let claims = self
+            .admin_tokens
+            .decode_admin(token, now)
+            .map_err(|e| token_denied(&e))?;
+        self.admin_cache
+            .insert(token, claims.clone(), claims.expires_at);
+        Ok(claims)
+    }
+
+    /// Keyring minting user tokens.
+    pub fn user_keyring(&self) -> &TokenKeyring {
+        &self.user_tokens
+    }
+
+    /// Keyring minting admin tokens.
+    pub fn admin_keyring(&self) -> &TokenKeyring {
+        &self.admin_tokens
+    }
+
+    /// A path id that disagrees with the token.
+    pub fn path_mismatch() -> Denied {
+        Denied::new(ErrorBody::token_path_mismatch(), "path_mismatch")
+    }
+}

@@ -1,0 +1,172 @@
+//! The edge's tunable bounds: client limits, per-socket buffers and queue, TLS files.
+//!
+//! Kept apart from the identity and address settings in `mod.rs` because these are the knobs
+//! an operator turns under load, each with a default measured to suit many idle sockets.
+
+use super::Raw;
+use daisi_config::Validator;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What one client, and the pod as a whole, may cost.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Open sockets (user and admin) beyond which new upgrades get 503.
+    pub max_connections: usize,
+    /// Largest client message (and frame) accepted; larger ones close the socket (1009).
+    pub max_message_size: usize,
+    /// Sustained client messages per second per socket.
+    pub rate_per_second: u32,
+    /// Messages a socket may send in a burst above the sustained rate.
+    pub rate_burst: u32,
+    /// Rejected messages within the rate window after which the socket is closed (4429).
+    pub rate_close_after: u32,
+    /// Time a client has to send its request headers (and finish TLS) before the connection
+    /// is dropped, and to get through authentication and session acquisition.
+    pub handshake_timeout: Duration,
+}
+
+/// What happens when a socket's send queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowConsumerPolicy {
+    /// Drop the oldest queued frame to make room (counted); the socket stays.
+    DropOldest,
+    /// Close the socket (4008 "slow consumer", counted); the client reconnects and resyncs.
+    Close,
+}
+
+/// Per-socket memory: the dominant cost of many idle connections.
+#[derive(Debug, Clone)]
+pub struct SocketTuning {
+    /// Frames queued per socket before the slow-consumer policy applies.
+    pub send_queue: usize,
+    /// The slow-consumer policy.
+    pub slow_consumer: SlowConsumerPolicy,
+    /// tungstenite read buffer, allocated up front per socket.
+    pub read_buffer: usize,
+    /// tungstenite write buffer target before bytes go to the socket.
+    pub write_buffer: usize,
+}
+
+/// PEM files for TLS termination by the edge.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+pub(super) fn limits(v: &mut Validator, raw: &Raw) -> Option<Limits> {
+    let max_connections = v.int_in(
+        "MAX_CONNECTIONS",
+        raw.max_connections.as_deref(),
+        50_000usize,
+        1,
+        1_000_000,
+    );
+    let max_message_size = v.int_in(
+        "MAX_MESSAGE_SIZE",
+        raw.max_message_size.as_deref(),
+        16_384usize,
+        256,
+        16 << 20,
+    );
+    let rate_per_second = v.int_in(
+        "RATE_LIMIT_PER_SECOND",
+        raw.rate_limit_per_second.as_deref(),
+        20u32,
+        1,
+        100_000,
+    );
+    let rate_burst = v.int_in(
+        "RATE_LIMIT_BURST",
+        raw.rate_limit_burst.as_deref(),
+        40u32,
+        1,
+        100_000,
+    );
+    let rate_close_after = v.int_in(
+        "RATE_LIMIT_CLOSE_AFTER",
+        raw.rate_limit_close_after.as_deref(),
+        20u32,
+        1,
+        100_000,
+    );
+    let handshake_timeout = v.duration(
+        "HANDSHAKE_TIMEOUT",
+        raw.handshake_timeout.as_deref(),
+        Duration::from_secs(10),
+    );
+    Some(Limits {
+        max_connections: max_connections?,
+        max_message_size: max_message_size?,
+        rate_per_second: rate_per_second?,
+        rate_burst: rate_burst?,
+        rate_close_after: rate_close_after?,
+        handshake_timeout: handshake_timeout?,
+    })
+}
+
+pub(super) fn sockets(v: &mut Validator, raw: &Raw) -> Option<SocketTuning> {
+    let send_queue = v.int_in("SEND_QUEUE", raw.send_queue.as_deref(), 256usize, 1, 65_536);
+    let slow_consumer = v
+        .one_of(
+            "SLOW_CONSUMER_POLICY",
+            raw.slow_consumer_policy.as_deref(),
+            "drop-oldest",
+            &["drop-oldest", "close"],
+        )
+        .map(|p| match p {
+            "close" => SlowConsumerPolicy::Close,
+            _ => SlowConsumerPolicy::DropOldest,
+        });
+    // 4 KiB each: client messages are small, and an idle socket then costs a few KiB instead
+    // of tungstenite's 2 x 128 KiB defaults. Large event frames still go out (the buffers grow
+    // on demand), they are just written in more syscalls.
+    let read_buffer = v.int_in(
+        "WS_READ_BUFFER",
+        raw.ws_read_buffer.as_deref(),
+        4096usize,
+        512,
+        1 << 20,
+    );
+    let write_buffer = v.int_in(
+        "WS_WRITE_BUFFER",
+        raw.ws_write_buffer.as_deref(),
+        4096usize,
+        0,
+        1 << 20,
+    );
+    Some(SocketTuning {
+        send_queue: send_queue?,
+        slow_consumer: slow_consumer?,
+        read_buffer: read_buffer?,
+        write_buffer: write_buffer?,
+    })
+}
+
+pub(super) fn tls(
+    v: &mut Validator,
+    cert: Option<&str>,
+    key: Option<&str>,
+) -> Option<Option<TlsFiles>> {
+    fn present(s: Option<&str>) -> Option<&str> {
+        s.map(str::trim).filter(|s| !s.is_empty())
+    }
+    match (present(cert), present(key)) {
+        (None, None) => Some(None),
+        (Some(cert), Some(key)) => Some(Some(TlsFiles {
+            cert: cert.into(),
+            key: key.into(),
+        })),
+        (Some(_), None) => {
+            v.problem("TLS_KEY_PATH", "is required when TLS_CERT_PATH is set");
+            None
+        }
+        (None, Some(_)) => {
+            v.problem("TLS_CERT_PATH", "is required when TLS_KEY_PATH is set");
+            None
+        }
+    }
+}

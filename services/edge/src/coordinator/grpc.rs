@@ -1,0 +1,267 @@
+//! [`Coordinator`] over tonic: lazily connected HTTP/2 channels to the coordinator replicas
+//! (failing over between them when one is unreachable) that reconnect by themselves,
+//! every unary call bounded by a timeout, and errors folded into [`CoordinatorError`] so the
+//! rest of the edge never sees a `tonic::Status`.
+
+use super::convert::{
+    command_from_pb, duration_from_pb, held_from_pb, held_to_pb, holder_from_pb, key_to_pb,
+    reason_from_pb, route_to_pb,
+};
+use super::{
+    AcquireMode, AcquireOutcome, AcquireRequest, CommandStream, Coordinator, CoordinatorError,
+    HeartbeatOutcome, HeldSession, Load, LostSession, PodIdentity, Route,
+};
+use daisi_domain::{ChatId, PodId};
+use daisi_proto::coordinator::v1 as pb;
+use daisi_proto::limits;
+use futures_util::StreamExt;
+use pb::pod_service_client::PodServiceClient;
+use pb::route_service_client::RouteServiceClient;
+use pb::session_service_client::SessionServiceClient;
+use std::future::Future;
+use std::time::Duration;
+use daisi_runtime::failover::FailoverChannel;
+use url::Url;
+
+/// tonic clients of the coordinator's pod, session and route services.
+#[derive(Debug, Clone)]
+pub struct GrpcCoordinator {
+    channel: FailoverChannel,
+    /// Bound of each unary call: a coordinator slower than this counts as unavailable, so the
+    /// edge answers 503 instead of holding the client's upgrade open.
+    timeout: Duration,
+}
+
+impl GrpcCoordinator {
+    /// A client of the coordinator replicas at `urls`. Connects lazily: the edge starts (and
+    /// reports not ready) while the coordinator is down, and reconnects whenever the
+    /// connection breaks, moving to the next replica when one is unreachable.
+    pub fn new(urls: &[Url], timeout: Duration) -> Result<Self, CoordinatorError> {
+        let channel = FailoverChannel::new(urls, |endpoint| {
+            endpoint
+                .connect_timeout(timeout.min(Duration::from_secs(1)))
+                .tcp_nodelay(true)
+                // Detects a silently dead coordinator connection (and keeps the command
+                // stream's connection open through idle NAT/conntrack timeouts).
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(5))
+                .keep_alive_while_idle(true)
+        })
+        .map_err(|e| CoordinatorError::Rejected(format!("coordinator url: {e}")))?;
+        Ok(Self { channel, timeout })
+    }
+
+    fn sessions(&self) -> SessionServiceClient<FailoverChannel> {
+        SessionServiceClient::new(self.channel.clone())
+    }
+
+    fn routes(&self) -> RouteServiceClient<FailoverChannel> {
+        RouteServiceClient::new(self.channel.clone())
+    }
+
+    fn pods(&self) -> PodServiceClient<FailoverChannel> {
+        PodServiceClient::new(self.channel.clone())
+    }
+
+    async fn call<T>(
+        &self,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, CoordinatorError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(from_status(&status)),
+            Err(_) => Err(CoordinatorError::Unavailable(format!(
+                "no answer within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+}
+
+fn from_status(status: &tonic::Status) -> CoordinatorError {
+    use tonic::Code;
+    match status.code() {
+        Code::FailedPrecondition => CoordinatorError::UnknownPod,
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::Cancelled
+        | Code::ResourceExhausted
+        | Code::Aborted
+        | Code::Unknown
+        | Code::Internal => {
+            CoordinatorError::Unavailable(format!("{:?}: {}", status.code(), status.message()))
+        }
+        code => CoordinatorError::Rejected(format!("{code:?}: {}", status.message())),
+    }
+}
+
+impl Coordinator for GrpcCoordinator {
+    async fn heartbeat(
+        &self,
+        pod: &PodIdentity,
+        load: Load,
+    ) -> Result<HeartbeatOutcome, CoordinatorError> {
+        let request = pb::HeartbeatRequest {
+            pod_id: pod.pod.to_string(),
+            instance_id: pod.instance.clone(),
+            delivery_address: pod.delivery_address.clone(),
+            load: Some(pb::PodLoad {
+                user_sockets: load.user_sockets,
+                admin_sockets: load.admin_sockets,
+            }),
+        };
+        let response = self.call(self.pods().heartbeat(request)).await?;
+        Ok(HeartbeatOutcome {
+            registered: response.status == pb::PodLeaseStatus::Registered as i32,
+            heartbeat_interval: duration_from_pb(
+                response.heartbeat_interval.as_ref(),
+                Duration::from_secs(10),
+            ),
+            renew_interval: duration_from_pb(
+                response.renew_interval.as_ref(),
+                Duration::from_secs(10),
+            ),
+        })
+    }
+
+    async fn deregister(&self, pod: &PodIdentity) -> Result<(), CoordinatorError> {
+        let request = pb::DeregisterRequest {
+            pod_id: pod.pod.to_string(),
+            instance_id: pod.instance.clone(),
+        };
+        self.call(self.pods().deregister(request)).await.map(drop)
+    }
+
+    async fn acquire(
+        &self,
+        pod: &PodId,
+        request: AcquireRequest,
+    ) -> Result<AcquireOutcome, CoordinatorError> {
+        let mode = match request.mode {
+            AcquireMode::Takeover => pb::AcquireMode::Takeover,
+            AcquireMode::IfVacant => pb::AcquireMode::IfVacant,
+        };
+        let request = pb::AcquireRequest {
+            key: Some(key_to_pb(&request.key)),
+            pod_id: pod.to_string(),
+            connection_id: request.connection.to_string(),
+            mode: mode as i32,
+            routes: request
+                .routes
+                .iter()
+                .take(limits::MAX_ACQUIRE_ROUTES)
+                .map(route_to_pb)
+                .collect(),
+        };
+        let response = self.call(self.sessions().acquire(request)).await?;
+        match response.outcome {
+            Some(pb::acquire_response::Outcome::Granted(granted)) => Ok(AcquireOutcome::Granted {
+                fencing: granted.fencing_token,
+                previous: holder_from_pb(granted.previous.as_ref()),
+                selected_chat: granted.selected_chat_id.parse().ok(),
+            }),
+            Some(pb::acquire_response::Outcome::Refused(_)) => Ok(AcquireOutcome::Refused),
+            None => Err(CoordinatorError::Rejected(
+                "acquire answered without an outcome".to_owned(),
+            )),
+        }
+    }
+
+    async fn renew(
+        &self,
+        pod: &PodId,
+        sessions: Vec<HeldSession>,
+    ) -> Result<Vec<LostSession>, CoordinatorError> {
+        let mut lost = Vec::new();
+        for chunk in sessions.chunks(limits::MAX_RENEW_BATCH) {
+            let request = pb::RenewRequest {
+                pod_id: pod.to_string(),
+                sessions: chunk.iter().map(held_to_pb).collect(),
+            };
+            let response = self.call(self.sessions().renew(request)).await?;
+            lost.extend(response.lost.iter().filter_map(|l| {
+                Some(LostSession {
+                    session: held_from_pb(l.session.as_ref())?,
+                    reason: reason_from_pb(l.reason),
+                })
+            }));
+        }
+        Ok(lost)
+    }
+
+    async fn release(
+        &self,
+        pod: &PodId,
+        sessions: Vec<HeldSession>,
+    ) -> Result<(), CoordinatorError> {
+        for chunk in sessions.chunks(limits::MAX_RELEASE_BATCH) {
+            let request = pb::ReleaseRequest {
+                pod_id: pod.to_string(),
+                sessions: chunk.iter().map(held_to_pb).collect(),
+            };
+            self.call(self.sessions().release(request)).await?;
+        }
+        Ok(())
+    }
+
+    async fn select_chat(
+        &self,
+        pod: &PodId,
+        session: &HeldSession,
+        chat: &ChatId,
+    ) -> Result<bool, CoordinatorError> {
+        let request = pb::SelectChatRequest {
+            key: Some(key_to_pb(&session.key)),
+            pod_id: pod.to_string(),
+            connection_id: session.connection.to_string(),
+            fencing_token: session.fencing,
+            chat_id: chat.to_string(),
+        };
+        let response = self.call(self.sessions().select_chat(request)).await?;
+        Ok(response.session_held)
+    }
+
+    async fn register_routes(
+        &self,
+        pod: &PodId,
+        routes: Vec<Route>,
+    ) -> Result<(), CoordinatorError> {
+        for chunk in routes.chunks(limits::MAX_ROUTE_BATCH) {
+            let request = pb::RegisterRoutesRequest {
+                pod_id: pod.to_string(),
+                routes: chunk.iter().map(route_to_pb).collect(),
+            };
+            self.call(self.routes().register_routes(request)).await?;
+        }
+        Ok(())
+    }
+
+    async fn unregister_routes(
+        &self,
+        pod: &PodId,
+        routes: Vec<Route>,
+    ) -> Result<(), CoordinatorError> {
+        for chunk in routes.chunks(limits::MAX_ROUTE_BATCH) {
+            let request = pb::UnregisterRoutesRequest {
+                pod_id: pod.to_string(),
+                routes: chunk.iter().map(route_to_pb).collect(),
+            };
+            self.call(self.routes().unregister_routes(request)).await?;
+        }
+        Ok(())
+    }
+
+    async fn watch(&self, pod: &PodIdentity) -> Result<CommandStream, CoordinatorError> {
+        let request = pb::WatchPodCommandsRequest {
+            pod_id: pod.pod.to_string(),
+            instance_id: pod.instance.clone(),
+        };
+        // Only opening the stream is bounded; the stream itself lives as long as it is healthy.
+        let stream = self
+            .call(self.sessions().watch_pod_commands(request))
+            .await?;
+        Ok(stream
+            .map(|item| item.map(command_from_pb).map_err(|s| from_status(&s)))
+            .boxed())
+    }
+}

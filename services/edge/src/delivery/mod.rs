@@ -1,0 +1,128 @@
+//! `daisi.edge.v1.EdgeDelivery`: routers hand the pod batches of events; each is checked,
+//! de-duplicated by stream sequence, rendered once and queued to the matching local sockets.
+
+pub mod dedup;
+pub mod fanout;
+
+use crate::state::Edge;
+use axum::extract::ws::Utf8Bytes;
+use daisi_domain::event::render_event_frame;
+use daisi_proto::edge::v1 as pb;
+use daisi_proto::limits;
+use dedup::Dedup;
+use fanout::Audience;
+use pb::edge_delivery_server::{EdgeDelivery, EdgeDeliveryServer};
+use tonic::{Request, Response, Status};
+
+/// The delivery service of one edge.
+#[derive(Debug)]
+pub struct Delivery {
+    edge: Edge,
+    dedup: Dedup,
+}
+
+impl Delivery {
+    /// The service, ready to be added to the gRPC server.
+    pub fn server(edge: Edge) -> EdgeDeliveryServer<Self> {
+        let dedup = Dedup::new(edge.config.dedup_window);
+        EdgeDeliveryServer::new(Self { edge, dedup })
+            .max_decoding_message_size(limits::EDGE_MAX_DECODING_BYTES)
+    }
+
+    fn deliver_one(&self, event: &pb::Event) -> pb::EventResult {
+        let result = |outcome: pb::EventOutcome, reached: u32, reason: &str| pb::EventResult {
+            stream_sequence: event.stream_sequence,
+            outcome: outcome as i32,
+            sockets_reached: reached,
+            reject_reason: reason.to_owned(),
+        };
+        let audience = match audience(event) {
+            Ok(audience) => audience,
+            Err(reason) => {
+                self.count("rejected");
+                return result(pb::EventOutcome::Rejected, 0, &reason);
+            }
+        };
+        let frame = match render_event_frame(&event.payload, &event.event_type) {
+            Ok(frame) => Utf8Bytes::from(frame),
+            Err(error) => {
+                self.count("rejected");
+                return result(pb::EventOutcome::Rejected, 0, &error.to_string());
+            }
+        };
+        if !self.dedup.first_time(event.stream_sequence) {
+            self.count("duplicate");
+            return result(pb::EventOutcome::Duplicate, 0, "");
+        }
+        self.count("delivered");
+        let reached = fanout::fan_out(&self.edge, &audience, &frame);
+        result(pb::EventOutcome::Delivered, reached, "")
+    }
+
+    fn count(&self, outcome: &str) {
+        self.edge
+            .metrics
+            .events_received
+            .with_label_values(&[outcome])
+            .inc();
+    }
+}
+
+/// The sockets an event is for, or why it is malformed.
+fn audience(event: &pb::Event) -> Result<Audience, String> {
+    let target = event.target.as_ref().ok_or("event has no target")?;
+    let company = target
+        .company_id
+        .parse()
+        .map_err(|e| format!("target company_id: {e}"))?;
+    let agent = target
+        .agent_id
+        .parse()
+        .map_err(|e| format!("target agent_id: {e}"))?;
+    if event.event_type.is_empty() {
+        return Err("event_type is empty".to_owned());
+    }
+    match pb::DeliveryScope::try_from(target.scope) {
+        Ok(pb::DeliveryScope::AgentUsers) => Ok(Audience::AgentUsers(company, agent)),
+        Ok(pb::DeliveryScope::ChatUsers) => {
+            let chat = target
+                .chat_id
+                .parse()
+                .map_err(|e| format!("target chat_id: {e}"))?;
+            Ok(Audience::ChatUsers(company, agent, chat))
+        }
+        Ok(pb::DeliveryScope::AgentUsersAndAdmins) => {
+            Ok(Audience::AgentUsersAndAdmins(company, agent))
+        }
+        _ => Err(format!("unknown delivery scope {}", target.scope)),
+    }
+}
+
+#[tonic::async_trait]
+impl EdgeDelivery for Delivery {
+    async fn deliver(
+        &self,
+        request: Request<pb::DeliverRequest>,
+    ) -> Result<Response<pb::DeliverResponse>, Status> {
+        let request = request.into_inner();
+        if request.pod_id != self.edge.pod.pod.as_str() {
+            return Err(Status::failed_precondition(format!(
+                "this is pod {}, not {}",
+                self.edge.pod.pod, request.pod_id
+            )));
+        }
+        if request.events.len() > limits::MAX_DELIVER_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "at most {} events per call, got {}",
+                limits::MAX_DELIVER_BATCH,
+                request.events.len()
+            )));
+        }
+        let results = request
+            .events
+            .iter()
+            .map(|event| self.deliver_one(event))
+            .collect();
+        Ok(Response::new(pb::DeliverResponse { results }))
+    }
+}

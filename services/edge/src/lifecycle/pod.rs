@@ -1,0 +1,114 @@
+//! Registration in the pod registry and the heartbeat that keeps it. The first successful
+//! heartbeat makes the edge ready; a failing one makes it not ready (new sockets would fail to
+//! acquire sessions anyway). When the coordinator answers REGISTERED while sockets are open,
+//! the pod was purged: its routes are registered again and each socket's session re-acquired
+//! with IF_VACANT, closing the sockets whose user has connected elsewhere meanwhile.
+
+use super::close_lost;
+use crate::coordinator::{
+    AcquireMode, AcquireOutcome, AcquireRequest, Coordinator, HeartbeatOutcome, Load,
+};
+use crate::state::{COORDINATOR, Edge};
+use crate::ws::handle::SocketHandle;
+use crate::ws::outbox::CloseCause;
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Retry period while the coordinator is unreachable.
+const RETRY: Duration = Duration::from_secs(1);
+/// Re-acquisitions in flight during a restore.
+const RESTORE_CONCURRENCY: usize = 64;
+
+/// One heartbeat (plus the restore it may call for); `None` when it failed.
+pub async fn heartbeat_once(edge: &Edge) -> Option<HeartbeatOutcome> {
+    let _one_at_a_time = edge.heartbeat_lock.lock().await;
+    let (users, admins) = edge.registry.counts();
+    let load = Load {
+        user_sockets: u32::try_from(users).unwrap_or(u32::MAX),
+        admin_sockets: u32::try_from(admins).unwrap_or(u32::MAX),
+    };
+    match edge.coordinator.heartbeat(&edge.pod, load).await {
+        Ok(outcome) => {
+            let renew_ms = u64::try_from(outcome.renew_interval.as_millis()).unwrap_or(u64::MAX);
+            edge.renew_every_ms.store(renew_ms, Ordering::Relaxed);
+            if outcome.registered {
+                tracing::info!(pod_id = %edge.pod.pod, sockets = users + admins, "registered with the coordinator");
+                if !edge.registry.is_empty() {
+                    restore(edge).await;
+                }
+            }
+            edge.readiness.set(COORDINATOR, true);
+            Some(outcome)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "heartbeat failed");
+            edge.readiness.set(COORDINATOR, false);
+            None
+        }
+    }
+}
+
+/// Re-registers routes and re-acquires sessions after the pod was purged.
+async fn restore(edge: &Edge) {
+    {
+        let _gate = edge.registry.routes.gate().await;
+        let routes = edge.registry.routes.all();
+        if let Err(error) = edge
+            .coordinator
+            .register_routes(&edge.pod.pod, routes)
+            .await
+        {
+            tracing::warn!(%error, "route restore failed; retrying with the next heartbeat");
+        }
+    }
+    let sockets = edge.registry.all();
+    futures_util::stream::iter(sockets)
+        .for_each_concurrent(RESTORE_CONCURRENCY, |socket| reacquire(edge, socket))
+        .await;
+}
+
+/// Takes the session of a live socket back if nobody else holds it; closes the socket
+/// otherwise (the user connected elsewhere, or the coordinator cannot confirm it).
+pub async fn reacquire(edge: &Edge, socket: Arc<SocketHandle>) {
+    if socket.session_lost() || socket.outbox.is_closing() {
+        return;
+    }
+    let request = AcquireRequest {
+        key: socket.key.clone(),
+        connection: socket.connection.clone(),
+        mode: AcquireMode::IfVacant,
+        routes: Vec::new(),
+    };
+    match edge.coordinator.acquire(&edge.pod.pod, request).await {
+        Ok(AcquireOutcome::Granted { fencing, .. }) => socket.set_fencing(fencing),
+        Ok(AcquireOutcome::Refused) => {
+            close_lost(&socket, CloseCause::SessionConflict);
+        }
+        Err(error) => {
+            tracing::debug!(%error, "session restore failed");
+            close_lost(&socket, CloseCause::SessionLost);
+        }
+    }
+}
+
+/// Heartbeats until `stop`; also refreshes the send-queue depth gauge.
+pub async fn run(edge: Edge, stop: CancellationToken) {
+    loop {
+        let wait = match heartbeat_once(&edge).await {
+            Some(outcome) => outcome.heartbeat_interval,
+            None => RETRY,
+        };
+        let depth: usize = edge.registry.all().iter().map(|s| s.outbox.depth()).sum();
+        edge.metrics
+            .queue_depth
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+            () = edge.heartbeat_now.notified() => {}
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! One batched renew per interval for every session of the pod. Sessions reported lost to
+//! another connection or an operator are closed with 4402; sessions that merely lapsed (lease
+//! expired, pod purged) are re-acquired if still vacant, and closed otherwise.
+
+use super::{close_lost, pod};
+use crate::coordinator::{Coordinator, CoordinatorError, EndReason, LostSession};
+use crate::state::Edge;
+use crate::ws::outbox::CloseCause;
+use tokio_util::sync::CancellationToken;
+
+async fn handle_lost(edge: &Edge, lost: LostSession) {
+    let Some(socket) = edge
+        .registry
+        .by_connection(lost.session.connection.as_str())
+    else {
+        return;
+    };
+    if socket.fencing() != lost.session.fencing {
+        // Re-acquired since this renew was sent.
+        return;
+    }
+    match lost.reason {
+        EndReason::Expired | EndReason::PodPurged => pod::reacquire(edge, socket).await,
+        EndReason::TakenOver | EndReason::KilledByAdmin | EndReason::Other => {
+            close_lost(&socket, CloseCause::SessionLost);
+        }
+    }
+}
+
+/// Renews once; returns how many sessions were lost.
+pub async fn renew_once(edge: &Edge) -> usize {
+    let held = edge.registry.held_sessions();
+    if held.is_empty() {
+        return 0;
+    }
+    match edge.coordinator.renew(&edge.pod.pod, held).await {
+        Ok(lost) => {
+            let n = lost.len();
+            for lost in lost {
+                handle_lost(edge, lost).await;
+            }
+            n
+        }
+        Err(CoordinatorError::UnknownPod) => {
+            edge.heartbeat_now.notify_one();
+            0
+        }
+        Err(error) => {
+            tracing::warn!(%error, "session renew failed");
+            0
+        }
+    }
+}
+
+/// Renews until `stop`.
+pub async fn run(edge: Edge, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(edge.renew_every()) => {}
+            () = edge.renew_now.notified() => {}
+        }
+        renew_once(&edge).await;
+    }
+}

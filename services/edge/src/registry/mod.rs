@@ -1,0 +1,259 @@
+//! The pod's local index of sockets: by connection (kills, renew results), by (company, agent)
+//! and (company, agent, chat) for user deliveries, and the admin sockets. Delivery reads it
+//! under a shared lock; sockets come and go under the exclusive one, briefly.
+//!
+//! Adding and removing sockets also keeps the [`RouteBook`] counts, so the routes registered
+//! with the coordinator always cover the sockets in here.
+
+pub mod routes;
+
+use crate::coordinator::{HeldSession, Route};
+use crate::ws::handle::{SocketHandle, SocketKind};
+use daisi_domain::{AgentId, ChatId, CompanyId, ConnectionId};
+pub use routes::RouteBook;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+type Sockets = HashMap<u64, Arc<SocketHandle>>;
+
+#[derive(Debug, Default)]
+struct Index {
+    by_id: Sockets,
+    by_connection: HashMap<ConnectionId, u64>,
+    agents: HashMap<(CompanyId, AgentId), Sockets>,
+    chats: HashMap<(CompanyId, AgentId, ChatId), Sockets>,
+    admins: Sockets,
+    users: usize,
+}
+
+/// The local index and route counts.
+#[derive(Debug, Default)]
+pub struct Registry {
+    index: RwLock<Index>,
+    next_id: AtomicU64,
+    /// Route counts; see [`routes`].
+    pub routes: RouteBook,
+}
+
+/// The route every user socket of (company, agent) needs.
+pub fn agent_route(company: &CompanyId, agent: &AgentId) -> Route {
+    Route::Agent {
+        company: company.clone(),
+        agent: agent.clone(),
+    }
+}
+
+/// The route of a selected chat.
+pub fn chat_route(company: &CompanyId, agent: &AgentId, chat: &ChatId) -> Route {
+    Route::Chat {
+        company: company.clone(),
+        agent: agent.clone(),
+        chat: chat.clone(),
+    }
+}
+
+/// The admin route covering `kind`'s filter: the subscription or restriction folded into the
+/// company filter (the exact per-socket filter is applied at delivery).
+pub fn admin_route(claims: &daisi_domain::token::AdminClaims) -> Route {
+    Route::Admin {
+        company: claims
+            .subscribed_company_id
+            .clone()
+            .or_else(|| claims.company_id_restriction.clone()),
+        agent: claims.subscribed_agent_id.clone(),
+    }
+}
+
+/// Routes a socket needs for its kind (not counting the selected chat).
+pub fn base_route(kind: &SocketKind) -> Route {
+    match kind {
+        SocketKind::User { company, agent } => agent_route(company, agent),
+        SocketKind::Admin(claims) => admin_route(claims),
+    }
+}
+
+impl Registry {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A fresh local socket id.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Adds a socket whose routes were registered (and counted) by its acquire.
+    pub fn insert(&self, socket: Arc<SocketHandle>) {
+        let mut index = self.write();
+        index
+            .by_connection
+            .insert(socket.connection.clone(), socket.id);
+        match &socket.kind {
+            SocketKind::User { company, agent } => {
+                index.users += 1;
+                index
+                    .agents
+                    .entry((company.clone(), agent.clone()))
+                    .or_default()
+                    .insert(socket.id, socket.clone());
+                if let Some(chat) = socket.selected_chat() {
+                    index
+                        .chats
+                        .entry((company.clone(), agent.clone(), chat))
+                        .or_default()
+                        .insert(socket.id, socket.clone());
+                }
+            }
+            SocketKind::Admin(_) => {
+                index.admins.insert(socket.id, socket.clone());
+            }
+        }
+        index.by_id.insert(socket.id, socket);
+    }
+
+    /// Removes a socket and releases its route counts; `false` if it was not there.
+    pub fn remove(&self, socket: &SocketHandle) -> bool {
+        let mut index = self.write();
+        if index.by_id.remove(&socket.id).is_none() {
+            return false;
+        }
+        if index.by_connection.get(&socket.connection) == Some(&socket.id) {
+            index.by_connection.remove(&socket.connection);
+        }
+        let chat = socket.selected_chat();
+        match &socket.kind {
+            SocketKind::User { company, agent } => {
+                index.users -= 1;
+                remove_from(
+                    &mut index.agents,
+                    &(company.clone(), agent.clone()),
+                    socket.id,
+                );
+                if let Some(chat) = &chat {
+                    let key = (company.clone(), agent.clone(), chat.clone());
+                    remove_from(&mut index.chats, &key, socket.id);
+                    self.routes.release(&chat_route(company, agent, chat));
+                }
+            }
+            SocketKind::Admin(_) => {
+                index.admins.remove(&socket.id);
+            }
+        }
+        drop(index);
+        self.routes.release(&base_route(&socket.kind));
+        true
+    }
+
+    /// Moves a user socket from its selected chat to `chat`; the caller registered the new
+    /// chat route (under the route gate) and this counts it.
+    pub fn select_chat(&self, socket: &Arc<SocketHandle>, chat: ChatId) {
+        let Some((company, agent)) = socket.user_agent() else {
+            return;
+        };
+        self.routes.retain(chat_route(company, agent, &chat));
+        let mut index = self.write();
+        let present = index.by_id.contains_key(&socket.id);
+        let previous = socket.swap_selected_chat(Some(chat.clone()));
+        if present {
+            if let Some(previous) = &previous {
+                let key = (company.clone(), agent.clone(), previous.clone());
+                remove_from(&mut index.chats, &key, socket.id);
+            }
+            index
+                .chats
+                .entry((company.clone(), agent.clone(), chat))
+                .or_default()
+                .insert(socket.id, socket.clone());
+        }
+        drop(index);
+        if let Some(previous) = previous {
+            self.routes.release(&chat_route(company, agent, &previous));
+        }
+    }
+
+    /// The socket holding `connection`.
+    pub fn by_connection(&self, connection: &str) -> Option<Arc<SocketHandle>> {
+        let connection: ConnectionId = connection.parse().ok()?;
+        let index = self.read();
+        let id = index.by_connection.get(&connection)?;
+        index.by_id.get(id).cloned()
+    }
+
+    /// Calls `f` for every user socket of (company, agent).
+    pub fn for_agent(
+        &self,
+        company: &CompanyId,
+        agent: &AgentId,
+        mut f: impl FnMut(&SocketHandle),
+    ) {
+        let index = self.read();
+        if let Some(sockets) = index.agents.get(&(company.clone(), agent.clone())) {
+            sockets.values().for_each(|s| f(s));
+        }
+    }
+
+    /// Calls `f` for every user socket of (company, agent) that selected `chat`.
+    pub fn for_chat(
+        &self,
+        company: &CompanyId,
+        agent: &AgentId,
+        chat: &ChatId,
+        mut f: impl FnMut(&SocketHandle),
+    ) {
+        let index = self.read();
+        let key = (company.clone(), agent.clone(), chat.clone());
+        if let Some(sockets) = index.chats.get(&key) {
+            sockets.values().for_each(|s| f(s));
+        }
+    }
+
+    /// Calls `f` for every admin socket.
+    pub fn for_admins(&self, mut f: impl FnMut(&SocketHandle)) {
+        self.read().admins.values().for_each(|s| f(s));
+    }
+
+    /// Every socket.
+    pub fn all(&self) -> Vec<Arc<SocketHandle>> {
+        self.read().by_id.values().cloned().collect()
+    }
+
+    /// Sessions of the sockets that still hold theirs.
+    pub fn held_sessions(&self) -> Vec<HeldSession> {
+        self.read()
+            .by_id
+            .values()
+            .filter(|s| !s.session_lost())
+            .map(|s| s.held())
+            .collect()
+    }
+
+    /// (user sockets, admin sockets).
+    pub fn counts(&self) -> (usize, usize) {
+        let index = self.read();
+        (index.users, index.admins.len())
+    }
+
+    /// All sockets.
+    pub fn len(&self) -> usize {
+        self.read().by_id.len()
+    }
+
+    /// No socket at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn remove_from<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Sockets>, key: &K, id: u64) {
+    if let Some(sockets) = map.get_mut(key) {
+        sockets.remove(&id);
+        if sockets.is_empty() {
+            map.remove(key);
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! The state every part of the edge shares: settings, coordinator client, authenticator, local
+//! socket index, release queue, metrics and readiness.
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::coordinator::{AnyCoordinator, PodIdentity};
+use crate::lifecycle::release::ReleaseQueue;
+use crate::metrics::EdgeMetrics;
+use crate::registry::Registry;
+use daisi_runtime::Readiness;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Readiness dependency name of the coordinator.
+pub const COORDINATOR: &str = "coordinator";
+
+/// Shared edge state; cheap to clone.
+pub type Edge = Arc<EdgeState>;
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct EdgeState {
+    /// Settings.
+    pub config: Config,
+    /// This pod in the pod registry.
+    pub pod: PodIdentity,
+    /// The coordinator.
+    pub coordinator: AnyCoordinator,
+    /// API keys and tokens.
+    pub auth: Authenticator,
+    /// Local sockets and route counts.
+    pub registry: Registry,
+    /// Sessions of closed sockets waiting to be released in a batch.
+    pub releases: ReleaseQueue,
+    /// Metrics.
+    pub metrics: EdgeMetrics,
+    /// `/ready` and gRPC health.
+    pub readiness: Readiness,
+    /// Asks the heartbeat loop for an immediate heartbeat (the coordinator forgot the pod).
+    pub heartbeat_now: Notify,
+    /// Asks the renew loop for an immediate renew (kill commands may have been missed).
+    pub renew_now: Notify,
+    /// Serializes heartbeats, so a burst of connects to a forgotten pod restores it once.
+    pub heartbeat_lock: tokio::sync::Mutex<()>,
+    /// Renew period handed out by the coordinator, in milliseconds.
+    pub renew_every_ms: AtomicU64,
+    /// Every socket task holds a token of it, so the drain can wait for them.
+    pub socket_tasks: TaskTracker,
+    /// Cancelled when the drain is over: socket tasks still running stop at once.
+    pub sockets_stop: CancellationToken,
+}
+
+impl EdgeState {
+    /// Whether new sockets are refused (SIGTERM received).
+    pub fn draining(&self) -> bool {
+        self.readiness.is_draining()
+    }
+
+    /// How often sessions are renewed.
+    pub fn renew_every(&self) -> Duration {
+        Duration::from_millis(self.renew_every_ms.load(Ordering::Relaxed).max(100))
+    }
+
+    /// Updates the socket gauges from the index.
+    pub fn refresh_socket_gauges(&self) {
+        let (users, admins) = self.registry.counts();
+        let set = |kind: &str, n: usize| {
+            self.metrics
+                .sockets
+                .with_label_values(&[kind])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        };
+        set("user", users);
+        set("admin", admins);
+    }
+}

@@ -1,0 +1,150 @@
+//! Exclusive sessions against the real coordinator (memory store): takeover on the same pod
+//! and across two edges (4402 to the old socket, the new one keeps receiving), an operator's
+//! kill through the pod command stream, and the renew loop closing sessions lost without a
+//! kill command (in-memory coordinator, which can lose a kill on purpose).
+
+use crate::support::*;
+use daisi_edge::coordinator::memory::MemoryCoordinator;
+use daisi_edge::coordinator::{
+    AcquireMode, AcquireRequest, AnyCoordinator, Coordinator, Load, PodIdentity,
+};
+use daisi_proto::coordinator::v1 as cpb;
+use daisi_proto::edge::v1::DeliveryScope;
+use std::sync::Arc;
+use std::time::Duration;
+
+const CONFLICT_FRAME: &str = r#"{"type":"error","payload":{"code":"SessionConflict","message":"Session conflict","details":"Session taken over by another connection"}}"#;
+
+fn assert_taken_over(closed: &Closed) {
+    assert_eq!(
+        closed.frames.last().map(String::as_str),
+        Some(CONFLICT_FRAME),
+        "{closed:?}"
+    );
+    assert_eq!(closed.code, Some(4402));
+    assert_eq!(
+        closed.reason,
+        "SessionConflict: Session taken over by another connection"
+    );
+}
+
+async fn chats_reach(edge: &TestEdge, seq: u64) -> u32 {
+    edge.deliver(vec![event(
+        seq,
+        "c1",
+        "a1",
+        DeliveryScope::AgentUsers,
+        "",
+        "chat",
+        r#"{"n":1}"#,
+    )])
+    .await[0]
+        .sockets_reached
+}
+
+#[tokio::test]
+async fn takeover_on_the_same_pod() {
+    let coord = Coord::start().await;
+    let edge = TestEdge::start(&coord.url, "edge-same", |_| {}).await;
+    let mut old = user(edge.http, "c1", "a1", "u1").await;
+    let mut new = user(edge.http, "c1", "a1", "u1").await;
+    assert_taken_over(&old.closed().await);
+    eventually("only the new socket is left", || async {
+        chats_reach(&edge, 0).await == 1
+    })
+    .await;
+    assert_eq!(chats_reach(&edge, 1).await, 1);
+    assert!(new.next_text().await.contains(r#""event_type":"chat""#));
+    let (pod, _) = coord.holder("c1", "a1", "u1").await.expect("held");
+    assert_eq!(pod, "edge-same");
+}
+
+#[tokio::test]
+async fn takeover_across_two_edges() {
+    let coord = Coord::start().await;
+    let edge_a = TestEdge::start(&coord.url, "edge-a", |_| {}).await;
+    let edge_b = TestEdge::start(&coord.url, "edge-b", |_| {}).await;
+    let mut old = user(edge_a.http, "c1", "a1", "u1").await;
+    let mut new = user(edge_b.http, "c1", "a1", "u1").await;
+    assert_taken_over(&old.closed().await);
+    eventually("edge-a has no socket left", || async {
+        chats_reach(&edge_a, 0).await == 0
+    })
+    .await;
+    assert_eq!(chats_reach(&edge_b, 5).await, 1);
+    assert!(new.next_text().await.contains(r#""event_type":"chat""#));
+    assert_eq!(
+        coord.holder("c1", "a1", "u1").await.expect("held").0,
+        "edge-b"
+    );
+    // The old edge released nothing of the new holder's (compare-and-delete).
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        coord.holder("c1", "a1", "u1").await.expect("still held").0,
+        "edge-b"
+    );
+}
+
+#[tokio::test]
+async fn operator_kill_arrives_through_the_command_stream() {
+    let coord = Coord::start().await;
+    let edge = TestEdge::start(&coord.url, "edge-kill", |_| {}).await;
+    let mut c = user(edge.http, "c1", "a1", "u1").await;
+    let mut bystander = user(edge.http, "c1", "a1", "u2").await;
+    let key = cpb::SessionKey {
+        kind: Some(cpb::session_key::Kind::User(cpb::UserSessionKey {
+            company_id: "c1".into(),
+            agent_id: "a1".into(),
+            user_id: "u1".into(),
+        })),
+    };
+    let killed = coord
+        .admin()
+        .await
+        .kill_session(cpb::KillSessionRequest {
+            key: Some(key),
+            reason: "test".into(),
+            connection_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(killed.killed);
+    assert_taken_over(&c.closed().await);
+    bystander.send_text(r#"{"type":"ready"}"#).await;
+    assert_eq!(bystander.next_text().await, r#"{"type":"ready"}"#);
+}
+
+#[tokio::test]
+async fn renew_closes_sessions_lost_without_a_kill() {
+    let memory = Arc::new(MemoryCoordinator::new(Duration::from_millis(200)));
+    let edge =
+        TestEdge::start_with(AnyCoordinator::Memory(memory.clone()), "edge-renew", |_| {}).await;
+    let mut c = user(edge.http, "c1", "a1", "u1").await;
+    // Another pod takes the session while this edge's command stream is down, so the kill is
+    // lost; the next renew must notice.
+    memory.mute_commands(true);
+    let thief = PodIdentity {
+        pod: "edge-thief".parse().unwrap(),
+        instance: "i".into(),
+        delivery_address: "http://127.0.0.1:9".into(),
+    };
+    memory.heartbeat(&thief, Load::default()).await.unwrap();
+    memory
+        .acquire(
+            &thief.pod,
+            AcquireRequest {
+                key: daisi_domain::SessionKey::user(
+                    "c1".parse().unwrap(),
+                    "a1".parse().unwrap(),
+                    "u1".parse().unwrap(),
+                ),
+                connection: daisi_domain::ConnectionId::generate(),
+                mode: AcquireMode::Takeover,
+                routes: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    assert_taken_over(&c.closed_within(Duration::from_secs(3)).await);
+}

@@ -1,0 +1,224 @@
+//! compat.md "HTTP (edge)" and "Tokens" on the socket routes: API keys, tokens (the shared
+//! vectors of an independent implementation included), path/claims agreement, invalid ids,
+//! subprotocol, origin allow-list.
+
+use crate::support::*;
+use serde_json::{Value, json};
+
+const VECTORS: &str = include_str!("../../../../libs/domain/tests/data/token-vectors.json");
+
+#[tokio::test]
+async fn token_vectors_open_or_refuse_sockets() {
+    let coord = Coord::start().await;
+    let edge = TestEdge::start(&coord.url, "edge-vectors", |_| {}).await;
+    let vectors: Value = serde_json::from_str(VECTORS).unwrap();
+    for case in vectors["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let token = case["token"].as_str().unwrap();
+        let claims: Value =
+            serde_json::from_str(case["plaintext"].as_str().unwrap()).unwrap_or(Value::Null);
+        let (path, key) = if case["kind"] == "admin" {
+            (format!("/ws/admin?token={}", enc(token)), ADMIN_API_KEY)
+        } else {
+            let company = claims["company_id"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .unwrap_or("c1");
+            let agent = claims["agent_id"].as_str().unwrap_or("a1");
+            (
+                format!("/ws/{company}/{agent}?token={}", enc(token)),
+                API_KEY,
+            )
+        };
+        let result = open(edge.http, &path, Some(key)).await;
+        match case["expect"].as_str().unwrap() {
+            "valid" => {
+                let mut client = result.unwrap_or_else(|r| panic!("{name}: refused {r:?}"));
+                assert_eq!(client.protocol.as_deref(), Some("json.v1"), "{name}");
+                assert_eq!(client.next_text().await, r#"{"type":"ready"}"#, "{name}");
+                client.close().await;
+            }
+            "expired" => {
+                let refused = result.err().unwrap_or_else(|| panic!("{name}: accepted"));
+                assert_eq!(refused.status, 403, "{name}");
+                assert_eq!(
+                    refused.body,
+                    json!({"code":"InvalidToken","message":"Company token has expired."}),
+                    "{name}"
+                );
+            }
+            _ => {
+                let refused = result.err().unwrap_or_else(|| panic!("{name}: accepted"));
+                assert_eq!(refused.status, 403, "{name}");
+                assert_eq!(
+                    refused.body,
+                    json!({"code":"InvalidToken","message":"Company token is invalid or malformed."}),
+                    "{name}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn user_socket_checks_key_token_and_path() {
+    let coord = Coord::start().await;
+    let edge = TestEdge::start(&coord.url, "edge-auth", |_| {}).await;
+    let token = user_token("c1", "a1", "u1");
+    let q = format!("?token={}", enc(&token));
+
+    let r = open(edge.http, &format!("/ws/c1/a1{q}"), None)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        (r.status, r.body),
+        (
+            401,
+            json!({"code":"InvalidAPIKey","message":"API key is required"})
+        )
+    );
+    assert!(r.headers.contains_key("x-request-id"));
+    let r = open(edge.http, &format!("/ws/c1/a1{q}"), Some("wrong"))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        (r.status, r.body),
+        (
+            401,
+            json!({"code":"InvalidAPIKey","message":"Invalid API key"})
+        )
+    );
+    // API key in the query works too.
+    let mut ok = open(
+        edge.http,
+        &format!("/ws/c1/a1{q}&x-api-key={API_KEY}"),
+        None,
+    )
+    .await
+    .expect("query key");
+    assert_eq!(ok.next_text().await, r#"{"type":"ready"}"#);
+    ok.close().await;
+
+    let r = open(edge.http, "/ws/c1/a1", Some(API_KEY))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        (r.status, r.body),
+        (
+            403,
+            json!({"code":"InvalidToken","message":"Company token is required"})
+        )
+    );
+    let r = open(edge.http, "/ws/c1/a1?token=garbage", Some(API_KEY))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(r.status, 403);
+    assert_eq!(r.body["message"], "Company token is invalid or malformed.");
+
+    // Claims are authoritative: a path that disagrees is refused.
+    for path in ["/ws/c2/a1", "/ws/c1/a2"] {
+        let r = open(edge.http, &format!("{path}{q}"), Some(API_KEY))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(r.status, 403, "{path}");
+        assert_eq!(r.body["code"], "InvalidToken", "{path}");
+    }
+    // An admin token is not a user token.
+    let admin = admin_token("ad1", None, None, None);
+    let r = open(
+        edge.http,
+        &format!("/ws/c1/a1?token={}", enc(&admin)),
+        Some(API_KEY),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(r.status, 403);
+
+    // Invalid ids in the path: 400 BadRequest.
+    for path in ["/ws/c.1/a1", "/ws/c1/a*1", "/ws/c%20x/a1"] {
+        let r = open(edge.http, &format!("{path}{q}"), Some(API_KEY))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(r.status, 400, "{path}");
+        assert_eq!(r.body["code"], "BadRequest", "{path}");
+    }
+
+    // A plain GET (no upgrade) after authentication: 400; another method: 405 E4005.
+    let plain = reqwest::Client::new()
+        .get(format!("http://{}/ws/c1/a1{q}", edge.http))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 400);
+    let post = reqwest::Client::new()
+        .post(format!("http://{}/ws/c1/a1{q}", edge.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 405);
+    assert_eq!(post.json::<Value>().await.unwrap()["code"], "E4005");
+}
+
+#[tokio::test]
+async fn admin_socket_uses_admin_key_and_token() {
+    let coord = Coord::start().await;
+    let edge = TestEdge::start(&coord.url, "edge-admin-auth", |_| {}).await;
+    let token = admin_token("ad1", None, None, None);
+    let q = format!("/ws/admin?token={}", enc(&token));
+    let r = open(edge.http, &q, None).await.err().unwrap();
+    assert_eq!((r.status, r.body["code"].clone()), (401, json!("E4001")));
+    let r = open(edge.http, &q, Some(API_KEY)).await.err().unwrap();
+    assert_eq!((r.status, r.body["code"].clone()), (403, json!("E4003")));
+    let user = user_token("c1", "a1", "u1");
+    let r = open(
+        edge.http,
+        &format!("/ws/admin?token={}", enc(&user)),
+        Some(ADMIN_API_KEY),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(
+        (r.status, r.body["code"].clone()),
+        (403, json!("InvalidToken"))
+    );
+    let ok = admin(edge.http, &token).await;
+    assert_eq!(ok.protocol.as_deref(), Some("json.v1"));
+    ok.close().await;
+}
+
+#[tokio::test]
+async fn origin_allow_list_refuses_foreign_browsers_only() {
+    let coord = Coord::start().await;
+    let edge = TestEdge::start(&coord.url, "edge-origin", |c| {
+        c.allowed_origins = vec!["https://app.example.com".into()];
+    })
+    .await;
+    let token = user_token("c1", "a1", "u1");
+    let url = format!("ws://{}/ws/c1/a1?token={}", edge.http, enc(&token));
+    for (origin, allowed) in [
+        ("https://app.example.com", true),
+        ("https://evil.example.com", false),
+    ] {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.as_str().into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("x-api-key", API_KEY.parse().unwrap());
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
+        let result = tokio_tungstenite::connect_async(request).await;
+        assert_eq!(result.is_ok(), allowed, "{origin}");
+    }
+    // No Origin header (mobile apps, backends): allowed.
+    user(edge.http, "c1", "a1", "u1").await.close().await;
+}
