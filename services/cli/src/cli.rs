@@ -15,6 +15,9 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run coordinator, router and edge in this process with in-memory backends (no Redis,
+    /// NATS or Docker needed); prints a console URL, tokens and a publish command.
+    Dev(crate::dev::DevArgs),
     /// Print new AES token keys and API secrets in .env format.
     Keygen(crate::keygen::KeygenArgs),
     /// Mint a user or admin token, locally from keys or through an edge's HTTP API.
@@ -60,6 +63,7 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 
 pub(crate) async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Dev(args) => crate::dev::run(args).await,
         Command::Keygen(args) => crate::keygen::run(&args),
         Command::Token(command) => crate::token::run(command).await,
         Command::Sessions(command) => crate::admin::sessions(command).await,

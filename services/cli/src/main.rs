@@ -3,6 +3,7 @@
 
 mod admin;
 mod cli;
+mod dev;
 mod keygen;
 mod output;
 mod publish;

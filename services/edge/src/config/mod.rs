@@ -42,6 +42,8 @@ pub struct Config {
     pub pong_wait: Duration,
     /// Browser origins allowed to open sockets; empty allows any (development).
     pub allowed_origins: Vec<String>,
+    /// Serve the live console page at `/console` (on in `daisi dev`, off by default).
+    pub console: bool,
     /// Time allowed to drain sockets and release sessions after SIGTERM.
     pub shutdown_grace: Duration,
     /// Share of `shutdown_grace` over which socket closes are spread, so a deploy does not
@@ -75,6 +77,7 @@ pub(crate) struct Raw {
     ping_interval: Option<String>,
     pong_wait: Option<String>,
     allowed_origins: Option<String>,
+    console: Option<String>,
     shutdown_grace: Option<String>,
     drain_spread_percent: Option<String>,
     coordinator_timeout: Option<String>,
@@ -162,6 +165,7 @@ impl Config {
                     .collect()
             })
             .unwrap_or_default();
+        let console = v.bool("CONSOLE", raw.console.as_deref(), false);
         let shutdown_grace = v.duration(
             "SHUTDOWN_GRACE",
             raw.shutdown_grace.as_deref(),
@@ -221,6 +225,7 @@ impl Config {
                 ping_interval: ping_interval?,
                 pong_wait: pong_wait?,
                 allowed_origins,
+                console: console?,
                 shutdown_grace: shutdown_grace?,
                 drain_spread: shutdown_grace? * drain_percent? / 100,
                 coordinator_timeout: coordinator_timeout?,
