@@ -18,10 +18,18 @@ pub enum LauncherKind {
 impl LauncherKind {
     /// `DAISI_IT_LAUNCHER` (`docker` or `process`); unset means docker when an engine answers.
     pub fn from_env() -> anyhow::Result<Self> {
-        match std::env::var("DAISI_IT_LAUNCHER").ok().as_deref().map(str::trim) {
+        match std::env::var("DAISI_IT_LAUNCHER")
+            .ok()
+            .as_deref()
+            .map(str::trim)
+        {
             Some("docker") => Ok(Self::Docker),
             Some("process") => Ok(Self::Process),
-            None | Some("") => Ok(if docker_answers() { Self::Docker } else { Self::Process }),
+            None | Some("") => Ok(if docker_answers() {
+                Self::Docker
+            } else {
+                Self::Process
+            }),
             Some(other) => anyhow::bail!("DAISI_IT_LAUNCHER=`{other}`: use docker or process"),
         }
     }
@@ -39,7 +47,7 @@ fn docker_answers() -> bool {
 /// A running stack's processes or containers.
 pub(crate) enum Backend {
     Docker(DockerBackend),
-    Process(ProcessBackend),
+    Process(Box<ProcessBackend>),
 }
 
 impl std::fmt::Debug for Backend {
@@ -64,12 +72,15 @@ impl Backend {
     pub(crate) async fn new(kind: LauncherKind) -> anyhow::Result<Self> {
         Ok(match kind {
             LauncherKind::Docker => Self::Docker(DockerBackend::new()?),
-            LauncherKind::Process => Self::Process(ProcessBackend::new()?),
+            LauncherKind::Process => Self::Process(Box::new(ProcessBackend::new()?)),
         })
     }
 
     pub(crate) fn addresses(&self) -> &dyn Addresses {
-        each!(self, b => b as &dyn Addresses)
+        match self {
+            Self::Docker(b) => b,
+            Self::Process(b) => b.as_ref(),
+        }
     }
 
     /// Chooses `component`'s host ports; called before its environment is built.
@@ -79,7 +90,11 @@ impl Backend {
 
     /// Starts (or restarts) `component` with `env`; for services, returns once it logged that
     /// it listens.
-    pub(crate) async fn start(&mut self, component: Component, env: &[(String, String)]) -> anyhow::Result<()> {
+    pub(crate) async fn start(
+        &mut self,
+        component: Component,
+        env: &[(String, String)],
+    ) -> anyhow::Result<()> {
         each!(self, b => b.start(component, env).await)
     }
 
@@ -89,7 +104,11 @@ impl Backend {
     }
 
     /// SIGTERM, then waits up to `within` for the exit; returns the exit code.
-    pub(crate) async fn terminate(&mut self, component: Component, within: Duration) -> anyhow::Result<Option<i64>> {
+    pub(crate) async fn terminate(
+        &mut self,
+        component: Component,
+        within: Duration,
+    ) -> anyhow::Result<Option<i64>> {
         each!(self, b => b.terminate(component, within).await)
     }
 
@@ -116,5 +135,7 @@ impl Backend {
 
 /// A free loopback port (bound and released: the small race is acceptable in tests).
 pub(crate) fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }

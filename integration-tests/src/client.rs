@@ -58,20 +58,40 @@ impl WsClient {
             Err(refused) => bail!("{addr} refused {}: {refused:?}", label(user)),
         };
         let ready = client.next_frame(WAIT).await?;
-        anyhow::ensure!(ready == json!({"type": "ready"}), "{}: expected ready, got {ready}", client.label);
+        anyhow::ensure!(
+            ready == json!({"type": "ready"}),
+            "{}: expected ready, got {ready}",
+            client.label
+        );
         Ok(client)
     }
 
     /// Connects without waiting for `ready`; `Err(Refused)` when the edge says no.
-    pub async fn try_connect(addr: SocketAddr, user: &User, api_key: &str) -> anyhow::Result<Result<Self, Refused>> {
-        let path = if user.admin { "/ws/admin".to_owned() } else { format!("/ws/{}/{}", user.company, user.agent) };
+    pub async fn try_connect(
+        addr: SocketAddr,
+        user: &User,
+        api_key: &str,
+    ) -> anyhow::Result<Result<Self, Refused>> {
+        let path = if user.admin {
+            "/ws/admin".to_owned()
+        } else {
+            format!("/ws/{}/{}", user.company, user.agent)
+        };
         let url = format!("ws://{addr}{path}?token={}", user.token);
         let mut request = url.into_client_request()?;
-        request.headers_mut().insert("X-API-Key", HeaderValue::from_str(api_key)?);
-        request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("json.v1"));
+        request
+            .headers_mut()
+            .insert("X-API-Key", HeaderValue::from_str(api_key)?);
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static("json.v1"),
+        );
         match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request)).await {
             Err(_) => Ok(Err(Refused::Transport("connect timed out".into()))),
-            Ok(Ok((socket, _))) => Ok(Ok(Self { socket, label: label(user) })),
+            Ok(Ok((socket, _))) => Ok(Ok(Self {
+                socket,
+                label: label(user),
+            })),
             Ok(Err(WsError::Http(response))) => Ok(Err(Refused::Http {
                 status: response.status().as_u16(),
                 retry_after: response
@@ -79,7 +99,11 @@ impl WsClient {
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned),
-                body: response.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default(),
+                body: response
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default(),
             })),
             Ok(Err(e)) => Ok(Err(Refused::Transport(e.to_string()))),
         }
@@ -95,7 +119,10 @@ impl WsClient {
             match frame {
                 Some(Ok(Message::Text(text))) => return Ok(serde_json::from_str(text.as_str())?),
                 Some(Ok(Message::Close(close))) => {
-                    bail!("{}: closed while waiting for a frame: {close:?}", self.label)
+                    bail!(
+                        "{}: closed while waiting for a frame: {close:?}",
+                        self.label
+                    )
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => bail!("{}: socket error: {e}", self.label),
@@ -111,18 +138,27 @@ impl WsClient {
 
     /// Sends `select_chat`. The edge answers nothing; the selection takes effect at once.
     pub async fn select_chat(&mut self, chat: &str) -> anyhow::Result<()> {
-        self.send_text(&json!({"type": "select_chat", "payload": {"chat_id": chat}}).to_string()).await
+        self.send_text(&json!({"type": "select_chat", "payload": {"chat_id": chat}}).to_string())
+            .await
     }
 
     /// The next `event` frame's payload; fails on anything else.
     pub async fn expect_event(&mut self, within: Duration) -> anyhow::Result<Value> {
         let frame = self.next_frame(within).await?;
-        anyhow::ensure!(frame["type"] == "event", "{}: expected an event, got {frame}", self.label);
+        anyhow::ensure!(
+            frame["type"] == "event",
+            "{}: expected an event, got {frame}",
+            self.label
+        );
         Ok(frame["payload"].clone())
     }
 
     /// Collects `n` event payloads.
-    pub async fn expect_events(&mut self, n: usize, within: Duration) -> anyhow::Result<Vec<Value>> {
+    pub async fn expect_events(
+        &mut self,
+        n: usize,
+        within: Duration,
+    ) -> anyhow::Result<Vec<Value>> {
         let deadline = tokio::time::Instant::now() + within;
         let mut events = Vec::with_capacity(n);
         while events.len() < n {
@@ -140,7 +176,9 @@ impl WsClient {
     pub async fn expect_silence(&mut self, quiet: Duration) -> anyhow::Result<()> {
         match tokio::time::timeout(quiet, self.socket.next()).await {
             Err(_) => Ok(()),
-            Ok(Some(Ok(Message::Text(text)))) => bail!("{}: expected nothing, got {text}", self.label),
+            Ok(Some(Ok(Message::Text(text)))) => {
+                bail!("{}: expected nothing, got {text}", self.label)
+            }
             Ok(other) => bail!("{}: expected nothing, got {other:?}", self.label),
         }
     }
@@ -161,11 +199,23 @@ impl WsClient {
                     }
                 }
                 Some(Ok(Message::Close(close))) => {
-                    let (code, reason) = close.map(|c| (u16::from(c.code), c.reason.to_string())).unwrap_or((1005, String::new()));
-                    return Ok(Closed { code, reason, errors });
+                    let (code, reason) = close
+                        .map(|c| (u16::from(c.code), c.reason.to_string()))
+                        .unwrap_or((1005, String::new()));
+                    return Ok(Closed {
+                        code,
+                        reason,
+                        errors,
+                    });
                 }
                 Some(Ok(_)) => {}
-                Some(Err(_)) | None => return Ok(Closed { code: 1006, reason: String::new(), errors }),
+                Some(Err(_)) | None => {
+                    return Ok(Closed {
+                        code: 1006,
+                        reason: String::new(),
+                        errors,
+                    });
+                }
             }
         }
     }
@@ -177,5 +227,9 @@ impl WsClient {
 }
 
 fn label(user: &User) -> String {
-    if user.admin { "admin socket".into() } else { format!("socket {}/{}", user.company, user.agent) }
+    if user.admin {
+        "admin socket".into()
+    } else {
+        format!("socket {}/{}", user.company, user.agent)
+    }
 }

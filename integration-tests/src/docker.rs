@@ -22,7 +22,10 @@ pub(crate) struct DockerBackend {
 
 /// `repo:tag` from an environment variable or a default.
 fn image_ref(var: &str, default: &str) -> (String, String) {
-    let text = std::env::var(var).ok().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| default.to_owned());
+    let text = std::env::var(var)
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| default.to_owned());
     match text.rsplit_once(':') {
         Some((repo, tag)) if !tag.contains('/') => (repo.to_owned(), tag.to_owned()),
         _ => (text, "latest".to_owned()),
@@ -57,8 +60,10 @@ impl DockerBackend {
 
     pub(crate) fn prepare(&mut self, component: Component) -> anyhow::Result<()> {
         for &port in ports(component) {
-            if !self.ports.contains_key(&(component, port)) {
-                self.ports.insert((component, port), free_port()?);
+            if let std::collections::hash_map::Entry::Vacant(slot) =
+                self.ports.entry((component, port))
+            {
+                slot.insert(free_port()?);
             }
         }
         Ok(())
@@ -74,11 +79,18 @@ impl DockerBackend {
         }
     }
 
-    pub(crate) async fn start(&mut self, component: Component, env: &[(String, String)]) -> anyhow::Result<()> {
+    pub(crate) async fn start(
+        &mut self,
+        component: Component,
+        env: &[(String, String)],
+    ) -> anyhow::Result<()> {
         // A stopped container is started again in place (same name, ports, Redis/NATS data).
         if let Some(container) = self.containers.get(&component) {
             if !container.is_running().await.unwrap_or(false) {
-                container.start().await.with_context(|| format!("restarting {component}"))?;
+                container
+                    .start()
+                    .await
+                    .with_context(|| format!("restarting {component}"))?;
                 return Ok(());
             }
             self.archive(component).await;
@@ -89,45 +101,69 @@ impl DockerBackend {
             image = image.with_exposed_port(ContainerPort::Tcp(port.container_port(component)));
         }
         let image = match component {
-            Component::Redis => image.with_wait_for(WaitFor::message_on_stdout("Ready to accept connections")),
+            Component::Redis => {
+                image.with_wait_for(WaitFor::message_on_stdout("Ready to accept connections"))
+            }
             Component::Nats => image.with_wait_for(WaitFor::message_on_stderr("Server is ready")),
-            service => image.with_wait_for(WaitFor::message_on_stdout(started_message(service).unwrap_or_default())),
+            service => image.with_wait_for(WaitFor::message_on_stdout(
+                started_message(service).unwrap_or_default(),
+            )),
         };
         let mut request = image
             .with_network(format!("daisi-it-{}", self.run))
             .with_container_name(self.name(component))
             .with_startup_timeout(Duration::from_secs(60));
         for &port in ports(component) {
-            let host = self.ports.get(&(component, port)).copied().context("ports not prepared")?;
-            request = request.with_mapped_port(host, ContainerPort::Tcp(port.container_port(component)));
+            let host = self
+                .ports
+                .get(&(component, port))
+                .copied()
+                .context("ports not prepared")?;
+            request =
+                request.with_mapped_port(host, ContainerPort::Tcp(port.container_port(component)));
         }
         for (k, v) in env {
             request = request.with_env_var(k.clone(), v.clone());
         }
         request = match component {
             Component::Nats => request.with_cmd(["-js", "-sd", "/data"]),
-            Component::Redis => request.with_cmd(["redis-server", "--protected-mode", "no", "--save", "", "--appendonly", "no"]),
+            Component::Redis => request.with_cmd([
+                "redis-server",
+                "--protected-mode",
+                "no",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ]),
             _ => request,
         };
-        let container = request
-            .start()
-            .await
-            .with_context(|| format!("starting {component} from image {repo}:{tag} (built by `make images`?)"))?;
+        let container = request.start().await.with_context(|| {
+            format!("starting {component} from image {repo}:{tag} (built by `make images`?)")
+        })?;
         self.containers.insert(component, container);
         Ok(())
     }
 
     fn container(&self, component: Component) -> anyhow::Result<&ContainerAsync<GenericImage>> {
-        self.containers.get(&component).with_context(|| format!("{component} has no container"))
+        self.containers
+            .get(&component)
+            .with_context(|| format!("{component} has no container"))
     }
 
     pub(crate) async fn kill(&mut self, component: Component) -> anyhow::Result<()> {
         // `docker stop -t 0`: SIGKILL without a grace period, the container stays for restart.
-        self.container(component)?.stop_with_timeout(Some(0)).await?;
+        self.container(component)?
+            .stop_with_timeout(Some(0))
+            .await?;
         Ok(())
     }
 
-    pub(crate) async fn terminate(&mut self, component: Component, within: Duration) -> anyhow::Result<Option<i64>> {
+    pub(crate) async fn terminate(
+        &mut self,
+        component: Component,
+        within: Duration,
+    ) -> anyhow::Result<Option<i64>> {
         let container = self.container(component)?;
         let secs = i32::try_from(within.as_secs()).unwrap_or(i32::MAX).max(1);
         container.stop_with_timeout(Some(secs)).await?;
@@ -151,7 +187,11 @@ impl DockerBackend {
     }
 
     pub(crate) fn host_addr(&self, component: Component, port: Port) -> anyhow::Result<SocketAddr> {
-        let host = self.ports.get(&(component, port)).copied().with_context(|| format!("{component} has no such port"))?;
+        let host = self
+            .ports
+            .get(&(component, port))
+            .copied()
+            .with_context(|| format!("{component} has no such port"))?;
         Ok(SocketAddr::from(([127, 0, 0, 1], host)))
     }
 }
@@ -159,12 +199,20 @@ impl DockerBackend {
 async fn container_logs(container: &ContainerAsync<GenericImage>) -> String {
     let out = container.stdout_to_vec().await.unwrap_or_default();
     let err = container.stderr_to_vec().await.unwrap_or_default();
-    format!("{}{}", String::from_utf8_lossy(&out), String::from_utf8_lossy(&err))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out),
+        String::from_utf8_lossy(&err)
+    )
 }
 
 impl Addresses for DockerBackend {
     fn internal(&self, component: Component, port: Port) -> String {
-        format!("{}:{}", self.name(component), port.container_port(component))
+        format!(
+            "{}:{}",
+            self.name(component),
+            port.container_port(component)
+        )
     }
 
     fn bind(&self, component: Component, port: Port) -> String {

@@ -59,8 +59,10 @@ impl ProcessBackend {
 
     fn reserve(&mut self, component: Component) -> anyhow::Result<()> {
         for &port in ports(component) {
-            if !self.ports.contains_key(&(component, port)) {
-                self.ports.insert((component, port), free_port()?);
+            if let std::collections::hash_map::Entry::Vacant(slot) =
+                self.ports.entry((component, port))
+            {
+                slot.insert(free_port()?);
             }
         }
         Ok(())
@@ -83,7 +85,11 @@ impl ProcessBackend {
         }
     }
 
-    pub(crate) async fn start(&mut self, component: Component, env: &[(String, String)]) -> anyhow::Result<()> {
+    pub(crate) async fn start(
+        &mut self,
+        component: Component,
+        env: &[(String, String)],
+    ) -> anyhow::Result<()> {
         match component {
             Component::Redis => match &mut self.redis {
                 Some(redis) => redis.restart()?,
@@ -95,12 +101,18 @@ impl ProcessBackend {
             },
             service => {
                 self.archive(service);
-                let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let env: Vec<(&str, &str)> =
+                    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
                 let message = started_message(service).unwrap_or_default();
                 let bin = self.binary(service);
-                let process = ServiceProcess::spawn(&bin.to_string_lossy(), &env, message, Duration::from_secs(30))
-                    .await
-                    .with_context(|| format!("starting {service}"))?;
+                let process = ServiceProcess::spawn(
+                    &bin.to_string_lossy(),
+                    &env,
+                    message,
+                    Duration::from_secs(30),
+                )
+                .await
+                .with_context(|| format!("starting {service}"))?;
                 self.services.insert(service, process);
             }
         }
@@ -130,7 +142,11 @@ impl ProcessBackend {
         Ok(())
     }
 
-    pub(crate) async fn terminate(&mut self, component: Component, within: Duration) -> anyhow::Result<Option<i64>> {
+    pub(crate) async fn terminate(
+        &mut self,
+        component: Component,
+        within: Duration,
+    ) -> anyhow::Result<Option<i64>> {
         match component {
             Component::Nats => {
                 if let Some(n) = &mut self.nats {
@@ -149,7 +165,10 @@ impl ProcessBackend {
                     return Ok(None);
                 };
                 p.signal(Signal::SIGTERM)?;
-                let code = p.wait(within).await.map(|e| i64::from(e.status.code().unwrap_or(-1)));
+                let code = p
+                    .wait(within)
+                    .await
+                    .map(|e| i64::from(e.status.code().unwrap_or(-1)));
                 if code.is_none() {
                     p.signal(Signal::SIGKILL)?;
                     p.wait(Duration::from_secs(5)).await;
@@ -216,7 +235,10 @@ impl ProcessBackend {
 impl Addresses for ProcessBackend {
     fn internal(&self, component: Component, port: Port) -> String {
         match component {
-            Component::Nats => format!("127.0.0.1:{}", self.nats.as_ref().map(NatsServer::port).unwrap_or(0)),
+            Component::Nats => format!(
+                "127.0.0.1:{}",
+                self.nats.as_ref().map(NatsServer::port).unwrap_or(0)
+            ),
             _ => format!("127.0.0.1:{}", self.port(component, port)),
         }
     }
@@ -226,6 +248,9 @@ impl Addresses for ProcessBackend {
     }
 
     fn redis_url(&self) -> String {
-        self.redis.as_ref().map(RedisServer::url).unwrap_or_default()
+        self.redis
+            .as_ref()
+            .map(RedisServer::url)
+            .unwrap_or_default()
     }
 }

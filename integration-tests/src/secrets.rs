@@ -62,7 +62,8 @@ impl Secrets {
         subscribed_company: Option<&str>,
         subscribed_agent: Option<&str>,
     ) -> anyhow::Result<User> {
-        let mut claims = AdminClaims::expiring_in(AdminId::new(admin)?, jiff::Timestamp::now(), 3600)?;
+        let mut claims =
+            AdminClaims::expiring_in(AdminId::new(admin)?, jiff::Timestamp::now(), 3600)?;
         claims.subscribed_company_id = subscribed_company.map(CompanyId::new).transpose()?;
         claims.subscribed_agent_id = subscribed_agent.map(AgentId::new).transpose()?;
         Ok(User {

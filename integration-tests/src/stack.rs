@@ -25,7 +25,12 @@ pub struct StackOptions {
 
 impl Default for StackOptions {
     fn default() -> Self {
-        Self { coordinators: 2, routers: 2, edges: 2, timing: Timing::default() }
+        Self {
+            coordinators: 2,
+            routers: 2,
+            edges: 2,
+            timing: Timing::default(),
+        }
     }
 }
 
@@ -58,12 +63,20 @@ impl Edge {
     }
 
     /// Connects with an explicit API key (for bad-input scenarios).
-    pub async fn try_connect_with_key(&self, user: &User, key: &str) -> anyhow::Result<Result<WsClient, Refused>> {
+    pub async fn try_connect_with_key(
+        &self,
+        user: &User,
+        key: &str,
+    ) -> anyhow::Result<Result<WsClient, Refused>> {
         WsClient::try_connect(self.addr, user, key).await
     }
 
     fn key(&self, user: &User) -> &str {
-        if user.admin { &self.secrets.admin_api_key } else { &self.secrets.api_key }
+        if user.admin {
+            &self.secrets.admin_api_key
+        } else {
+            &self.secrets.api_key
+        }
     }
 }
 
@@ -97,7 +110,13 @@ impl Stack {
             self.backend.prepare(Component::Coordinator(i))?;
         }
         self.backend.prepare(component)?;
-        let env = service_env(component, self.backend.addresses(), &self.secrets, &self.options.timing, self.options.coordinators);
+        let env = service_env(
+            component,
+            self.backend.addresses(),
+            &self.secrets,
+            &self.options.timing,
+            self.options.coordinators,
+        );
         self.backend.start(component, &env).await?;
         self.wait_ready(component, Duration::from_secs(30)).await
     }
@@ -109,9 +128,15 @@ impl Stack {
         while tokio::time::Instant::now() < deadline {
             match component {
                 Component::Redis | Component::Nats => {
-                    let port = if component == Component::Redis { Port::Redis } else { Port::Nats };
+                    let port = if component == Component::Redis {
+                        Port::Redis
+                    } else {
+                        Port::Nats
+                    };
                     // Redis may listen on a unix socket only (process launcher).
-                    let Ok(addr) = self.backend.host_addr(component, port) else { return Ok(()) };
+                    let Ok(addr) = self.backend.host_addr(component, port) else {
+                        return Ok(());
+                    };
                     if tokio::net::TcpStream::connect(addr).await.is_ok() {
                         return Ok(());
                     }
@@ -137,12 +162,16 @@ impl Stack {
 
     /// A user with a valid token.
     pub fn user(&self, company: &str, agent: &str, user: &str) -> User {
-        self.secrets.user(company, agent, user).unwrap_or_else(|e| panic!("bad test user: {e}"))
+        self.secrets
+            .user(company, agent, user)
+            .unwrap_or_else(|e| panic!("bad test user: {e}"))
     }
 
     /// An admin with a valid token and optional subscription filters.
     pub fn admin(&self, admin: &str, company: Option<&str>, agent: Option<&str>) -> User {
-        self.secrets.admin(admin, company, agent).unwrap_or_else(|e| panic!("bad test admin: {e}"))
+        self.secrets
+            .admin(admin, company, agent)
+            .unwrap_or_else(|e| panic!("bad test admin: {e}"))
     }
 
     /// Edge pod `i` (from 1).
@@ -151,7 +180,10 @@ impl Stack {
             .backend
             .host_addr(Component::Edge(i), Port::Http)
             .unwrap_or_else(|e| panic!("edge {i}: {e}"));
-        Edge { addr, secrets: self.secrets.clone() }
+        Edge {
+            addr,
+            secrets: self.secrets.clone(),
+        }
     }
 
     /// Router `i`'s HTTP address (publish API).
@@ -186,7 +218,10 @@ impl Stack {
     /// Publishes raw bytes (malformed payloads).
     pub async fn publish_raw(&mut self, subject: &str, payload: &[u8]) -> anyhow::Result<u64> {
         let js = async_nats::jetstream::new(self.nats().await?);
-        let ack = js.publish(subject.to_owned(), payload.to_vec().into()).await?.await?;
+        let ack = js
+            .publish(subject.to_owned(), payload.to_vec().into())
+            .await?
+            .await?;
         Ok(ack.sequence)
     }
 
@@ -228,16 +263,21 @@ impl Stack {
 
     /// Stops NATS and starts it again (same port and store).
     pub async fn restart_nats(&mut self) -> anyhow::Result<()> {
-        self.backend.terminate(Component::Nats, Duration::from_secs(10)).await?;
+        self.backend
+            .terminate(Component::Nats, Duration::from_secs(10))
+            .await?;
         self.backend.start(Component::Nats, &[]).await?;
-        self.wait_ready(Component::Nats, Duration::from_secs(30)).await
+        self.wait_ready(Component::Nats, Duration::from_secs(30))
+            .await
     }
 
     /// Sessions the coordinator knows for `company`, as (session key text, holder pod).
     pub async fn sessions(&self, company: &str) -> anyhow::Result<Vec<(String, String)>> {
         let mut last = None;
         for i in 1..=self.options.coordinators {
-            let addr = self.backend.host_addr(Component::Coordinator(i), Port::Grpc)?;
+            let addr = self
+                .backend
+                .host_addr(Component::Coordinator(i), Port::Grpc)?;
             match list_sessions(addr, company).await {
                 Ok(sessions) => return Ok(sessions),
                 Err(e) => last = Some(e),
@@ -254,7 +294,10 @@ impl Stack {
         components.extend((1..=self.options.edges).map(Component::Edge));
         let mut text = String::new();
         for c in components {
-            text.push_str(&format!("\n===== {c} =====\n{}\n", self.backend.logs(c).await));
+            text.push_str(&format!(
+                "\n===== {c} =====\n{}\n",
+                self.backend.logs(c).await
+            ));
         }
         text
     }
@@ -268,7 +311,9 @@ async fn list_sessions(addr: SocketAddr, company: &str) -> anyhow::Result<Vec<(S
     loop {
         let page = client
             .list_sessions(pb::ListSessionsRequest {
-                filter: Some(pb::list_sessions_request::Filter::CompanyId(company.to_owned())),
+                filter: Some(pb::list_sessions_request::Filter::CompanyId(
+                    company.to_owned(),
+                )),
                 page_size: 1000,
                 page_token: page_token.clone(),
             })
@@ -276,7 +321,9 @@ async fn list_sessions(addr: SocketAddr, company: &str) -> anyhow::Result<Vec<(S
             .into_inner();
         for s in page.sessions {
             let key = match s.key.and_then(|k| k.kind) {
-                Some(pb::session_key::Kind::User(u)) => format!("{}/{}/{}", u.company_id, u.agent_id, u.user_id),
+                Some(pb::session_key::Kind::User(u)) => {
+                    format!("{}/{}/{}", u.company_id, u.agent_id, u.user_id)
+                }
                 Some(pb::session_key::Kind::Admin(a)) => format!("admin/{}", a.admin_id),
                 None => String::new(),
             };

@@ -124,14 +124,28 @@ pub fn service_env(
     coordinators: u8,
 ) -> Vec<(String, String)> {
     let coordinator_urls = (1..=coordinators)
-        .map(|i| format!("http://{}", stack.internal(Component::Coordinator(i), Port::Grpc)))
+        .map(|i| {
+            format!(
+                "http://{}",
+                stack.internal(Component::Coordinator(i), Port::Grpc)
+            )
+        })
         .collect::<Vec<_>>()
         .join(",");
-    let mut env: Vec<(&str, String)> = vec![("RUST_LOG", "info".into()), ("DAISI_LOG_FORMAT", "json".into())];
+    let mut env: Vec<(&str, String)> = vec![
+        ("RUST_LOG", "info".into()),
+        ("DAISI_LOG_FORMAT", "json".into()),
+    ];
     match component {
         Component::Coordinator(_) => env.extend([
-            ("DAISI_COORDINATOR_GRPC_ADDR", stack.bind(component, Port::Grpc)),
-            ("DAISI_COORDINATOR_HTTP_ADDR", stack.bind(component, Port::Http)),
+            (
+                "DAISI_COORDINATOR_GRPC_ADDR",
+                stack.bind(component, Port::Grpc),
+            ),
+            (
+                "DAISI_COORDINATOR_HTTP_ADDR",
+                stack.bind(component, Port::Http),
+            ),
             ("DAISI_COORDINATOR_REDIS_URL", stack.redis_url()),
             ("DAISI_COORDINATOR_SESSION_LEASE", secs(timing.lease)),
             ("DAISI_COORDINATOR_RENEW_INTERVAL", secs(timing.renew)),
@@ -140,7 +154,10 @@ pub fn service_env(
         ]),
         Component::Router(i) => env.extend([
             ("DAISI_ROUTER_HTTP_ADDR", stack.bind(component, Port::Http)),
-            ("DAISI_ROUTER_NATS_URL", format!("nats://{}", stack.internal(Component::Nats, Port::Nats))),
+            (
+                "DAISI_ROUTER_NATS_URL",
+                format!("nats://{}", stack.internal(Component::Nats, Port::Nats)),
+            ),
             ("DAISI_ROUTER_COORDINATOR_URL", coordinator_urls),
             ("DAISI_ROUTER_PUBLISH_API_KEY", secrets.publish_key.clone()),
             ("DAISI_ROUTER_ROUTE_CACHE_TTL", "300ms".into()),
@@ -152,12 +169,21 @@ pub fn service_env(
             ("DAISI_EDGE_HTTP_ADDR", stack.bind(component, Port::Http)),
             ("DAISI_EDGE_GRPC_ADDR", stack.bind(component, Port::Grpc)),
             ("DAISI_EDGE_POD_ID", format!("edge-{i}")),
-            ("DAISI_EDGE_ADVERTISE_URL", format!("http://{}", stack.internal(component, Port::Grpc))),
+            (
+                "DAISI_EDGE_ADVERTISE_URL",
+                format!("http://{}", stack.internal(component, Port::Grpc)),
+            ),
             ("DAISI_EDGE_COORDINATOR_URL", coordinator_urls),
             ("DAISI_EDGE_TOKEN_AES_KEY", secrets.user_key_hex.clone()),
-            ("DAISI_EDGE_ADMIN_TOKEN_AES_KEY", secrets.admin_key_hex.clone()),
+            (
+                "DAISI_EDGE_ADMIN_TOKEN_AES_KEY",
+                secrets.admin_key_hex.clone(),
+            ),
             ("DAISI_EDGE_SECRET_TOKEN", secrets.api_key.clone()),
-            ("DAISI_EDGE_ADMIN_SECRET_TOKEN", secrets.admin_api_key.clone()),
+            (
+                "DAISI_EDGE_ADMIN_SECRET_TOKEN",
+                secrets.admin_api_key.clone(),
+            ),
             ("DAISI_EDGE_SHUTDOWN_GRACE", secs(timing.edge_grace)),
         ]),
         Component::Redis | Component::Nats => {}

@@ -3,6 +3,7 @@
 //! never race for ports), stop it with SIGTERM or SIGKILL, and show its logs when a test fails.
 
 mod contract;
+pub mod nats;
 mod process;
 mod redis;
 

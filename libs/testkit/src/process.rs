@@ -95,12 +95,23 @@ impl ServiceProcess {
         started_message: &str,
         timeout: Duration,
     ) -> Result<Self, SpawnError> {
-        let mut child = command(bin, env)
-            .spawn()
-            .map_err(|source| SpawnError::Start {
-                bin: bin.to_owned(),
-                source,
-            })?;
+        Self::spawn_with_args(bin, &[], env, started_message, timeout).await
+    }
+
+    /// Like [`ServiceProcess::spawn`], with command-line arguments.
+    pub async fn spawn_with_args(
+        bin: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        started_message: &str,
+        timeout: Duration,
+    ) -> Result<Self, SpawnError> {
+        let mut cmd = command(bin, env);
+        cmd.args(args);
+        let mut child = cmd.spawn().map_err(|source| SpawnError::Start {
+            bin: bin.to_owned(),
+            source,
+        })?;
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (notify, mut seen) = watch::channel(0);
         if let Some(out) = child.stdout.take() {

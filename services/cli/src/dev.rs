@@ -76,8 +76,14 @@ fn environment(args: &DevArgs, secrets: &Secrets) -> Env {
     let coordinator_url = format!("http://{}", args.coordinator_addr);
     let edge_grpc = SocketAddr::new(args.edge_addr.ip(), 0);
     let mut wiring: Vec<(&str, String)> = vec![
-        ("DAISI_COORDINATOR_GRPC_ADDR", args.coordinator_addr.to_string()),
-        ("DAISI_COORDINATOR_HTTP_ADDR", SocketAddr::new(args.coordinator_addr.ip(), 0).to_string()),
+        (
+            "DAISI_COORDINATOR_GRPC_ADDR",
+            args.coordinator_addr.to_string(),
+        ),
+        (
+            "DAISI_COORDINATOR_HTTP_ADDR",
+            SocketAddr::new(args.coordinator_addr.ip(), 0).to_string(),
+        ),
         ("DAISI_ROUTER_HTTP_ADDR", args.router_addr.to_string()),
         ("DAISI_ROUTER_COORDINATOR_URL", coordinator_url.clone()),
         ("DAISI_ROUTER_PUBLISH_API_KEY", secrets.publish_key.clone()),
@@ -88,7 +94,10 @@ fn environment(args: &DevArgs, secrets: &Secrets) -> Env {
         ("DAISI_EDGE_TOKEN_AES_KEY", secrets.user_key.clone()),
         ("DAISI_EDGE_ADMIN_TOKEN_AES_KEY", secrets.admin_key.clone()),
         ("DAISI_EDGE_SECRET_TOKEN", secrets.api_key.clone()),
-        ("DAISI_EDGE_ADMIN_SECRET_TOKEN", secrets.admin_api_key.clone()),
+        (
+            "DAISI_EDGE_ADMIN_SECRET_TOKEN",
+            secrets.admin_api_key.clone(),
+        ),
         ("DAISI_EDGE_CONSOLE", "true".to_owned()),
         ("DAISI_EDGE_SHUTDOWN_GRACE", "2s".to_owned()),
         ("DAISI_ROUTER_SHUTDOWN_GRACE", "2s".to_owned()),
@@ -131,9 +140,15 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     let secrets = Secrets::from(&process_env)?;
     let env = environment(&args, &secrets);
 
-    let coordinator = daisi_coordinator::Config::from_env(&env).map_err(|e| anyhow::anyhow!("{e}"))?.value;
-    let router = daisi_router::Config::from_env(&env).map_err(|e| anyhow::anyhow!("{e}"))?.value;
-    let mut edge = daisi_edge::Config::from_env(&env).map_err(|e| anyhow::anyhow!("{e}"))?.value;
+    let coordinator = daisi_coordinator::Config::from_env(&env)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .value;
+    let router = daisi_router::Config::from_env(&env)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .value;
+    let mut edge = daisi_edge::Config::from_env(&env)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .value;
 
     let telemetry = daisi_telemetry::TelemetryConfig::from_lookup("daisi-dev", |k| {
         match (k, env.get(k)) {
@@ -149,7 +164,9 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             "{e}; is another daisi (or anything else) using it? pick other ports with --edge-addr, --router-addr or --coordinator-addr"
         )
     };
-    let coordinator_listeners = daisi_coordinator::Listeners::bind(&coordinator).await.map_err(busy)?;
+    let coordinator_listeners = daisi_coordinator::Listeners::bind(&coordinator)
+        .await
+        .map_err(busy)?;
     let router_listeners = daisi_router::Listeners::bind(&router).await.map_err(busy)?;
     let edge_listeners = daisi_edge::Listeners::bind(&edge).await.map_err(busy)?;
     // The edge's gRPC port is chosen by the OS; routers must be told the real one.
@@ -161,15 +178,30 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     {
         let token = shutdown.child_token();
         services.spawn(async move {
-            ("coordinator", daisi_coordinator::run(coordinator, coordinator_listeners, token).await.map_err(anyhow::Error::from))
+            (
+                "coordinator",
+                daisi_coordinator::run(coordinator, coordinator_listeners, token)
+                    .await
+                    .map_err(anyhow::Error::from),
+            )
         });
         let token = shutdown.child_token();
         services.spawn(async move {
-            ("router", daisi_router::run(router, router_listeners, token).await.map_err(anyhow::Error::from))
+            (
+                "router",
+                daisi_router::run(router, router_listeners, token)
+                    .await
+                    .map_err(anyhow::Error::from),
+            )
         });
         let token = shutdown.child_token();
         services.spawn(async move {
-            ("edge", daisi_edge::run(edge, edge_listeners, token).await.map_err(anyhow::Error::from))
+            (
+                "edge",
+                daisi_edge::run(edge, edge_listeners, token)
+                    .await
+                    .map_err(anyhow::Error::from),
+            )
         });
     }
 
@@ -221,7 +253,10 @@ async fn wait_ready(args: &DevArgs) -> anyhow::Result<()> {
             if ready {
                 break;
             }
-            anyhow::ensure!(tokio::time::Instant::now() < deadline, "the stack did not become ready within 20 s (see the logs above)");
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the stack did not become ready within 20 s (see the logs above)"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -239,16 +274,24 @@ fn banner(args: &DevArgs, s: &Secrets) -> anyhow::Result<()> {
     )?;
     let user_token = ring.encode_user(&claims)?;
     let admin_ring = crate::token::keyring(Some(&s.admin_key), "", "")?;
-    let admin_claims = daisi_domain::token::AdminClaims::expiring_in("demo-admin".parse()?, jiff::Timestamp::now(), 7 * 24 * 3600)?;
+    let admin_claims = daisi_domain::token::AdminClaims::expiring_in(
+        "demo-admin".parse()?,
+        jiff::Timestamp::now(),
+        7 * 24 * 3600,
+    )?;
     let admin_token = admin_ring.encode_admin(&admin_claims)?;
 
     let edge = args.edge_addr;
     // The commands below must paste as they are: name this binary the way it was started.
-    let me = std::env::args().next().unwrap_or_else(|| "daisi".to_owned());
+    let me = std::env::args()
+        .next()
+        .unwrap_or_else(|| "daisi".to_owned());
     let subject = format!("websocket.{}.{}.chats", args.company, args.agent);
     let payload = format!(
         r#"{{"event_id":"1:chats:1","event_time":"{}","company_id":"{}","agent_id":"{}","row_data":{{"name":"hello from daisi dev"}}}}"#,
-        jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now()),
+        jiff::Timestamp::now()
+            .round(jiff::Unit::Second)
+            .unwrap_or_else(|_| jiff::Timestamp::now()),
         args.company,
         args.agent
     );
@@ -273,7 +316,9 @@ fn banner(args: &DevArgs, s: &Secrets) -> anyhow::Result<()> {
     let backends = format!(
         "{} sessions, {} events",
         args.redis_url.as_ref().map_or("in-memory", |_| "Redis"),
-        args.nats_url.as_ref().map_or("in-memory", |_| "NATS JetStream"),
+        args.nats_url
+            .as_ref()
+            .map_or("in-memory", |_| "NATS JetStream"),
     );
     output::line(&format!(
         r#"

@@ -55,12 +55,13 @@ pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
         args.payload.clone()
     };
     let payload: Value = serde_json::from_str(&text).context("the payload is not valid JSON")?;
+    // Only checked here: the text itself is sent, so key order and formatting arrive as typed.
     if !payload.is_object() {
         bail!("the payload must be a JSON object");
     }
     let answer = match &args.nats {
         Some(url) => to_nats(url, &args, text.into_bytes()).await?,
-        None => to_router(&args, payload).await?,
+        None => to_router(&args, &text).await?,
     };
     if args.json {
         output::json(&answer, false);
@@ -88,7 +89,7 @@ async fn to_nats(url: &Url, args: &PublishArgs, payload: Vec<u8>) -> anyhow::Res
     Ok(json!({ "stream": ack.stream, "sequence": ack.sequence, "duplicate": ack.duplicate }))
 }
 
-async fn to_router(args: &PublishArgs, payload: Value) -> anyhow::Result<Value> {
+async fn to_router(args: &PublishArgs, payload: &str) -> anyhow::Result<Value> {
     let url = args.router.join("api/v1/publish").context("router URL")?;
     let Some(key) = args.api_key.as_deref() else {
         bail!(
@@ -98,7 +99,12 @@ async fn to_router(args: &PublishArgs, payload: Value) -> anyhow::Result<Value> 
     let mut request = reqwest::Client::new()
         .post(url.clone())
         .header("X-API-Key", key)
-        .json(&json!({ "subject": args.subject, "payload": payload }));
+        .header("Content-Type", "application/json")
+        .body(format!(
+            r#"{{"subject":{},"payload":{}}}"#,
+            Value::from(args.subject.as_str()),
+            payload.trim()
+        ));
     if let Some(id) = &args.request_id {
         request = request.header("X-Request-ID", id);
     }

@@ -25,8 +25,9 @@ pub struct Config {
     pub create_stream: bool,
     /// Durable pull consumer shared by every router replica (work sharing).
     pub consumer: String,
-    /// The coordinator's gRPC endpoint (route and pod lookups).
-    pub coordinator_url: Url,
+    /// The coordinator gRPC endpoint(s) (route and pod lookups): one Service URL, or several
+    /// replicas to fail over between.
+    pub coordinator_urls: Vec<Url>,
     /// API key of `POST /api/v1/publish`; the endpoint is off when unset.
     pub publish_api_key: Option<SecretString>,
     /// How long the server waits for an ack before redelivering.
@@ -41,6 +42,49 @@ pub struct Config {
     pub dead_letter_subject: Option<String>,
     /// Time allowed to finish in-flight forwards after SIGTERM.
     pub shutdown_grace: Duration,
+    /// Where events come from: the JetStream stream, or an in-memory stream (dev stack).
+    pub source: SourceKind,
+    /// Idle heartbeat the server sends on a waiting pull; twice this without a message or a
+    /// heartbeat means the consumer is wedged and readiness drops.
+    pub heartbeat: Duration,
+    /// Most events in one `Deliver` call to an edge.
+    pub batch_max_events: usize,
+    /// How long a batch for an edge may wait to fill before it is sent.
+    pub batch_delay: Duration,
+    /// Ordered lanes per edge: events of one (company, agent) share a lane, lanes run in
+    /// parallel.
+    pub edge_lanes: usize,
+    /// Deadline of one `Deliver` call.
+    pub deliver_timeout: Duration,
+    /// How long events are held for a registered edge that cannot be reached before they are
+    /// acknowledged as undeliverable. Pods that die are usually reported gone sooner (pod lease).
+    pub edge_unreachable_grace: Duration,
+    /// Deadline of one coordinator lookup.
+    pub coordinator_timeout: Duration,
+    /// Largest payload accepted by the publish API, in bytes.
+    pub max_publish_bytes: usize,
+    /// Strict per-key order across replicas: the stream partitions subjects by (company,
+    /// agent) into this many partitions and each replica consumes one. `None`: every replica
+    /// shares one consumer.
+    pub partitioning: Option<Partitioning>,
+}
+
+/// Which partition of a partitioned stream this replica consumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partitioning {
+    /// Number of partitions.
+    pub count: u32,
+    /// This replica's partition, `0..count`.
+    pub index: u32,
+}
+
+/// Where the router reads events from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// The JetStream stream on `nats_url` (production).
+    JetStream,
+    /// A stream kept in process memory and filled by the publish API (dev stack, tests).
+    Memory,
 }
 
 /// A URL whose `Debug` hides credentials.
@@ -73,6 +117,17 @@ struct Raw {
     route_cache_ttl: Option<String>,
     dead_letter_subject: Option<String>,
     shutdown_grace: Option<String>,
+    source: Option<String>,
+    heartbeat: Option<String>,
+    batch_max_events: Option<String>,
+    batch_delay: Option<String>,
+    edge_lanes: Option<String>,
+    deliver_timeout: Option<String>,
+    edge_unreachable_grace: Option<String>,
+    coordinator_timeout: Option<String>,
+    max_publish_bytes: Option<String>,
+    partitions: Option<String>,
+    partition: Option<String>,
 }
 
 impl Config {
@@ -109,10 +164,10 @@ impl Config {
             Some("daisi-router".to_owned()),
             |s| jetstream_name(s, "consumer"),
         );
-        let coordinator_url = v.url(
+        let coordinator_urls = v.url_list(
             "COORDINATOR_URL",
             raw.coordinator_url.as_deref(),
-            Some("http://127.0.0.1:50051"),
+            "http://127.0.0.1:50051",
             &["http", "https"],
         );
         let publish_api_key = match raw.publish_api_key.as_deref().map(str::trim) {
@@ -144,6 +199,77 @@ impl Config {
             raw.shutdown_grace.as_deref(),
             Duration::from_secs(10),
         );
+        let source = v
+            .one_of(
+                "SOURCE",
+                raw.source.as_deref(),
+                "jetstream",
+                &["jetstream", "memory"],
+            )
+            .map(|s| {
+                if s == "memory" {
+                    SourceKind::Memory
+                } else {
+                    SourceKind::JetStream
+                }
+            });
+        let heartbeat = v.duration(
+            "HEARTBEAT",
+            raw.heartbeat.as_deref(),
+            Duration::from_secs(5),
+        );
+        let batch_max_events = v.int_in(
+            "BATCH_MAX_EVENTS",
+            raw.batch_max_events.as_deref(),
+            500usize,
+            1,
+            daisi_proto::limits::MAX_DELIVER_BATCH,
+        );
+        let batch_delay = v.duration(
+            "BATCH_DELAY",
+            raw.batch_delay.as_deref(),
+            Duration::from_millis(2),
+        );
+        let edge_lanes = v.int_in("EDGE_LANES", raw.edge_lanes.as_deref(), 4usize, 1, 64);
+        let deliver_timeout = v.duration(
+            "DELIVER_TIMEOUT",
+            raw.deliver_timeout.as_deref(),
+            Duration::from_secs(5),
+        );
+        let edge_unreachable_grace = v.duration(
+            "EDGE_UNREACHABLE_GRACE",
+            raw.edge_unreachable_grace.as_deref(),
+            Duration::from_secs(60),
+        );
+        let coordinator_timeout = v.duration(
+            "COORDINATOR_TIMEOUT",
+            raw.coordinator_timeout.as_deref(),
+            Duration::from_secs(2),
+        );
+        let max_publish_bytes = v.int_in(
+            "MAX_PUBLISH_BYTES",
+            raw.max_publish_bytes.as_deref(),
+            1024 * 1024usize,
+            1,
+            64 * 1024 * 1024,
+        );
+        let partitions = v.int_in("PARTITIONS", raw.partitions.as_deref(), 0u32, 0, 1024);
+        let partitioning = match partitions {
+            None => None,
+            Some(0) => Some(None),
+            Some(count) => v
+                .parse_with("PARTITION", raw.partition.as_deref(), None, |s| {
+                    partition_index(s, count)
+                })
+                .map(|index| Some(Partitioning { count, index })),
+        };
+        if let Some(heartbeat) = heartbeat {
+            v.ensure(
+                heartbeat >= Duration::from_millis(100),
+                "HEARTBEAT",
+                "must be at least 100ms; the server refuses shorter idle heartbeats",
+            );
+        }
         if let (Some(Some(dlq)), Some(model)) = (&dead_letter_subject, &subjects) {
             v.ensure(
                 !dlq.starts_with(&format!("{}.", model.prefix())),
@@ -162,7 +288,7 @@ impl Config {
                 subjects: subjects?,
                 create_stream: create_stream?,
                 consumer: consumer?,
-                coordinator_url: coordinator_url?,
+                coordinator_urls: coordinator_urls?,
                 publish_api_key: publish_api_key?,
                 ack_wait: ack_wait?,
                 max_ack_pending: max_ack_pending?,
@@ -170,6 +296,16 @@ impl Config {
                 route_cache_ttl: route_cache_ttl?,
                 dead_letter_subject: dead_letter_subject?,
                 shutdown_grace: shutdown_grace?,
+                source: source?,
+                heartbeat: heartbeat?,
+                batch_max_events: batch_max_events?,
+                batch_delay: batch_delay?,
+                edge_lanes: edge_lanes?,
+                deliver_timeout: deliver_timeout?,
+                edge_unreachable_grace: edge_unreachable_grace?,
+                coordinator_timeout: coordinator_timeout?,
+                max_publish_bytes: max_publish_bytes?,
+                partitioning: partitioning?,
             })
         })
     }
@@ -189,6 +325,21 @@ fn jetstream_name(value: &str, what: &str) -> Result<String, String> {
             "`{value}` is not a valid JetStream {what} name (no spaces, '.', '*', '>', '/' or '\\')"
         ))
     }
+}
+
+/// A partition index, given as a number or as a StatefulSet pod name ending in `-{number}`
+/// (so `$(POD_NAME)` can be passed as is).
+fn partition_index(value: &str, count: u32) -> Result<u32, String> {
+    let digits = value.rsplit('-').next().unwrap_or(value);
+    let index: u32 = digits.parse().map_err(|_| {
+        format!("`{value}` is neither a partition number nor a pod name ending in -<number>")
+    })?;
+    if index >= count {
+        return Err(format!(
+            "partition {index} does not exist; DAISI_ROUTER_PARTITIONS is {count} (use 0..{count})"
+        ));
+    }
+    Ok(index)
 }
 
 /// A literal NATS subject: dot-separated non-empty tokens without wildcards or whitespace.
@@ -248,6 +399,28 @@ mod tests {
             "DEAD_LETTER_SUBJECT",
         ] {
             assert!(err.mentions(&format!("{PREFIX}{var}")), "{var}: {err}");
+        }
+    }
+
+    #[test]
+    fn partitions_take_a_number_or_a_pod_name() {
+        let config = Config::from_env(&Env::default()).expect("defaults").value;
+        assert_eq!(config.partitioning, None);
+        for (value, index) in [("2", 2), ("daisi-router-1", 1)] {
+            let env = Env::from_pairs([
+                ("DAISI_ROUTER_PARTITIONS", "3"),
+                ("DAISI_ROUTER_PARTITION", value),
+            ]);
+            let config = Config::from_env(&env).expect("valid").value;
+            assert_eq!(config.partitioning, Some(Partitioning { count: 3, index }));
+        }
+        for bad in [None, Some("3"), Some("router")] {
+            let mut env = Env::from_pairs([("DAISI_ROUTER_PARTITIONS", "3")]);
+            if let Some(bad) = bad {
+                env.set("DAISI_ROUTER_PARTITION", bad);
+            }
+            let err = Config::from_env(&env).expect_err("invalid");
+            assert!(err.mentions("DAISI_ROUTER_PARTITION"), "{err}");
         }
     }
 

@@ -1,20 +1,59 @@
 //! Event router of daisi: consumes the JetStream stream the CDC publisher fills, asks the
 //! coordinator which edge pods hold interested sockets, and forwards each event to those edges
-//! over gRPC.
+//! over gRPC, acknowledging a message only once every target edge took it (or its pod is known
+//! gone).
 //!
 //! [`run`] takes its listener and a shutdown token so the binary, the dev stack and the tests
-//! all start it the same way.
+//! all start it the same way; [`run_with`] takes the event source too (tests share an
+//! in-memory stream with it).
+//!
+//! Module map: [`source`] (JetStream and in-memory streams), [`resolve`] (coordinator lookups
+//! and their cache), [`forward`] (edges: lanes, batching, retries, breaker, gRPC),
+//! [`pipeline`] (dispatch and the ledger of held messages), [`publish_api`] (HTTP publish),
+//! [`config`], [`metrics`]. Ordering and delivery guarantees are described in the crate's
+//! README.
 
+pub mod backoff;
 pub mod config;
+pub mod forward;
+pub mod metrics;
+pub mod pipeline;
+pub mod publish_api;
+pub mod ratelog;
+pub mod resolve;
+pub mod source;
+pub mod trace;
 
-pub use config::Config;
+pub use config::{Config, SourceKind};
 
 use daisi_runtime::{CancellationToken, Readiness};
 use daisi_telemetry::Metrics;
+use forward::edge::EdgeSettings;
+use forward::grpc::GrpcEdgeClient;
+use forward::registry::EdgeRegistry;
+use metrics::RouterMetrics;
+use pipeline::Dispatcher;
+use pipeline::ledger::{Ledger, SettlerSettings, run_settler};
+use resolve::RouteResolver;
+use resolve::cache::RouteCache;
+use resolve::grpc::GrpcResolver;
+use source::jetstream::{JetStreamSettings, JetStreamSource};
+use source::memory::{MemorySettings, MemoryStream};
+use source::{Delivery, EventSource, SourceState};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 
 /// Name used in logs, traces and metrics.
 pub const SERVICE: &str = "daisi-router";
+
+/// Deliveries buffered between the source and the dispatcher.
+const INTAKE_BUFFER: usize = 1024;
+/// HTTP/2 channels per edge address.
+const CHANNELS_PER_EDGE: usize = 2;
+/// How often the coordinator is probed for readiness, and the lag refreshed.
+const PROBE_EVERY: Duration = Duration::from_secs(5);
 
 /// The sockets the router serves on, bound by the caller (port 0 in tests).
 #[derive(Debug)]
@@ -40,38 +79,281 @@ pub enum Error {
     /// The HTTP server failed.
     #[error("http server: {0}")]
     Http(#[from] std::io::Error),
-    /// Metrics could not be set up.
+    /// Start-up failed (metrics, NATS options, coordinator URL).
     #[error("startup: {0}")]
     Startup(String),
 }
 
-/// Runs the router until `shutdown` is cancelled.
+/// Runs the router until `shutdown` is cancelled, reading from the source `config` names.
 pub async fn run(
     config: Config,
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let metrics = Metrics::new("router").map_err(|e| Error::Startup(e.to_string()))?;
-    let readiness = Readiness::new(&[]);
+    match config.source {
+        SourceKind::JetStream => {
+            let source = JetStreamSource::connect(jetstream_settings(&config))
+                .await
+                .map_err(Error::Startup)?;
+            run_with(config, listeners, shutdown, source).await
+        }
+        SourceKind::Memory => {
+            let stream = MemoryStream::new(memory_settings(&config));
+            run_with(config, listeners, shutdown, stream.consumer()).await
+        }
+    }
+}
+
+/// The JetStream binding `config` describes.
+pub fn jetstream_settings(config: &Config) -> JetStreamSettings {
+    JetStreamSettings {
+        url: config.nats_url.0.to_string(),
+        stream: config.stream.clone(),
+        subjects: config.subjects.stream_subjects(),
+        create_stream: config.create_stream,
+        consumer: config.consumer.clone(),
+        ack_wait: config.ack_wait,
+        max_ack_pending: config.max_ack_pending,
+        max_deliver: config.max_deliver,
+        heartbeat: config.heartbeat,
+        pull_batch: usize::try_from(config.max_ack_pending)
+            .unwrap_or(500)
+            .clamp(1, 500),
+        client_name: router_id(),
+        partition: config.partitioning.map(|p| (p.count, p.index)),
+        prefix: config.subjects.prefix().to_owned(),
+    }
+}
+
+/// The in-memory consumer `config` describes.
+pub fn memory_settings(config: &Config) -> MemorySettings {
+    MemorySettings {
+        ack_wait: config.ack_wait,
+        max_deliver: config.max_deliver,
+        max_ack_pending: usize::try_from(config.max_ack_pending).unwrap_or(10_000),
+        ..MemorySettings::default()
+    }
+}
+
+fn router_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| SERVICE.to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Runs the router on `source` until `shutdown` is cancelled.
+///
+/// Shutdown order: readiness drops; the source stops being read and deliveries not yet
+/// dispatched go back to the server; in-flight forwards get up to the shutdown grace to settle;
+/// whatever is still held goes back to the server for immediate redelivery; then the HTTP
+/// server stops.
+pub async fn run_with<S: EventSource>(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+    source: S,
+) -> Result<(), Error> {
+    let startup = |e: &dyn std::fmt::Display| Error::Startup(e.to_string());
+    let registry = Metrics::new("router").map_err(|e| startup(&e))?;
+    let metrics = RouterMetrics::register(&registry).map_err(|e| startup(&e))?;
+    let readiness = Readiness::new(&["nats", "coordinator"]);
+    let resolver = GrpcResolver::new(&config.coordinator_urls, config.coordinator_timeout)
+        .map_err(|e| startup(&e))?;
+    let routes = Arc::new(RouteCache::new(resolver, config.route_cache_ttl));
+    let client = Arc::new(GrpcEdgeClient::new(
+        CHANNELS_PER_EDGE,
+        config.deliver_timeout,
+    ));
+
+    let intake_stop = CancellationToken::new();
+    let lanes_stop = CancellationToken::new();
+    let settler_stop = CancellationToken::new();
+    let http_stop = CancellationToken::new();
+
+    let (ledger, verdicts) = Ledger::new(metrics.clone());
+    let settler = tokio::spawn(run_settler(
+        ledger.clone(),
+        verdicts,
+        source.publisher(),
+        SettlerSettings {
+            ack_wait: config.ack_wait,
+            hold_limit: config.ack_wait + config.edge_unreachable_grace,
+            dead_letter_subject: config.dead_letter_subject.clone(),
+        },
+        settler_stop.clone(),
+    ));
+
+    tokio::spawn(follow_source_state(
+        source.state(),
+        readiness.clone(),
+        http_stop.clone(),
+    ));
+    tokio::spawn(probe(
+        routes.clone(),
+        readiness.clone(),
+        source.lag_probe(),
+        metrics.clone(),
+        http_stop.clone(),
+    ));
+
+    let mut http_router = daisi_runtime::health::router(readiness.clone()).merge(registry.router());
+    if let Some(api_key) = config.publish_api_key.clone() {
+        http_router = http_router.merge(publish_api::router(publish_api::PublishApi {
+            publisher: source.publisher(),
+            subjects: config.subjects.clone(),
+            api_key,
+            max_payload_bytes: config.max_publish_bytes,
+            metrics: metrics.clone(),
+        }));
+    }
+
+    let (tx, rx) = mpsc::channel(INTAKE_BUFFER);
+    let reader = tokio::spawn(read_source(source, tx, intake_stop.clone()));
+    let dispatcher = Dispatcher {
+        subjects: config.subjects.clone(),
+        routes: routes.clone(),
+        edges: EdgeRegistry::new(
+            client,
+            routes,
+            EdgeSettings {
+                batch_max_events: config.batch_max_events,
+                batch_delay: config.batch_delay,
+                lanes: config.edge_lanes,
+                unreachable_grace: config.edge_unreachable_grace,
+                router_id: Arc::from(router_id()),
+            },
+            metrics.clone(),
+            lanes_stop.clone(),
+        ),
+        ledger: ledger.clone(),
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
+    };
+    let dispatching = tokio::spawn(dispatcher.run(rx, intake_stop.clone()));
+
     tracing::info!(
         http = %listeners.http.local_addr()?,
         stream = %config.stream,
         subjects = %config.subjects.stream_subjects(),
+        consumer = %config.consumer,
+        source = ?config.source,
         "router listening"
     );
-    let draining = {
-        let readiness = readiness.clone();
-        let shutdown = shutdown.clone();
-        async move {
-            shutdown.cancelled().await;
-            readiness.start_draining();
+    let http = tokio::spawn(daisi_runtime::http::serve(
+        listeners.http,
+        http_router,
+        http_stop.clone(),
+    ));
+
+    shutdown.cancelled().await;
+    readiness.start_draining();
+    intake_stop.cancel();
+    let leftover = match dispatching.await {
+        Ok(rx) => Some(rx),
+        Err(error) => {
+            tracing::error!(%error, "dispatcher failed");
+            None
         }
     };
-    let http = daisi_runtime::http::serve(
-        listeners.http,
-        daisi_runtime::health::router(readiness).merge(metrics.router()),
-        shutdown,
-    );
-    let (served, ()) = tokio::join!(http, draining);
-    served.map_err(Error::from)
+    let _ = reader.await;
+    if let Some(mut rx) = leftover {
+        rx.close();
+        while let Ok(delivery) = rx.try_recv() {
+            give_back(delivery).await;
+        }
+    }
+    let held = ledger.len();
+    if held > 0 {
+        tracing::info!(held, grace = ?config.shutdown_grace, "waiting for in-flight forwards");
+    }
+    let drained = tokio::time::timeout(config.shutdown_grace, ledger.wait_empty())
+        .await
+        .is_ok();
+    lanes_stop.cancel();
+    let released = ledger.release_all().await;
+    if !drained || released > 0 {
+        tracing::warn!(
+            released,
+            "shutdown grace over; unsettled messages handed back for redelivery"
+        );
+    }
+    settler_stop.cancel();
+    let _ = settler.await;
+    http_stop.cancel();
+    match http.await {
+        Ok(result) => result.map_err(Error::from),
+        Err(error) => Err(Error::Startup(format!("http server task: {error}"))),
+    }
+}
+
+/// Hands a delivery that was never dispatched back to the server.
+async fn give_back(delivery: Delivery) {
+    let _ = delivery.acker.nak(Duration::ZERO).await;
+}
+
+async fn read_source<S: EventSource>(
+    mut source: S,
+    tx: mpsc::Sender<Delivery>,
+    stop: CancellationToken,
+) {
+    loop {
+        let delivery = tokio::select! {
+            () = stop.cancelled() => return,
+            next = source.next() => match next {
+                Some(d) => d,
+                None => return,
+            },
+        };
+        let permit = tokio::select! {
+            () = stop.cancelled() => None,
+            permit = tx.reserve() => permit.ok(),
+        };
+        match permit {
+            Some(permit) => permit.send(delivery),
+            None => {
+                give_back(delivery).await;
+                return;
+            }
+        }
+    }
+}
+
+async fn follow_source_state(
+    mut state: tokio::sync::watch::Receiver<SourceState>,
+    readiness: Readiness,
+    stop: CancellationToken,
+) {
+    loop {
+        let consuming = *state.borrow_and_update() == SourceState::Consuming;
+        readiness.set("nats", consuming);
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = state.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+async fn probe<R: RouteResolver>(
+    routes: Arc<RouteCache<R>>,
+    readiness: Readiness,
+    lag: source::LagProbe,
+    metrics: RouterMetrics,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(PROBE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        // Any answer, even a refusal of the empty probe, means the coordinator is reachable.
+        let answered = !matches!(
+            routes.inner().lookup(&[]).await,
+            Err(resolve::ResolveError::Unavailable(_))
+        );
+        readiness.set("coordinator", answered);
+        metrics
+            .consumer_lag
+            .set(i64::try_from(lag()).unwrap_or(i64::MAX));
+    }
 }

@@ -1,4 +1,10 @@
-//! End-to-end tests of the `daisi-router` binary.
-#![allow(clippy::unwrap_used)]
+//! End-to-end tests of the router: the binary, the event-source contract on both backends,
+//! delivery through real JetStream to stub edges, faults, and the publish API.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod binary;
+mod delivery;
+mod faults;
+mod publish_api;
+mod source_contract;
+mod support;

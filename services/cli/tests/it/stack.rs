@@ -1,0 +1,361 @@
+//! Every subcommand against a running stack: `daisi dev` started as a child process with known
+//! secrets and free ports, then driven with the other subcommands as a person would.
+
+use daisi_testkit::{ServiceProcess, get_json, run_with_args};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use std::process::Stdio;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_daisi");
+const USER_KEY: &str = "3a7bd3e2360a3d29eea436e864a1b8d5f2f5d5e4dba8ac39d465fc3488db3915";
+const ADMIN_KEY: &str = "c8b7d5f83e8d4b3c9e2a7b6d5f4e3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f";
+const API_KEY: &str = "user-api-key-for-cli-tests";
+const ADMIN_API_KEY: &str = "admin-api-key-for-cli-tests";
+const PUBLISH_KEY: &str = "publish-key-for-cli-tests-0123456789";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Dev {
+    process: ServiceProcess,
+    edge: String,
+    router: String,
+    coordinator: String,
+}
+
+impl Dev {
+    async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    async fn start_with(extra: &[&str]) -> Self {
+        let (edge, router, coordinator) = (
+            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{}", free_port()),
+        );
+        let env = [
+            ("DAISI_LOG_FORMAT", "json"),
+            ("DAISI_EDGE_TOKEN_AES_KEY", USER_KEY),
+            ("DAISI_EDGE_ADMIN_TOKEN_AES_KEY", ADMIN_KEY),
+            ("DAISI_EDGE_SECRET_TOKEN", API_KEY),
+            ("DAISI_EDGE_ADMIN_SECRET_TOKEN", ADMIN_API_KEY),
+            ("DAISI_ROUTER_PUBLISH_API_KEY", PUBLISH_KEY),
+        ];
+        let mut args = vec![
+            "dev",
+            "--edge-addr",
+            &edge,
+            "--router-addr",
+            &router,
+            "--coordinator-addr",
+            &coordinator,
+        ];
+        args.extend_from_slice(extra);
+        let process = ServiceProcess::spawn_with_args(
+            BIN,
+            &args,
+            &env,
+            "edge listening",
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+        let dev = Self {
+            process,
+            edge,
+            router,
+            coordinator,
+        };
+        for addr in [&dev.edge, &dev.router] {
+            let mut ready = false;
+            for _ in 0..100 {
+                if matches!(
+                    get_json(addr.parse().unwrap(), "/ready").await,
+                    Ok((200, _))
+                ) {
+                    ready = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(ready, "{addr} not ready; logs:\n{}", dev.process.logs());
+        }
+        dev
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("DAISI_EDGE_TOKEN_AES_KEY".into(), USER_KEY.into()),
+            ("DAISI_EDGE_ADMIN_TOKEN_AES_KEY".into(), ADMIN_KEY.into()),
+            ("DAISI_EDGE_SECRET_TOKEN".into(), API_KEY.into()),
+            ("DAISI_EDGE_ADMIN_SECRET_TOKEN".into(), ADMIN_API_KEY.into()),
+            ("DAISI_ROUTER_PUBLISH_API_KEY".into(), PUBLISH_KEY.into()),
+            (
+                "DAISI_COORDINATOR_URL".into(),
+                format!("http://{}", self.coordinator),
+            ),
+            ("DAISI_ROUTER_URL".into(), format!("http://{}", self.router)),
+            ("DAISI_EDGE_URL".into(), format!("http://{}", self.edge)),
+        ]
+    }
+
+    /// Runs `daisi args...` to completion; returns exit code and output.
+    async fn daisi(&self, args: &[&str]) -> (i32, String) {
+        let env = self.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let exited = run_with_args(BIN, args, &env, Duration::from_secs(20))
+            .await
+            .unwrap();
+        (exited.status.code().unwrap_or(-1), exited.output)
+    }
+
+    /// Starts `daisi tail` in the background.
+    fn tail(&self, args: &[&str]) -> tokio::process::Child {
+        tokio::process::Command::new(BIN)
+            .arg("tail")
+            .args(args)
+            .env_clear()
+            .envs(self.env())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    }
+}
+
+async fn output_of(child: tokio::process::Child) -> (i32, String) {
+    let out = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
+        .await
+        .expect("tail did not finish")
+        .unwrap();
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Waits until `daisi sessions list` shows `n` sessions of company `c1`.
+async fn wait_sessions(dev: &Dev, n: usize) -> Vec<Value> {
+    for _ in 0..100 {
+        let (code, out) = dev
+            .daisi(&["sessions", "list", "--company", "c1", "--json"])
+            .await;
+        assert_eq!(code, 0, "{out}");
+        let list: Vec<Value> = serde_json::from_str(&out).unwrap();
+        if list.len() == n {
+            return list;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never saw {n} sessions");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_subcommand_works_against_the_dev_stack() {
+    let mut dev = Dev::start().await;
+
+    // token through the edge's HTTP API, then tail with it and publish an event to it.
+    let (code, token) = dev
+        .daisi(&[
+            "token",
+            "user",
+            "--company",
+            "c1",
+            "--agent",
+            "a1",
+            "--user",
+            "u1",
+            "--edge",
+            &format!("http://{}", dev.edge),
+        ])
+        .await;
+    assert_eq!(code, 0, "{token}");
+    let token = token.trim().to_owned();
+    let tail = dev.tail(&[
+        "--token",
+        &token,
+        "--select-chat",
+        "chat-7",
+        "--count",
+        "2",
+        "--json",
+    ]);
+    wait_sessions(&dev, 1).await;
+
+    // sessions get / pods / routes while the socket is up.
+    let (code, out) = dev
+        .daisi(&[
+            "sessions",
+            "get",
+            "--company",
+            "c1",
+            "--agent",
+            "a1",
+            "--user",
+            "u1",
+            "--json",
+        ])
+        .await;
+    assert_eq!(code, 0, "{out}");
+    let session: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(session["pod_id"], "dev-edge");
+    let (code, out) = dev.daisi(&["pods", "--json"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("dev-edge"), "{out}");
+    let (code, out) = dev
+        .daisi(&["routes", "--company", "c1", "--agent", "a1"])
+        .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("agent c1/a1") && out.contains("dev-edge"),
+        "{out}"
+    );
+    let mut chat_route = String::new();
+    for _ in 0..50 {
+        chat_route = dev
+            .daisi(&[
+                "routes",
+                "--company",
+                "c1",
+                "--agent",
+                "a1",
+                "--chat",
+                "chat-7",
+                "--json",
+            ])
+            .await
+            .1;
+        if chat_route.contains("dev-edge") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        chat_route.contains("dev-edge"),
+        "select_chat did not register the chat route: {chat_route}"
+    );
+
+    // publish: a chats event and a message of the selected chat reach the tail.
+    let (code, out) = dev
+        .daisi(&[
+            "publish",
+            "websocket.c1.a1.chats",
+            r#"{"event_id":"1:chats:1","row_data":{"n":1}}"#,
+        ])
+        .await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = dev
+        .daisi(&[
+            "publish",
+            "websocket.c1.a1.messages.chat-7",
+            r#"{"event_id":"2:messages:9","row_data":{"text":"hi"}}"#,
+        ])
+        .await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = output_of(tail).await;
+    assert_eq!(code, 0, "{out}");
+    let types: Vec<String> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["frame"]["type"] == "event")
+        .map(|v| {
+            v["frame"]["payload"]["event_type"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(types, ["chat", "message"], "{out}");
+
+    // kill: a second tail is closed with 4402 and the CLI shows it.
+    let tail = dev.tail(&["--token", &token]);
+    wait_sessions(&dev, 1).await;
+    let (code, out) = dev
+        .daisi(&[
+            "sessions",
+            "kill",
+            "--company",
+            "c1",
+            "--agent",
+            "a1",
+            "--user",
+            "u1",
+            "--reason",
+            "test",
+        ])
+        .await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = output_of(tail).await;
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("closed 4402"), "{out}");
+    wait_sessions(&dev, 0).await;
+
+    // Ctrl-C stops the whole stack cleanly.
+    dev.process.signal(Signal::SIGINT).unwrap();
+    let exited = dev
+        .process
+        .wait(Duration::from_secs(15))
+        .await
+        .expect("daisi dev did not stop");
+    assert!(exited.status.success(), "{}", exited.output);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_runs_on_real_redis_and_nats_and_publish_goes_through_nats() {
+    let redis = daisi_testkit::RedisServer::start().unwrap();
+    let nats = daisi_testkit::nats::NatsServer::start().await.unwrap();
+    let (redis_url, nats_url) = (redis.url(), nats.url());
+    let mut dev = Dev::start_with(&["--redis-url", &redis_url, "--nats-url", &nats_url]).await;
+    assert!(
+        dev.process.logged(r#""store":"Redis""#),
+        "{}",
+        dev.process.logs()
+    );
+
+    let (code, token) = dev
+        .daisi(&[
+            "token",
+            "user",
+            "--company",
+            "c1",
+            "--agent",
+            "a1",
+            "--user",
+            "u9",
+        ])
+        .await;
+    assert_eq!(code, 0, "{token}");
+    let tail = dev.tail(&["--token", token.trim(), "--count", "1", "--json"]);
+    wait_sessions(&dev, 1).await;
+    let (code, out) = dev
+        .daisi(&[
+            "publish",
+            "websocket.c1.a1.contacts",
+            r#"{"event_id":"3:contacts:1"}"#,
+            "--nats",
+            &nats_url,
+            "--json",
+        ])
+        .await;
+    assert_eq!(code, 0, "{out}");
+    let ack: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(ack["stream"], "wa_stream", "{out}");
+    let (code, out) = output_of(tail).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(r#""event_type":"contact""#), "{out}");
+
+    dev.process.signal(Signal::SIGINT).unwrap();
+    assert!(
+        dev.process
+            .wait(Duration::from_secs(15))
+            .await
+            .is_some_and(|e| e.status.success())
+    );
+}

@@ -1,0 +1,108 @@
+//! Forwarding events to the edges that hold interested sockets.
+//!
+//! [`EdgeClient`] is one `Deliver` call to one edge ([`grpc`] is the tonic adapter with its
+//! channel pool). Policy lives here, independent of the transport: [`edge`] batches events per
+//! edge in ordered lanes, retries with backoff behind a per-edge [`breaker`], and asks the
+//! coordinator whether an unreachable edge is gone; [`registry`] keeps one [`edge::Edge`] per
+//! pod.
+
+pub mod breaker;
+pub mod edge;
+pub mod grpc;
+pub mod registry;
+
+use bytes::Bytes;
+use daisi_domain::PodId;
+use daisi_domain::subject::DeliveryTarget;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// An event ready to be delivered, shared by every edge it goes to.
+#[derive(Debug, Clone)]
+pub struct OutEvent {
+    /// JetStream stream sequence (the edges' de-duplication key).
+    pub stream_sequence: u64,
+    /// The NATS subject.
+    pub subject: String,
+    /// Who receives it on an edge.
+    pub target: DeliveryTarget,
+    /// `event_type` derived from the subject.
+    pub event_type: String,
+    /// The payload as published.
+    pub payload: Bytes,
+    /// `X-Request-ID` of the NATS message.
+    pub request_id: Option<String>,
+    /// Trace context to continue on the edge: the router's span for this event when traces
+    /// are exported, else the publisher's context unchanged.
+    pub traceparent: Option<String>,
+    /// W3C `tracestate` accompanying `traceparent`.
+    pub tracestate: Option<String>,
+    /// When the stream stored it.
+    pub published_at: Option<SystemTime>,
+}
+
+impl OutEvent {
+    /// Rough encoded size, to keep a `Deliver` request under its byte limit.
+    pub fn encoded_len(&self) -> usize {
+        self.payload.len()
+            + self.subject.len()
+            + self.event_type.len()
+            + self.target.company.as_str().len()
+            + self.target.agent.as_str().len()
+            + self.request_id.as_ref().map_or(0, String::len)
+            + self.traceparent.as_ref().map_or(0, String::len)
+            + self.tracestate.as_ref().map_or(0, String::len)
+            + 64
+    }
+}
+
+/// What an edge did with one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventOutcome {
+    /// Handed to this many local sockets (0 is normal: nobody there wants it any more).
+    Delivered(u32),
+    /// Already delivered earlier (a retry or a redelivery).
+    Duplicate,
+    /// Refused as malformed: a definite answer, never retried.
+    Rejected(String),
+}
+
+/// A `Deliver` call failed as a whole.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DeliverError {
+    /// Unreachable, overloaded, shutting down or too slow: retry with backoff.
+    #[error("edge unavailable: {0}")]
+    Unavailable(String),
+    /// The address now belongs to another pod: resolve the pod again.
+    #[error("wrong pod at this address: {0}")]
+    WrongPod(String),
+    /// A definite refusal of the whole call (invalid request): never retried.
+    #[error("edge refused the batch: {0}")]
+    Refused(String),
+}
+
+/// One `Deliver` call.
+#[derive(Debug)]
+pub struct DeliverCall<'a> {
+    /// The pod we believe listens at `address`.
+    pub pod: &'a PodId,
+    /// Its delivery endpoint.
+    pub address: &'a str,
+    /// The events, in the order their sockets must see them.
+    pub events: &'a [Arc<OutEvent>],
+    /// This router replica, for the edge's logs.
+    pub router_id: &'a str,
+}
+
+/// Delivers batches of events to edges.
+pub trait EdgeClient: Send + Sync + 'static {
+    /// One attempt: per-event outcomes in request order, or why the call as a whole failed.
+    fn deliver(
+        &self,
+        call: DeliverCall<'_>,
+    ) -> impl Future<Output = Result<Vec<EventOutcome>, DeliverError>> + Send;
+
+    /// The edge at `address` is no longer used: release its connections.
+    fn forget(&self, address: &str);
+}

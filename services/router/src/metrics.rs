@@ -1,0 +1,115 @@
+//! The router's Prometheus metrics, registered once at start-up (`daisi_router_*`).
+
+use daisi_telemetry::{Metrics, TelemetryError};
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
+
+/// Every metric the router exports.
+#[derive(Debug, Clone)]
+pub struct RouterMetrics {
+    /// Deliveries taken from the stream (redeliveries included).
+    pub consumed: IntCounter,
+    /// Deliveries that were redeliveries (delivery count > 1): a router died or gave up.
+    pub redelivered: IntCounter,
+    /// Per (event, edge): `delivered`, `duplicate`, `rejected`, `pod_gone`, `unreachable`.
+    pub forwarded: IntCounterVec,
+    /// Events acknowledged, by verdict: `delivered`, `no_route`, `undeliverable`.
+    pub acked: IntCounterVec,
+    /// Events acknowledged without reaching every target, by reason.
+    pub undeliverable: IntCounterVec,
+    /// Events republished to the dead-letter subject.
+    pub dead_lettered: IntCounter,
+    /// Settling a message with the server failed (it will be redelivered).
+    pub ack_errors: IntCounter,
+    /// Messages held by this router and not yet acknowledged.
+    pub acks_pending: IntGauge,
+    /// Messages the server holds for the consumer and has not delivered (`num_pending`).
+    pub consumer_lag: IntGauge,
+    /// Events per `Deliver` call.
+    pub batch_size: Histogram,
+    /// Duration of `Deliver` calls, by result.
+    pub forward_latency: HistogramVec,
+    /// Circuit breaker per edge: 0 closed, 1 open, 2 half-open.
+    pub breaker_state: IntGaugeVec,
+    /// Failed route lookups (the coordinator did not answer).
+    pub resolve_errors: IntCounter,
+    /// Messages published through the HTTP API, by outcome.
+    pub published: IntCounterVec,
+}
+
+impl RouterMetrics {
+    /// Registers every metric in `metrics`.
+    pub fn register(metrics: &Metrics) -> Result<Self, TelemetryError> {
+        let latency_buckets = vec![
+            0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            5.0,
+        ];
+        let batch_buckets = vec![1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
+        Ok(Self {
+            consumed: metrics
+                .counter("router_consumed_total", "deliveries taken from the stream")?,
+            redelivered: metrics.counter(
+                "router_redelivered_total",
+                "deliveries that were redeliveries of a message",
+            )?,
+            forwarded: metrics.counter_vec(
+                "router_forwarded_total",
+                "events forwarded to edges, per event and edge, by outcome",
+                &["outcome"],
+            )?,
+            acked: metrics.counter_vec(
+                "router_acked_total",
+                "messages acknowledged, by verdict",
+                &["verdict"],
+            )?,
+            undeliverable: metrics.counter_vec(
+                "router_undeliverable_total",
+                "messages acknowledged without reaching every target, by reason",
+                &["reason"],
+            )?,
+            dead_lettered: metrics.counter(
+                "router_dead_lettered_total",
+                "messages republished to the dead-letter subject",
+            )?,
+            ack_errors: metrics.counter(
+                "router_ack_errors_total",
+                "acknowledgements that could not be sent",
+            )?,
+            acks_pending: metrics.gauge(
+                "router_acks_pending",
+                "messages held by this router and not yet acknowledged",
+            )?,
+            consumer_lag: metrics.gauge(
+                "router_consumer_lag",
+                "messages the server has not delivered to the consumer yet (num_pending)",
+            )?,
+            batch_size: metrics
+                .histogram_vec(
+                    "router_batch_size",
+                    "events per Deliver call",
+                    &[],
+                    batch_buckets,
+                )?
+                .with_label_values(&[] as &[&str]),
+            forward_latency: metrics.histogram_vec(
+                "router_forward_latency_seconds",
+                "duration of Deliver calls",
+                &["result"],
+                latency_buckets,
+            )?,
+            breaker_state: metrics.gauge_vec(
+                "router_edge_breaker_state",
+                "circuit breaker per edge pod: 0 closed, 1 open, 2 half-open",
+                &["edge"],
+            )?,
+            resolve_errors: metrics.counter(
+                "router_resolve_errors_total",
+                "route lookups the coordinator did not answer",
+            )?,
+            published: metrics.counter_vec(
+                "router_published_total",
+                "messages published through POST /api/v1/publish, by outcome",
+                &["outcome"],
+            )?,
+        })
+    }
+}

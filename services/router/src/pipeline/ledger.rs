@@ -1,0 +1,400 @@
+//! The ledger of messages this router holds: each is acknowledged exactly when every edge it
+//! was sent to has settled it (accepted, refused, or its pod is known gone), and not before.
+//!
+//! The pipeline [`Ledger::hold`]s a delivery before anything else happens to it, then either
+//! finishes it at once (malformed, nobody listening) or hands a [`Tracker`] to each target
+//! edge. The last edge to settle sends the verdict to the settler task ([`run_settler`]), which
+//! acknowledges, counts and dead-letters. While a message is held longer than a third of the
+//! ack wait, the settler sends in-progress acks so the server does not hand it to another
+//! replica while this one is still working on it (up to a hold limit, after which the server's
+//! redelivery takes over). On shutdown whatever is still held is negatively acknowledged
+//! without delay, so another replica picks it up at once.
+
+use crate::metrics::RouterMetrics;
+use crate::ratelog::RateLimit;
+use crate::source::{Acker, DeadLetter, Delivery, Publisher, TraceHeaders};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Why a message was acknowledged without reaching every target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// The subject does not follow the subject model.
+    MalformedSubject(String),
+    /// The payload is not a JSON object.
+    MalformedPayload(String),
+    /// An edge refused the event (or the whole batch) as malformed.
+    Rejected(String),
+    /// A registered edge could not be reached within the unreachable grace.
+    EdgeUnreachable(String),
+    /// Every target pod is gone (its clients reconnect elsewhere and resynchronise).
+    PodGone,
+}
+
+impl Reason {
+    /// Metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::MalformedSubject(_) => "malformed_subject",
+            Self::MalformedPayload(_) => "malformed_payload",
+            Self::Rejected(_) => "rejected",
+            Self::EdgeUnreachable(_) => "edge_unreachable",
+            Self::PodGone => "pod_gone",
+        }
+    }
+
+    /// The text of the dead-letter header.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::MalformedSubject(d)
+            | Self::MalformedPayload(d)
+            | Self::Rejected(d)
+            | Self::EdgeUnreachable(d) => format!("{}: {d}", self.label()),
+            Self::PodGone => self.label().to_owned(),
+        }
+    }
+
+    /// Whether it is worth a dead letter: a gone pod's clients resynchronise on reconnect, so
+    /// replaying its events is pointless; everything else is data someone lost.
+    pub fn dead_letter(&self) -> bool {
+        !matches!(self, Self::PodGone)
+    }
+}
+
+/// What finally happens to a held message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every target edge took it (or some pods were gone, but at least one took it).
+    Delivered,
+    /// Nobody listens: acknowledged, nothing to do.
+    NoRoute,
+    /// Acknowledged without reaching every target.
+    Undeliverable(Reason),
+}
+
+/// How one edge settled one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EdgeOutcome {
+    /// Accepted (delivered to 0 or more sockets).
+    Delivered,
+    /// Accepted earlier already.
+    Duplicate,
+    /// The pod is gone.
+    Gone,
+    /// Refused as malformed.
+    Rejected(String),
+    /// Not reachable within the grace.
+    Unreachable(String),
+}
+
+impl EdgeOutcome {
+    /// Metric label of `router_forwarded_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Duplicate => "duplicate",
+            Self::Gone => "pod_gone",
+            Self::Rejected(_) => "rejected",
+            Self::Unreachable(_) => "unreachable",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Fold {
+    accepted: bool,
+    rejected: Option<String>,
+    unreachable: Option<String>,
+}
+
+/// Counts down the edges one event still waits for.
+#[derive(Debug)]
+pub struct Tracker {
+    id: u64,
+    remaining: AtomicUsize,
+    fold: Mutex<Fold>,
+    verdicts: mpsc::UnboundedSender<(u64, Verdict)>,
+}
+
+impl Tracker {
+    /// One edge settled the event; the last one sends the verdict.
+    pub fn settle(&self, outcome: EdgeOutcome) {
+        {
+            let mut fold = self
+                .fold
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match outcome {
+                EdgeOutcome::Delivered | EdgeOutcome::Duplicate => fold.accepted = true,
+                EdgeOutcome::Gone => {}
+                EdgeOutcome::Rejected(r) => fold.rejected = Some(r),
+                EdgeOutcome::Unreachable(r) => fold.unreachable = Some(r),
+            }
+        }
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let fold = std::mem::take(
+            &mut *self
+                .fold
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let verdict = if let Some(reason) = fold.rejected {
+            Verdict::Undeliverable(Reason::Rejected(reason))
+        } else if let Some(reason) = fold.unreachable {
+            Verdict::Undeliverable(Reason::EdgeUnreachable(reason))
+        } else if fold.accepted {
+            Verdict::Delivered
+        } else {
+            Verdict::Undeliverable(Reason::PodGone)
+        };
+        // The settler only stops after the ledger is released; a closed channel means the
+        // message is being handed back to the server anyway.
+        let _ = self.verdicts.send((self.id, verdict));
+    }
+}
+
+#[derive(Debug)]
+struct Held {
+    acker: Arc<Acker>,
+    received: Instant,
+    sequence: u64,
+    subject: String,
+    payload: Bytes,
+    trace: TraceHeaders,
+}
+
+/// Messages held by this router.
+#[derive(Debug)]
+pub struct Ledger {
+    held: Mutex<HashMap<u64, Held>>,
+    next_id: AtomicU64,
+    verdicts: mpsc::UnboundedSender<(u64, Verdict)>,
+    emptied: Notify,
+    metrics: RouterMetrics,
+}
+
+/// The receiving end of verdicts, for [`run_settler`].
+#[derive(Debug)]
+pub struct Verdicts(mpsc::UnboundedReceiver<(u64, Verdict)>);
+
+impl Ledger {
+    /// An empty ledger and the verdict channel its settler reads.
+    pub fn new(metrics: RouterMetrics) -> (Arc<Self>, Verdicts) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let ledger = Arc::new(Self {
+            held: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            verdicts: tx,
+            emptied: Notify::new(),
+            metrics,
+        });
+        (ledger, Verdicts(rx))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Held>> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes responsibility for a delivery; returns its ledger id.
+    pub fn hold(&self, delivery: Delivery) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let held = Held {
+            acker: Arc::new(delivery.acker),
+            received: Instant::now(),
+            sequence: delivery.stream_sequence,
+            subject: delivery.subject,
+            payload: delivery.payload,
+            trace: delivery.trace,
+        };
+        let mut map = self.lock();
+        map.insert(id, held);
+        self.metrics.acks_pending.set(gauge(map.len()));
+        id
+    }
+
+    /// A tracker waiting for `edges` settlements of message `id`.
+    pub fn tracker(&self, id: u64, edges: usize) -> Arc<Tracker> {
+        Arc::new(Tracker {
+            id,
+            remaining: AtomicUsize::new(edges),
+            fold: Mutex::new(Fold::default()),
+            verdicts: self.verdicts.clone(),
+        })
+    }
+
+    /// Settles message `id` now, without edges.
+    pub fn finish(&self, id: u64, verdict: Verdict) {
+        let _ = self.verdicts.send((id, verdict));
+    }
+
+    /// Messages held.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Waits until nothing is held.
+    pub async fn wait_empty(&self) {
+        loop {
+            let emptied = self.emptied.notified();
+            tokio::pin!(emptied);
+            emptied.as_mut().enable();
+            if self.is_empty() {
+                return;
+            }
+            emptied.await;
+        }
+    }
+
+    /// Hands every held message back to the server for immediate redelivery (shutdown).
+    pub async fn release_all(&self) -> usize {
+        let held: Vec<Held> = self.lock().drain().map(|(_, h)| h).collect();
+        self.metrics.acks_pending.set(0);
+        for h in &held {
+            if h.acker.nak(Duration::ZERO).await.is_err() {
+                self.metrics.ack_errors.inc();
+            }
+        }
+        self.emptied.notify_waiters();
+        held.len()
+    }
+
+    fn take(&self, id: u64) -> Option<Held> {
+        let mut map = self.lock();
+        let held = map.remove(&id);
+        self.metrics.acks_pending.set(gauge(map.len()));
+        if map.is_empty() {
+            self.emptied.notify_waiters();
+        }
+        held
+    }
+
+    /// Ackers of messages held for at least `min_age` but less than `max_age`.
+    fn due_for_progress(&self, min_age: Duration, max_age: Duration) -> Vec<Arc<Acker>> {
+        let now = Instant::now();
+        self.lock()
+            .values()
+            .filter(|h| {
+                let age = now.duration_since(h.received);
+                age >= min_age && age < max_age
+            })
+            .map(|h| h.acker.clone())
+            .collect()
+    }
+}
+
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Settler settings.
+#[derive(Debug, Clone)]
+pub struct SettlerSettings {
+    /// The consumer's ack wait: in-progress acks go out every third of it.
+    pub ack_wait: Duration,
+    /// Held longer than this, a message is left to the server's redelivery.
+    pub hold_limit: Duration,
+    /// Where undeliverable messages are republished.
+    pub dead_letter_subject: Option<String>,
+}
+
+/// Acknowledges settled messages, dead-letters undeliverable ones and keeps long-held ones
+/// alive, until `stop`.
+pub async fn run_settler<P: Publisher>(
+    ledger: Arc<Ledger>,
+    Verdicts(mut verdicts): Verdicts,
+    publisher: P,
+    settings: SettlerSettings,
+    stop: CancellationToken,
+) {
+    let metrics = ledger.metrics.clone();
+    let logs = RateLimit::new(Duration::from_secs(10));
+    let period = (settings.ack_wait / 3).max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            verdict = verdicts.recv() => {
+                let Some((id, verdict)) = verdict else { return };
+                let Some(held) = ledger.take(id) else { continue };
+                settle(held, verdict, &publisher, &settings, &metrics, &logs).await;
+            }
+            _ = tick.tick() => {
+                for acker in ledger.due_for_progress(period, settings.hold_limit) {
+                    if acker.progress().await.is_err() {
+                        metrics.ack_errors.inc();
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn settle<P: Publisher>(
+    held: Held,
+    verdict: Verdict,
+    publisher: &P,
+    settings: &SettlerSettings,
+    metrics: &RouterMetrics,
+    logs: &RateLimit,
+) {
+    match &verdict {
+        Verdict::Delivered => metrics.acked.with_label_values(&["delivered"]).inc(),
+        Verdict::NoRoute => metrics.acked.with_label_values(&["no_route"]).inc(),
+        Verdict::Undeliverable(reason) => {
+            metrics.acked.with_label_values(&["undeliverable"]).inc();
+            metrics
+                .undeliverable
+                .with_label_values(&[reason.label()])
+                .inc();
+            if let Some(suppressed) = logs.check(reason.label()) {
+                tracing::warn!(
+                    reason = reason.label(),
+                    detail = %reason.describe(),
+                    subject = %held.subject,
+                    stream_sequence = held.sequence,
+                    request_id = held.trace.request_id.as_deref().unwrap_or(""),
+                    suppressed,
+                    "event acknowledged as undeliverable"
+                );
+            }
+            if reason.dead_letter()
+                && let Some(subject) = &settings.dead_letter_subject
+            {
+                let letter = DeadLetter {
+                    original_subject: held.subject.clone(),
+                    stream_sequence: held.sequence,
+                    payload: held.payload.clone(),
+                    reason: reason.describe(),
+                    trace: held.trace.clone(),
+                };
+                match publisher.dead_letter(subject, letter).await {
+                    Ok(()) => metrics.dead_lettered.inc(),
+                    Err(error) => {
+                        if logs.check("dead_letter_failed").is_some() {
+                            tracing::warn!(%error, "cannot publish a dead letter");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if held.acker.ack().await.is_err() {
+        metrics.ack_errors.inc();
+    }
+}

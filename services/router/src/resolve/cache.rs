@@ -1,0 +1,210 @@
+//! A short-lived cache of route lookups in front of the coordinator.
+//!
+//! **Staleness bound.** An entry is stamped with the instant its lookup was *sent* and used for
+//! `ttl` from then. Suppose a socket's interest is registered at time `r`, and an event is
+//! published at `p >= r + ttl`. The router looks the event's routes up at some `l >= p`.
+//! Either it calls the coordinator (then it sees the interest, registered before the call), or
+//! it uses an entry sent at `s > l - ttl >= p - ttl >= r`, i.e. sent after the registration,
+//! which therefore includes it. So **a socket whose interest was registered at least `ttl`
+//! before an event was published always gets that event**; only events published within `ttl`
+//! of the registration may miss it. Negative answers ("nobody listens") are cached the same way
+//! and obey the same bound. With the default `ttl` of 1 s and edges registering a chat before
+//! confirming `select_chat` to the client, the window is invisible in practice.
+//!
+//! Entries are never served past `ttl`: when the coordinator is unreachable, events whose
+//! routes are fresh keep flowing and the others wait (the caller stops acknowledging them).
+
+use super::{Lookup, Pod, PodStatus, ResolveError, RouteQuery, RouteResolver};
+use daisi_domain::PodId;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Entries above which expired ones are swept on the next lookup.
+const SWEEP_ABOVE: usize = 50_000;
+
+#[derive(Debug, Clone)]
+struct Entry {
+    sent_at: Instant,
+    pods: Arc<[Pod]>,
+}
+
+/// A [`RouteResolver`] with a time-bounded cache of lookups.
+#[derive(Debug)]
+pub struct RouteCache<R> {
+    inner: R,
+    ttl: Duration,
+    entries: Mutex<HashMap<RouteQuery, Entry>>,
+}
+
+impl<R: RouteResolver> RouteCache<R> {
+    /// Caches `inner`'s lookups for `ttl`.
+    pub fn new(inner: R, ttl: Duration) -> Self {
+        Self {
+            inner,
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The uncached resolver.
+    pub fn inner(&self) -> &R {
+        &self.inner
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RouteQuery, Entry>> {
+        // Entries are replaced whole; a poisoned map is still consistent.
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The pods of each query, from fresh entries or one batched lookup of the others.
+    pub async fn pods(&self, queries: &[RouteQuery]) -> Result<Vec<Arc<[Pod]>>, ResolveError> {
+        let now = Instant::now();
+        let mut answers: Vec<Option<Arc<[Pod]>>> = Vec::with_capacity(queries.len());
+        let mut missing: Vec<RouteQuery> = Vec::new();
+        {
+            let entries = self.lock();
+            let mut seen = std::collections::HashSet::new();
+            for query in queries {
+                match entries.get(query) {
+                    Some(e) if now.duration_since(e.sent_at) < self.ttl => {
+                        answers.push(Some(e.pods.clone()));
+                    }
+                    _ => {
+                        answers.push(None);
+                        if seen.insert(query) {
+                            missing.push(query.clone());
+                        }
+                    }
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(answers.into_iter().flatten().collect());
+        }
+        let sent_at = Instant::now();
+        let Lookup { results } = self.inner.lookup(&missing).await?;
+        if results.len() != missing.len() {
+            return Err(ResolveError::Refused(format!(
+                "{} results for {} queries",
+                results.len(),
+                missing.len()
+            )));
+        }
+        let mut entries = self.lock();
+        if entries.len() > SWEEP_ABOVE {
+            let ttl = self.ttl;
+            entries.retain(|_, e| sent_at.duration_since(e.sent_at) < ttl);
+        }
+        let fetched: HashMap<&RouteQuery, Arc<[Pod]>> = missing
+            .iter()
+            .zip(results)
+            .map(|(q, pods)| (q, Arc::from(pods)))
+            .collect();
+        for (query, pods) in &fetched {
+            entries.insert(
+                (*query).clone(),
+                Entry {
+                    sent_at,
+                    pods: pods.clone(),
+                },
+            );
+        }
+        drop(entries);
+        Ok(queries
+            .iter()
+            .zip(answers)
+            .map(|(query, answer)| {
+                answer
+                    .or_else(|| fetched.get(query).cloned())
+                    .unwrap_or_else(|| Arc::from(Vec::new()))
+            })
+            .collect())
+    }
+
+    /// Pod statuses, never cached: asked only when an edge fails, to learn that it is gone.
+    pub async fn resolve_pods(
+        &self,
+        pods: &[PodId],
+    ) -> Result<HashMap<PodId, PodStatus>, ResolveError> {
+        self.inner.resolve_pods(pods).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Default)]
+    struct Counting {
+        calls: AtomicUsize,
+        queried: Mutex<Vec<usize>>,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl RouteResolver for Arc<Counting> {
+        async fn lookup(&self, queries: &[RouteQuery]) -> Result<Lookup, ResolveError> {
+            if self.fail.load(Ordering::Relaxed) {
+                return Err(ResolveError::Unavailable("down".into()));
+            }
+            let n = self.calls.fetch_add(1, Ordering::Relaxed);
+            self.queried.lock().unwrap().push(queries.len());
+            let pod = Pod {
+                id: format!("pod{n}").parse().unwrap(),
+                address: Arc::from("http://x"),
+            };
+            Ok(Lookup {
+                results: queries.iter().map(|_| vec![pod.clone()]).collect(),
+            })
+        }
+        async fn resolve_pods(
+            &self,
+            _: &[PodId],
+        ) -> Result<HashMap<PodId, PodStatus>, ResolveError> {
+            Ok(HashMap::new())
+        }
+    }
+
+    fn q(agent: &str) -> RouteQuery {
+        RouteQuery::Agent("c".parse().unwrap(), agent.parse().unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fresh_entries_are_served_and_expire_after_ttl() {
+        let backend = Arc::new(Counting::default());
+        let cache = RouteCache::new(backend.clone(), Duration::from_secs(1));
+        let first = cache.pods(&[q("a"), q("b"), q("a")]).await.unwrap();
+        assert_eq!(first.len(), 3);
+        assert_eq!(first[0], first[2]);
+        assert_eq!(
+            *backend.queried.lock().unwrap(),
+            [2],
+            "duplicates asked once"
+        );
+        tokio::time::advance(Duration::from_millis(900)).await;
+        cache.pods(&[q("a"), q("c")]).await.unwrap();
+        assert_eq!(*backend.queried.lock().unwrap(), [2, 1], "only the miss");
+        tokio::time::advance(Duration::from_millis(200)).await;
+        let again = cache.pods(&[q("a")]).await.unwrap();
+        assert_eq!(again[0][0].id.as_str(), "pod2", "expired entry refetched");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_entries_are_never_served_when_the_coordinator_is_down() {
+        let backend = Arc::new(Counting::default());
+        let cache = RouteCache::new(backend.clone(), Duration::from_secs(1));
+        cache.pods(&[q("a")]).await.unwrap();
+        backend.fail.store(true, Ordering::Relaxed);
+        assert!(cache.pods(&[q("a")]).await.is_ok(), "fresh: served");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(matches!(
+            cache.pods(&[q("a")]).await,
+            Err(ResolveError::Unavailable(_))
+        ));
+    }
+}

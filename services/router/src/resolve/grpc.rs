@@ -1,0 +1,159 @@
+//! The coordinator's `RouteService.LookupRoutes` and `PodService.ResolvePods` over gRPC, split
+//! into calls of at most the API's batch limits.
+
+use super::{Lookup, Pod, PodStatus, ResolveError, RouteQuery, RouteResolver};
+use daisi_domain::PodId;
+use daisi_proto::coordinator::v1 as pb;
+use daisi_proto::coordinator::v1::pod_service_client::PodServiceClient;
+use daisi_proto::coordinator::v1::route_service_client::RouteServiceClient;
+use daisi_proto::limits::{MAX_LOOKUP_BATCH, MAX_RESOLVE_BATCH};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use daisi_runtime::failover::FailoverChannel;
+use url::Url;
+
+/// The coordinator as a [`RouteResolver`].
+#[derive(Debug, Clone)]
+pub struct GrpcResolver {
+    routes: RouteServiceClient<FailoverChannel>,
+    pods: PodServiceClient<FailoverChannel>,
+}
+
+impl GrpcResolver {
+    /// A resolver for the coordinator replicas at `urls` (one Service URL, or several to fail
+    /// over between); connects lazily and reconnects by itself. Every call is bounded by
+    /// `timeout`.
+    pub fn new(urls: &[Url], timeout: Duration) -> Result<Self, String> {
+        let channel = FailoverChannel::new(urls, |endpoint| {
+            endpoint
+                .connect_timeout(timeout)
+                .timeout(timeout)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(timeout)
+                .keep_alive_while_idle(true)
+        })
+        .map_err(|e| format!("invalid coordinator url: {e}"))?;
+        Ok(Self {
+            routes: RouteServiceClient::new(channel.clone()),
+            pods: PodServiceClient::new(channel),
+        })
+    }
+}
+
+fn query(q: &RouteQuery) -> pb::RouteQuery {
+    use pb::route_query::Target;
+    let agent = |c: &daisi_domain::CompanyId, a: &daisi_domain::AgentId| pb::AgentRoute {
+        company_id: c.as_str().to_owned(),
+        agent_id: a.as_str().to_owned(),
+    };
+    let target = match q {
+        RouteQuery::Agent(c, a) => Target::Agent(agent(c, a)),
+        RouteQuery::Admins(c, a) => Target::Admins(agent(c, a)),
+        RouteQuery::Chat(c, a, chat) => Target::Chat(pb::ChatRoute {
+            company_id: c.as_str().to_owned(),
+            agent_id: a.as_str().to_owned(),
+            chat_id: chat.as_str().to_owned(),
+        }),
+    };
+    pb::RouteQuery {
+        target: Some(target),
+    }
+}
+
+fn error(status: &tonic::Status) -> ResolveError {
+    use tonic::Code;
+    match status.code() {
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::ResourceExhausted
+        | Code::Aborted
+        | Code::Cancelled
+        | Code::Unknown
+        | Code::Internal => ResolveError::Unavailable(status.message().to_owned()),
+        code => ResolveError::Refused(format!("{code:?}: {}", status.message())),
+    }
+}
+
+impl RouteResolver for GrpcResolver {
+    async fn lookup(&self, queries: &[RouteQuery]) -> Result<Lookup, ResolveError> {
+        let mut results = Vec::with_capacity(queries.len());
+        // No queries still makes one (empty) call: it doubles as the readiness probe.
+        let mut chunks: Vec<&[RouteQuery]> = queries.chunks(MAX_LOOKUP_BATCH).collect();
+        if chunks.is_empty() {
+            chunks.push(&[]);
+        }
+        for chunk in chunks {
+            let request = pb::LookupRoutesRequest {
+                queries: chunk.iter().map(query).collect(),
+            };
+            let response = self
+                .routes
+                .clone()
+                .lookup_routes(request)
+                .await
+                .map_err(|s| error(&s))?
+                .into_inner();
+            if response.results.len() != chunk.len() {
+                return Err(ResolveError::Refused(format!(
+                    "{} results for {} queries",
+                    response.results.len(),
+                    chunk.len()
+                )));
+            }
+            let addresses: HashMap<String, Arc<str>> = response
+                .pods
+                .into_iter()
+                .map(|p| (p.pod_id, Arc::from(p.delivery_address)))
+                .collect();
+            for result in response.results {
+                // A pod without an address (lease lapsed between the two reads of the
+                // coordinator) or with an invalid id cannot be delivered to: skip it.
+                let pods = result
+                    .pod_ids
+                    .into_iter()
+                    .filter_map(|id| {
+                        let address = addresses.get(&id)?.clone();
+                        Some(Pod {
+                            id: id.parse().ok()?,
+                            address,
+                        })
+                    })
+                    .collect();
+                results.push(pods);
+            }
+        }
+        Ok(Lookup { results })
+    }
+
+    async fn resolve_pods(
+        &self,
+        pods: &[PodId],
+    ) -> Result<HashMap<PodId, PodStatus>, ResolveError> {
+        let mut statuses = HashMap::with_capacity(pods.len());
+        for chunk in pods.chunks(MAX_RESOLVE_BATCH) {
+            let request = pb::ResolvePodsRequest {
+                pod_ids: chunk.iter().map(|p| p.as_str().to_owned()).collect(),
+            };
+            let response = self
+                .pods
+                .clone()
+                .resolve_pods(request)
+                .await
+                .map_err(|s| error(&s))?
+                .into_inner();
+            for info in response.pods {
+                if let Ok(id) = info.pod_id.parse() {
+                    statuses.insert(id, PodStatus::Alive(Arc::from(info.delivery_address)));
+                }
+            }
+            for id in response.unknown_pod_ids {
+                if let Ok(id) = id.parse() {
+                    statuses.insert(id, PodStatus::Gone);
+                }
+            }
+        }
+        Ok(statuses)
+    }
+}
