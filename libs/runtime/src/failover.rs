@@ -130,7 +130,9 @@ mod tests {
     use tonic_health::pb::health_client::HealthClient;
 
     async fn health_server() -> Url {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (_reporter, service) = tonic_health::server::health_reporter();
         tokio::spawn(
@@ -152,18 +154,25 @@ mod tests {
     #[tokio::test]
     async fn a_dead_replica_is_skipped_after_one_failed_call() {
         let urls = [dead_url(), health_server().await];
-        let channel = FailoverChannel::new(&urls, |e| e.connect_timeout(Duration::from_millis(500)))
-            .expect("valid urls");
+        let channel =
+            FailoverChannel::new(&urls, |e| e.connect_timeout(Duration::from_millis(500)))
+                .expect("valid urls");
         let mut client = HealthClient::new(channel.clone());
         let first = client.check(HealthCheckRequest::default()).await;
         assert!(first.is_err(), "the dead replica answered: {first:?}");
         let second = client.check(HealthCheckRequest::default()).await;
-        assert!(second.is_ok(), "the live replica did not answer: {second:?}");
+        assert!(
+            second.is_ok(),
+            "the live replica did not answer: {second:?}"
+        );
         assert_eq!(channel.current.load(Ordering::Relaxed), 1);
     }
 
     #[test]
     fn an_empty_list_is_refused() {
-        assert!(matches!(FailoverChannel::new(&[], |e| e), Err(EndpointError::Empty)));
+        assert!(matches!(
+            FailoverChannel::new(&[], |e| e),
+            Err(EndpointError::Empty)
+        ));
     }
 }

@@ -32,6 +32,46 @@ pub struct Config {
     pub max_batch: usize,
     /// Time allowed for in-flight calls and streams to finish after SIGTERM.
     pub shutdown_grace: Duration,
+    /// Where sessions, routes and pods live: Redis in production, process memory for the dev
+    /// stack and tests of other services.
+    pub store: StoreKind,
+    /// How long a user's selected chat is kept after the session's last renew or release, so
+    /// a reconnect (even after a pod crash) restores it.
+    pub selection_retention: Duration,
+    /// Keep-alive period of `WatchPodCommands` streams; edges reconnect after three silent ones.
+    pub watch_ping_interval: Duration,
+}
+
+/// Which store backs the coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// Redis at `redis_url` (shared by every replica).
+    Redis,
+    /// Process memory: one replica only, state lost on exit.
+    Memory,
+}
+
+impl Config {
+    /// Settings for tests and embedding: loopback port 0 for both listeners, the in-memory
+    /// store, defaults otherwise. Fields are public; adjust what a test needs.
+    pub fn for_tests() -> Self {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            grpc_addr: loopback,
+            http_addr: loopback,
+            redis_url: RedisUrl(Url::parse("redis://127.0.0.1:6379").expect("a literal URL")),
+            key_prefix: "daisi".to_owned(),
+            session_lease: Duration::from_secs(30),
+            renew_interval: Duration::from_secs(10),
+            pod_lease: Duration::from_secs(30),
+            redis_timeout: Duration::from_secs(1),
+            max_batch: 5_000,
+            shutdown_grace: Duration::from_secs(2),
+            store: StoreKind::Memory,
+            selection_retention: Duration::from_secs(3600),
+            watch_ping_interval: Duration::from_secs(10),
+        }
+    }
 }
 
 /// A Redis URL whose `Debug` hides credentials.
@@ -60,6 +100,9 @@ struct Raw {
     redis_timeout: Option<String>,
     max_batch: Option<String>,
     shutdown_grace: Option<String>,
+    store: Option<String>,
+    selection_retention: Option<String>,
+    watch_ping_interval: Option<String>,
 }
 
 impl Config {
@@ -72,11 +115,14 @@ impl Config {
         let mut v = Validator::new(PREFIX);
         let grpc_addr = v.socket_addr("GRPC_ADDR", raw.grpc_addr.as_deref(), "0.0.0.0:50051");
         let http_addr = v.socket_addr("HTTP_ADDR", raw.http_addr.as_deref(), "0.0.0.0:9091");
+        // No `rediss://`: this build's Redis client has no TLS, and refusing the URL here is
+        // better than a connection that fails at run time. Use a TLS sidecar (stunnel,
+        // Envoy) on loopback or a private network instead.
         let redis_url = v.url(
             "REDIS_URL",
             raw.redis_url.as_deref(),
             Some("redis://127.0.0.1:6379"),
-            &["redis", "rediss", "redis+unix", "unix"],
+            &["redis", "redis+unix", "unix"],
         );
         let key_prefix = v.parse_with(
             "KEY_PREFIX",
@@ -116,6 +162,32 @@ impl Config {
             raw.shutdown_grace.as_deref(),
             Duration::from_secs(10),
         );
+        let store = v
+            .one_of("STORE", raw.store.as_deref(), "redis", &["redis", "memory"])
+            .map(|kind| match kind {
+                "memory" => StoreKind::Memory,
+                _ => StoreKind::Redis,
+            });
+        let selection_retention = v.duration(
+            "SELECTION_RETENTION",
+            raw.selection_retention.as_deref(),
+            Duration::from_secs(3600),
+        );
+        let watch_ping_interval = v.duration(
+            "WATCH_PING_INTERVAL",
+            raw.watch_ping_interval.as_deref(),
+            Duration::from_secs(10),
+        );
+        if let (Some(lease), Some(retention)) = (session_lease, selection_retention) {
+            v.ensure(
+                retention >= lease,
+                "SELECTION_RETENTION",
+                format!(
+                    "must be at least {PREFIX}SESSION_LEASE ({}) so a selection outlives its session",
+                    humantime::format_duration(lease)
+                ),
+            );
+        }
         if let (Some(lease), Some(renew)) = (session_lease, renew_interval) {
             v.ensure(
                 renew * 2 <= lease,
@@ -138,6 +210,9 @@ impl Config {
                 redis_timeout: redis_timeout?,
                 max_batch: max_batch?,
                 shutdown_grace: shutdown_grace?,
+                store: store?,
+                selection_retention: selection_retention?,
+                watch_ping_interval: watch_ping_interval?,
             })
         })
     }
@@ -184,6 +259,27 @@ mod tests {
         for var in ["REDIS_URL", "KEY_PREFIX", "RENEW_INTERVAL"] {
             assert!(err.mentions(&format!("{PREFIX}{var}")), "{var}: {err}");
         }
+    }
+
+    #[test]
+    fn store_and_selection_settings_are_checked() {
+        let env = Env::from_pairs([
+            ("DAISI_COORDINATOR_STORE", "Memory"),
+            ("DAISI_COORDINATOR_WATCH_PING_INTERVAL", "2s"),
+        ]);
+        let config = Config::from_env(&env).expect("valid").value;
+        assert_eq!(config.store, StoreKind::Memory);
+        assert_eq!(config.watch_ping_interval, Duration::from_secs(2));
+        assert_eq!(config.selection_retention, Duration::from_secs(3600));
+        let env = Env::from_pairs([
+            ("DAISI_COORDINATOR_STORE", "etcd"),
+            ("DAISI_COORDINATOR_SELECTION_RETENTION", "5s"),
+        ]);
+        let err = Config::from_env(&env).expect_err("invalid");
+        for var in ["STORE", "SELECTION_RETENTION"] {
+            assert!(err.mentions(&format!("{PREFIX}{var}")), "{var}: {err}");
+        }
+        assert_eq!(Config::for_tests().store, StoreKind::Memory);
     }
 
     #[test]

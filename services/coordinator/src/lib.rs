@@ -4,20 +4,32 @@
 //! and internal teams.
 //!
 //! [`run`] takes its listeners and a shutdown token so the binary, the dev stack and the tests
-//! all start it the same way.
+//! all start it the same way; [`run_with_store`] lets in-process replicas share one
+//! [`store::MemoryStore`].
 
 pub mod config;
+mod grpc;
+mod metrics;
+mod reaper;
 mod redis_probe;
+pub mod store;
 
-pub use config::Config;
+pub use config::{Config, StoreKind};
 
 use daisi_runtime::{CancellationToken, Readiness};
 use daisi_telemetry::Metrics;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use store::{MemoryStore, RedisSettings, RedisStore, SessionStore, StoreSettings};
 use tokio::net::TcpListener;
 
 /// Name used in logs, traces and metrics.
 pub const SERVICE: &str = "daisi-coordinator";
+
+/// Pause between health turning NOT_SERVING and the servers refusing new calls, so balancers
+/// that watch health move away before connections are refused.
+const DRAIN_PAUSE: Duration = Duration::from_millis(100);
 
 /// The sockets the coordinator serves on, bound by the caller (port 0 in tests).
 #[derive(Debug)]
@@ -47,7 +59,7 @@ async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Why the coordinator stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The Redis URL was rejected by the client.
+    /// The Redis client rejected its settings (e.g. the URL).
     #[error("redis client: {0}")]
     Redis(#[from] redis::RedisError),
     /// The HTTP server failed.
@@ -61,32 +73,101 @@ pub enum Error {
     Startup(String),
 }
 
-/// Runs the coordinator until `shutdown` is cancelled.
+/// The store timing of `config`.
+pub fn store_settings(config: &Config) -> StoreSettings {
+    StoreSettings {
+        session_lease: config.session_lease,
+        pod_lease: config.pod_lease,
+        selection_retention: config.selection_retention,
+    }
+}
+
+/// Runs the coordinator with the store `config.store` names until `shutdown` is cancelled.
 ///
-/// Order on shutdown: health turns NOT_SERVING, then both servers stop accepting and let
-/// in-flight calls finish.
+/// Order on shutdown: health and `/ready` turn NOT_SERVING, then both servers stop accepting,
+/// command streams end cleanly and in-flight calls get up to `shutdown_grace` to finish.
 pub async fn run(
     config: Config,
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let metrics = Metrics::new("coordinator").map_err(|e| Error::Startup(e.to_string()))?;
-    let readiness = Readiness::new(&["redis"]);
+    match config.store {
+        config::StoreKind::Memory => {
+            let store = MemoryStore::new(store_settings(&config));
+            run_with_store(config, listeners, store, shutdown).await
+        }
+        config::StoreKind::Redis => {
+            let redis = RedisSettings {
+                url: config.redis_url.0.to_string(),
+                key_prefix: config.key_prefix.clone(),
+                timeout: config.redis_timeout,
+                chunk: config.max_batch,
+            };
+            let store = RedisStore::new(&redis, store_settings(&config))?;
+            let probe = store.connection();
+            serve(config, listeners, store, Some(probe), shutdown).await
+        }
+    }
+}
 
-    let redis = redis_probe::client(&config)?;
-    let probe = tokio::spawn(redis_probe::watch(
-        redis,
-        readiness.clone(),
-        config.redis_timeout,
-        shutdown.child_token(),
-    ));
+/// Runs the coordinator over a given store (e.g. one [`MemoryStore`] shared by several
+/// in-process replicas). Readiness reports the store as always up.
+pub async fn run_with_store<S: SessionStore>(
+    config: Config,
+    listeners: Listeners,
+    store: S,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    serve(config, listeners, store, None, shutdown).await
+}
 
-    let (reporter, health_service) = tonic_health::server::health_reporter();
+async fn serve<S: SessionStore>(
+    config: Config,
+    listeners: Listeners,
+    store: S,
+    redis_probe: Option<redis::aio::ConnectionManager>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let registry = Metrics::new("coordinator").map_err(|e| Error::Startup(e.to_string()))?;
+    let metrics =
+        metrics::CoordinatorMetrics::new(&registry).map_err(|e| Error::Startup(e.to_string()))?;
+    // `stop` ends the servers, streams and background tasks; it follows `shutdown` after health
+    // has flipped (or fires at once if a server fails).
+    let stop = CancellationToken::new();
+
+    let readiness = match redis_probe {
+        Some(connection) => {
+            let readiness = Readiness::new(&["redis"]);
+            tokio::spawn(redis_probe::watch(
+                connection,
+                readiness.clone(),
+                config.redis_timeout,
+                stop.clone(),
+            ));
+            readiness
+        }
+        None => {
+            let readiness = Readiness::new(&["store"]);
+            readiness.set("store", true);
+            readiness
+        }
+    };
+
+    let reporter = tonic_health::server::HealthReporter::new();
+    let health_service = grpc::health::server(reporter.clone(), stop.clone());
+    let service_names = [
+        "daisi.coordinator.v1.SessionService",
+        "daisi.coordinator.v1.RouteService",
+        "daisi.coordinator.v1.PodService",
+        "daisi.coordinator.v1.CoordinatorAdmin",
+    ]
+    .map(str::to_owned)
+    .to_vec();
     let mirror = tokio::spawn(daisi_runtime::grpc::mirror_health(
         readiness.clone(),
         reporter,
-        Vec::new(),
-        shutdown.child_token(),
+        service_names,
+        stop.clone(),
     ));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(daisi_proto::FILE_DESCRIPTOR_SET)
@@ -94,27 +175,89 @@ pub async fn run(
         .build_v1()
         .map_err(|e| Error::Startup(format!("grpc reflection: {e}")))?;
 
+    let store = Arc::new(store);
+    let reaper = tokio::spawn(reaper::run(
+        store.clone(),
+        metrics.clone(),
+        reaper::interval(config.pod_lease),
+        stop.clone(),
+    ));
+    let services = grpc::services(Arc::new(grpc::Shared {
+        store,
+        metrics,
+        renew_interval: config.renew_interval,
+        watch_ping_interval: config.watch_ping_interval,
+        replica_id: daisi_domain::ConnectionId::generate().into_string(),
+        stop: stop.clone(),
+    }));
+
+    let sequencer = tokio::spawn({
+        let (shutdown, stop, readiness) = (shutdown.clone(), stop.clone(), readiness.clone());
+        async move {
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = stop.cancelled() => return,
+            }
+            tracing::info!("draining: health is NOT_SERVING");
+            readiness.start_draining();
+            tokio::time::sleep(DRAIN_PAUSE).await;
+            stop.cancel();
+        }
+    });
+
     tracing::info!(
         grpc = %listeners.grpc.local_addr()?,
         http = %listeners.http.local_addr()?,
+        store = ?config.store,
         "coordinator listening"
     );
     let grpc = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(services.sessions)
+        .add_service(services.routes)
+        .add_service(services.pods)
+        .add_service(services.admin)
         .serve_with_incoming_shutdown(
             daisi_runtime::grpc::incoming(listeners.grpc),
-            shutdown.clone().cancelled_owned(),
+            stop.clone().cancelled_owned(),
         );
     let http = daisi_runtime::http::serve(
         listeners.http,
-        daisi_runtime::health::router(readiness).merge(metrics.router()),
-        shutdown.clone(),
+        daisi_runtime::health::router(readiness).merge(registry.router()),
+        stop.clone(),
     );
-    let result = tokio::try_join!(async { grpc.await.map_err(Error::from) }, async {
-        http.await.map_err(Error::from)
-    },);
-    shutdown.cancel();
-    let _ = tokio::join!(probe, mirror);
+    let grace = config.shutdown_grace;
+    let result = tokio::try_join!(
+        within_grace(grpc, &stop, grace, "grpc"),
+        within_grace(http, &stop, grace, "http"),
+    );
+    stop.cancel();
+    let _ = tokio::join!(mirror, reaper, sequencer);
     result.map(|_| ())
+}
+
+/// Awaits a server, but no longer than `grace` after `stop`: a client that keeps a call open
+/// must not hold the process past its grace period.
+async fn within_grace<E, F>(
+    server: F,
+    stop: &CancellationToken,
+    grace: Duration,
+    name: &'static str,
+) -> Result<(), Error>
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    Error: From<E>,
+{
+    let deadline = async {
+        stop.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => result.map_err(Error::from),
+        () = deadline => {
+            tracing::warn!(server = name, ?grace, "grace period over; dropping unfinished calls");
+            Ok(())
+        }
+    }
 }

@@ -1,4 +1,9 @@
-//! End-to-end tests of the `daisi-coordinator` binary.
+//! Tests of the session coordinator: the store contract (memory and Redis), the gRPC service
+//! against real `redis-server`s (the "Done when" lines), and the binary.
 #![allow(clippy::unwrap_used)]
 
+mod api;
 mod binary;
+mod contract;
+mod done_when;
+mod support;

@@ -293,11 +293,18 @@ mod tests {
     #[test]
     fn several_coordinator_replicas_can_be_listed() {
         let mut env = valid();
-        env.set("DAISI_EDGE_COORDINATOR_URL", "http://c1:50051,http://c2:50051");
+        env.set(
+            "DAISI_EDGE_COORDINATOR_URL",
+            "http://c1:50051,http://c2:50051",
+        );
         let config = Config::from_env(&env).expect("valid").value;
         assert_eq!(config.coordinator_urls.len(), 2);
         env.set("DAISI_EDGE_COORDINATOR_URL", "http://c1:50051,nats://c2");
-        assert!(Config::from_env(&env).expect_err("scheme").mentions("DAISI_EDGE_COORDINATOR_URL"));
+        assert!(
+            Config::from_env(&env)
+                .expect_err("scheme")
+                .mentions("DAISI_EDGE_COORDINATOR_URL")
+        );
     }
 
     #[test]

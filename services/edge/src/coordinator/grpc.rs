@@ -14,13 +14,13 @@ use super::{
 use daisi_domain::{ChatId, PodId};
 use daisi_proto::coordinator::v1 as pb;
 use daisi_proto::limits;
+use daisi_runtime::failover::FailoverChannel;
 use futures_util::StreamExt;
 use pb::pod_service_client::PodServiceClient;
 use pb::route_service_client::RouteServiceClient;
 use pb::session_service_client::SessionServiceClient;
 use std::future::Future;
 use std::time::Duration;
-use daisi_runtime::failover::FailoverChannel;
 use url::Url;
 
 /// tonic clients of the coordinator's pod, session and route services.

@@ -220,14 +220,28 @@ async fn console_page_is_served_only_when_enabled() {
     let on = TestEdge::start(&coord.url, "edge-console-on", |c| c.console = true).await;
     let client = reqwest::Client::new();
 
-    let hidden = client.get(format!("http://{}/console", off.http)).send().await.unwrap();
+    let hidden = client
+        .get(format!("http://{}/console", off.http))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(hidden.status(), 404);
 
-    let page = client.get(format!("http://{}/console", on.http)).send().await.unwrap();
+    let page = client
+        .get(format!("http://{}/console", on.http))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), 200);
     assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
     let html = page.text().await.unwrap();
-    assert!(html.contains("daisi console") && html.contains("json.v1"), "{html}");
+    assert!(
+        html.contains("daisi console") && html.contains("json.v1"),
+        "{html}"
+    );
     // Self-contained: no external scripts, styles or fonts.
-    assert!(!html.contains("<script src") && !html.contains("<link"), "external assets");
+    assert!(
+        !html.contains("<script src") && !html.contains("<link"),
+        "external assets"
+    );
 }

@@ -1,0 +1,456 @@
+//! [`MemoryStore`]: the store's semantics in one process, under one mutex. For the dev stack,
+//! the edge's and router's tests, and as the reference the Redis store is tested against. Share
+//! one instance (it is a cheap clone) between in-process replicas to make them see each other.
+
+mod state;
+
+use crate::store::fanout::{CommandStream, Fanout};
+use crate::store::route::{Route, RouteQuery};
+use crate::store::types::*;
+use crate::store::{SessionStore, StoreResult};
+use daisi_domain::coordination::FencingToken;
+use daisi_domain::{ChatId, ConnectionId, PodId, SessionKey};
+use jiff::Timestamp;
+use state::{Session, State, after, chat_route, matches, page_of, parse_token};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The in-process store.
+#[derive(Debug, Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    settings: StoreSettings,
+    state: Mutex<State>,
+    fanout: Arc<Fanout>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new(settings: StoreSettings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                settings,
+                state: Mutex::new(State::default()),
+                fanout: Arc::new(Fanout::default()),
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every mutation completes under the lock without awaiting; a poisoned lock still holds
+        // consistent data.
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn retention(&self, now: Timestamp) -> Timestamp {
+        after(now, self.inner.settings.selection_retention)
+    }
+
+    fn kill(&self, key: &SessionKey, holder: &Holder, reason: EndReason, message: &str) {
+        self.inner.fanout.dispatch(&KillCommand {
+            pod: holder.pod.clone(),
+            key: key.clone(),
+            connection: holder.connection.clone(),
+            fencing: holder.fencing,
+            reason,
+            message: message.to_owned(),
+            issued_at: Timestamp::now(),
+        });
+    }
+}
+
+impl SessionStore for MemoryStore {
+    fn settings(&self) -> &StoreSettings {
+        &self.inner.settings
+    }
+
+    async fn acquire(&self, request: AcquireRequest) -> StoreResult<AcquireOutcome> {
+        let now = Timestamp::now();
+        let lease_end = after(now, self.inner.settings.session_lease);
+        let retain = self.retention(now);
+        let mut state = self.state();
+        state.require_pod(&request.pod, now)?;
+        let current = state.live(&request.key, now).map(|s| s.clone());
+        let (fencing, previous, chat) = match current {
+            Some(s) if s.holder.connection == request.connection && s.holder.pod == request.pod => {
+                if let Some(session) = state.sessions.get_mut(&request.key) {
+                    session.expires = lease_end;
+                }
+                (s.holder.fencing, None, s.chat)
+            }
+            Some(s) if request.mode == AcquireMode::IfVacant => {
+                return Ok(AcquireOutcome::Refused(s.holder));
+            }
+            current => {
+                let chat = match &current {
+                    Some(s) => s.chat.clone(),
+                    None => state.selection(&request.key, now),
+                };
+                state.sequence += 1;
+                let fencing = FencingToken(state.sequence);
+                state.sessions.insert(
+                    request.key.clone(),
+                    Session {
+                        holder: Holder {
+                            pod: request.pod.clone(),
+                            connection: request.connection.clone(),
+                            fencing,
+                        },
+                        since: now,
+                        expires: lease_end,
+                        chat: chat.clone(),
+                    },
+                );
+                (fencing, current.map(|s| s.holder), chat)
+            }
+        };
+        for route in &request.routes {
+            state.add_route(&request.pod, route.clone());
+        }
+        if let Some(chat) = &chat {
+            if let Some(route) = chat_route(&request.key, chat) {
+                state.add_route(&request.pod, route);
+            }
+            state
+                .selections
+                .insert(request.key.clone(), (chat.clone(), retain));
+        }
+        drop(state);
+        if let Some(previous) = &previous {
+            self.kill(
+                &request.key,
+                previous,
+                EndReason::TakenOver,
+                "taken over by another connection",
+            );
+        }
+        Ok(AcquireOutcome::Granted(Grant {
+            fencing,
+            previous,
+            selected_chat: chat,
+        }))
+    }
+
+    async fn renew(&self, pod: &PodId, sessions: &[HeldSession]) -> StoreResult<Vec<LostSession>> {
+        let now = Timestamp::now();
+        let lease_end = after(now, self.inner.settings.session_lease);
+        let retain = self.retention(now);
+        let mut state = self.state();
+        state.require_pod(pod, now)?;
+        let mut lost = Vec::new();
+        for held in sessions {
+            let outcome = match state.live(&held.key, now) {
+                Some(session) if matches(session, held) => {
+                    session.expires = lease_end;
+                    Ok(session.chat.clone())
+                }
+                Some(session) => Err(Some(session.holder.clone())),
+                None => Err(None),
+            };
+            match outcome {
+                Ok(Some(chat)) => {
+                    state.selections.insert(held.key.clone(), (chat, retain));
+                }
+                Ok(None) => {}
+                Err(current) => lost.push(LostSession {
+                    session: held.clone(),
+                    reason: if current.is_some() {
+                        EndReason::TakenOver
+                    } else {
+                        EndReason::Expired
+                    },
+                    current,
+                }),
+            }
+        }
+        Ok(lost)
+    }
+
+    async fn release(&self, pod: &PodId, sessions: &[HeldSession]) -> StoreResult<Released> {
+        let now = Timestamp::now();
+        let retain = self.retention(now);
+        let mut state = self.state();
+        state.require_pod(pod, now)?;
+        let mut released = Released::default();
+        for held in sessions {
+            let held_now = state.live(&held.key, now).is_some_and(|s| matches(s, held));
+            if held_now {
+                state.drop_session(&held.key, retain);
+                released.count += 1;
+            } else {
+                released.not_held.push(held.clone());
+            }
+        }
+        Ok(released)
+    }
+
+    async fn select_chat(
+        &self,
+        pod: &PodId,
+        session: &HeldSession,
+        chat: &ChatId,
+    ) -> StoreResult<bool> {
+        let now = Timestamp::now();
+        let retain = self.retention(now);
+        let mut state = self.state();
+        state.require_pod(pod, now)?;
+        let Some(route) = chat_route(&session.key, chat) else {
+            return Ok(false);
+        };
+        let changed = match state.live(&session.key, now) {
+            Some(stored) if matches(stored, session) => {
+                let changed = stored.chat.as_ref() != Some(chat);
+                stored.chat = Some(chat.clone());
+                changed
+            }
+            _ => return Ok(false),
+        };
+        if changed {
+            state.add_route(pod, route);
+        }
+        state
+            .selections
+            .insert(session.key.clone(), (chat.clone(), retain));
+        Ok(true)
+    }
+
+    async fn get_session(&self, key: &SessionKey) -> StoreResult<Option<SessionInfo>> {
+        let now = Timestamp::now();
+        let mut state = self.state();
+        Ok(state.live(key, now).map(|s| State::info(key, s)))
+    }
+
+    async fn list_sessions(
+        &self,
+        filter: &SessionFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<SessionInfo>> {
+        let now = Timestamp::now();
+        let after_key: Option<SessionKey> = parse_token(page)?;
+        let state = self.state();
+        let wanted = |key: &SessionKey| match (filter, key) {
+            (SessionFilter::Company(c), SessionKey::User { company, .. }) => company == c,
+            (SessionFilter::Agent(c, a), SessionKey::User { company, agent, .. }) => {
+                company == c && agent == a
+            }
+            (SessionFilter::Admins, SessionKey::Admin { .. }) => true,
+            _ => false,
+        };
+        let items = state
+            .sessions
+            .iter()
+            .filter(|(k, s)| after_key.as_ref().is_none_or(|t| *k > t) && s.expires >= now)
+            .filter(|(k, _)| wanted(k))
+            .map(|(k, s)| (k.clone(), State::info(k, s)));
+        Ok(page_of(items, page.size))
+    }
+
+    async fn kill_session(
+        &self,
+        key: &SessionKey,
+        connection: Option<&ConnectionId>,
+        message: &str,
+    ) -> StoreResult<Option<SessionInfo>> {
+        let now = Timestamp::now();
+        let retain = self.retention(now);
+        let mut state = self.state();
+        let target = match state.live(key, now) {
+            Some(s) if connection.is_none_or(|c| &s.holder.connection == c) => State::info(key, s),
+            _ => return Ok(None),
+        };
+        state.drop_session(key, retain);
+        drop(state);
+        self.kill(key, &target.holder, EndReason::KilledByAdmin, message);
+        Ok(Some(target))
+    }
+
+    async fn watch_commands(&self, pod: &PodId) -> StoreResult<CommandStream> {
+        Ok(self.inner.fanout.subscribe(pod))
+    }
+
+    async fn register_routes(&self, pod: &PodId, routes: &[Route]) -> StoreResult<()> {
+        let now = Timestamp::now();
+        let mut state = self.state();
+        state.require_pod(pod, now)?;
+        for route in routes {
+            state.add_route(pod, route.clone());
+        }
+        Ok(())
+    }
+
+    async fn unregister_routes(&self, pod: &PodId, routes: &[Route]) -> StoreResult<()> {
+        let mut state = self.state();
+        for route in routes {
+            state.remove_route(pod, route);
+        }
+        Ok(())
+    }
+
+    async fn lookup_routes(&self, queries: &[RouteQuery]) -> StoreResult<Lookup> {
+        let now = Timestamp::now();
+        let state = self.state();
+        let mut named = BTreeSet::new();
+        let results = queries
+            .iter()
+            .map(|query| {
+                let pods: BTreeSet<PodId> = query
+                    .matching_routes()
+                    .iter()
+                    .filter_map(|route| state.routes.get(route))
+                    .flatten()
+                    .filter(|pod| state.pod_live(pod, now))
+                    .cloned()
+                    .collect();
+                named.extend(pods.iter().cloned());
+                pods.into_iter().collect()
+            })
+            .collect();
+        let pods = named
+            .iter()
+            .filter_map(|p| state.pods.get(p).cloned())
+            .collect();
+        Ok(Lookup { results, pods })
+    }
+
+    async fn list_routes(
+        &self,
+        selector: &RouteSelector,
+        page: &PageRequest,
+    ) -> StoreResult<Page<RouteEntry>> {
+        let state = self.state();
+        match selector {
+            RouteSelector::Route(route) => {
+                let after_pod: Option<PodId> = parse_token(page)?;
+                let items = state
+                    .routes
+                    .get(route)
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| after_pod.as_ref().is_none_or(|t| *p > t))
+                    .map(|pod| {
+                        let entry = RouteEntry {
+                            route: route.clone(),
+                            pod: pod.clone(),
+                        };
+                        (pod.clone(), entry)
+                    });
+                Ok(page_of(items, page.size))
+            }
+            RouteSelector::Pod(pod) => {
+                let after_route: Option<Route> = parse_token(page)?;
+                let items = state
+                    .pod_routes
+                    .get(pod)
+                    .into_iter()
+                    .flatten()
+                    .filter(|r| after_route.as_ref().is_none_or(|t| *r > t))
+                    .map(|route| {
+                        let entry = RouteEntry {
+                            route: route.clone(),
+                            pod: pod.clone(),
+                        };
+                        (route.clone(), entry)
+                    });
+                Ok(page_of(items, page.size))
+            }
+        }
+    }
+
+    async fn heartbeat(&self, heartbeat: &PodHeartbeat) -> StoreResult<HeartbeatOutcome> {
+        let now = Timestamp::now();
+        let lease_end = after(now, self.inner.settings.pod_lease);
+        let retain = self.retention(now);
+        let mut state = self.state();
+        let current = state.pods.get(&heartbeat.pod).cloned();
+        let (outcome, registered_at) = match current {
+            Some(pod) if pod.instance == heartbeat.instance && pod.lease_expires_at >= now => {
+                (HeartbeatOutcome::Renewed, pod.registered_at)
+            }
+            Some(_) => {
+                let purged = state.purge(&heartbeat.pod, retain);
+                (HeartbeatOutcome::Registered { purged }, now)
+            }
+            None => (
+                HeartbeatOutcome::Registered {
+                    purged: Purged::default(),
+                },
+                now,
+            ),
+        };
+        state.pods.insert(
+            heartbeat.pod.clone(),
+            PodRecord {
+                pod: heartbeat.pod.clone(),
+                instance: heartbeat.instance.clone(),
+                delivery_address: heartbeat.delivery_address.clone(),
+                registered_at,
+                last_heartbeat_at: now,
+                lease_expires_at: lease_end,
+                load: heartbeat.load,
+            },
+        );
+        Ok(outcome)
+    }
+
+    async fn deregister(&self, pod: &PodId, instance: &str) -> StoreResult<Purged> {
+        let retain = self.retention(Timestamp::now());
+        let mut state = self.state();
+        if state.pods.get(pod).is_some_and(|p| p.instance == instance) {
+            Ok(state.purge(pod, retain))
+        } else {
+            Ok(Purged::default())
+        }
+    }
+
+    async fn resolve_pods(&self, pods: &[PodId]) -> StoreResult<Resolved> {
+        let now = Timestamp::now();
+        let state = self.state();
+        let mut resolved = Resolved::default();
+        for pod in pods {
+            match state.pods.get(pod) {
+                Some(record) if record.lease_expires_at >= now => {
+                    resolved.pods.push(record.clone());
+                }
+                _ => resolved.unknown.push(pod.clone()),
+            }
+        }
+        Ok(resolved)
+    }
+
+    async fn list_pods(&self, page: &PageRequest) -> StoreResult<Page<PodRecord>> {
+        let now = Timestamp::now();
+        let after_pod: Option<PodId> = parse_token(page)?;
+        let state = self.state();
+        let items = state
+            .pods
+            .iter()
+            .filter(|(id, p)| {
+                after_pod.as_ref().is_none_or(|t| *id > t) && p.lease_expires_at >= now
+            })
+            .map(|(id, p)| (id.clone(), p.clone()));
+        Ok(page_of(items, page.size))
+    }
+
+    async fn reap_expired_pods(&self) -> StoreResult<Vec<(PodId, Purged)>> {
+        let now = Timestamp::now();
+        let retain = self.retention(now);
+        let mut state = self.state();
+        let due: Vec<PodId> = state
+            .pods
+            .values()
+            .filter(|p| p.lease_expires_at < now)
+            .map(|p| p.pod.clone())
+            .collect();
+        Ok(due
+            .into_iter()
+            .map(|pod| {
+                let purged = state.purge(&pod, retain);
+                (pod, purged)
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,193 @@
+//! The data of [`super::MemoryStore`] and the steps its operations share (liveness, route
+//! sets, purge), all called with the store's lock held.
+
+use crate::store::route::Route;
+use crate::store::types::*;
+use crate::store::{StoreError, StoreResult};
+use daisi_domain::{ChatId, PodId, SessionKey};
+use jiff::{SignedDuration, Timestamp};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+#[derive(Debug, Default)]
+pub(super) struct State {
+    /// Last fencing token handed out; one sequence for every key keeps them strictly increasing.
+    pub(super) sequence: u64,
+    /// Held sessions; ordered so listings can page by key.
+    pub(super) sessions: BTreeMap<SessionKey, Session>,
+    /// Selected chats kept after their session, until the instant stored with them.
+    pub(super) selections: HashMap<SessionKey, (ChatId, Timestamp)>,
+    /// Route -> pods registered for it (the routers' lookup direction).
+    pub(super) routes: BTreeMap<Route, BTreeSet<PodId>>,
+    /// Pod -> its routes (the purge and per-pod listing direction).
+    pub(super) pod_routes: HashMap<PodId, BTreeSet<Route>>,
+    /// Registered pods, including lapsed ones until the reaper purges them.
+    pub(super) pods: BTreeMap<PodId, PodRecord>,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Session {
+    /// The connection holding it.
+    pub(super) holder: Holder,
+    /// When the holder acquired it.
+    pub(super) since: Timestamp,
+    /// Lease end; past it the session counts as gone.
+    pub(super) expires: Timestamp,
+    /// The user's selected chat.
+    pub(super) chat: Option<ChatId>,
+}
+
+pub(super) fn after(now: Timestamp, span: Duration) -> Timestamp {
+    let span = SignedDuration::try_from(span).unwrap_or(SignedDuration::MAX);
+    now.checked_add(span).unwrap_or(Timestamp::MAX)
+}
+
+impl State {
+    pub(super) fn pod_live(&self, pod: &PodId, now: Timestamp) -> bool {
+        self.pods
+            .get(pod)
+            .is_some_and(|p| p.lease_expires_at >= now)
+    }
+
+    pub(super) fn require_pod(&self, pod: &PodId, now: Timestamp) -> StoreResult<()> {
+        if self.pod_live(pod, now) {
+            Ok(())
+        } else {
+            Err(StoreError::UnknownPod(pod.clone()))
+        }
+    }
+
+    /// The session of `key` unless its lease lapsed (lapsed ones are dropped here).
+    pub(super) fn live(&mut self, key: &SessionKey, now: Timestamp) -> Option<&mut Session> {
+        if self.sessions.get(key).is_some_and(|s| s.expires < now) {
+            self.sessions.remove(key);
+        }
+        self.sessions.get_mut(key)
+    }
+
+    pub(super) fn selection(&self, key: &SessionKey, now: Timestamp) -> Option<ChatId> {
+        self.selections
+            .get(key)
+            .filter(|(_, until)| *until >= now)
+            .map(|(chat, _)| chat.clone())
+    }
+
+    pub(super) fn add_route(&mut self, pod: &PodId, route: Route) {
+        self.routes
+            .entry(route.clone())
+            .or_default()
+            .insert(pod.clone());
+        self.pod_routes
+            .entry(pod.clone())
+            .or_default()
+            .insert(route);
+    }
+
+    pub(super) fn remove_route(&mut self, pod: &PodId, route: &Route) {
+        if let Some(pods) = self.routes.get_mut(route) {
+            pods.remove(pod);
+            if pods.is_empty() {
+                self.routes.remove(route);
+            }
+        }
+        if let Some(routes) = self.pod_routes.get_mut(pod) {
+            routes.remove(route);
+        }
+    }
+
+    pub(super) fn drop_session(
+        &mut self,
+        key: &SessionKey,
+        retain_until: Timestamp,
+    ) -> Option<Session> {
+        let session = self.sessions.remove(key)?;
+        if let Some(chat) = &session.chat {
+            self.selections
+                .insert(key.clone(), (chat.clone(), retain_until));
+        }
+        Some(session)
+    }
+
+    pub(super) fn purge(&mut self, pod: &PodId, retain_until: Timestamp) -> Purged {
+        let keys: Vec<SessionKey> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| &s.holder.pod == pod)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &keys {
+            self.drop_session(key, retain_until);
+        }
+        let routes = self.pod_routes.remove(pod).unwrap_or_default();
+        for route in &routes {
+            self.remove_route(pod, route);
+        }
+        self.pods.remove(pod);
+        Purged {
+            sessions: count(keys.len()),
+            routes: count(routes.len()),
+        }
+    }
+
+    pub(super) fn info(key: &SessionKey, session: &Session) -> SessionInfo {
+        SessionInfo {
+            key: key.clone(),
+            holder: session.holder.clone(),
+            since: session.since,
+            lease_expires_at: session.expires,
+            selected_chat: session.chat.clone(),
+        }
+    }
+}
+
+pub(super) fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+pub(super) fn matches(session: &Session, held: &HeldSession) -> bool {
+    session.holder.connection == held.connection && session.holder.fencing == held.fencing
+}
+
+pub(super) fn chat_route(key: &SessionKey, chat: &ChatId) -> Option<Route> {
+    match key {
+        SessionKey::User { company, agent, .. } => Some(Route::Chat {
+            company: company.clone(),
+            agent: agent.clone(),
+            chat: chat.clone(),
+        }),
+        SessionKey::Admin { .. } => None,
+    }
+}
+
+/// Items after `token` (exclusive) in key order: at most `size`, and the next token.
+pub(super) fn page_of<K: Ord + Clone + ToString, T>(
+    items: impl Iterator<Item = (K, T)>,
+    size: usize,
+) -> Page<T> {
+    let mut out = Vec::new();
+    let mut last = None;
+    let mut more = false;
+    for (key, item) in items {
+        if out.len() == size {
+            more = true;
+            break;
+        }
+        last = Some(key);
+        out.push(item);
+    }
+    Page {
+        items: out,
+        next: if more {
+            last.map(|k| k.to_string())
+        } else {
+            None
+        },
+    }
+}
+
+pub(super) fn parse_token<T: std::str::FromStr>(page: &PageRequest) -> StoreResult<Option<T>> {
+    page.token
+        .as_deref()
+        .map(|t| t.parse().map_err(|_| StoreError::BadPageToken))
+        .transpose()
+}

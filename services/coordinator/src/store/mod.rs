@@ -1,0 +1,153 @@
+//! The coordinator's storage, behind one small trait: exclusive sessions with fencing tokens,
+//! the kill-command fan-out between replicas, the route and pod registries, and the purge of
+//! expired pods. [`RedisStore`] is the production store; [`MemoryStore`] keeps the same
+//! semantics in process for the dev stack and tests. Both pass one contract test suite
+//! (`tests/it/contract`).
+//!
+//! Business code (the gRPC services, the reaper) sees only this trait and its data types.
+
+mod error;
+mod fanout;
+mod memory;
+pub mod redis;
+mod route;
+mod types;
+
+pub use self::redis::{RedisSettings, RedisStore};
+pub use error::StoreError;
+pub use fanout::CommandStream;
+pub use memory::MemoryStore;
+pub use route::{Route, RouteParseError, RouteQuery};
+pub use types::*;
+
+use daisi_domain::{ChatId, ConnectionId, PodId, SessionKey};
+use std::future::Future;
+
+/// Result of every store operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Sessions, kill commands, routes and pods. Every operation is atomic per item under any
+/// interleaving of calls from any number of coordinator replicas.
+///
+/// Calls naming a pod (except removals and [`SessionStore::deregister`]) fail with
+/// [`StoreError::UnknownPod`] unless the pod is registered and within its lease.
+pub trait SessionStore: Send + Sync + 'static {
+    /// The timing this store applies.
+    fn settings(&self) -> &StoreSettings;
+
+    /// Gives the session to a new connection. Takeover kills the previous holder (a
+    /// [`KillCommand`] for its pod); if-vacant refuses instead. A connection that already holds
+    /// the key gets its grant back with a fresh lease.
+    fn acquire(
+        &self,
+        request: AcquireRequest,
+    ) -> impl Future<Output = StoreResult<AcquireOutcome>> + Send;
+
+    /// Extends the leases of `sessions` held by `pod`; answers those it no longer holds.
+    fn renew(
+        &self,
+        pod: &PodId,
+        sessions: &[HeldSession],
+    ) -> impl Future<Output = StoreResult<Vec<LostSession>>> + Send;
+
+    /// Compare-and-delete of `sessions`: each is removed only if its connection and fencing
+    /// token still match, so a taken-over session keeps its new holder.
+    fn release(
+        &self,
+        pod: &PodId,
+        sessions: &[HeldSession],
+    ) -> impl Future<Output = StoreResult<Released>> + Send;
+
+    /// Stores the selected chat of a held user session and registers its chat route for
+    /// `pod`. `false` when the session is not held by that grant any more.
+    fn select_chat(
+        &self,
+        pod: &PodId,
+        session: &HeldSession,
+        chat: &ChatId,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// The session of `key`, if someone holds it.
+    fn get_session(
+        &self,
+        key: &SessionKey,
+    ) -> impl Future<Output = StoreResult<Option<SessionInfo>>> + Send;
+
+    /// A page of the sessions matching `filter`.
+    fn list_sessions(
+        &self,
+        filter: &SessionFilter,
+        page: &PageRequest,
+    ) -> impl Future<Output = StoreResult<Page<SessionInfo>>> + Send;
+
+    /// Deletes the session of `key` (only if `connection` holds it, when given) and sends its
+    /// holder a kill command with [`EndReason::KilledByAdmin`]. Answers the killed session.
+    fn kill_session(
+        &self,
+        key: &SessionKey,
+        connection: Option<&ConnectionId>,
+        message: &str,
+    ) -> impl Future<Output = StoreResult<Option<SessionInfo>>> + Send;
+
+    /// Kill commands for `pod`, raised on any replica, from the moment this returns. The stream
+    /// ends when this replica loses its subscription (commands may have been missed: the
+    /// caller reconnects, and the next renew reports lost sessions).
+    fn watch_commands(
+        &self,
+        pod: &PodId,
+    ) -> impl Future<Output = StoreResult<CommandStream>> + Send;
+
+    /// Adds routes of `pod` (set semantics).
+    fn register_routes(
+        &self,
+        pod: &PodId,
+        routes: &[Route],
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Removes routes of `pod`; missing ones are ignored. Allowed for unknown pods.
+    fn unregister_routes(
+        &self,
+        pod: &PodId,
+        routes: &[Route],
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// For each query, the live pods interested, plus those pods' records.
+    fn lookup_routes(
+        &self,
+        queries: &[RouteQuery],
+    ) -> impl Future<Output = StoreResult<Lookup>> + Send;
+
+    /// A page of route registrations.
+    fn list_routes(
+        &self,
+        selector: &RouteSelector,
+        page: &PageRequest,
+    ) -> impl Future<Output = StoreResult<Page<RouteEntry>>> + Send;
+
+    /// Registers or extends the lease of a pod; a new instance (or a lapsed lease) purges the
+    /// previous registration's sessions and routes first.
+    fn heartbeat(
+        &self,
+        heartbeat: &PodHeartbeat,
+    ) -> impl Future<Output = StoreResult<HeartbeatOutcome>> + Send;
+
+    /// Removes `pod` if `instance` is its current instance, purging its sessions and routes.
+    fn deregister(
+        &self,
+        pod: &PodId,
+        instance: &str,
+    ) -> impl Future<Output = StoreResult<Purged>> + Send;
+
+    /// The live records of `pods`, and the ids that are not registered.
+    fn resolve_pods(&self, pods: &[PodId]) -> impl Future<Output = StoreResult<Resolved>> + Send;
+
+    /// A page of live pods.
+    fn list_pods(
+        &self,
+        page: &PageRequest,
+    ) -> impl Future<Output = StoreResult<Page<PodRecord>>> + Send;
+
+    /// Purges every pod whose lease lapsed, with its sessions and routes. Safe to run on every
+    /// replica at once: each pod is purged by exactly one caller.
+    fn reap_expired_pods(&self) -> impl Future<Output = StoreResult<Vec<(PodId, Purged)>>> + Send;
+}

@@ -1,0 +1,39 @@
+-- Acquire: ARGV 2 skey, 3 pod, 4 conn, 5 mode ('takeover' | 'if_vacant'), 6 lease ms,
+-- 7 retention ms, 8.. routes to register. KEYS[1] = the session key (cluster routing).
+-- Returns {'unknown_pod'} | {'refused', pod, conn, fence}
+--       | {'granted', fence, prev pod, prev conn, prev fence, chat} ('' when none).
+local skey, pod, conn, mode = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local lease_ms, retention_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
+local now = now_ms()
+if not pod_live(pod, now) then return { 'unknown_pod' } end
+local sk = k_session(skey)
+local cur = redis.call('HMGET', sk, 'pod', 'conn', 'fence', 'chat')
+local chat = cur[4] or ''
+local fence
+local prev = { '', '', '' }
+if cur[1] == pod and cur[2] == conn then
+  -- The same connection again (a retried call): same grant, fresh lease, nobody killed.
+  fence = cur[3]
+  redis.call('PEXPIRE', sk, lease_ms)
+else
+  if cur[1] then
+    if mode == 'if_vacant' then return { 'refused', cur[1], cur[2] or '', cur[3] or '' } end
+    prev = { cur[1], cur[2] or '', cur[3] or '' }
+    redis.call('SREM', k_pod_sessions(cur[1]), skey)
+    publish_kill(prev[1], prev[2], prev[3], 'taken_over', skey, now,
+      'taken over by another connection')
+  end
+  if chat == '' then chat = redis.call('GET', k_sel(skey)) or '' end
+  fence = fmt(redis.call('INCR', K_SEQ))
+  redis.call('HSET', sk, 'pod', pod, 'conn', conn, 'fence', fence, 'since', fmt(now), 'chat', chat)
+  redis.call('PEXPIRE', sk, lease_ms)
+  redis.call('SADD', k_pod_sessions(pod), skey)
+  for _, ix in ipairs(index_keys(skey)) do redis.call('SADD', ix, skey) end
+end
+for i = 8, #ARGV do add_route(pod, ARGV[i]) end
+if chat ~= '' then
+  local route = chat_route(skey, chat)
+  if route then add_route(pod, route) end
+  keep_selection(skey, chat, retention_ms)
+end
+return { 'granted', fence, prev[1], prev[2], prev[3], chat }

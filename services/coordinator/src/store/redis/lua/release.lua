@@ -1,0 +1,24 @@
+-- Release (compare-and-delete): ARGV 2 pod, 3 retention ms, then (skey, conn, fence) triples.
+-- KEYS[1] = the pod's session set (cluster routing).
+-- Returns {'unknown_pod'} | {'ok', released count, indexes (1-based) of sessions not held...}.
+local pod = ARGV[2]
+local retention_ms = tonumber(ARGV[3])
+local now = now_ms()
+if not pod_live(pod, now) then return { 'unknown_pod' } end
+local out = { 'ok', '0' }
+local released = 0
+local n = 0
+for i = 4, #ARGV, 3 do
+  n = n + 1
+  local skey, conn, fence = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local cur = redis.call('HMGET', k_session(skey), 'pod', 'conn', 'fence', 'chat')
+  if cur[2] == conn and cur[3] == fence then
+    drop_session(skey, cur[1], cur[4], retention_ms)
+    released = released + 1
+  else
+    if cur[1] ~= pod then redis.call('SREM', k_pod_sessions(pod), skey) end
+    out[#out + 1] = fmt(n)
+  end
+end
+out[2] = fmt(released)
+return out

@@ -1,0 +1,17 @@
+-- SelectChat: ARGV 2 skey, 3 pod, 4 conn, 5 fence, 6 chat, 7 retention ms.
+-- KEYS[1] = the session key. Returns {'unknown_pod'} | {'held'} | {'lost'}.
+local skey, pod, conn, fence, chat = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local retention_ms = tonumber(ARGV[7])
+local now = now_ms()
+if not pod_live(pod, now) then return { 'unknown_pod' } end
+local route = chat_route(skey, chat)
+if not route then return { 'lost' } end
+local sk = k_session(skey)
+local cur = redis.call('HMGET', sk, 'conn', 'fence', 'chat')
+if cur[1] ~= conn or cur[2] ~= fence then return { 'lost' } end
+if cur[3] ~= chat then
+  redis.call('HSET', sk, 'chat', chat)
+  add_route(pod, route)
+end
+keep_selection(skey, chat, retention_ms)
+return { 'held' }

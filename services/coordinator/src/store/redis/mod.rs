@@ -1,0 +1,190 @@
+//! [`RedisStore`]: the production store. Commands go through a redis-rs `ConnectionManager`
+//! (lazy, reconnecting in the background, connect and response timeouts from the
+//! configuration); every multi-key operation is one Lua script (`scripts`), so it is atomic
+//! under any interleaving of replicas; kill commands travel over pub/sub (`pubsub`).
+//!
+//! Every call is bounded by the configured timeout as a whole: while Redis is down a call fails
+//! with [`StoreError::Unavailable`] in about that time, instead of waiting for the manager's
+//! reconnect attempts.
+
+mod decode;
+mod keys;
+mod ops;
+mod pubsub;
+mod scripts;
+
+use super::fanout::Fanout;
+use super::types::{HeldSession, StoreSettings};
+use super::{StoreError, StoreResult};
+use daisi_domain::PodId;
+use keys::Keys;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ErrorKind, RedisError, ServerErrorKind};
+use scripts::Scripts;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Connection settings of a [`RedisStore`].
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://` or `unix://` URL. May carry a password: never logged.
+    pub url: String,
+    /// Prefix of every key (several deployments can share one Redis).
+    pub key_prefix: String,
+    /// Upper bound of every call, and the connect timeout.
+    pub timeout: Duration,
+    /// Most sessions one renew or release script call handles; larger batches are split so a
+    /// single script never blocks Redis for long (about a millisecond per 1,000 sessions).
+    pub chunk: usize,
+}
+
+/// The Redis-backed store. Cheap to clone; clones share connections and the subscription.
+#[derive(Debug, Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    settings: StoreSettings,
+    connection: ConnectionManager,
+    keys: Keys,
+    scripts: Scripts,
+    timeout: Duration,
+    chunk: usize,
+    fanout: Arc<Fanout>,
+    subscribed: watch::Receiver<bool>,
+    subscriber: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.subscriber.abort();
+    }
+}
+
+impl RedisStore {
+    /// A store that connects lazily (so the coordinator starts, unready, while Redis is down)
+    /// and subscribes to kill commands in the background. Must run inside a tokio runtime.
+    pub fn new(redis: &RedisSettings, settings: StoreSettings) -> redis::RedisResult<Self> {
+        let client = redis::Client::open(redis.url.as_str())?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(redis.timeout))
+            .set_response_timeout(Some(redis.timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let keys = Keys::new(&redis.key_prefix);
+        let fanout = Arc::new(Fanout::default());
+        let (up, subscribed) = watch::channel(false);
+        let subscriber = tokio::spawn(pubsub::run(
+            client,
+            keys.commands_channel(),
+            fanout.clone(),
+            redis.timeout,
+            up,
+        ));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                settings,
+                connection,
+                keys,
+                scripts: Scripts::new(),
+                timeout: redis.timeout,
+                chunk: redis.chunk.max(1),
+                fanout,
+                subscribed,
+                subscriber,
+            }),
+        })
+    }
+
+    /// The command connection, for the readiness probe.
+    pub fn connection(&self) -> ConnectionManager {
+        self.inner.connection.clone()
+    }
+
+    /// Whether the kill-command subscription is live.
+    pub fn is_subscribed(&self) -> bool {
+        *self.inner.subscribed.borrow()
+    }
+
+    fn retention_ms(&self) -> u64 {
+        millis(self.inner.settings.selection_retention)
+    }
+
+    /// Runs `op` within the store timeout, mapping failures.
+    async fn bounded<T>(&self, op: impl Future<Output = redis::RedisResult<T>>) -> StoreResult<T> {
+        match tokio::time::timeout(self.inner.timeout, op).await {
+            Ok(result) => result.map_err(map_error),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "redis did not answer within {:?}",
+                self.inner.timeout
+            ))),
+        }
+    }
+
+    /// Invokes a script with `KEYS[1] = key` and `ARGV = [tag, args...]`.
+    async fn script<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        key: &str,
+        args: &[&str],
+    ) -> redis::RedisResult<T> {
+        let mut invocation = script.prepare_invoke();
+        invocation.key(key).arg(self.inner.keys.tag());
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        let mut connection = self.inner.connection.clone();
+        invocation.invoke_async(&mut connection).await
+    }
+
+    /// Runs the renew or release script over `sessions` in chunks.
+    async fn batched(
+        &self,
+        script: &redis::Script,
+        pod: &PodId,
+        head: &[&str],
+        sessions: &[HeldSession],
+    ) -> redis::RedisResult<Vec<Vec<String>>> {
+        let key = self.inner.keys.pod_sessions(pod);
+        let mut answers = Vec::new();
+        for chunk in sessions.chunks(self.inner.chunk) {
+            let encoded: Vec<(String, String)> = chunk
+                .iter()
+                .map(|s| (s.key.to_string(), s.fencing.0.to_string()))
+                .collect();
+            let mut args: Vec<&str> = head.to_vec();
+            for (held, (key, fence)) in chunk.iter().zip(&encoded) {
+                args.extend([key.as_str(), held.connection.as_str(), fence.as_str()]);
+            }
+            answers.push(self.script(script, &key, &args).await?);
+        }
+        Ok(answers)
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+fn unavailable(error: RedisError) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+/// Transport and server-state failures are retryable (`Unavailable`); a script or type error
+/// is a bug (`Corrupt`).
+fn map_error(error: RedisError) -> StoreError {
+    match error.kind() {
+        ErrorKind::Parse | ErrorKind::UnexpectedReturnType => {
+            StoreError::Corrupt(error.to_string())
+        }
+        ErrorKind::Server(
+            ServerErrorKind::ResponseError | ServerErrorKind::CrossSlot | ServerErrorKind::NoPerm,
+        ) => StoreError::Corrupt(error.to_string()),
+        _ => unavailable(error),
+    }
+}

@@ -1,0 +1,756 @@
+//! The cases of the store contract, generic over the store.
+
+use super::{Factory, relaxed};
+use daisi_coordinator::store::*;
+use daisi_domain::coordination::FencingToken;
+use daisi_domain::{ChatId, ConnectionId, PodId, SessionKey};
+use std::collections::HashSet;
+use std::time::Duration;
+
+fn pod(name: &str) -> PodId {
+    name.parse().unwrap()
+}
+
+fn conn(name: &str) -> ConnectionId {
+    name.parse().unwrap()
+}
+
+fn user(u: &str) -> SessionKey {
+    format!("u:c1:a1:{u}").parse().unwrap()
+}
+
+fn chat(name: &str) -> ChatId {
+    name.parse().unwrap()
+}
+
+async fn register<S: SessionStore>(store: &S, name: &str) -> PodId {
+    let id = pod(name);
+    let outcome = store
+        .heartbeat(&PodHeartbeat {
+            pod: id.clone(),
+            instance: format!("{name}-i1"),
+            delivery_address: format!("http://{name}:50061"),
+            load: None,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(outcome, HeartbeatOutcome::Registered { .. }));
+    id
+}
+
+async fn take<S: SessionStore>(store: &S, key: &SessionKey, pod: &PodId, c: &str) -> Grant {
+    take_with(store, key, pod, c, Vec::new()).await
+}
+
+async fn take_with<S: SessionStore>(
+    store: &S,
+    key: &SessionKey,
+    pod: &PodId,
+    c: &str,
+    routes: Vec<Route>,
+) -> Grant {
+    match store
+        .acquire(AcquireRequest {
+            key: key.clone(),
+            pod: pod.clone(),
+            connection: conn(c),
+            mode: AcquireMode::Takeover,
+            routes,
+        })
+        .await
+        .unwrap()
+    {
+        AcquireOutcome::Granted(grant) => grant,
+        AcquireOutcome::Refused(holder) => panic!("takeover refused by {holder:?}"),
+    }
+}
+
+fn held(key: &SessionKey, c: &str, grant: &Grant) -> HeldSession {
+    HeldSession {
+        key: key.clone(),
+        connection: conn(c),
+        fencing: grant.fencing,
+    }
+}
+
+async fn next_kill(stream: &mut CommandStream) -> KillCommand {
+    tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("a kill command within 5 s")
+        .expect("the stream is open")
+}
+
+pub(crate) async fn takeover_kills_the_previous_holder_with_increasing_tokens(f: &impl Factory) {
+    let store = f.store(relaxed());
+    let (p1, p2) = (
+        register(&store, "edge-1").await,
+        register(&store, "edge-2").await,
+    );
+    let mut commands = store.watch_commands(&p1).await.unwrap();
+    let key = user("u1");
+    let first = take(&store, &key, &p1, "c1").await;
+    assert_eq!(first.previous, None);
+    let second = take(&store, &key, &p2, "c2").await;
+    assert!(second.fencing > first.fencing);
+    assert_eq!(
+        second.previous,
+        Some(Holder {
+            pod: p1.clone(),
+            connection: conn("c1"),
+            fencing: first.fencing,
+        })
+    );
+    let kill = next_kill(&mut commands).await;
+    assert_eq!(
+        (
+            kill.pod,
+            kill.key,
+            kill.connection,
+            kill.fencing,
+            kill.reason
+        ),
+        (
+            p1,
+            key.clone(),
+            conn("c1"),
+            first.fencing,
+            EndReason::TakenOver
+        )
+    );
+    // Same pod takeover: the kill goes to the same pod.
+    let third = take(&store, &key, &p2, "c3").await;
+    assert!(third.fencing > second.fencing);
+    let session = store.get_session(&key).await.unwrap().unwrap();
+    assert_eq!(session.holder.connection, conn("c3"));
+    assert_eq!(session.holder.fencing, third.fencing);
+}
+
+pub(crate) async fn same_connection_acquires_idempotently(f: &impl Factory) {
+    let store = f.store(relaxed());
+    let p = register(&store, "edge-1").await;
+    let key = user("u1");
+    let first = take(&store, &key, &p, "c1").await;
+    let again = take(&store, &key, &p, "c1").await;
+    assert_eq!(again.fencing, first.fencing);
+    assert_eq!(again.previous, None);
+}
+
+pub(crate) async fn if_vacant_refuses_a_held_session(f: &impl Factory) {
+    let store = f.store(relaxed());
+    let p = register(&store, "edge-1").await;
+    let key = user("u1");
+    let request = |c: &str| AcquireRequest {
+        key: key.clone(),
+        pod: p.clone(),
+        connection: conn(c),
+        mode: AcquireMode::IfVacant,
+        routes: vec![Route::Agent {
+            company: "c1".parse().unwrap(),
+            agent: "a1".parse().unwrap(),
+        }],
+    };
+    let AcquireOutcome::Granted(first) = store.acquire(request("c1")).await.unwrap() else {
+        panic!("a vacant session is granted");
+    };
+    // The holder itself may restore its own grant.
+    let AcquireOutcome::Granted(own) = store.acquire(request("c1")).await.unwrap() else {
+        panic!("the holder gets its grant back");
+    };
+    assert_eq!(own.fencing, first.fencing);
+    match store.acquire(request("c2")).await.unwrap() {
+        AcquireOutcome::Refused(holder) => {
+            assert_eq!(holder.connection, conn("c1"));
+            assert_eq!(holder.fencing, first.fencing);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+pub(crate) async fn calls_naming_an_unknown_pod_are_refused(f: &impl Factory) {
+    let store = f.store(relaxed());
+    let ghost = pod("ghost");
+    let key = user("u1");
+    let request = AcquireRequest {
+        key: key.clone(),
+        pod: ghost.clone(),
+        connection: conn("c1"),
+        mode: AcquireMode::Takeover,
+        routes: Vec::new(),
+    };
+    assert_eq!(
+        store.acquire(request).await,
+        Err(StoreError::UnknownPod(ghost.clone()))
+    );
+    let session = HeldSession {
+        key: key.clone(),
+        connection: conn("c1"),
+        fencing: FencingToken(1),
+    };
+    assert_eq!(
+        store.renew(&ghost, std::slice::from_ref(&session)).await,
+        Err(StoreError::UnknownPod(ghost.clone()))
+    );
+    assert_eq!(
+        store.release(&ghost, std::slice::from_ref(&session)).await,
+        Err(StoreError::UnknownPod(ghost.clone()))
+    );
+    assert_eq!(
+        store.select_chat(&ghost, &session, &chat("ch")).await,
+        Err(StoreError::UnknownPod(ghost.clone()))
+    );
+    assert_eq!(
+        store.register_routes(&ghost, &[]).await,
+        Err(StoreError::UnknownPod(ghost.clone()))
+    );
+    // Removals and deregistration of unknown pods are harmless no-ops.
+    assert_eq!(store.unregister_routes(&ghost, &[]).await, Ok(()));
+    assert_eq!(store.deregister(&ghost, "i").await, Ok(Purged::default()));
+}
+
+pub(crate) async fn renew_after_takeover_reports_the_session_lost(f: &impl Factory) {
+    let store = f.store(relaxed());
+    let (p1, p2) = (
+        register(&store, "edge-1").await,
+        register(&store, "edge-2").await,
+    );
+    let (k1, k2) = (user("u1"), user("u2"));
+    let g1 = take(&store, &k1, &p1, "c1").await;
+    let g2 = take(&store, &k2, &p1, "c2").await;
+    let mine = vec![held(&k1, "c1", &g1), held(&k2, "c2", &g2)];
+    assert_eq!(store.renew(&p1, &mine).await.unwrap(), Vec::new());
+
+    let newer = take(&store, &k1, &p2, "c9").await;
+    let never = HeldSession {
+        key: user("u3"),
+        connection: conn("c3"),
+        fencing: FencingToken(1),
+    };
+    let mut batch = mine.clone();
+    batch.push(never.clone());
+    let lost = store.renew(&p1, &batch).await.unwrap();
+    assert_eq!(
+        lost,
+        vec![
+            LostSession {
+                session: mine[0].clone(),
+                reason: EndReason::TakenOver,
+                current: Some(Holder {
+                    pod: p2,
+                    connection: conn("c9"),
+                    fencing: newer.fencing,
+                }),
+            },
+            LostSession {
+                session: never,
+                reason: EndReason::Expired,
+                current: None,
+            },
+        ]
+    );
+}
+
+pub(crate) async fn release_after_takeover_leaves_the_new_holder(f: &impl Factory) {
+    let store = f.store(relaxed());
+    let (p1, p2) = (
+        register(&store, "edge-1").await,
+        register(&store, "edge-2").await,
+    );
+    let (k1, k2) = (user("u1"), user("u2"));
+    let old = take(&store, &k1, &p1, "c1").await;
+    let other = take(&store, &k2, &p1, "c2").await;
+    let new = take(&store, &k1, &p2, "c9").await;
+
+    let released = store
+        .release(&p1, &[held(&k1, "c1", &old), held(&k2, "c2", &other)])
+        .await
+        .unwrap();
+    assert_eq!(released.count, 1);
+    assert_eq!(released.not_held, vec![held(&k1, "c1", &old)]);
+    let session = store.get_session(&k1).await.unwrap().unwrap();
+    assert_eq!(session.holder.connection, conn("c9"));
+    assert_eq!(session.holder.fencing, new.fencing);
+    assert_eq!(store.get_session(&k2).await.unwrap(), None);
+    // A stale token of the right connection does not release either.
+    let stale = HeldSession {
+        fencing: old.fencing,
+        ..held(&k1, "c9", &new)
+    };
+    assert_eq!(store.release(&p2, &[stale]).await.unwrap().count, 0);
+    assert!(store.get_session(&k1).await.unwrap().is_some());
+}
+
+pub(crate) async fn selected_chat_is_restored_on_the_next_acquire(f: &impl Factory) {
+    let store = f.store(relaxed());
+    let (p1, p2) = (
+        register(&store, "edge-1").await,
+        register(&store, "edge-2").await,
+    );
+    let key = user("u1");
+    let g1 = take(&store, &key, &p1, "c1").await;
+    assert_eq!(g1.selected_chat, None);
+    assert!(
+        store
+            .select_chat(&p1, &held(&key, "c1", &g1), &chat("ch7"))
+            .await
+            .unwrap()
+    );
+    let query = RouteQuery::Chat {
+        company: "c1".parse().unwrap(),
+        agent: "a1".parse().unwrap(),
+        chat: chat("ch7"),
+    };
+    let lookup = store
+        .lookup_routes(std::slice::from_ref(&query))
+        .await
+        .unwrap();
+    assert_eq!(lookup.results, vec![vec![p1.clone()]]);
+
+    // Takeover on another pod: restored, and the chat route now covers that pod too.
+    let g2 = take(&store, &key, &p2, "c2").await;
+    assert_eq!(g2.selected_chat, Some(chat("ch7")));
+    let lookup = store
+        .lookup_routes(std::slice::from_ref(&query))
+        .await
+        .unwrap();
+    assert_eq!(
+        lookup.results[0].iter().collect::<HashSet<_>>(),
+        HashSet::from([&p1, &p2])
+    );
+    // The old connection can no longer select.
+    assert!(
+        !store
+            .select_chat(&p1, &held(&key, "c1", &g1), &chat("x"))
+            .await
+            .unwrap()
+    );
+
+    // Released: the selection survives the session.
+    store.release(&p2, &[held(&key, "c2", &g2)]).await.unwrap();
+    let g3 = take(&store, &key, &p1, "c3").await;
+    assert_eq!(g3.selected_chat, Some(chat("ch7")));
+    let session = store.get_session(&key).await.unwrap().unwrap();
+    assert_eq!(session.selected_chat, Some(chat("ch7")));
+}
+
+pub(crate) async fn admin_sessions_have_their_own_key_space(f: &impl Factory) {
+    let store = f.store(relaxed());
+    let p = register(&store, "edge-1").await;
+    let admin: SessionKey = "a:u1".parse().unwrap();
+    let user_key = user("u1");
+    let ga = take(&store, &admin, &p, "c1").await;
+    let gu = take(&store, &user_key, &p, "c2").await;
+    assert_eq!(gu.previous, None, "a user never takes over an admin");
+    assert!(
+        !store
+            .select_chat(&p, &held(&admin, "c1", &ga), &chat("ch"))
+            .await
+            .unwrap()
+    );
+    let admins = store
+        .list_sessions(
+            &SessionFilter::Admins,
+            &PageRequest {
+                size: 10,
+                token: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(admins.items.len(), 1);
+    assert_eq!(admins.items[0].key, admin);
+}
+
+pub(crate) async fn sessions_lapse_without_renew(f: &impl Factory) {
+    let settings = StoreSettings {
+        session_lease: Duration::from_millis(400),
+        ..relaxed()
+    };
+    let store = f.store(settings);
+    let p = register(&store, "edge-1").await;
+    let (k1, k2) = (user("u1"), user("u2"));
+    let g1 = take(&store, &k1, &p, "c1").await;
+    let g2 = take(&store, &k2, &p, "c2").await;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            store.renew(&p, &[held(&k1, "c1", &g1)]).await.unwrap(),
+            vec![]
+        );
+    }
+    assert!(store.get_session(&k1).await.unwrap().is_some(), "renewed");
+    assert_eq!(store.get_session(&k2).await.unwrap(), None, "lapsed");
+    let lost = store.renew(&p, &[held(&k2, "c2", &g2)]).await.unwrap();
+    assert_eq!(lost[0].reason, EndReason::Expired);
+    // A lapsed session is free for anyone, without a kill.
+    let g3 = take(&store, &k2, &p, "c3").await;
+    assert_eq!(g3.previous, None);
+    assert!(g3.fencing > g2.fencing);
+}
+
+pub(crate) async fn routes_are_registered_looked_up_and_unregistered(f: &impl Factory) {
+    let store = f.store(relaxed());
+    let (p1, p2) = (
+        register(&store, "edge-1").await,
+        register(&store, "edge-2").await,
+    );
+    let agent = Route::Agent {
+        company: "c1".parse().unwrap(),
+        agent: "a1".parse().unwrap(),
+    };
+    let any_admin = Route::Admin {
+        company: None,
+        agent: None,
+    };
+    let company_admin = Route::Admin {
+        company: Some("c1".parse().unwrap()),
+        agent: None,
+    };
+    store
+        .register_routes(&p1, &[agent.clone(), any_admin.clone()])
+        .await
+        .unwrap();
+    store
+        .register_routes(&p1, std::slice::from_ref(&agent))
+        .await
+        .unwrap();
+    store
+        .register_routes(&p2, &[agent.clone(), company_admin.clone()])
+        .await
+        .unwrap();
+
+    let queries = [
+        RouteQuery::Agent {
+            company: "c1".parse().unwrap(),
+            agent: "a1".parse().unwrap(),
+        },
+        RouteQuery::Admins {
+            company: "c2".parse().unwrap(),
+            agent: "a1".parse().unwrap(),
+        },
+        RouteQuery::Admins {
+            company: "c1".parse().unwrap(),
+            agent: "a9".parse().unwrap(),
+        },
+        RouteQuery::Chat {
+            company: "c1".parse().unwrap(),
+            agent: "a1".parse().unwrap(),
+            chat: chat("none"),
+        },
+    ];
+    let lookup = store.lookup_routes(&queries).await.unwrap();
+    let sets: Vec<HashSet<PodId>> = lookup
+        .results
+        .iter()
+        .map(|pods| pods.iter().cloned().collect())
+        .collect();
+    assert_eq!(sets[0], HashSet::from([p1.clone(), p2.clone()]));
+    assert_eq!(sets[1], HashSet::from([p1.clone()]));
+    assert_eq!(sets[2], HashSet::from([p1.clone(), p2.clone()]));
+    assert!(sets[3].is_empty());
+    let mut named: Vec<String> = lookup.pods.iter().map(|p| p.pod.to_string()).collect();
+    named.sort();
+    assert_eq!(named, ["edge-1", "edge-2"]);
+    assert_eq!(
+        lookup.pods[0].delivery_address,
+        format!("http://{}:50061", lookup.pods[0].pod)
+    );
+
+    let by_pod = store
+        .list_routes(
+            &RouteSelector::Pod(p1.clone()),
+            &PageRequest {
+                size: 100,
+                token: None,
+            },
+        )
+        .await
+        .unwrap();
+    let routes: HashSet<Route> = by_pod.items.into_iter().map(|e| e.route).collect();
+    assert_eq!(routes, HashSet::from([agent.clone(), any_admin.clone()]));
+
+    store
+        .unregister_routes(&p1, std::slice::from_ref(&agent))
+        .await
+        .unwrap();
+    let lookup = store.lookup_routes(&queries[..1]).await.unwrap();
+    assert_eq!(lookup.results, vec![vec![p2.clone()]]);
+    let by_route = store
+        .list_routes(
+            &RouteSelector::Route(agent),
+            &PageRequest {
+                size: 100,
+                token: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_route.items.len(), 1);
+    assert_eq!(by_route.items[0].pod, p2);
+}
+
+pub(crate) async fn a_new_instance_starts_empty(f: &impl Factory) {
+    let store = f.store(relaxed());
+    let p = register(&store, "edge-1").await;
+    let key = user("u1");
+    let agent = Route::Agent {
+        company: "c1".parse().unwrap(),
+        agent: "a1".parse().unwrap(),
+    };
+    take_with(&store, &key, &p, "c1", vec![agent.clone()]).await;
+    let same = PodHeartbeat {
+        pod: p.clone(),
+        instance: "edge-1-i1".to_owned(),
+        delivery_address: "http://edge-1:50061".to_owned(),
+        load: Some(PodLoad {
+            user_sockets: 1,
+            admin_sockets: 0,
+        }),
+    };
+    assert_eq!(
+        store.heartbeat(&same).await.unwrap(),
+        HeartbeatOutcome::Renewed
+    );
+    let restarted = PodHeartbeat {
+        instance: "edge-1-i2".to_owned(),
+        ..same
+    };
+    assert_eq!(
+        store.heartbeat(&restarted).await.unwrap(),
+        HeartbeatOutcome::Registered {
+            purged: Purged {
+                sessions: 1,
+                routes: 1,
+            }
+        }
+    );
+    assert_eq!(store.get_session(&key).await.unwrap(), None);
+    let resolved = store.resolve_pods(std::slice::from_ref(&p)).await.unwrap();
+    assert_eq!(resolved.pods[0].instance, "edge-1-i2");
+    assert_eq!(
+        resolved.pods[0].load,
+        Some(PodLoad {
+            user_sockets: 1,
+            admin_sockets: 0,
+        })
+    );
+}
+
+pub(crate) async fn deregister_removes_only_the_current_instance(f: &impl Factory) {
+    let store = f.store(relaxed());
+    let p = register(&store, "edge-1").await;
+    let key = user("u1");
+    take(&store, &key, &p, "c1").await;
+    assert_eq!(
+        store.deregister(&p, "old-instance").await.unwrap(),
+        Purged::default()
+    );
+    assert!(store.get_session(&key).await.unwrap().is_some());
+    let purged = store.deregister(&p, "edge-1-i1").await.unwrap();
+    assert_eq!(purged.sessions, 1);
+    assert_eq!(store.get_session(&key).await.unwrap(), None);
+    let resolved = store
+        .resolve_pods(&[p.clone(), pod("never")])
+        .await
+        .unwrap();
+    assert!(resolved.pods.is_empty());
+    assert_eq!(resolved.unknown, vec![p, pod("never")]);
+}
+
+pub(crate) async fn expired_pods_are_purged_once_by_concurrent_reapers(f: &impl Factory) {
+    let settings = StoreSettings {
+        pod_lease: Duration::from_millis(300),
+        ..relaxed()
+    };
+    let (a, b) = f.replicas(settings);
+    let p = register(&a, "edge-1").await;
+    let key = user("u1");
+    let agent = Route::Agent {
+        company: "c1".parse().unwrap(),
+        agent: "a1".parse().unwrap(),
+    };
+    take_with(&a, &key, &p, "c1", vec![agent]).await;
+    assert!(
+        a.reap_expired_pods().await.unwrap().is_empty(),
+        "not yet expired"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Lapsed pods are gone for readers even before a reaper ran.
+    let resolved = b.resolve_pods(std::slice::from_ref(&p)).await.unwrap();
+    assert_eq!(resolved.unknown, vec![p.clone()]);
+    let query = RouteQuery::Agent {
+        company: "c1".parse().unwrap(),
+        agent: "a1".parse().unwrap(),
+    };
+    assert_eq!(
+        b.lookup_routes(std::slice::from_ref(&query))
+            .await
+            .unwrap()
+            .results,
+        vec![vec![]]
+    );
+
+    let (ra, rb) = tokio::join!(a.reap_expired_pods(), b.reap_expired_pods());
+    let mut purged = ra.unwrap();
+    purged.extend(rb.unwrap());
+    assert_eq!(
+        purged,
+        vec![(
+            p.clone(),
+            Purged {
+                sessions: 1,
+                routes: 1,
+            }
+        )]
+    );
+    assert_eq!(a.get_session(&key).await.unwrap(), None);
+    let by_pod = a
+        .list_routes(
+            &RouteSelector::Pod(p),
+            &PageRequest {
+                size: 10,
+                token: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(by_pod.items.is_empty());
+}
+
+pub(crate) async fn sessions_are_listed_page_by_page(f: &impl Factory) {
+    let store = f.store(relaxed());
+    let p = register(&store, "edge-1").await;
+    let mut expected_agent = HashSet::new();
+    for i in 0..25 {
+        let agent = if i % 2 == 0 { "a1" } else { "a2" };
+        let key: SessionKey = format!("u:c1:{agent}:u{i}").parse().unwrap();
+        take(&store, &key, &p, &format!("c{i}")).await;
+        if agent == "a1" {
+            expected_agent.insert(key);
+        }
+    }
+    take(&store, &"u:c2:a1:other".parse().unwrap(), &p, "cx").await;
+
+    let collect = |filter: SessionFilter| {
+        let store = store.clone();
+        async move {
+            let mut seen = HashSet::new();
+            let mut token = None;
+            for _ in 0..100 {
+                let page = store
+                    .list_sessions(&filter, &PageRequest { size: 4, token })
+                    .await
+                    .unwrap();
+                assert!(page.items.len() <= 4 * 10, "pages stay near their size");
+                seen.extend(page.items.into_iter().map(|s| s.key));
+                match page.next {
+                    Some(next) => token = Some(next),
+                    None => return seen,
+                }
+            }
+            panic!("the listing never ended");
+        }
+    };
+    let company = collect(SessionFilter::Company("c1".parse().unwrap())).await;
+    assert_eq!(company.len(), 25);
+    let agent = collect(SessionFilter::Agent(
+        "c1".parse().unwrap(),
+        "a1".parse().unwrap(),
+    ))
+    .await;
+    assert_eq!(agent, expected_agent);
+    let bad = store
+        .list_sessions(
+            &SessionFilter::Admins,
+            &PageRequest {
+                size: 4,
+                token: Some("not a token".to_owned()),
+            },
+        )
+        .await;
+    assert_eq!(bad, Err(StoreError::BadPageToken));
+}
+
+pub(crate) async fn kill_session_deletes_and_notifies_the_holder(f: &impl Factory) {
+    let store = f.store(relaxed());
+    let p = register(&store, "edge-1").await;
+    let mut commands = store.watch_commands(&p).await.unwrap();
+    let key = user("u1");
+    let grant = take(&store, &key, &p, "c1").await;
+    let missed = store
+        .kill_session(&key, Some(&conn("other")), "wrong connection")
+        .await;
+    assert_eq!(missed, Ok(None));
+    let killed = store
+        .kill_session(&key, None, "abuse\nticket 42")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(killed.holder.connection, conn("c1"));
+    assert_eq!(killed.holder.fencing, grant.fencing);
+    let kill = next_kill(&mut commands).await;
+    assert_eq!(kill.reason, EndReason::KilledByAdmin);
+    assert_eq!(kill.message, "abuse\nticket 42");
+    assert_eq!(kill.connection, conn("c1"));
+    assert_eq!(store.get_session(&key).await.unwrap(), None);
+    assert_eq!(store.kill_session(&key, None, "again").await, Ok(None));
+}
+
+pub(crate) async fn kills_reach_watchers_of_another_replica(f: &impl Factory) {
+    let (a, b) = f.replicas(relaxed());
+    let p = register(&a, "edge-1").await;
+    let mut on_b = b.watch_commands(&p).await.unwrap();
+    let key = user("u1");
+    let first = take(&a, &key, &p, "c1").await;
+    take(&a, &key, &p, "c2").await;
+    let kill = next_kill(&mut on_b).await;
+    assert_eq!((kill.connection, kill.fencing), (conn("c1"), first.fencing));
+}
+
+pub(crate) async fn concurrent_acquires_end_with_one_holder(f: &impl Factory) {
+    let (a, b) = f.replicas(relaxed());
+    let p = register(&a, "edge-1").await;
+    let mut commands = a.watch_commands(&p).await.unwrap();
+    let key = user("u1");
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let (key, p) = (key.clone(), p.clone());
+            tokio::spawn(async move { (i, take(&store, &key, &p, &format!("c{i}")).await) })
+        })
+        .collect();
+    let mut tokens = HashSet::new();
+    for task in tasks {
+        let (_, grant) = task.await.unwrap();
+        assert!(tokens.insert(grant.fencing), "tokens are unique");
+    }
+    let holder = a.get_session(&key).await.unwrap().unwrap().holder;
+    assert_eq!(
+        Some(&holder.fencing),
+        tokens.iter().max(),
+        "the newest grant holds"
+    );
+    let mut killed = HashSet::new();
+    for _ in 0..49 {
+        let kill = next_kill(&mut commands).await;
+        assert!(killed.insert(kill.connection), "one kill per connection");
+    }
+    assert!(!killed.contains(&holder.connection));
+}
+
+pub(crate) async fn large_batches_are_handled_in_one_call(f: &impl Factory) {
+    let store = f.store(relaxed());
+    let p = register(&store, "edge-1").await;
+    let mut sessions = Vec::new();
+    for i in 0..40 {
+        let key = user(&format!("u{i}"));
+        let grant = take(&store, &key, &p, &format!("c{i}")).await;
+        sessions.push(held(&key, &format!("c{i}"), &grant));
+    }
+    take(&store, &sessions[33].key, &p, "late").await;
+    let lost = store.renew(&p, &sessions).await.unwrap();
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].session, sessions[33]);
+    let released = store.release(&p, &sessions).await.unwrap();
+    assert_eq!(released.count, 39);
+    assert_eq!(released.not_held, vec![sessions[33].clone()]);
+}
