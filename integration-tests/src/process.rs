@@ -58,6 +58,10 @@ impl ProcessBackend {
     }
 
     fn reserve(&mut self, component: Component) -> anyhow::Result<()> {
+        // redis-server listens on a unix socket and nats-server picks its own port.
+        if matches!(component, Component::Redis | Component::Nats) {
+            return Ok(());
+        }
         for &port in ports(component) {
             if let std::collections::hash_map::Entry::Vacant(slot) =
                 self.ports.entry((component, port))

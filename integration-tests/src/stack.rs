@@ -191,6 +191,21 @@ impl Stack {
         self.backend.host_addr(Component::Router(i), Port::Http)
     }
 
+    /// Messages router `i` has taken from the stream so far (its Prometheus counter).
+    pub async fn router_consumed(&self, i: u8) -> anyhow::Result<u64> {
+        let addr = self.router_addr(i)?;
+        let text = reqwest::get(format!("http://{addr}/metrics"))
+            .await?
+            .text()
+            .await?;
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("daisi_router_consumed_total"))
+            .with_context(|| format!("router-{i} exports no consumed counter"))?;
+        let value = line.rsplit(' ').next().unwrap_or_default();
+        Ok(value.parse::<f64>().map(|v| v as u64)?)
+    }
+
     async fn nats(&mut self) -> anyhow::Result<async_nats::Client> {
         if let Some(client) = &self.nats {
             return Ok(client.clone());
@@ -286,6 +301,21 @@ impl Stack {
         Err(last.unwrap_or_else(|| anyhow::anyhow!("no coordinator")))
     }
 
+    /// The pods the coordinator lists for the (company, agent) route.
+    pub async fn agent_route(&self, company: &str, agent: &str) -> anyhow::Result<Vec<String>> {
+        let mut last = None;
+        for i in 1..=self.options.coordinators {
+            let addr = self
+                .backend
+                .host_addr(Component::Coordinator(i), Port::Grpc)?;
+            match agent_route_pods(addr, company, agent).await {
+                Ok(pods) => return Ok(pods),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("no coordinator")))
+    }
+
     /// Logs of every component, labelled.
     pub async fn all_logs(&self) -> String {
         let mut components = vec![Component::Redis, Component::Nats];
@@ -298,9 +328,62 @@ impl Stack {
                 "\n===== {c} =====\n{}\n",
                 self.backend.logs(c).await
             ));
+            // The counters often tell what the logs do not (held, dropped, forwarded...).
+            if matches!(c, Component::Router(_) | Component::Edge(_)) {
+                text.push_str(&format!(
+                    "--- {c} metrics ---\n{}\n",
+                    self.counters(c).await
+                ));
+            }
         }
         text
     }
+
+    /// The non-zero counters and gauges of a service's `/metrics`, histograms left out.
+    async fn counters(&self, component: Component) -> String {
+        let Ok(addr) = self.backend.host_addr(component, Port::Http) else {
+            return String::new();
+        };
+        let fetch = async {
+            reqwest::get(format!("http://{addr}/metrics"))
+                .await?
+                .text()
+                .await
+        };
+        match tokio::time::timeout(Duration::from_secs(2), fetch).await {
+            Ok(Ok(body)) => body
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.ends_with(" 0") && !l.contains("_bucket"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            _ => "(unreachable)".to_owned(),
+        }
+    }
+}
+
+async fn agent_route_pods(
+    addr: SocketAddr,
+    company: &str,
+    agent: &str,
+) -> anyhow::Result<Vec<String>> {
+    use pb::coordinator_admin_client::CoordinatorAdminClient;
+    let mut client = CoordinatorAdminClient::connect(format!("http://{addr}")).await?;
+    let route = pb::Route {
+        kind: Some(pb::route::Kind::Agent(pb::AgentRoute {
+            company_id: company.to_owned(),
+            agent_id: agent.to_owned(),
+        })),
+    };
+    let entries = client
+        .get_routes(pb::GetRoutesRequest {
+            selector: Some(pb::get_routes_request::Selector::Route(route)),
+            page_size: 1000,
+            page_token: String::new(),
+        })
+        .await?
+        .into_inner()
+        .entries;
+    Ok(entries.into_iter().map(|e| e.pod_id).collect())
 }
 
 async fn list_sessions(addr: SocketAddr, company: &str) -> anyhow::Result<Vec<(String, String)>> {

@@ -185,6 +185,9 @@ pub fn service_env(
                 secrets.admin_api_key.clone(),
             ),
             ("DAISI_EDGE_SHUTDOWN_GRACE", secs(timing.edge_grace)),
+            // Bursts of thousands of events (the router-kill scenario) must not trip the
+            // slow-consumer policy of a client that reads as fast as the test can.
+            ("DAISI_EDGE_SEND_QUEUE", "8192".into()),
         ]),
         Component::Redis | Component::Nats => {}
     }

@@ -157,6 +157,19 @@ impl Validator {
         })
     }
 
+    /// A duration that may be zero (zero switches something off).
+    pub fn duration_or_zero(
+        &mut self,
+        name: &str,
+        raw: Option<&str>,
+        default: Duration,
+    ) -> Option<Duration> {
+        self.parse_with(name, raw, Some(default), |v| {
+            humantime::parse_duration(v)
+                .map_err(|e| format!("`{v}` is not a duration such as 0s, 30s or 2m ({e})"))
+        })
+    }
+
     /// An integer in `min..=max`.
     pub fn int_in<T>(
         &mut self,

@@ -38,6 +38,9 @@ pub struct Config {
     pub max_deliver: i64,
     /// Lifetime of cached route lookups: the bound on how late a new interest can be seen.
     pub route_cache_ttl: Duration,
+    /// How long past their lifetime cached routes are still used while the coordinator is
+    /// unavailable (0: never).
+    pub route_stale_if_error: Duration,
     /// Where undeliverable and malformed messages are republished, when set.
     pub dead_letter_subject: Option<String>,
     /// Time allowed to finish in-flight forwards after SIGTERM.
@@ -115,6 +118,7 @@ struct Raw {
     max_ack_pending: Option<String>,
     max_deliver: Option<String>,
     route_cache_ttl: Option<String>,
+    route_stale_if_error: Option<String>,
     dead_letter_subject: Option<String>,
     shutdown_grace: Option<String>,
     source: Option<String>,
@@ -187,6 +191,11 @@ impl Config {
             "ROUTE_CACHE_TTL",
             raw.route_cache_ttl.as_deref(),
             Duration::from_secs(1),
+        );
+        let route_stale_if_error = v.duration_or_zero(
+            "ROUTE_STALE_IF_ERROR",
+            raw.route_stale_if_error.as_deref(),
+            Duration::from_secs(30),
         );
         let dead_letter_subject = match raw.dead_letter_subject.as_deref().map(str::trim) {
             None | Some("") => Some(None),
@@ -294,6 +303,7 @@ impl Config {
                 max_ack_pending: max_ack_pending?,
                 max_deliver: max_deliver?,
                 route_cache_ttl: route_cache_ttl?,
+                route_stale_if_error: route_stale_if_error?,
                 dead_letter_subject: dead_letter_subject?,
                 shutdown_grace: shutdown_grace?,
                 source: source?,

@@ -158,7 +158,11 @@ pub async fn run_with<S: EventSource>(
     let readiness = Readiness::new(&["nats", "coordinator"]);
     let resolver = GrpcResolver::new(&config.coordinator_urls, config.coordinator_timeout)
         .map_err(|e| startup(&e))?;
-    let routes = Arc::new(RouteCache::new(resolver, config.route_cache_ttl));
+    let routes = Arc::new(RouteCache::new(
+        resolver,
+        config.route_cache_ttl,
+        config.route_stale_if_error,
+    ));
     let client = Arc::new(GrpcEdgeClient::new(
         CHANNELS_PER_EDGE,
         config.deliver_timeout,

@@ -51,19 +51,24 @@ pub async fn heartbeat_once(edge: &Edge) -> Option<HeartbeatOutcome> {
     }
 }
 
+/// Re-registers every route this pod holds. Registration is idempotent, so this is safe
+/// whenever the coordinator may have forgotten the pod (purge, lapsed lease), whichever signal
+/// (heartbeat REGISTERED or a renew reporting purged sessions) arrives first.
+pub async fn restore_routes(edge: &Edge) {
+    let _gate = edge.registry.routes.gate().await;
+    let routes = edge.registry.routes.all();
+    if let Err(error) = edge
+        .coordinator
+        .register_routes(&edge.pod.pod, routes)
+        .await
+    {
+        tracing::warn!(%error, "route restore failed; retrying with the next heartbeat");
+    }
+}
+
 /// Re-registers routes and re-acquires sessions after the pod was purged.
 async fn restore(edge: &Edge) {
-    {
-        let _gate = edge.registry.routes.gate().await;
-        let routes = edge.registry.routes.all();
-        if let Err(error) = edge
-            .coordinator
-            .register_routes(&edge.pod.pod, routes)
-            .await
-        {
-            tracing::warn!(%error, "route restore failed; retrying with the next heartbeat");
-        }
-    }
+    restore_routes(edge).await;
     let sockets = edge.registry.all();
     futures_util::stream::iter(sockets)
         .for_each_concurrent(RESTORE_CONCURRENCY, |socket| reacquire(edge, socket))

@@ -36,6 +36,15 @@ pub async fn renew_once(edge: &Edge) -> usize {
     match edge.coordinator.renew(&edge.pod.pod, held).await {
         Ok(lost) => {
             let n = lost.len();
+            // Sessions that lapsed mean the coordinator may have purged this pod, routes
+            // included: put the routes back before taking the sessions back.
+            if lost
+                .iter()
+                .any(|l| matches!(l.reason, EndReason::Expired | EndReason::PodPurged))
+            {
+                tracing::info!(lost = n, "sessions lapsed; restoring routes and sessions");
+                pod::restore_routes(edge).await;
+            }
             for lost in lost {
                 handle_lost(edge, lost).await;
             }

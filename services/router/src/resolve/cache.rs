@@ -11,8 +11,13 @@
 //! and obey the same bound. With the default `ttl` of 1 s and edges registering a chat before
 //! confirming `select_chat` to the client, the window is invisible in practice.
 //!
-//! Entries are never served past `ttl`: when the coordinator is unreachable, events whose
-//! routes are fresh keep flowing and the others wait (the caller stops acknowledging them).
+//! **Stale if error.** While the coordinator is *unavailable* (down, or its Redis is), an entry
+//! is still served for `stale_if_error` past its `ttl`. That is safe because nothing can
+//! register a new interest during the outage either (edges cannot acquire sessions or select
+//! chats without the coordinator), so the last known routes are the best answer there is; it
+//! keeps already connected sockets receiving through a short Redis or coordinator outage. A
+//! query with no entry that recent makes the lookup fail, and the caller stops acknowledging
+//! those events, which stay in the stream. `stale_if_error = 0` turns this off.
 
 use super::{Lookup, Pod, PodStatus, ResolveError, RouteQuery, RouteResolver};
 use daisi_domain::PodId;
@@ -35,15 +40,18 @@ struct Entry {
 pub struct RouteCache<R> {
     inner: R,
     ttl: Duration,
+    stale_if_error: Duration,
     entries: Mutex<HashMap<RouteQuery, Entry>>,
 }
 
 impl<R: RouteResolver> RouteCache<R> {
-    /// Caches `inner`'s lookups for `ttl`.
-    pub fn new(inner: R, ttl: Duration) -> Self {
+    /// Caches `inner`'s lookups for `ttl`, and for `stale_if_error` more while `inner` is
+    /// unavailable.
+    pub fn new(inner: R, ttl: Duration, stale_if_error: Duration) -> Self {
         Self {
             inner,
             ttl,
+            stale_if_error,
             entries: Mutex::new(HashMap::new()),
         }
     }
@@ -86,7 +94,15 @@ impl<R: RouteResolver> RouteCache<R> {
             return Ok(answers.into_iter().flatten().collect());
         }
         let sent_at = Instant::now();
-        let Lookup { results } = self.inner.lookup(&missing).await?;
+        let Lookup { results } = match self.inner.lookup(&missing).await {
+            Ok(lookup) => lookup,
+            Err(ResolveError::Unavailable(why)) => {
+                return self
+                    .stale(queries, answers, now)
+                    .ok_or(ResolveError::Unavailable(why));
+            }
+            Err(e) => return Err(e),
+        };
         if results.len() != missing.len() {
             return Err(ResolveError::Refused(format!(
                 "{} results for {} queries",
@@ -96,7 +112,7 @@ impl<R: RouteResolver> RouteCache<R> {
         }
         let mut entries = self.lock();
         if entries.len() > SWEEP_ABOVE {
-            let ttl = self.ttl;
+            let ttl = self.ttl + self.stale_if_error;
             entries.retain(|_, e| sent_at.duration_since(e.sent_at) < ttl);
         }
         let fetched: HashMap<&RouteQuery, Arc<[Pod]>> = missing
@@ -123,6 +139,30 @@ impl<R: RouteResolver> RouteCache<R> {
                     .unwrap_or_else(|| Arc::from(Vec::new()))
             })
             .collect())
+    }
+
+    /// Every query answered from fresh entries or, for the missing ones, entries within the
+    /// stale-if-error window; `None` when one of them has no such entry.
+    fn stale(
+        &self,
+        queries: &[RouteQuery],
+        answers: Vec<Option<Arc<[Pod]>>>,
+        now: Instant,
+    ) -> Option<Vec<Arc<[Pod]>>> {
+        let limit = self.ttl + self.stale_if_error;
+        let entries = self.lock();
+        queries
+            .iter()
+            .zip(answers)
+            .map(|(query, answer)| {
+                answer.or_else(|| {
+                    entries
+                        .get(query)
+                        .filter(|e| now.duration_since(e.sent_at) < limit)
+                        .map(|e| e.pods.clone())
+                })
+            })
+            .collect()
     }
 
     /// Pod statuses, never cached: asked only when an edge fails, to learn that it is gone.
@@ -177,7 +217,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn fresh_entries_are_served_and_expire_after_ttl() {
         let backend = Arc::new(Counting::default());
-        let cache = RouteCache::new(backend.clone(), Duration::from_secs(1));
+        let cache = RouteCache::new(backend.clone(), Duration::from_secs(1), Duration::ZERO);
         let first = cache.pods(&[q("a"), q("b"), q("a")]).await.unwrap();
         assert_eq!(first.len(), 3);
         assert_eq!(first[0], first[2]);
@@ -195,9 +235,44 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn stale_entries_are_never_served_when_the_coordinator_is_down() {
+    async fn stale_entries_are_served_only_within_the_window_while_the_coordinator_is_down() {
         let backend = Arc::new(Counting::default());
-        let cache = RouteCache::new(backend.clone(), Duration::from_secs(1));
+        let cache = RouteCache::new(
+            backend.clone(),
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+        );
+        cache.pods(&[q("a")]).await.unwrap();
+        backend.fail.store(true, Ordering::Relaxed);
+        tokio::time::advance(Duration::from_secs(3)).await;
+        let stale = cache
+            .pods(&[q("a")])
+            .await
+            .expect("within the window: served");
+        assert_eq!(stale[0].len(), 1);
+        assert!(
+            matches!(
+                cache.pods(&[q("a"), q("never-seen")]).await,
+                Err(ResolveError::Unavailable(_))
+            ),
+            "a query without any entry fails the lookup"
+        );
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(matches!(
+            cache.pods(&[q("a")]).await,
+            Err(ResolveError::Unavailable(_))
+        ));
+        backend.fail.store(false, Ordering::Relaxed);
+        assert!(
+            cache.pods(&[q("a")]).await.is_ok(),
+            "recovers with the coordinator"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_entries_are_never_served_when_the_window_is_zero() {
+        let backend = Arc::new(Counting::default());
+        let cache = RouteCache::new(backend.clone(), Duration::from_secs(1), Duration::ZERO);
         cache.pods(&[q("a")]).await.unwrap();
         backend.fail.store(true, Ordering::Relaxed);
         assert!(cache.pods(&[q("a")]).await.is_ok(), "fresh: served");

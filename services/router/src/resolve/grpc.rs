@@ -7,10 +7,10 @@ use daisi_proto::coordinator::v1 as pb;
 use daisi_proto::coordinator::v1::pod_service_client::PodServiceClient;
 use daisi_proto::coordinator::v1::route_service_client::RouteServiceClient;
 use daisi_proto::limits::{MAX_LOOKUP_BATCH, MAX_RESOLVE_BATCH};
+use daisi_runtime::failover::FailoverChannel;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use daisi_runtime::failover::FailoverChannel;
 use url::Url;
 
 /// The coordinator as a [`RouteResolver`].

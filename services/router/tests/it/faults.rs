@@ -287,6 +287,8 @@ async fn an_unreachable_coordinator_stops_acks_once_routes_are_stale() {
             ("DAISI_ROUTER_SOURCE", "memory"),
             ("DAISI_ROUTER_COORDINATOR_URL", &coordinator_server.url()),
             ("DAISI_ROUTER_ROUTE_CACHE_TTL", "1500ms"),
+            // Hold, not serve stale: this test is about events waiting in the stream.
+            ("DAISI_ROUTER_ROUTE_STALE_IF_ERROR", "0s"),
         ]),
         stream.consumer(),
     )
