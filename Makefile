@@ -5,9 +5,18 @@
 
 CARGO ?= cargo
 NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
+DOCKER := $(shell docker info >/dev/null 2>&1 && echo yes)
+# The full-stack suite runs on Docker when an engine answers (processes otherwise). Machines
+# without a registry use the Redis/NATS images `make images` builds; set DAISI_IT_REDIS_IMAGE /
+# DAISI_IT_NATS_IMAGE to redis:7 / nats:2.10 where the official images can be pulled.
+ifeq ($(DOCKER),yes)
+IT_ENV := DAISI_IT_LAUNCHER=docker DAISI_IT_REDIS_IMAGE=$${DAISI_IT_REDIS_IMAGE:-daisi/redis:dev} DAISI_IT_NATS_IMAGE=$${DAISI_IT_NATS_IMAGE:-daisi/nats:dev}
+else
+IT_ENV := DAISI_IT_LAUNCHER=process
+endif
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test lint fmt fmt-check clippy doc proto generate images clean \
+.PHONY: help build run run-local test lint fmt fmt-check clippy doc proto generate images clean \
         benchmark benchmark-auth benchmark-conn benchmark-msg benchmark-integration \
         benchmark-compare benchmark-clean
 
@@ -17,15 +26,24 @@ help: ## list targets
 build: ## build every crate and binary (debug)
 	$(CARGO) build --workspace --all-targets
 
-run: ## start the local stack (redis-server, nats-server -js and the three services)
+run: ## start the whole system in one process with in-memory backends (`daisi dev`)
+	$(CARGO) run -p daisi-cli -- dev
+
+run-local: ## the stack as separate processes on a local redis-server and nats-server
 	./deploy/dev/run-local.sh
 
-test: fmt-check clippy ## the full gate: fmt, clippy, every test, docs
+test: fmt-check clippy ## the full gate: fmt, clippy, every test (full stack on Docker and as processes), docs
+	$(CARGO) build --workspace --bins
+ifeq ($(DOCKER),yes)
+	./deploy/images/build.sh --skip-cargo
+endif
 ifeq ($(NEXTEST),yes)
-	$(CARGO) nextest run --workspace --no-fail-fast
+	$(IT_ENV) $(CARGO) nextest run --workspace --no-fail-fast
+	DAISI_IT_LAUNCHER=process $(CARGO) nextest run -p daisi-integration-tests --no-fail-fast
 	$(CARGO) test --workspace --doc
 else
-	$(CARGO) test --workspace --no-fail-fast
+	$(IT_ENV) $(CARGO) test --workspace --no-fail-fast
+	DAISI_IT_LAUNCHER=process $(CARGO) test -p daisi-integration-tests --no-fail-fast
 endif
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet
 

@@ -1,5 +1,6 @@
 //! End-to-end tests of the `daisi` command.
 #![allow(clippy::unwrap_used)]
 
+mod browser;
 mod offline;
 mod stack;

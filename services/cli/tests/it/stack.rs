@@ -8,11 +8,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_daisi");
-const USER_KEY: &str = "3a7bd3e2360a3d29eea436e864a1b8d5f2f5d5e4dba8ac39d465fc3488db3915";
-const ADMIN_KEY: &str = "c8b7d5f83e8d4b3c9e2a7b6d5f4e3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f";
-const API_KEY: &str = "user-api-key-for-cli-tests";
-const ADMIN_API_KEY: &str = "admin-api-key-for-cli-tests";
-const PUBLISH_KEY: &str = "publish-key-for-cli-tests-0123456789";
+pub(crate) const USER_KEY: &str = "3a7bd3e2360a3d29eea436e864a1b8d5f2f5d5e4dba8ac39d465fc3488db3915";
+pub(crate) const ADMIN_KEY: &str = "c8b7d5f83e8d4b3c9e2a7b6d5f4e3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f";
+pub(crate) const API_KEY: &str = "user-api-key-for-cli-tests";
+pub(crate) const ADMIN_API_KEY: &str = "admin-api-key-for-cli-tests";
+pub(crate) const PUBLISH_KEY: &str = "publish-key-for-cli-tests-0123456789";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -22,15 +22,15 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Dev {
-    process: ServiceProcess,
-    edge: String,
+pub(crate) struct Dev {
+    pub(crate) process: ServiceProcess,
+    pub(crate) edge: String,
     router: String,
     coordinator: String,
 }
 
 impl Dev {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::start_with(&[]).await
     }
 
@@ -107,7 +107,7 @@ impl Dev {
     }
 
     /// Runs `daisi args...` to completion; returns exit code and output.
-    async fn daisi(&self, args: &[&str]) -> (i32, String) {
+    pub(crate) async fn daisi(&self, args: &[&str]) -> (i32, String) {
         let env = self.env();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let exited = run_with_args(BIN, args, &env, Duration::from_secs(20))
@@ -117,7 +117,7 @@ impl Dev {
     }
 
     /// Starts `daisi tail` in the background.
-    fn tail(&self, args: &[&str]) -> tokio::process::Child {
+    pub(crate) fn tail(&self, args: &[&str]) -> tokio::process::Child {
         tokio::process::Command::new(BIN)
             .arg("tail")
             .args(args)
