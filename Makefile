@@ -18,7 +18,7 @@ endif
 .DEFAULT_GOAL := help
 .PHONY: help build run run-local test lint fmt fmt-check clippy doc proto generate images clean \
         benchmark benchmark-auth benchmark-conn benchmark-msg benchmark-integration \
-        benchmark-compare benchmark-clean
+        benchmark-compare benchmark-baseline benchmark-clean
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-24s %s\n", $$1, $$2}'
@@ -73,24 +73,30 @@ images: ## container images of the services, Redis and NATS, built from this mac
 clean: ## remove build output
 	$(CARGO) clean
 
-# Benchmarks (names kept from the old service's Makefile).
-benchmark: ## all criterion benchmarks
-	$(CARGO) bench -p daisi-benches
+# Benchmarks (names kept from the old service's Makefile). Criterion prints medians; quote
+# them with the command. Release builds only here, never in the test path.
+benchmark: benchmark-auth benchmark-msg benchmark-integration ## every benchmark
 
-benchmark-auth: ## token encode/decode
+benchmark-auth: ## token encode/decode (criterion)
 	$(CARGO) bench -p daisi-benches --bench domain -- token
 
-benchmark-conn: ## connection setup (needs the edge benchmarks)
-	$(CARGO) bench -p daisi-benches -- conn
+benchmark-conn: ## 10,000 sockets on one edge: connect time, RSS per socket, fan-out latency
+	ulimit -n 20000; $(CARGO) run --release -p daisi-edge --example socket_load -- 10000
 
-benchmark-msg: ## event rendering and client message parsing
-	$(CARGO) bench -p daisi-benches --bench domain -- 'render|client'
+benchmark-msg: ## event frame rendering, client message and subject parsing (criterion)
+	$(CARGO) bench -p daisi-benches --bench domain -- 'render|parse'
 
-benchmark-integration: ## benchmarks that need real Redis / NATS
-	$(CARGO) bench -p daisi-benches -- integration
+benchmark-integration: ## coordinator store on real Redis vs memory; router stream-to-edge throughput
+	$(CARGO) bench -p daisi-coordinator --bench store
+	$(CARGO) bench -p daisi-router --bench throughput
 
-benchmark-compare: ## compare with the last saved baseline
-	$(CARGO) bench -p daisi-benches -- --baseline main
+benchmark-compare: ## criterion benchmarks against the baseline saved by `benchmark-baseline`
+	$(CARGO) bench -p daisi-benches --bench domain -- --baseline main
+	$(CARGO) bench -p daisi-coordinator --bench store -- --baseline main
+
+benchmark-baseline: ## save the current criterion results as the `main` baseline
+	$(CARGO) bench -p daisi-benches --bench domain -- --save-baseline main
+	$(CARGO) bench -p daisi-coordinator --bench store -- --save-baseline main
 
 benchmark-clean: ## forget saved benchmark results
 	rm -rf target/criterion

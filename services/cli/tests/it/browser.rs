@@ -2,7 +2,7 @@
 //! `chromium-driver`): it connects with the token from its URL, shows a published event, and
 //! shows the 4402 close when the same user connects elsewhere.
 
-use crate::stack::{API_KEY, Dev, USER_KEY};
+use crate::stack::{API_KEY, Dev};
 use fantoccini::{ClientBuilder, Locator};
 use serde_json::json;
 use std::process::Stdio;
@@ -15,14 +15,20 @@ struct Driver {
 }
 
 async fn chromedriver() -> Driver {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let child = tokio::process::Command::new("chromedriver")
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .unwrap_or_else(|e| panic!("chromedriver is needed (apt-get install chromium chromium-driver): {e}"));
+        .unwrap_or_else(|e| {
+            panic!("chromedriver is needed (apt-get install chromium chromium-driver): {e}")
+        });
     let url = format!("http://127.0.0.1:{port}");
     for _ in 0..100 {
         if reqwest::get(format!("{url}/status")).await.is_ok() {
@@ -34,16 +40,31 @@ async fn chromedriver() -> Driver {
 }
 
 fn chromium_binary() -> &'static str {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .unwrap_or("/usr/bin/chromium")
+    [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .unwrap_or("/usr/bin/chromium")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_connects_shows_events_and_a_takeover() {
     let dev = Dev::start().await;
-    let (code, token) = dev.daisi(&["token", "user", "--company", "c1", "--agent", "a1", "--user", "browser"]).await;
+    let (code, token) = dev
+        .daisi(&[
+            "token",
+            "user",
+            "--company",
+            "c1",
+            "--agent",
+            "a1",
+            "--user",
+            "browser",
+        ])
+        .await;
     assert_eq!(code, 0, "{token}");
     let token = token.trim().to_owned();
     let fragment = url::form_urlencoded::Serializer::new(String::new())
@@ -72,11 +93,19 @@ async fn the_console_connects_shows_events_and_a_takeover() {
         .expect("a headless chromium session");
     let result = async {
         browser.goto(&page).await?;
-        let state = browser.wait().at_most(Duration::from_secs(15)).for_element(Locator::Css("#state.open")).await?;
+        let state = browser
+            .wait()
+            .at_most(Duration::from_secs(15))
+            .for_element(Locator::Css("#state.open"))
+            .await?;
         assert_eq!(state.text().await?, "open");
 
         let (code, out) = dev
-            .daisi(&["publish", "websocket.c1.a1.chats", r#"{"event_id":"9:chats:9","row_data":{"from":"browser test"}}"#])
+            .daisi(&[
+                "publish",
+                "websocket.c1.a1.chats",
+                r#"{"event_id":"9:chats:9","row_data":{"from":"browser test"}}"#,
+            ])
             .await;
         assert_eq!(code, 0, "{out}");
         let event = browser
@@ -93,7 +122,11 @@ async fn the_console_connects_shows_events_and_a_takeover() {
             .at_most(Duration::from_secs(15))
             .for_element(Locator::Css(r#"#log li[data-kind="close 4402"]"#))
             .await?;
-        assert!(closed.text().await?.contains("Session taken over"), "{}", closed.text().await?);
+        assert!(
+            closed.text().await?.contains("Session taken over"),
+            "{}",
+            closed.text().await?
+        );
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let state = browser.find(Locator::Css("#state")).await?.text().await?;
         assert_eq!(state, "closed", "a takeover must not trigger reconnects");
@@ -103,6 +136,9 @@ async fn the_console_connects_shows_events_and_a_takeover() {
     .await;
     let _ = browser.close().await;
     if let Err(e) = result {
-        panic!("browser test failed: {e}; daisi dev logs:\n{}", dev.process.logs());
+        panic!(
+            "browser test failed: {e}; daisi dev logs:\n{}",
+            dev.process.logs()
+        );
     }
 }

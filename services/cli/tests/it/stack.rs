@@ -8,8 +8,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_daisi");
-pub(crate) const USER_KEY: &str = "3a7bd3e2360a3d29eea436e864a1b8d5f2f5d5e4dba8ac39d465fc3488db3915";
-pub(crate) const ADMIN_KEY: &str = "c8b7d5f83e8d4b3c9e2a7b6d5f4e3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f";
+pub(crate) const USER_KEY: &str =
+    "3a7bd3e2360a3d29eea436e864a1b8d5f2f5d5e4dba8ac39d465fc3488db3915";
+pub(crate) const ADMIN_KEY: &str =
+    "c8b7d5f83e8d4b3c9e2a7b6d5f4e3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f";
 pub(crate) const API_KEY: &str = "user-api-key-for-cli-tests";
 pub(crate) const ADMIN_API_KEY: &str = "admin-api-key-for-cli-tests";
 pub(crate) const PUBLISH_KEY: &str = "publish-key-for-cli-tests-0123456789";
