@@ -5,8 +5,10 @@
 //! Generated servers and clients follow tonic's layout, e.g.
 //! `coordinator::v1::session_service_server::{SessionService, SessionServiceServer}` and
 //! `edge::v1::edge_delivery_client::EdgeDeliveryClient`. Batch limits that the proto comments
-//! promise live in [`limits`], so servers enforce and clients chunk with the same numbers.
+//! promise live in [`limits`], so servers enforce and clients chunk with the same numbers;
+//! [`convert`] maps the domain types every service exchanges to and from their messages.
 
+pub mod convert;
 pub mod limits;
 
 /// `daisi.coordinator.v1`: sessions, kill switch, routes, pods, operations API.

@@ -1,11 +1,11 @@
 //! The vocabulary of the session coordinator: who holds a session, with which fencing token,
-//! which pods are alive, and the route keys events are delivered by.
+//! which pods are alive, and the routes events are delivered by.
 //!
 //! Data only. The coordinator stores these (in Redis), the edge and router exchange them; the
 //! string forms are stable because they end up in keys.
 
 mod lease;
-mod route_key;
+mod route;
 
 use std::fmt;
 
@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 pub use lease::{LeaseError, LeaseSettings};
-pub use route_key::{RouteKey, RouteKeyError};
+pub use route::{Route, RouteParseError, RouteQuery};
 
 use crate::{
     ids::{ChatId, ConnectionId, PodId},

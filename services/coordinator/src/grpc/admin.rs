@@ -50,7 +50,7 @@ impl<S: SessionStore> CoordinatorAdmin for Admin<S> {
         &self,
         request: Request<pb::GetSessionRequest>,
     ) -> Result<Response<pb::GetSessionResponse>, Status> {
-        let key = convert::session_key("key", request.into_inner().key)?;
+        let key = convert::session_key("key", request.into_inner().key.as_ref())?;
         let shared = &self.0;
         let session = shared
             .metrics
@@ -68,7 +68,7 @@ impl<S: SessionStore> CoordinatorAdmin for Admin<S> {
         request: Request<pb::KillSessionRequest>,
     ) -> Result<Response<pb::KillSessionResponse>, Status> {
         let request = request.into_inner();
-        let key = convert::session_key("key", request.key)?;
+        let key = convert::session_key("key", request.key.as_ref())?;
         let reason = request.reason.trim();
         if reason.is_empty() {
             return Err(invalid("reason is required (it goes to the audit log)"));
@@ -131,7 +131,7 @@ impl<S: SessionStore> CoordinatorAdmin for Admin<S> {
         use pb::get_routes_request::Selector;
         let request = request.into_inner();
         let selector = match request.selector {
-            Some(Selector::Route(route)) => RouteSelector::Route(convert::route("route", route)?),
+            Some(Selector::Route(route)) => RouteSelector::Route(convert::route("route", &route)?),
             Some(Selector::PodId(pod)) => RouteSelector::Pod(id("", &pod)?),
             None => return Err(invalid("selector is required: route or pod_id")),
         };
@@ -147,7 +147,7 @@ impl<S: SessionStore> CoordinatorAdmin for Admin<S> {
                 .items
                 .iter()
                 .map(|e| pb::RouteEntry {
-                    route: Some(convert::route_out(&e.route)),
+                    route: Some(pb::Route::from(&e.route)),
                     pod_id: e.pod.to_string(),
                 })
                 .collect(),

@@ -1,19 +1,22 @@
 //! Between the wire (generated proto types) and the store's vocabulary. Parsing validates every
 //! id with the domain types and answers `INVALID_ARGUMENT` naming the field and the rule broken;
-//! rendering cannot fail.
+//! rendering cannot fail. Session keys, routes and route queries convert in
+//! [`daisi_proto::convert`] (shared with the edge and router); this module adds the
+//! coordinator's own messages.
 
 use crate::store::{
-    EndReason, HeldSession, Holder, KillCommand, PageRequest, PodLoad, PodRecord, Route,
-    RouteQuery, SessionInfo,
+    EndReason, HeldSession, Holder, KillCommand, PageRequest, PodLoad, PodRecord, SessionInfo,
 };
+use daisi_domain::IdError;
 use daisi_domain::coordination::FencingToken;
-use daisi_domain::{IdError, SessionKey};
 use daisi_proto::coordinator::v1 as pb;
 use daisi_proto::limits;
 use jiff::Timestamp;
 use std::str::FromStr;
 use std::time::Duration;
 use tonic::Status;
+
+pub(crate) use daisi_proto::convert::{route, route_query, routes, session_key};
 
 /// `INVALID_ARGUMENT` with `message`.
 pub(crate) fn invalid(message: impl Into<String>) -> Status {
@@ -22,22 +25,7 @@ pub(crate) fn invalid(message: impl Into<String>) -> Status {
 
 /// Validates one id; `field` locates it in the request (`sessions[3].key.user`).
 pub(crate) fn id<T: FromStr<Err = IdError>>(field: &str, value: &str) -> Result<T, Status> {
-    value.parse().map_err(|error: IdError| {
-        if field.is_empty() {
-            invalid(error.to_string())
-        } else {
-            invalid(format!("{field}: {error}"))
-        }
-    })
-}
-
-/// An id where empty means "any".
-fn optional_id<T: FromStr<Err = IdError>>(field: &str, value: &str) -> Result<Option<T>, Status> {
-    if value.is_empty() {
-        Ok(None)
-    } else {
-        id(field, value).map(Some)
-    }
+    Ok(daisi_proto::convert::id(field, value)?)
 }
 
 /// Rejects a batch larger than `max`.
@@ -70,27 +58,9 @@ pub(crate) fn instance_id(value: &str) -> Result<String, Status> {
     Ok(value.to_owned())
 }
 
-pub(crate) fn session_key(field: &str, key: Option<pb::SessionKey>) -> Result<SessionKey, Status> {
-    use pb::session_key::Kind;
-    match key.and_then(|k| k.kind) {
-        Some(Kind::User(user)) => Ok(SessionKey::user(
-            id(&format!("{field}.user"), &user.company_id)?,
-            id(&format!("{field}.user"), &user.agent_id)?,
-            id(&format!("{field}.user"), &user.user_id)?,
-        )),
-        Some(Kind::Admin(admin)) => Ok(SessionKey::admin(id(
-            &format!("{field}.admin"),
-            &admin.admin_id,
-        )?)),
-        None => Err(invalid(format!(
-            "{field} is required: a user key (company_id, agent_id, user_id) or an admin key"
-        ))),
-    }
-}
-
 pub(crate) fn held_session(field: &str, held: pb::HeldSession) -> Result<HeldSession, Status> {
     Ok(HeldSession {
-        key: session_key(&format!("{field}.key"), held.key)?,
+        key: session_key(&format!("{field}.key"), held.key.as_ref())?,
         connection: id(field, &held.connection_id)?,
         fencing: FencingToken(held.fencing_token),
     })
@@ -102,58 +72,6 @@ pub(crate) fn held_sessions(sessions: Vec<pb::HeldSession>) -> Result<Vec<HeldSe
         .enumerate()
         .map(|(i, s)| held_session(&format!("sessions[{i}]"), s))
         .collect()
-}
-
-pub(crate) fn route(field: &str, route: pb::Route) -> Result<Route, Status> {
-    use pb::route::Kind;
-    match route.kind {
-        Some(Kind::Agent(r)) => Ok(Route::Agent {
-            company: id(field, &r.company_id)?,
-            agent: id(field, &r.agent_id)?,
-        }),
-        Some(Kind::Chat(r)) => Ok(Route::Chat {
-            company: id(field, &r.company_id)?,
-            agent: id(field, &r.agent_id)?,
-            chat: id(field, &r.chat_id)?,
-        }),
-        Some(Kind::Admin(r)) => Ok(Route::Admin {
-            company: optional_id(field, &r.company_id)?,
-            agent: optional_id(field, &r.agent_id)?,
-        }),
-        None => Err(invalid(format!(
-            "{field} must be an agent, chat or admin route"
-        ))),
-    }
-}
-
-pub(crate) fn routes(field: &str, routes: Vec<pb::Route>) -> Result<Vec<Route>, Status> {
-    routes
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| route(&format!("{field}[{i}]"), r))
-        .collect()
-}
-
-pub(crate) fn route_query(field: &str, query: pb::RouteQuery) -> Result<RouteQuery, Status> {
-    use pb::route_query::Target;
-    match query.target {
-        Some(Target::Agent(r)) => Ok(RouteQuery::Agent {
-            company: id(field, &r.company_id)?,
-            agent: id(field, &r.agent_id)?,
-        }),
-        Some(Target::Chat(r)) => Ok(RouteQuery::Chat {
-            company: id(field, &r.company_id)?,
-            agent: id(field, &r.agent_id)?,
-            chat: id(field, &r.chat_id)?,
-        }),
-        Some(Target::Admins(r)) => Ok(RouteQuery::Admins {
-            company: id(field, &r.company_id)?,
-            agent: id(field, &r.agent_id)?,
-        }),
-        None => Err(invalid(format!(
-            "{field} must be an agent, chat or admins query"
-        ))),
-    }
 }
 
 /// `page_size` 0 means the default; larger than the maximum is clamped (admin.proto).
@@ -182,25 +100,6 @@ pub(crate) fn duration(span: Duration) -> prost_types::Duration {
     })
 }
 
-pub(crate) fn key_out(key: &SessionKey) -> pb::SessionKey {
-    use pb::session_key::Kind;
-    let kind = match key {
-        SessionKey::User {
-            company,
-            agent,
-            user,
-        } => Kind::User(pb::UserSessionKey {
-            company_id: company.to_string(),
-            agent_id: agent.to_string(),
-            user_id: user.to_string(),
-        }),
-        SessionKey::Admin { admin } => Kind::Admin(pb::AdminSessionKey {
-            admin_id: admin.to_string(),
-        }),
-    };
-    pb::SessionKey { kind: Some(kind) }
-}
-
 pub(crate) fn holder_out(holder: &Holder) -> pb::SessionHolder {
     pb::SessionHolder {
         pod_id: holder.pod.to_string(),
@@ -211,7 +110,7 @@ pub(crate) fn holder_out(holder: &Holder) -> pb::SessionHolder {
 
 pub(crate) fn held_out(held: &HeldSession) -> pb::HeldSession {
     pb::HeldSession {
-        key: Some(key_out(&held.key)),
+        key: Some(pb::SessionKey::from(&held.key)),
         connection_id: held.connection.to_string(),
         fencing_token: held.fencing.0,
     }
@@ -225,33 +124,6 @@ pub(crate) fn reason_out(reason: EndReason) -> i32 {
         EndReason::PodPurged => pb::SessionEndReason::PodPurged,
     };
     reason as i32
-}
-
-pub(crate) fn route_out(route: &Route) -> pb::Route {
-    use pb::route::Kind;
-    let kind = match route {
-        Route::Agent { company, agent } => Kind::Agent(pb::AgentRoute {
-            company_id: company.to_string(),
-            agent_id: agent.to_string(),
-        }),
-        Route::Chat {
-            company,
-            agent,
-            chat,
-        } => Kind::Chat(pb::ChatRoute {
-            company_id: company.to_string(),
-            agent_id: agent.to_string(),
-            chat_id: chat.to_string(),
-        }),
-        Route::Admin { company, agent } => Kind::Admin(pb::AdminRoute {
-            company_id: company
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
-            agent_id: agent.as_ref().map(ToString::to_string).unwrap_or_default(),
-        }),
-    };
-    pb::Route { kind: Some(kind) }
 }
 
 pub(crate) fn load_in(load: Option<pb::PodLoad>) -> Option<PodLoad> {
@@ -278,7 +150,7 @@ pub(crate) fn pod_out(pod: &PodRecord) -> pb::PodInfo {
 
 pub(crate) fn session_out(session: &SessionInfo) -> pb::SessionInfo {
     pb::SessionInfo {
-        key: Some(key_out(&session.key)),
+        key: Some(pb::SessionKey::from(&session.key)),
         holder: Some(holder_out(&session.holder)),
         since: Some(timestamp(session.since)),
         lease_expires_at: Some(timestamp(session.lease_expires_at)),
@@ -293,7 +165,7 @@ pub(crate) fn session_out(session: &SessionInfo) -> pb::SessionInfo {
 pub(crate) fn kill_out(command: &KillCommand) -> pb::PodCommand {
     pb::PodCommand {
         command: Some(pb::pod_command::Command::Kill(pb::KillConnection {
-            key: Some(key_out(&command.key)),
+            key: Some(pb::SessionKey::from(&command.key)),
             connection_id: command.connection.to_string(),
             fencing_token: command.fencing.0,
             reason: reason_out(command.reason),
@@ -316,10 +188,10 @@ mod tests {
                 user_id: "u".to_owned(),
             })),
         };
-        let err = session_key("key", Some(key)).expect_err("invalid");
+        let err = Status::from(session_key("key", Some(&key)).expect_err("invalid"));
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert_eq!(err.message(), "key.user: company_id must not contain '.'");
-        let err = session_key("key", None).expect_err("missing");
+        let err = Status::from(session_key("key", None).expect_err("missing"));
         assert!(
             err.message().starts_with("key is required"),
             "{}",

@@ -23,7 +23,7 @@ impl<S: SessionStore> RouteService for Routes<S> {
         let request = request.into_inner();
         let pod: PodId = id("", &request.pod_id)?;
         within("routes", request.routes.len(), limits::MAX_ROUTE_BATCH)?;
-        let routes = convert::routes("routes", request.routes)?;
+        let routes = convert::routes("routes", &request.routes)?;
         let shared = &self.0;
         shared
             .metrics
@@ -43,7 +43,7 @@ impl<S: SessionStore> RouteService for Routes<S> {
         let request = request.into_inner();
         let pod: PodId = id("", &request.pod_id)?;
         within("routes", request.routes.len(), limits::MAX_ROUTE_BATCH)?;
-        let routes = convert::routes("routes", request.routes)?;
+        let routes = convert::routes("routes", &request.routes)?;
         let shared = &self.0;
         shared
             .metrics
@@ -64,7 +64,7 @@ impl<S: SessionStore> RouteService for Routes<S> {
         within("queries", request.queries.len(), limits::MAX_LOOKUP_BATCH)?;
         let queries = request
             .queries
-            .into_iter()
+            .iter()
             .enumerate()
             .map(|(i, q)| convert::route_query(&format!("queries[{i}]"), q))
             .collect::<Result<Vec<_>, _>>()?;

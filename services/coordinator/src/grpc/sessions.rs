@@ -26,7 +26,7 @@ impl<S: SessionStore> SessionService for Sessions<S> {
         request: Request<pb::AcquireRequest>,
     ) -> Result<Response<pb::AcquireResponse>, Status> {
         let request = request.into_inner();
-        let key = convert::session_key("key", request.key)?;
+        let key = convert::session_key("key", request.key.as_ref())?;
         let pod: PodId = id("", &request.pod_id)?;
         let connection = id("", &request.connection_id)?;
         // Unknown modes are treated as unspecified, i.e. takeover (proto convention).
@@ -35,7 +35,7 @@ impl<S: SessionStore> SessionService for Sessions<S> {
             _ => AcquireMode::Takeover,
         };
         within("routes", request.routes.len(), limits::MAX_ACQUIRE_ROUTES)?;
-        let routes = convert::routes("routes", request.routes)?;
+        let routes = convert::routes("routes", &request.routes)?;
         let shared = &self.0;
         let outcome = shared
             .metrics
@@ -145,7 +145,7 @@ impl<S: SessionStore> SessionService for Sessions<S> {
         request: Request<pb::SelectChatRequest>,
     ) -> Result<Response<pb::SelectChatResponse>, Status> {
         let request = request.into_inner();
-        let key = convert::session_key("key", request.key)?;
+        let key = convert::session_key("key", request.key.as_ref())?;
         if matches!(key, SessionKey::Admin { .. }) {
             return Err(invalid("key: admin sessions do not select chats"));
         }

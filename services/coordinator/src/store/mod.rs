@@ -10,14 +10,13 @@ mod error;
 mod fanout;
 mod memory;
 pub mod redis;
-mod route;
 mod types;
 
 pub use self::redis::{RedisSettings, RedisStore};
+pub use daisi_domain::coordination::{Route, RouteParseError, RouteQuery};
 pub use error::StoreError;
 pub use fanout::CommandStream;
 pub use memory::MemoryStore;
-pub use route::{Route, RouteParseError, RouteQuery};
 pub use types::*;
 
 use daisi_domain::{ChatId, ConnectionId, PodId, SessionKey};

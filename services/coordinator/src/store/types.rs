@@ -7,7 +7,7 @@ use daisi_domain::{AgentId, ChatId, CompanyId, ConnectionId, PodId, SessionKey};
 use jiff::Timestamp;
 use std::time::Duration;
 
-use super::route::Route;
+use super::Route;
 
 /// Timing every store applies; taken from the coordinator's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

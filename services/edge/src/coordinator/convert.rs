@@ -1,68 +1,20 @@
-//! Between the edge's coordinator vocabulary and the `daisi.coordinator.v1` messages.
+//! Between the edge's coordinator vocabulary and the `daisi.coordinator.v1` messages. Session
+//! keys and routes convert in [`daisi_proto::convert`] (shared with the coordinator); what the
+//! coordinator sends that does not parse is dropped here rather than failing the call.
 
-use super::{EndReason, HeldSession, Holder, Kill, PodCommand, Route};
+use super::{EndReason, HeldSession, Holder, Kill, PodCommand};
 use daisi_domain::SessionKey;
 use daisi_proto::coordinator::v1 as pb;
 use std::time::Duration;
 
-pub(crate) fn key_to_pb(key: &SessionKey) -> pb::SessionKey {
-    let kind = match key {
-        SessionKey::User {
-            company,
-            agent,
-            user,
-        } => pb::session_key::Kind::User(pb::UserSessionKey {
-            company_id: company.to_string(),
-            agent_id: agent.to_string(),
-            user_id: user.to_string(),
-        }),
-        SessionKey::Admin { admin } => pb::session_key::Kind::Admin(pb::AdminSessionKey {
-            admin_id: admin.to_string(),
-        }),
-    };
-    pb::SessionKey { kind: Some(kind) }
-}
-
-pub(crate) fn key_from_pb(key: Option<&pb::SessionKey>) -> Option<SessionKey> {
-    match key?.kind.as_ref()? {
-        pb::session_key::Kind::User(u) => Some(SessionKey::user(
-            u.company_id.parse().ok()?,
-            u.agent_id.parse().ok()?,
-            u.user_id.parse().ok()?,
-        )),
-        pb::session_key::Kind::Admin(a) => Some(SessionKey::admin(a.admin_id.parse().ok()?)),
-    }
-}
-
-pub(crate) fn route_to_pb(route: &Route) -> pb::Route {
-    let kind = match route {
-        Route::Agent { company, agent } => pb::route::Kind::Agent(pb::AgentRoute {
-            company_id: company.to_string(),
-            agent_id: agent.to_string(),
-        }),
-        Route::Chat {
-            company,
-            agent,
-            chat,
-        } => pb::route::Kind::Chat(pb::ChatRoute {
-            company_id: company.to_string(),
-            agent_id: agent.to_string(),
-            chat_id: chat.to_string(),
-        }),
-        Route::Admin { company, agent } => pb::route::Kind::Admin(pb::AdminRoute {
-            company_id: company
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
-            agent_id: agent.as_ref().map(ToString::to_string).unwrap_or_default(),
-        }),
-    };
-    pb::Route { kind: Some(kind) }
+/// A session key the coordinator sent, if it is a valid one.
+fn key_from_pb(key: Option<&pb::SessionKey>) -> Option<SessionKey> {
+    daisi_proto::convert::session_key("key", key).ok()
 }
 
 pub(crate) fn held_to_pb(held: &HeldSession) -> pb::HeldSession {
     pb::HeldSession {
-        key: Some(key_to_pb(&held.key)),
+        key: Some(pb::SessionKey::from(&held.key)),
         connection_id: held.connection.to_string(),
         fencing_token: held.fencing,
     }

@@ -4,8 +4,7 @@
 //! rest of the edge never sees a `tonic::Status`.
 
 use super::convert::{
-    command_from_pb, duration_from_pb, held_from_pb, held_to_pb, holder_from_pb, key_to_pb,
-    reason_from_pb, route_to_pb,
+    command_from_pb, duration_from_pb, held_from_pb, held_to_pb, holder_from_pb, reason_from_pb,
 };
 use super::{
     AcquireMode, AcquireOutcome, AcquireRequest, CommandStream, Coordinator, CoordinatorError,
@@ -142,7 +141,7 @@ impl Coordinator for GrpcCoordinator {
             AcquireMode::IfVacant => pb::AcquireMode::IfVacant,
         };
         let request = pb::AcquireRequest {
-            key: Some(key_to_pb(&request.key)),
+            key: Some(pb::SessionKey::from(&request.key)),
             pod_id: pod.to_string(),
             connection_id: request.connection.to_string(),
             mode: mode as i32,
@@ -150,7 +149,7 @@ impl Coordinator for GrpcCoordinator {
                 .routes
                 .iter()
                 .take(limits::MAX_ACQUIRE_ROUTES)
-                .map(route_to_pb)
+                .map(pb::Route::from)
                 .collect(),
         };
         let response = self.call(self.sessions().acquire(request)).await?;
@@ -211,7 +210,7 @@ impl Coordinator for GrpcCoordinator {
         chat: &ChatId,
     ) -> Result<bool, CoordinatorError> {
         let request = pb::SelectChatRequest {
-            key: Some(key_to_pb(&session.key)),
+            key: Some(pb::SessionKey::from(&session.key)),
             pod_id: pod.to_string(),
             connection_id: session.connection.to_string(),
             fencing_token: session.fencing,
@@ -229,7 +228,7 @@ impl Coordinator for GrpcCoordinator {
         for chunk in routes.chunks(limits::MAX_ROUTE_BATCH) {
             let request = pb::RegisterRoutesRequest {
                 pod_id: pod.to_string(),
-                routes: chunk.iter().map(route_to_pb).collect(),
+                routes: chunk.iter().map(pb::Route::from).collect(),
             };
             self.call(self.routes().register_routes(request)).await?;
         }
@@ -244,7 +243,7 @@ impl Coordinator for GrpcCoordinator {
         for chunk in routes.chunks(limits::MAX_ROUTE_BATCH) {
             let request = pb::UnregisterRoutesRequest {
                 pod_id: pod.to_string(),
-                routes: chunk.iter().map(route_to_pb).collect(),
+                routes: chunk.iter().map(pb::Route::from).collect(),
             };
             self.call(self.routes().unregister_routes(request)).await?;
         }

@@ -9,7 +9,10 @@ mod convert;
 pub mod grpc;
 pub mod memory;
 
-use daisi_domain::{AgentId, ChatId, CompanyId, ConnectionId, PodId, SessionKey};
+use daisi_domain::{ChatId, ConnectionId, PodId, SessionKey};
+
+/// One interest of this pod in the route registry.
+pub use daisi_domain::coordination::Route;
 use futures_util::stream::BoxStream;
 use std::future::Future;
 use std::time::Duration;
@@ -26,34 +29,6 @@ pub enum CoordinatorError {
     /// The coordinator refused the request itself; retrying would not help.
     #[error("coordinator refused the request: {0}")]
     Rejected(String),
-}
-
-/// One interest of this pod in the route registry.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Route {
-    /// User sockets of an agent: agent-wide events.
-    Agent {
-        /// The company.
-        company: CompanyId,
-        /// The agent.
-        agent: AgentId,
-    },
-    /// A user socket selected this chat: its `messages` events.
-    Chat {
-        /// The company.
-        company: CompanyId,
-        /// The agent.
-        agent: AgentId,
-        /// The chat.
-        chat: ChatId,
-    },
-    /// Admin sockets with this filter (`None` matches any).
-    Admin {
-        /// Company filter.
-        company: Option<CompanyId>,
-        /// Agent filter.
-        agent: Option<AgentId>,
-    },
 }
 
 /// A session as held by one of this pod's connections.

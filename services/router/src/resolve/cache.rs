@@ -211,7 +211,10 @@ mod tests {
     }
 
     fn q(agent: &str) -> RouteQuery {
-        RouteQuery::Agent("c".parse().unwrap(), agent.parse().unwrap())
+        RouteQuery::Agent {
+            company: "c".parse().unwrap(),
+            agent: agent.parse().unwrap(),
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -42,26 +42,6 @@ impl GrpcResolver {
     }
 }
 
-fn query(q: &RouteQuery) -> pb::RouteQuery {
-    use pb::route_query::Target;
-    let agent = |c: &daisi_domain::CompanyId, a: &daisi_domain::AgentId| pb::AgentRoute {
-        company_id: c.as_str().to_owned(),
-        agent_id: a.as_str().to_owned(),
-    };
-    let target = match q {
-        RouteQuery::Agent(c, a) => Target::Agent(agent(c, a)),
-        RouteQuery::Admins(c, a) => Target::Admins(agent(c, a)),
-        RouteQuery::Chat(c, a, chat) => Target::Chat(pb::ChatRoute {
-            company_id: c.as_str().to_owned(),
-            agent_id: a.as_str().to_owned(),
-            chat_id: chat.as_str().to_owned(),
-        }),
-    };
-    pb::RouteQuery {
-        target: Some(target),
-    }
-}
-
 fn error(status: &tonic::Status) -> ResolveError {
     use tonic::Code;
     match status.code() {
@@ -86,7 +66,7 @@ impl RouteResolver for GrpcResolver {
         }
         for chunk in chunks {
             let request = pb::LookupRoutesRequest {
-                queries: chunk.iter().map(query).collect(),
+                queries: chunk.iter().map(pb::RouteQuery::from).collect(),
             };
             let response = self
                 .routes

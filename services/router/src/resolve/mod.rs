@@ -5,34 +5,13 @@
 pub mod cache;
 pub mod grpc;
 
-use daisi_domain::subject::{DeliveryTarget, Scope};
-use daisi_domain::{AgentId, ChatId, CompanyId, PodId};
+/// One question to the route registry; [`RouteQuery::for_target`] derives them from a subject.
+pub use daisi_domain::coordination::RouteQuery;
+
+use daisi_domain::PodId;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-
-/// One question to the route registry.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum RouteQuery {
-    /// Pods with user sockets of the agent.
-    Agent(CompanyId, AgentId),
-    /// Pods with a user socket of the agent that selected the chat.
-    Chat(CompanyId, AgentId, ChatId),
-    /// Pods with admin sockets whose filter matches the agent.
-    Admins(CompanyId, AgentId),
-}
-
-impl RouteQuery {
-    /// The queries whose pods together receive an event for `target`.
-    pub fn for_target(target: &DeliveryTarget) -> Vec<Self> {
-        let (c, a) = (target.company.clone(), target.agent.clone());
-        match &target.scope {
-            Scope::Agent => vec![Self::Agent(c, a)],
-            Scope::Chat(chat) => vec![Self::Chat(c, a, chat.clone())],
-            Scope::AgentAndAdmins => vec![Self::Agent(c.clone(), a.clone()), Self::Admins(c, a)],
-        }
-    }
-}
 
 /// A pod and the address of its delivery endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -83,31 +62,4 @@ pub trait RouteResolver: Send + Sync + 'static {
         &self,
         pods: &[PodId],
     ) -> impl Future<Output = Result<HashMap<PodId, PodStatus>, ResolveError>> + Send;
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-    use daisi_domain::subject::SubjectModel;
-
-    #[test]
-    fn queries_follow_the_delivery_rules() {
-        let model = SubjectModel::default();
-        let q = |s: &str| RouteQuery::for_target(&model.parse(s).unwrap().target());
-        let (c, a) = ("c".parse().unwrap(), "a".parse().unwrap());
-        assert_eq!(q("websocket.c.a.chats"), [RouteQuery::Agent(c, a)]);
-        assert!(matches!(
-            q("websocket.c.a.agents").as_slice(),
-            [RouteQuery::Agent(..), RouteQuery::Admins(..)]
-        ));
-        assert!(matches!(
-            q("websocket.c.a.messages.x").as_slice(),
-            [RouteQuery::Chat(_, _, chat)] if chat.as_str() == "x"
-        ));
-        assert!(matches!(
-            q("websocket.c.a.labels").as_slice(),
-            [RouteQuery::Agent(..)]
-        ));
-    }
 }

@@ -5,8 +5,8 @@
 mod state;
 
 use crate::store::fanout::{CommandStream, Fanout};
-use crate::store::route::{Route, RouteQuery};
 use crate::store::types::*;
+use crate::store::{Route, RouteQuery};
 use crate::store::{SessionStore, StoreResult};
 use daisi_domain::coordination::FencingToken;
 use daisi_domain::{ChatId, ConnectionId, PodId, SessionKey};

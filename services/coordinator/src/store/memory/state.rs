@@ -1,7 +1,7 @@
 //! The data of [`super::MemoryStore`] and the steps its operations share (liveness, route
 //! sets, purge), all called with the store's lock held.
 
-use crate::store::route::Route;
+use crate::store::Route;
 use crate::store::types::*;
 use crate::store::{StoreError, StoreResult};
 use daisi_domain::{ChatId, PodId, SessionKey};

@@ -3,8 +3,8 @@
 
 use super::{RedisStore, decode, millis};
 use crate::store::fanout::CommandStream;
-use crate::store::route::{Route, RouteQuery};
 use crate::store::types::*;
+use crate::store::{Route, RouteQuery};
 use crate::store::{SessionStore, StoreError, StoreResult};
 use daisi_domain::{ChatId, ConnectionId, PodId, SessionKey};
 use std::collections::HashSet;
