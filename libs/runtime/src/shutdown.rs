@@ -4,46 +4,73 @@
 use tokio_util::sync::CancellationToken;
 
 /// Returns a token cancelled on the first SIGTERM or SIGINT. Must be called inside a tokio
-/// runtime. If a handler cannot be installed (no signal support) the token is only cancelled by
-/// its owner, and the failure is logged.
+/// runtime. The handlers are installed before this returns, so a signal that arrives at any
+/// later moment is seen (not left to the default action, which would kill the process). If a
+/// handler cannot be installed the failure is logged and that signal keeps its default action.
 pub fn on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let trigger = token.clone();
+    let signals = Signals::install();
     tokio::spawn(async move {
-        let signal = wait_for_signal().await;
+        let signal = signals.wait().await;
         tracing::info!(signal, "shutdown requested");
         trigger.cancel();
     });
     token
 }
 
-#[cfg(unix)]
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(error) => {
-            tracing::error!(%error, "cannot listen for SIGTERM; only ctrl-c will stop the process");
-            return ctrl_c().await;
+/// SIGTERM and SIGINT listeners, installed at construction.
+#[derive(Debug)]
+pub struct Signals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    /// Installs the handlers now. Must be called inside a tokio runtime.
+    pub fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let install = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(s) => Some(s),
+                Err(error) => {
+                    tracing::error!(%error, signal = name, "cannot listen for the signal");
+                    None
+                }
+            };
+            Self {
+                term: install(SignalKind::terminate(), "SIGTERM"),
+                int: install(SignalKind::interrupt(), "SIGINT"),
+            }
         }
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        name = ctrl_c() => name,
+        #[cfg(not(unix))]
+        Self {}
     }
-}
 
-#[cfg(not(unix))]
-async fn wait_for_signal() -> &'static str {
-    ctrl_c().await
-}
-
-async fn ctrl_c() -> &'static str {
-    match tokio::signal::ctrl_c().await {
-        Ok(()) => "SIGINT",
-        Err(error) => {
-            tracing::error!(%error, "cannot listen for ctrl-c");
-            std::future::pending().await
+    /// Waits for the first of the installed signals; returns its name.
+    pub async fn wait(mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                () = recv(&mut self.term) => "SIGTERM",
+                () = recv(&mut self.int) => "SIGINT",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
         }
     }
 }

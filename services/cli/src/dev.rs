@@ -7,7 +7,6 @@
 //! setting can still be changed from the environment.
 
 use crate::output;
-use anyhow::Context;
 use clap::Args;
 use daisi_config::Env;
 use daisi_runtime::CancellationToken;
@@ -136,6 +135,8 @@ fn environment(args: &DevArgs, secrets: &Secrets) -> Env {
 }
 
 pub(crate) async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
+    // Before anything else: a Ctrl-C during start-up must stop the stack cleanly, not kill it.
+    let signals = daisi_runtime::shutdown::Signals::install();
     let process_env = Env::from_process();
     let secrets = Secrets::from(&process_env)?;
     let env = environment(&args, &secrets);
@@ -209,8 +210,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     banner(&args, &secrets)?;
 
     let code = tokio::select! {
-        signal = tokio::signal::ctrl_c() => {
-            signal.context("listening for ctrl-c")?;
+        _ = signals.wait() => {
             output::line("\nstopping…");
             ExitCode::SUCCESS
         }

@@ -361,3 +361,127 @@ async fn dev_runs_on_real_redis_and_nats_and_publish_goes_through_nats() {
             .is_some_and(|e| e.status.success())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_from_keygen_run_a_stack() {
+    let exited = run_with_args(BIN, &["keygen"], &[], Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(exited.status.success(), "{}", exited.output);
+    let generated: Vec<(String, String)> = exited
+        .output
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect();
+    let get = |name: &str| {
+        generated
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+
+    let (edge, router) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let coordinator = format!("127.0.0.1:{}", free_port());
+    let mut env: Vec<(&str, &str)> = generated
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    env.push(("DAISI_LOG_FORMAT", "json"));
+    let args = [
+        "dev",
+        "--edge-addr",
+        &edge,
+        "--router-addr",
+        &router,
+        "--coordinator-addr",
+        &coordinator,
+    ];
+    let mut dev = ServiceProcess::spawn_with_args(
+        BIN,
+        &args,
+        &env,
+        "edge listening",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    for _ in 0..100 {
+        if matches!(
+            get_json(edge.parse().unwrap(), "/ready").await,
+            Ok((200, _))
+        ) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The generated API key mints through the edge, and the token opens with the generated key.
+    let api_key = get("DAISI_EDGE_SECRET_TOKEN");
+    let edge_url = format!("http://{edge}");
+    let minted = run_with_args(
+        BIN,
+        &[
+            "token",
+            "user",
+            "--company",
+            "c1",
+            "--agent",
+            "a1",
+            "--user",
+            "u1",
+            "--edge",
+            &edge_url,
+            "--api-key",
+            &api_key,
+        ],
+        &[],
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
+    assert!(minted.status.success(), "{}", minted.output);
+    let ring =
+        daisi_domain::token::TokenKeyring::from_hex(&[get("DAISI_EDGE_TOKEN_AES_KEY")]).unwrap();
+    let claims = ring
+        .decode_user(minted.output.trim(), jiff::Timestamp::now())
+        .unwrap();
+    assert_eq!(claims.user_id.as_str(), "u1");
+
+    // The generated publish key is the router's.
+    let router_url = format!("http://{router}");
+    let publish_key = get("DAISI_ROUTER_PUBLISH_API_KEY");
+    let published = run_with_args(
+        BIN,
+        &[
+            "publish",
+            "websocket.c1.a1.chats",
+            "{}",
+            "--router",
+            &router_url,
+            "--api-key",
+            &publish_key,
+        ],
+        &[],
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
+    assert!(published.status.success(), "{}", published.output);
+
+    dev.signal(Signal::SIGINT).unwrap();
+    let exited = dev
+        .wait(Duration::from_secs(15))
+        .await
+        .expect("daisi dev did not stop");
+    assert!(
+        exited.status.success(),
+        "{:?}\n{}",
+        exited.status,
+        exited.output
+    );
+}
