@@ -25,6 +25,9 @@ use url::Url;
 pub struct FailoverChannel {
     channels: Arc<[Channel]>,
     current: Arc<AtomicUsize>,
+    /// Bumped on every move to another replica, so a caller can tell that its failed call met
+    /// a dead replica (and may be retried on the next one) rather than a refusal.
+    rotations: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Replica URLs that cannot be used.
@@ -67,6 +70,7 @@ impl FailoverChannel {
         Ok(Self {
             channels: channels.into(),
             current: Arc::new(AtomicUsize::new(0)),
+            rotations: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         })
     }
 
@@ -80,15 +84,28 @@ impl FailoverChannel {
         self.channels.is_empty()
     }
 
+    /// How many times calls moved to another replica so far. A call that failed while this
+    /// changed failed at the transport level on a replica now abandoned: with more than one
+    /// replica, an idempotent call may be sent again and reaches the next one.
+    pub fn rotations(&self) -> u64 {
+        self.rotations.load(Ordering::Acquire)
+    }
+
     /// Moves to the next replica, unless another caller already moved away from `failed`.
     fn rotate_from(&self, failed: usize) {
         let n = self.channels.len();
-        let _ = self.current.compare_exchange(
-            failed,
-            (failed + 1) % n,
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        );
+        let moved = self
+            .current
+            .compare_exchange(
+                failed,
+                (failed + 1) % n,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok();
+        if moved {
+            self.rotations.fetch_add(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -166,6 +183,7 @@ mod tests {
             "the live replica did not answer: {second:?}"
         );
         assert_eq!(channel.current.load(Ordering::Relaxed), 1);
+        assert_eq!(channel.rotations(), 1);
     }
 
     #[test]

@@ -62,7 +62,26 @@ impl GrpcCoordinator {
         PodServiceClient::new(self.channel.clone())
     }
 
-    async fn call<T>(
+    /// One call, bounded by the timeout. When it fails because the replica it went to is
+    /// unreachable (the channel moved to the next one meanwhile), it is sent once more: every
+    /// coordinator call of the edge is idempotent (acquire by the same connection returns the
+    /// same grant; renew, release, registration and heartbeat converge).
+    async fn call<T, Fut>(&self, make: impl Fn() -> Fut) -> Result<T, CoordinatorError>
+    where
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let rotations = self.channel.rotations();
+        match self.call_once(make()).await {
+            Err(CoordinatorError::Unavailable(_))
+                if self.channel.len() > 1 && self.channel.rotations() != rotations =>
+            {
+                self.call_once(make()).await
+            }
+            other => other,
+        }
+    }
+
+    async fn call_once<T>(
         &self,
         call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     ) -> Result<T, CoordinatorError> {
@@ -109,7 +128,12 @@ impl Coordinator for GrpcCoordinator {
                 admin_sockets: load.admin_sockets,
             }),
         };
-        let response = self.call(self.pods().heartbeat(request)).await?;
+        let response = self
+            .call(|| {
+                let (mut client, request) = (self.pods(), request.clone());
+                async move { client.heartbeat(request).await }
+            })
+            .await?;
         Ok(HeartbeatOutcome {
             registered: response.status == pb::PodLeaseStatus::Registered as i32,
             heartbeat_interval: duration_from_pb(
@@ -128,7 +152,12 @@ impl Coordinator for GrpcCoordinator {
             pod_id: pod.pod.to_string(),
             instance_id: pod.instance.clone(),
         };
-        self.call(self.pods().deregister(request)).await.map(drop)
+        self.call(|| {
+            let (mut client, request) = (self.pods(), request.clone());
+            async move { client.deregister(request).await }
+        })
+        .await
+        .map(drop)
     }
 
     async fn acquire(
@@ -152,7 +181,12 @@ impl Coordinator for GrpcCoordinator {
                 .map(pb::Route::from)
                 .collect(),
         };
-        let response = self.call(self.sessions().acquire(request)).await?;
+        let response = self
+            .call(|| {
+                let (mut client, request) = (self.sessions(), request.clone());
+                async move { client.acquire(request).await }
+            })
+            .await?;
         match response.outcome {
             Some(pb::acquire_response::Outcome::Granted(granted)) => Ok(AcquireOutcome::Granted {
                 fencing: granted.fencing_token,
@@ -177,7 +211,12 @@ impl Coordinator for GrpcCoordinator {
                 pod_id: pod.to_string(),
                 sessions: chunk.iter().map(held_to_pb).collect(),
             };
-            let response = self.call(self.sessions().renew(request)).await?;
+            let response = self
+                .call(|| {
+                    let (mut client, request) = (self.sessions(), request.clone());
+                    async move { client.renew(request).await }
+                })
+                .await?;
             lost.extend(response.lost.iter().filter_map(|l| {
                 Some(LostSession {
                     session: held_from_pb(l.session.as_ref())?,
@@ -198,7 +237,11 @@ impl Coordinator for GrpcCoordinator {
                 pod_id: pod.to_string(),
                 sessions: chunk.iter().map(held_to_pb).collect(),
             };
-            self.call(self.sessions().release(request)).await?;
+            self.call(|| {
+                let (mut client, request) = (self.sessions(), request.clone());
+                async move { client.release(request).await }
+            })
+            .await?;
         }
         Ok(())
     }
@@ -216,7 +259,12 @@ impl Coordinator for GrpcCoordinator {
             fencing_token: session.fencing,
             chat_id: chat.to_string(),
         };
-        let response = self.call(self.sessions().select_chat(request)).await?;
+        let response = self
+            .call(|| {
+                let (mut client, request) = (self.sessions(), request.clone());
+                async move { client.select_chat(request).await }
+            })
+            .await?;
         Ok(response.session_held)
     }
 
@@ -230,7 +278,11 @@ impl Coordinator for GrpcCoordinator {
                 pod_id: pod.to_string(),
                 routes: chunk.iter().map(pb::Route::from).collect(),
             };
-            self.call(self.routes().register_routes(request)).await?;
+            self.call(|| {
+                let (mut client, request) = (self.routes(), request.clone());
+                async move { client.register_routes(request).await }
+            })
+            .await?;
         }
         Ok(())
     }
@@ -245,7 +297,11 @@ impl Coordinator for GrpcCoordinator {
                 pod_id: pod.to_string(),
                 routes: chunk.iter().map(pb::Route::from).collect(),
             };
-            self.call(self.routes().unregister_routes(request)).await?;
+            self.call(|| {
+                let (mut client, request) = (self.routes(), request.clone());
+                async move { client.unregister_routes(request).await }
+            })
+            .await?;
         }
         Ok(())
     }
@@ -257,7 +313,10 @@ impl Coordinator for GrpcCoordinator {
         };
         // Only opening the stream is bounded; the stream itself lives as long as it is healthy.
         let stream = self
-            .call(self.sessions().watch_pod_commands(request))
+            .call(|| {
+                let (mut client, request) = (self.sessions(), request.clone());
+                async move { client.watch_pod_commands(request).await }
+            })
             .await?;
         Ok(stream
             .map(|item| item.map(command_from_pb).map_err(|s| from_status(&s)))
