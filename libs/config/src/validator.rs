@@ -21,6 +21,19 @@ pub struct Validator {
     problems: Vec<Problem>,
 }
 
+/// A URL with one of `schemes`. The error never echoes the URL: it may carry a password.
+fn parse_url(value: &str, schemes: &[&str]) -> Result<Url, String> {
+    let url = Url::parse(value).map_err(|e| format!("is not a valid URL ({e})"))?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(format!(
+            "has scheme `{}`; use one of: {}",
+            url.scheme(),
+            schemes.join(", ")
+        ));
+    }
+    Ok(url)
+}
+
 fn present(raw: Option<&str>) -> Option<&str> {
     raw.map(str::trim).filter(|s| !s.is_empty())
 }
@@ -232,18 +245,7 @@ impl Validator {
         schemes: &[&str],
     ) -> Option<Url> {
         let default = default.and_then(|d| Url::parse(d).ok());
-        self.parse_with(name, raw, default, |v| {
-            // Never echo the URL: it may carry a password.
-            let url = Url::parse(v).map_err(|e| format!("is not a valid URL ({e})"))?;
-            if !schemes.contains(&url.scheme()) {
-                return Err(format!(
-                    "has scheme `{}`; use one of: {}",
-                    url.scheme(),
-                    schemes.join(", ")
-                ));
-            }
-            Ok(url)
-        })
+        self.parse_with(name, raw, default, |v| parse_url(v, schemes))
     }
 
     /// A comma-separated list of URLs (replicas of one service), each with one of `schemes`.
@@ -255,17 +257,7 @@ impl Validator {
         schemes: &[&str],
     ) -> Option<Vec<Url>> {
         let value = present(raw).unwrap_or(default);
-        self.list_with(name, Some(value), |item| {
-            let url = Url::parse(item).map_err(|e| format!("is not a valid URL ({e})"))?;
-            if !schemes.contains(&url.scheme()) {
-                return Err(format!(
-                    "has scheme `{}`; use one of: {}",
-                    url.scheme(),
-                    schemes.join(", ")
-                ));
-            }
-            Ok(url)
-        })
+        self.list_with(name, Some(value), |item| parse_url(item, schemes))
     }
 
     /// A required secret of at least `min_len` characters. The value never appears in messages.
