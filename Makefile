@@ -16,7 +16,7 @@ IT_ENV := DAISI_IT_LAUNCHER=process
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help build run run-local test lint fmt fmt-check clippy doc proto generate images clean \
+.PHONY: help build run run-local test lint chart fmt fmt-check clippy doc proto generate images clean \
         benchmark benchmark-auth benchmark-conn benchmark-msg benchmark-integration \
         benchmark-compare benchmark-baseline benchmark-clean
 
@@ -32,7 +32,7 @@ run: ## start the whole system in one process with in-memory backends (`daisi de
 run-local: ## the stack as separate processes on a local redis-server and nats-server
 	./deploy/dev/run-local.sh
 
-test: fmt-check clippy ## the full gate: fmt, clippy, every test (full stack on Docker and as processes), docs
+test: fmt-check clippy chart ## the full gate: fmt, clippy, every test (full stack on Docker and as processes), docs
 	$(CARGO) build --workspace --bins
 ifeq ($(DOCKER),yes)
 	./deploy/images/build.sh --skip-cargo
@@ -47,7 +47,10 @@ else
 endif
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet
 
-lint: fmt-check clippy ## formatting and clippy, warnings are errors
+lint: fmt-check clippy chart ## formatting, clippy (warnings are errors), the Helm chart
+
+chart: ## lint and render the Helm chart (helm, or `pip install helm-python-sdk pyyaml`)
+	python3 helm/daisi/ci/check_chart.py
 
 fmt: ## format the code
 	$(CARGO) fmt --all
