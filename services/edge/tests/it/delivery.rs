@@ -192,3 +192,62 @@ async fn a_slow_consumer_does_not_hold_back_the_others() {
         .unwrap_or(0);
     assert!(drops > 0, "the slow socket dropped frames: {metrics}");
 }
+
+#[tokio::test]
+async fn the_close_policy_closes_a_slow_consumer_with_4008_and_spares_the_others() {
+    use daisi_edge::config::SlowConsumerPolicy;
+    let coord = Coord::start().await;
+    let edge = TestEdge::start(&coord.url, "edge-slow-close", |c| {
+        c.sockets.send_queue = 4;
+        c.sockets.slow_consumer = SlowConsumerPolicy::Close;
+    })
+    .await;
+    let mut fast = user(edge.http, "c1", "a1", "fast").await;
+    let mut slow = user(edge.http, "c1", "a1", "slow").await; // does not read until the end
+    let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(64 * 1024));
+    for seq in 1..=200u64 {
+        let results = edge
+            .deliver(vec![event(
+                seq,
+                "c1",
+                "a1",
+                DeliveryScope::AgentUsers,
+                "",
+                "chat",
+                &big,
+            )])
+            .await;
+        assert_eq!(results[0].outcome, EventOutcome::Delivered as i32);
+        assert!(
+            fast.next_text().await.len() > 64 * 1024,
+            "the fast reader keeps up"
+        );
+    }
+    // Once it reads again, the slow socket finds what was in flight, then the close.
+    let closed = slow.closed_within(Duration::from_secs(30)).await;
+    assert_eq!(closed.code, Some(4008), "{:?}", closed.reason);
+    assert!(
+        closed.frames.len() < 200,
+        "it was not sent everything: {}",
+        closed.frames.len()
+    );
+    let metrics = edge.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("daisi_edge_slow_consumer_closes_total") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    // The fast socket is still served.
+    edge.deliver(vec![event(
+        201,
+        "c1",
+        "a1",
+        DeliveryScope::AgentUsers,
+        "",
+        "chat",
+        "{}",
+    )])
+    .await;
+    assert!(fast.next_text().await.contains("event"));
+}
