@@ -2,6 +2,7 @@
 //! message instead of hanging.
 
 use crate::secrets::User;
+use crate::trail::step;
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -77,6 +78,7 @@ impl WsClient {
         } else {
             format!("/ws/{}/{}", user.company, user.agent)
         };
+        step(format_args!("connect {} to {addr}", label(user)));
         let url = format!("ws://{addr}{path}?token={}", user.token);
         let mut request = url.into_client_request()?;
         request
@@ -159,6 +161,10 @@ impl WsClient {
         n: usize,
         within: Duration,
     ) -> anyhow::Result<Vec<Value>> {
+        step(format_args!(
+            "{}: expect {n} events within {within:?}",
+            self.label
+        ));
         let deadline = tokio::time::Instant::now() + within;
         let mut events = Vec::with_capacity(n);
         while events.len() < n {
@@ -174,6 +180,7 @@ impl WsClient {
 
     /// Fails if any frame arrives within `quiet`.
     pub async fn expect_silence(&mut self, quiet: Duration) -> anyhow::Result<()> {
+        step(format_args!("{}: expect silence for {quiet:?}", self.label));
         match tokio::time::timeout(quiet, self.socket.next()).await {
             Err(_) => Ok(()),
             Ok(Some(Ok(Message::Text(text)))) => {
@@ -185,6 +192,10 @@ impl WsClient {
 
     /// Reads until the close frame; error frames seen on the way are returned with it.
     pub async fn expect_close(&mut self, within: Duration) -> anyhow::Result<Closed> {
+        step(format_args!(
+            "{}: expect a close within {within:?}",
+            self.label
+        ));
         let deadline = tokio::time::Instant::now() + within;
         let mut errors = Vec::new();
         loop {

@@ -23,6 +23,7 @@ mod process;
 mod secrets;
 mod stack;
 mod topology;
+mod trail;
 
 pub use backend::LauncherKind;
 pub use client::{Closed, Refused, WAIT, WsClient};

@@ -4,6 +4,7 @@ use crate::backend::{Backend, LauncherKind};
 use crate::client::{Refused, WsClient};
 use crate::secrets::{Secrets, User};
 use crate::topology::{Component, Port, Timing, service_env};
+use crate::trail::step;
 use anyhow::Context;
 use daisi_proto::coordinator::v1 as pb;
 use serde_json::Value;
@@ -85,6 +86,7 @@ impl Stack {
     /// before the next starts. The launcher comes from `DAISI_IT_LAUNCHER`.
     pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
         let kind = LauncherKind::from_env()?;
+        step(format_args!("starting a stack on {kind:?}: {options:?}"));
         let mut stack = Self {
             backend: Backend::new(kind).await?,
             secrets: Secrets::generate(),
@@ -117,8 +119,11 @@ impl Stack {
             &self.options.timing,
             self.options.coordinators,
         );
+        step(format_args!("start {component}"));
         self.backend.start(component, &env).await?;
-        self.wait_ready(component, Duration::from_secs(30)).await
+        self.wait_ready(component, Duration::from_secs(30)).await?;
+        step(format_args!("{component} ready"));
+        Ok(())
     }
 
     /// Waits until a service's `/ready` answers 200 (Redis and NATS: until they accept TCP).
@@ -194,7 +199,9 @@ impl Stack {
     /// Messages router `i` has taken from the stream so far (its Prometheus counter).
     pub async fn router_consumed(&self, i: u8) -> anyhow::Result<u64> {
         let addr = self.router_addr(i)?;
-        let text = reqwest::get(format!("http://{addr}/metrics"))
+        let text = daisi_testkit::http_client()
+            .get(format!("http://{addr}/metrics"))
+            .send()
             .await?
             .text()
             .await?;
@@ -212,15 +219,19 @@ impl Stack {
         }
         let addr = self.backend.host_addr(Component::Nats, Port::Nats)?;
         let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(2))
             .retry_on_initial_connect()
-            .connect(format!("nats://{addr}"))
-            .await?;
+            .connect(format!("nats://{addr}"));
+        let client = tokio::time::timeout(Duration::from_secs(15), client)
+            .await
+            .with_context(|| format!("no NATS connection to {addr} within 15 s"))??;
         self.nats = Some(client.clone());
         Ok(client)
     }
 
     /// Publishes `payload` to `subject` through JetStream and waits for the stream's ack.
     pub async fn publish(&mut self, subject: &str, payload: &Value) -> anyhow::Result<u64> {
+        step(format_args!("publish to {subject}"));
         let js = async_nats::jetstream::new(self.nats().await?);
         let ack = js
             .publish(subject.to_owned(), serde_json::to_vec(payload)?.into())
@@ -232,6 +243,10 @@ impl Stack {
 
     /// Publishes raw bytes (malformed payloads).
     pub async fn publish_raw(&mut self, subject: &str, payload: &[u8]) -> anyhow::Result<u64> {
+        step(format_args!(
+            "publish {} raw bytes to {subject}",
+            payload.len()
+        ));
         let js = async_nats::jetstream::new(self.nats().await?);
         let ack = js
             .publish(subject.to_owned(), payload.to_vec().into())
@@ -242,23 +257,35 @@ impl Stack {
 
     /// SIGKILL (or container kill) of edge `i`.
     pub async fn kill_edge(&mut self, i: u8) -> anyhow::Result<()> {
-        self.backend.kill(Component::Edge(i)).await
+        self.kill(Component::Edge(i)).await
     }
 
     /// SIGKILL of router `i`.
     pub async fn kill_router(&mut self, i: u8) -> anyhow::Result<()> {
-        self.backend.kill(Component::Router(i)).await
+        self.kill(Component::Router(i)).await
     }
 
     /// SIGKILL of coordinator `i`.
     pub async fn kill_coordinator(&mut self, i: u8) -> anyhow::Result<()> {
-        self.backend.kill(Component::Coordinator(i)).await
+        self.kill(Component::Coordinator(i)).await
+    }
+
+    async fn kill(&mut self, component: Component) -> anyhow::Result<()> {
+        step(format_args!("kill {component}"));
+        self.backend.kill(component).await?;
+        step(format_args!("{component} killed"));
+        Ok(())
     }
 
     /// SIGTERM to `component`; waits for it to exit and returns its exit code.
     pub async fn terminate(&mut self, component: Component) -> anyhow::Result<Option<i64>> {
         let within = self.options.timing.edge_grace + Duration::from_secs(10);
-        self.backend.terminate(component, within).await
+        step(format_args!(
+            "terminate {component} (SIGTERM, {within:?} to exit)"
+        ));
+        let code = self.backend.terminate(component, within).await?;
+        step(format_args!("{component} exited with {code:?}"));
+        Ok(code)
     }
 
     /// Starts `component` again (same ports, same settings) and waits until it is ready.
@@ -268,16 +295,19 @@ impl Stack {
 
     /// Freezes Redis (SIGSTOP / docker pause).
     pub async fn pause_redis(&mut self) -> anyhow::Result<()> {
+        step("pause redis");
         self.backend.pause(Component::Redis).await
     }
 
     /// Thaws Redis.
     pub async fn resume_redis(&mut self) -> anyhow::Result<()> {
+        step("resume redis");
         self.backend.resume(Component::Redis).await
     }
 
     /// Stops NATS and starts it again (same port and store).
     pub async fn restart_nats(&mut self) -> anyhow::Result<()> {
+        step("restart nats");
         self.backend
             .terminate(Component::Nats, Duration::from_secs(10))
             .await?;
@@ -345,7 +375,9 @@ impl Stack {
             return String::new();
         };
         let fetch = async {
-            reqwest::get(format!("http://{addr}/metrics"))
+            daisi_testkit::http_client()
+                .get(format!("http://{addr}/metrics"))
+                .send()
                 .await?
                 .text()
                 .await
@@ -361,13 +393,24 @@ impl Stack {
     }
 }
 
+/// A channel to a coordinator's admin API that cannot hang a scenario.
+async fn admin_channel(addr: SocketAddr) -> anyhow::Result<tonic::transport::Channel> {
+    Ok(
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
+            .connect()
+            .await?,
+    )
+}
+
 async fn agent_route_pods(
     addr: SocketAddr,
     company: &str,
     agent: &str,
 ) -> anyhow::Result<Vec<String>> {
     use pb::coordinator_admin_client::CoordinatorAdminClient;
-    let mut client = CoordinatorAdminClient::connect(format!("http://{addr}")).await?;
+    let mut client = CoordinatorAdminClient::new(admin_channel(addr).await?);
     let route = pb::Route {
         kind: Some(pb::route::Kind::Agent(pb::AgentRoute {
             company_id: company.to_owned(),
@@ -388,7 +431,7 @@ async fn agent_route_pods(
 
 async fn list_sessions(addr: SocketAddr, company: &str) -> anyhow::Result<Vec<(String, String)>> {
     use pb::coordinator_admin_client::CoordinatorAdminClient;
-    let mut client = CoordinatorAdminClient::connect(format!("http://{addr}")).await?;
+    let mut client = CoordinatorAdminClient::new(admin_channel(addr).await?);
     let mut out = Vec::new();
     let mut page_token = String::new();
     loop {
@@ -419,16 +462,32 @@ async fn list_sessions(addr: SocketAddr, company: &str) -> anyhow::Result<Vec<(S
     }
 }
 
-/// Runs `scenario` on a fresh stack; on failure prints every service's logs, then panics.
+/// How long a scenario may run, stack start-up included. Scenarios take 5–15 s; the bound
+/// sits below the test runner's own limit (see `.config/nextest.toml`), so an overrun
+/// reports the step it hung in and the services' logs instead of being killed silently.
+const SCENARIO_DEADLINE: Duration = Duration::from_secs(150);
+
+/// Runs `scenario` on a fresh stack; on failure (or an overrun of 150 s) prints every
+/// service's logs, then panics.
 pub async fn scenario<F>(options: StackOptions, scenario: F)
 where
     F: AsyncFnOnce(&mut Stack) -> anyhow::Result<()>,
 {
-    let mut stack = match Stack::start(options).await {
-        Ok(stack) => stack,
-        Err(e) => panic!("the stack did not start: {e:#}"),
+    let deadline = tokio::time::Instant::now() + SCENARIO_DEADLINE;
+    let mut stack = match tokio::time::timeout_at(deadline, Stack::start(options)).await {
+        Ok(Ok(stack)) => stack,
+        Ok(Err(e)) => panic!("the stack did not start: {e:#}"),
+        Err(_) => panic!("the stack did not start within {SCENARIO_DEADLINE:?}"),
     };
-    if let Err(e) = scenario(&mut stack).await {
+    step("stack up, scenario starts");
+    let outcome = match tokio::time::timeout_at(deadline, scenario(&mut stack)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(anyhow::anyhow!(
+            "the scenario overran {SCENARIO_DEADLINE:?}; the last step above is where it hung"
+        )),
+    };
+    if let Err(e) = outcome {
+        step(format_args!("scenario failed: {e:#}"));
         let logs = stack.all_logs().await;
         #[allow(clippy::print_stderr)] // the whole point: show the logs of the failed run
         {
@@ -436,4 +495,7 @@ where
         }
         panic!("scenario failed: {e:#}");
     }
+    step("scenario passed, tearing the stack down");
+    drop(stack);
+    step("stack torn down");
 }

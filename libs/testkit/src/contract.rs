@@ -8,13 +8,31 @@ use serde_json::Value;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// `GET http://{addr}{path}`: status and body (JSON, or the text as a JSON string).
+/// `GET http://{addr}{path}`: status and body (JSON, or the text as a JSON string). Gives up
+/// after 5 s, so a peer that accepts the connection and never answers (a frozen process, a
+/// container port proxy without its container) fails a poll instead of hanging it.
 pub async fn get_json(addr: SocketAddr, path: &str) -> Result<(u16, Value), reqwest::Error> {
-    let response = reqwest::get(format!("http://{addr}{path}")).await?;
+    let response = http_client()
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await?;
     let status = response.status().as_u16();
     let text = response.text().await?;
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
     Ok((status, body))
+}
+
+/// An HTTP client for tests: connect within 2 s, whole request within 5 s. A new one per
+/// call site: a pooled client must not outlive the runtime of the test that made it.
+///
+/// # Panics
+/// Only when the TLS backend cannot initialise, which no test can survive.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap_or_else(|e| panic!("cannot build an HTTP client: {e}"))
 }
 
 /// Starts `bin` with `env`, waits for `started_message`, checks `/health` and `/metrics` on the

@@ -7,6 +7,6 @@ pub mod nats;
 mod process;
 mod redis;
 
-pub use contract::{assert_refuses_config, assert_serves_and_stops, get_json};
+pub use contract::{assert_refuses_config, assert_serves_and_stops, get_json, http_client};
 pub use process::{Exited, ServiceProcess, SpawnError, run_to_exit, run_with_args};
 pub use redis::{RedisServer, RedisServerError};

@@ -241,7 +241,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
 
 /// Waits until the edge and the router answer `/ready`.
 async fn wait_ready(args: &DevArgs) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
+    let client = crate::http::client()?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     for addr in [args.router_addr, args.edge_addr] {
         loop {

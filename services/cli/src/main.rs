@@ -4,6 +4,7 @@
 mod admin;
 mod cli;
 mod dev;
+mod http;
 mod keygen;
 mod output;
 mod publish;

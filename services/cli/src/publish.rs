@@ -96,7 +96,7 @@ async fn to_router(args: &PublishArgs, payload: &str) -> anyhow::Result<Value> {
             "the router publish API needs a key: pass --api-key or set DAISI_ROUTER_PUBLISH_API_KEY (or use --nats)"
         );
     };
-    let mut request = reqwest::Client::new()
+    let mut request = crate::http::client()?
         .post(url.clone())
         .header("X-API-Key", key)
         .header("Content-Type", "application/json")

@@ -175,7 +175,7 @@ async fn admin(args: &AdminArgs) -> anyhow::Result<String> {
 /// POSTs `body` to `{edge}/{path}` and returns the `token` of the answer.
 async fn remote(edge: &Url, path: &str, api_key: &str, body: Value) -> anyhow::Result<String> {
     let url = edge.join(path).context("edge URL")?;
-    let response = reqwest::Client::new()
+    let response = crate::http::client()?
         .post(url.clone())
         .header("X-API-Key", api_key)
         .json(&body)
