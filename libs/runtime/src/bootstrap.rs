@@ -1,7 +1,7 @@
 //! The shared body of every daisi `main`: read and check the configuration before anything
 //! else (exit 64 with every problem listed when it is wrong), start the runtime and telemetry,
-//! wire SIGTERM/SIGINT to a shutdown token, run the service, and turn its outcome into an exit
-//! code.
+//! raise the open-file limit, wire SIGTERM/SIGINT to a shutdown token, run the service, and
+//! turn its outcome into an exit code.
 
 use daisi_config::{ConfigError, EXIT_BAD_CONFIG, Env, Loaded};
 use daisi_telemetry::TelemetryConfig;
@@ -54,6 +54,15 @@ where
                 return ExitCode::FAILURE;
             }
         };
+        match crate::fd_limit::raise() {
+            Ok(limit) if limit.now > limit.before => tracing::info!(
+                from = limit.before,
+                to = limit.now,
+                "raised the open-file limit to the hard limit"
+            ),
+            Ok(limit) => tracing::debug!(open_files = limit.now, "open-file limit"),
+            Err(error) => tracing::warn!(%error, "cannot raise the open-file limit; keeping the current one"),
+        }
         for variable in &loaded.unknown {
             tracing::warn!(%variable, "ignoring an environment variable that is not a setting of this service");
         }

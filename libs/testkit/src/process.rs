@@ -198,6 +198,11 @@ impl ServiceProcess {
             .any(|l| l.contains(needle))
     }
 
+    /// The process id, while the process runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Sends `signal` (SIGTERM for a graceful stop, SIGKILL for a crash, SIGSTOP to freeze).
     pub fn signal(&self, signal: Signal) -> Result<(), nix::Error> {
         let pid = self.child.id().ok_or(nix::Error::ESRCH)?;

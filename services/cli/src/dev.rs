@@ -159,6 +159,9 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         }
     })?;
     let _guard = daisi_telemetry::init(&telemetry)?;
+    if let Err(error) = daisi_runtime::fd_limit::raise() {
+        tracing::warn!(%error, "cannot raise the open-file limit; keeping the current one");
+    }
 
     let busy = |e: std::io::Error| {
         anyhow::anyhow!(

@@ -97,6 +97,22 @@ pub async fn run(
     .await
 }
 
+/// Each socket holds a descriptor: a connection cap above the open-file limit means clients
+/// beyond the limit fail at `accept` instead of getting the clear 503 of the cap.
+fn warn_if_descriptors_run_out(max_connections: usize) {
+    // Listeners, gRPC channels, the coordinator stream, logs: a small fixed overhead.
+    const RESERVED: u64 = 64;
+    if let Some(limit) = daisi_runtime::fd_limit::current()
+        && (max_connections as u64).saturating_add(RESERVED) > limit
+    {
+        tracing::warn!(
+            max_connections,
+            open_file_limit = limit,
+            "DAISI_EDGE_MAX_CONNECTIONS exceeds what the open-file limit allows; lower it, or raise the hard limit (ulimit -n, LimitNOFILE, the container runtime's nofile)"
+        );
+    }
+}
+
 /// The address routers reach this pod at: the configured one, with the bound port when the
 /// configured port is 0 (tests).
 fn delivery_address(config: &Config, grpc: SocketAddr) -> String {
@@ -197,6 +213,7 @@ pub async fn run_with(
         tls = edge.config.tls.is_some(),
         "edge listening"
     );
+    warn_if_descriptors_run_out(edge.config.limits.max_connections);
 
     shutdown.cancelled().await;
     releases_stop.cancel();

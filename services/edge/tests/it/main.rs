@@ -6,6 +6,7 @@ mod binary;
 mod delivery;
 mod drain;
 mod http_routes;
+mod many_sockets;
 mod sessions;
 mod support;
 mod tls;
