@@ -1,8 +1,9 @@
 //! The stack as containers: testcontainers on a Docker network created for the run. Services
-//! reach each other by container name; the test process reaches them on host ports fixed at
-//! creation (so a restarted container keeps its address).
+//! reach each other by container name; the test process reaches them on host ports Docker
+//! publishes. Docker chooses those ports itself (choosing one here and handing it to Docker
+//! races with every other process binding ports), and chooses again when a stopped container
+//! starts, so the ports are read back after every start.
 
-use crate::backend::free_port;
 use crate::topology::{Addresses, Component, Port, ports, started_message};
 use anyhow::Context;
 use std::collections::HashMap;
@@ -58,14 +59,25 @@ impl DockerBackend {
         format!("daisi-it-{}-{component}", self.run)
     }
 
-    pub(crate) fn prepare(&mut self, component: Component) -> anyhow::Result<()> {
+    /// Nothing to choose in advance: services reach each other by container name, and host
+    /// ports are read back once a container runs.
+    pub(crate) fn prepare(&mut self, _component: Component) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// Reads the host ports Docker published for `component`'s container.
+    async fn read_ports(&mut self, component: Component) -> anyhow::Result<()> {
+        let container = self.container(component)?;
+        let mut found = Vec::new();
         for &port in ports(component) {
-            if let std::collections::hash_map::Entry::Vacant(slot) =
-                self.ports.entry((component, port))
-            {
-                slot.insert(free_port()?);
-            }
+            let inside = port.container_port(component);
+            let host = container
+                .get_host_port_ipv4(ContainerPort::Tcp(inside))
+                .await
+                .with_context(|| format!("{component} publishes no host port for {inside}"))?;
+            found.push(((component, port), host));
         }
+        self.ports.extend(found);
         Ok(())
     }
 
@@ -91,7 +103,7 @@ impl DockerBackend {
                     .start()
                     .await
                     .with_context(|| format!("restarting {component}"))?;
-                return Ok(());
+                return self.read_ports(component).await;
             }
             self.archive(component).await;
         }
@@ -113,15 +125,6 @@ impl DockerBackend {
             .with_network(format!("daisi-it-{}", self.run))
             .with_container_name(self.name(component))
             .with_startup_timeout(Duration::from_secs(60));
-        for &port in ports(component) {
-            let host = self
-                .ports
-                .get(&(component, port))
-                .copied()
-                .context("ports not prepared")?;
-            request =
-                request.with_mapped_port(host, ContainerPort::Tcp(port.container_port(component)));
-        }
         for (k, v) in env {
             request = request.with_env_var(k.clone(), v.clone());
         }
@@ -142,7 +145,7 @@ impl DockerBackend {
             format!("starting {component} from image {repo}:{tag} (built by `make images`?)")
         })?;
         self.containers.insert(component, container);
-        Ok(())
+        self.read_ports(component).await
     }
 
     fn container(&self, component: Component) -> anyhow::Result<&ContainerAsync<GenericImage>> {

@@ -312,6 +312,8 @@ impl Stack {
             .terminate(Component::Nats, Duration::from_secs(10))
             .await?;
         self.backend.start(Component::Nats, &[]).await?;
+        // The host port may have changed (Docker publishes anew on start): reconnect.
+        self.nats = None;
         self.wait_ready(Component::Nats, Duration::from_secs(30))
             .await
     }

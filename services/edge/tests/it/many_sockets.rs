@@ -3,8 +3,12 @@
 //! tungstenite's 128 KiB defaults cost ~140 KiB per socket — fails here).
 //!
 //! The edge runs as its own process (the binary), so its RSS is its own and the two ends of
-//! 10,000 sockets do not share one descriptor table. Clients spread their source addresses
-//! over 127.0.0.2.. so loopback ports never run short.
+//! 10,000 sockets do not share one descriptor table.
+//!
+//! Client ports are chosen here, below the kernel's ephemeral range: 10,000 sockets on
+//! ephemeral ports (and their TIME_WAIT minute) would collide with every other test that asks
+//! the kernel or Docker for a free port. Sources spread over 127.0.0.2.. so 2,000 ports each
+//! suffice.
 
 use crate::support::{ADMIN_API_KEY, ADMIN_KEY, API_KEY, Coord, USER_KEY, enc, event, user_token};
 use daisi_proto::edge::v1 as epb;
@@ -18,6 +22,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 const BIN: &str = env!("CARGO_BIN_EXE_daisi-edge");
 const SOCKETS: usize = 10_000;
 const PER_SOURCE_ADDRESS: usize = 2_000;
+/// First client port; the clients use `FIRST_PORT..FIRST_PORT + PER_SOURCE_ADDRESS`.
+const FIRST_PORT: u16 = 20_000;
 /// Measured 15–16 KiB per socket (debug and release); the bound leaves room for allocator
 /// noise and still fails on tungstenite's default buffers.
 const MAX_KIB_PER_SOCKET: f64 = 48.0;
@@ -36,8 +42,13 @@ fn rss_kib(pid: u32) -> u64 {
 
 async fn connect(http: SocketAddr, i: usize, token: String) -> Client {
     let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i / PER_SOURCE_ADDRESS) as u8));
+    let port = FIRST_PORT + (i % PER_SOURCE_ADDRESS) as u16;
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(source, 0)).unwrap();
+    // A rerun within a minute finds these ports in TIME_WAIT.
+    socket.set_reuseaddr(true).unwrap();
+    socket
+        .bind(SocketAddr::new(source, port))
+        .unwrap_or_else(|e| panic!("cannot bind client port {source}:{port}: {e}"));
     let tcp = socket.connect(http).await.unwrap();
     let mut request = format!("ws://{http}/ws/c1/a1?token={}", enc(&token))
         .into_client_request()
@@ -66,6 +77,14 @@ async fn ten_thousand_sockets_on_one_edge_all_get_the_event() {
         limit.now >= SOCKETS as u64 + 1_000,
         "this test holds {SOCKETS} client sockets: raise the open-file hard limit (ulimit -Hn is {})",
         limit.hard
+    );
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    assert!(
+        usize::from(FIRST_PORT) + PER_SOURCE_ADDRESS <= usize::from(ephemeral),
+        "client ports {FIRST_PORT}.. overlap the ephemeral range starting at {ephemeral}"
     );
     let coordinator = Coord::start().await;
     let env = [
