@@ -89,6 +89,9 @@ fn api_key(args: &TailArgs) -> anyhow::Result<String> {
         .with_context(|| format!("pass --api-key or set {var}"))
 }
 
+/// How long the WebSocket handshake (TCP, TLS, upgrade) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn now() -> String {
     jiff::Timestamp::now().strftime("%H:%M:%S%.3fZ").to_string()
 }
@@ -115,7 +118,13 @@ pub(crate) async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
     );
     let mut shown_url = url.clone();
     shown_url.set_query(Some("token=***"));
-    let (mut socket, _) = match tokio_tungstenite::connect_async(request).await {
+    // An address that swallows packets must not leave the terminal hanging.
+    let connecting =
+        tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request));
+    let Ok(connected) = connecting.await else {
+        bail!("no answer from {shown_url} within {CONNECT_TIMEOUT:?}");
+    };
+    let (mut socket, _) = match connected {
         Ok(ok) => ok,
         Err(WsError::Http(response)) => {
             let status = response.status();

@@ -143,8 +143,14 @@ async fn output_of(child: tokio::process::Child) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
-/// Waits until `daisi sessions list` shows `n` sessions of company `c1`.
-async fn wait_sessions(dev: &Dev, n: usize) -> Vec<Value> {
+/// Waits until `daisi sessions list` shows `n` sessions of company `c1`. `tail` is the client
+/// expected to hold one: if it exits first (refused, say), or the count never comes, the
+/// failure shows what it printed and the stack's logs.
+async fn wait_sessions(
+    dev: &Dev,
+    n: usize,
+    mut tail: Option<tokio::process::Child>,
+) -> Option<tokio::process::Child> {
     for _ in 0..100 {
         let (code, out) = dev
             .daisi(&["sessions", "list", "--company", "c1", "--json"])
@@ -152,11 +158,30 @@ async fn wait_sessions(dev: &Dev, n: usize) -> Vec<Value> {
         assert_eq!(code, 0, "{out}");
         let list: Vec<Value> = serde_json::from_str(&out).unwrap();
         if list.len() == n {
-            return list;
+            return tail;
+        }
+        if let Some(child) = tail.as_mut()
+            && child.try_wait().ok().flatten().is_some()
+        {
+            let (code, out) = output_of(tail.take().unwrap()).await;
+            panic!(
+                "`daisi tail` exited with {code} before its session showed:\n{out}\nstack logs:\n{}",
+                dev.process.logs()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("never saw {n} sessions");
+    let tail_output = match tail {
+        Some(mut child) => {
+            let _ = child.start_kill();
+            output_of(child).await.1
+        }
+        None => String::new(),
+    };
+    panic!(
+        "never saw {n} sessions\ntail printed:\n{tail_output}\nstack logs:\n{}",
+        dev.process.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,7 +214,7 @@ async fn every_subcommand_works_against_the_dev_stack() {
         "2",
         "--json",
     ]);
-    wait_sessions(&dev, 1).await;
+    let tail = wait_sessions(&dev, 1, Some(tail)).await.unwrap();
 
     // sessions get / pods / routes while the socket is up.
     let (code, out) = dev
@@ -278,7 +303,7 @@ async fn every_subcommand_works_against_the_dev_stack() {
 
     // kill: a second tail is closed with 4402 and the CLI shows it.
     let tail = dev.tail(&["--token", &token]);
-    wait_sessions(&dev, 1).await;
+    let tail = wait_sessions(&dev, 1, Some(tail)).await.unwrap();
     let (code, out) = dev
         .daisi(&[
             "sessions",
@@ -297,7 +322,7 @@ async fn every_subcommand_works_against_the_dev_stack() {
     let (code, out) = output_of(tail).await;
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("closed 4402"), "{out}");
-    wait_sessions(&dev, 0).await;
+    wait_sessions(&dev, 0, None).await;
 
     // Ctrl-C stops the whole stack cleanly.
     dev.process.signal(Signal::SIGINT).unwrap();
@@ -335,7 +360,7 @@ async fn dev_runs_on_real_redis_and_nats_and_publish_goes_through_nats() {
         .await;
     assert_eq!(code, 0, "{token}");
     let tail = dev.tail(&["--token", token.trim(), "--count", "1", "--json"]);
-    wait_sessions(&dev, 1).await;
+    let tail = wait_sessions(&dev, 1, Some(tail)).await.unwrap();
     let (code, out) = dev
         .daisi(&[
             "publish",
