@@ -44,6 +44,9 @@ pub(crate) struct TailArgs {
     /// Print one JSON object per line.
     #[arg(long)]
     json: bool,
+    /// Attempts after a 503 answer (waiting its Retry-After) before giving up.
+    #[arg(long, default_value_t = 3)]
+    retries: u32,
 }
 
 /// Where to connect: `/ws/{company}/{agent}` or `/ws/admin`, as a ws(s) URL.
@@ -89,6 +92,62 @@ fn api_key(args: &TailArgs) -> anyhow::Result<String> {
         .with_context(|| format!("pass --api-key or set {var}"))
 }
 
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens the socket. A 503 (the edge cannot reach its coordinator, or is full or draining) is
+/// temporary by contract: like the browser clients, tail waits the `Retry-After` it was given
+/// (1–10 s) and tries again, `--retries` times.
+async fn connect(
+    args: &TailArgs,
+    request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    shown_url: &Url,
+) -> anyhow::Result<Socket> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        // An address that swallows packets must not leave the terminal hanging.
+        let connecting = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio_tungstenite::connect_async(request.clone()),
+        );
+        let Ok(connected) = connecting.await else {
+            bail!("no answer from {shown_url} within {CONNECT_TIMEOUT:?}");
+        };
+        match connected {
+            Ok((socket, _)) => return Ok(socket),
+            Err(WsError::Http(response)) => {
+                let status = response.status();
+                let body = response
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                if status != 503 || attempt > args.retries {
+                    bail!("{shown_url} refused the connection: {status} {body}");
+                }
+                let wait = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(1)
+                    .clamp(1, 10);
+                show(
+                    args.json,
+                    json!({"kind": "retrying", "status": 503, "after_seconds": wait, "body": body}),
+                    format!(
+                        "{} {shown_url} answered 503 {body}; retrying in {wait} s",
+                        now()
+                    ),
+                );
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot connect to {shown_url}")),
+        }
+    }
+}
+
 /// How long the WebSocket handshake (TCP, TLS, upgrade) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -118,25 +177,7 @@ pub(crate) async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
     );
     let mut shown_url = url.clone();
     shown_url.set_query(Some("token=***"));
-    // An address that swallows packets must not leave the terminal hanging.
-    let connecting =
-        tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request));
-    let Ok(connected) = connecting.await else {
-        bail!("no answer from {shown_url} within {CONNECT_TIMEOUT:?}");
-    };
-    let (mut socket, _) = match connected {
-        Ok(ok) => ok,
-        Err(WsError::Http(response)) => {
-            let status = response.status();
-            let body = response
-                .body()
-                .as_ref()
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-                .unwrap_or_default();
-            bail!("{shown_url} refused the connection: {status} {body}");
-        }
-        Err(e) => return Err(e).with_context(|| format!("cannot connect to {shown_url}")),
-    };
+    let mut socket = connect(&args, request, &shown_url).await?;
     show(
         args.json,
         json!({"kind": "connected", "url": shown_url.as_str()}),

@@ -1,5 +1,5 @@
 //! Subcommands that need no running stack: keygen and local token minting, checked by
-//! decoding what they print with the same keys.
+//! decoding what they print with the same keys; `tail` against an edge that answers 503.
 
 use daisi_domain::token::TokenKeyring;
 use daisi_testkit::run_with_args;
@@ -139,4 +139,75 @@ async fn bad_input_is_refused_with_a_reason() {
     let (code, out) = daisi(&["publish", "websocket.c1", "{}"], &[]).await;
     assert_ne!(code, 0);
     assert!(out.contains("not a daisi subject"), "{out}");
+}
+
+/// An "edge" that answers every upgrade with 503 and `Retry-After: 1`, counting the attempts.
+async fn always_unavailable() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let attempts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = attempts.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut request = [0u8; 4096];
+            let _ = tcp.read(&mut request).await;
+            let body = r#"{"success":false,"error":{"code":"ServiceUnavailable"}}"#;
+            let answer = format!(
+                "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tcp.write_all(answer.as_bytes()).await;
+        }
+    });
+    (addr, attempts)
+}
+
+#[tokio::test]
+async fn tail_retries_a_503_after_its_retry_after_then_gives_up() {
+    let (addr, attempts) = always_unavailable().await;
+    let edge = format!("http://{addr}");
+    let args = [
+        "tail",
+        "--token",
+        "t",
+        "--company",
+        "c1",
+        "--agent",
+        "a1",
+        "--api-key",
+        "k",
+        "--edge",
+        &edge,
+        "--retries",
+        "2",
+    ];
+    let started = std::time::Instant::now();
+    let (code, out) = daisi(&args, &[]).await;
+    assert_ne!(code, 0, "{out}");
+    assert_eq!(
+        attempts.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "{out}"
+    );
+    assert_eq!(out.matches("retrying in 1 s").count(), 2, "{out}");
+    assert!(out.contains("refused the connection: 503"), "{out}");
+    // Two waits of the server's Retry-After.
+    assert!(started.elapsed() >= Duration::from_secs(2), "{out}");
+
+    // --retries 0: one attempt, no wait.
+    let mut args = args.to_vec();
+    *args.last_mut().unwrap() = "0";
+    let (code, out) = daisi(&args, &[]).await;
+    assert_ne!(code, 0, "{out}");
+    assert_eq!(
+        attempts.load(std::sync::atomic::Ordering::SeqCst),
+        4,
+        "{out}"
+    );
+    assert!(!out.contains("retrying"), "{out}");
 }
