@@ -27,7 +27,12 @@ pub(crate) struct PublishArgs {
     )]
     router: Url,
     /// Router publish API key.
-    #[arg(long, env = "DAISI_ROUTER_PUBLISH_API_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "DAISI_ROUTER_PUBLISH_API_KEY",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     api_key: Option<String>,
     /// Subject prefix the subject must use.
     #[arg(long, env = "DAISI_ROUTER_SUBJECT_PREFIX", default_value = "websocket")]

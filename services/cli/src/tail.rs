@@ -17,8 +17,14 @@ use url::Url;
 
 #[derive(Debug, Args)]
 pub(crate) struct TailArgs {
-    /// The user or admin token.
-    #[arg(long, env = "DAISI_TOKEN", hide_env_values = true)]
+    /// The user or admin token. Tokens are URL-safe base64 and may start with `-`; they are
+    /// taken as values, never as flags.
+    #[arg(
+        long,
+        env = "DAISI_TOKEN",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     token: String,
     /// Edge base URL.
     #[arg(long, env = "DAISI_EDGE_URL", default_value = "http://127.0.0.1:8080")]
@@ -33,7 +39,7 @@ pub(crate) struct TailArgs {
     #[arg(long, conflicts_with_all = ["company", "agent", "select_chat"])]
     admin: bool,
     /// API key; defaults to DAISI_EDGE_SECRET_TOKEN (users) or DAISI_EDGE_ADMIN_SECRET_TOKEN (admins).
-    #[arg(long, hide_env_values = true)]
+    #[arg(long, hide_env_values = true, allow_hyphen_values = true)]
     api_key: Option<String>,
     /// Select this chat after `ready`, to receive its `messages` events.
     #[arg(long)]

@@ -34,10 +34,20 @@ pub(crate) struct UserArgs {
     #[command(flatten)]
     common: Common,
     /// User token key(s), 64 hex characters; the first one encrypts.
-    #[arg(long, env = "DAISI_EDGE_TOKEN_AES_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "DAISI_EDGE_TOKEN_AES_KEY",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     key: Option<String>,
     /// Edge API key (`secret_token`), used with --edge.
-    #[arg(long, env = "DAISI_EDGE_SECRET_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "DAISI_EDGE_SECRET_TOKEN",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     api_key: Option<String>,
 }
 
@@ -58,10 +68,20 @@ pub(crate) struct AdminArgs {
     #[command(flatten)]
     common: Common,
     /// Admin token key(s), 64 hex characters; the first one encrypts.
-    #[arg(long, env = "DAISI_EDGE_ADMIN_TOKEN_AES_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "DAISI_EDGE_ADMIN_TOKEN_AES_KEY",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     key: Option<String>,
     /// Edge admin API key (`admin_secret_token`), used with --edge.
-    #[arg(long, env = "DAISI_EDGE_ADMIN_SECRET_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "DAISI_EDGE_ADMIN_SECRET_TOKEN",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     api_key: Option<String>,
 }
 

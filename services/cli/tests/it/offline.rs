@@ -173,14 +173,15 @@ async fn tail_retries_a_503_after_its_retry_after_then_gives_up() {
     let edge = format!("http://{addr}");
     let args = [
         "tail",
+        // Tokens and keys are URL-safe base64 or free text: a leading '-' is a value.
         "--token",
-        "t",
+        "-Sbase64url-token",
         "--company",
         "c1",
         "--agent",
         "a1",
         "--api-key",
-        "k",
+        "-key",
         "--edge",
         &edge,
         "--retries",
