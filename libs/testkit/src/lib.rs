@@ -8,5 +8,5 @@ mod process;
 mod redis;
 
 pub use contract::{assert_refuses_config, assert_serves_and_stops, get_json, http_client};
-pub use process::{Exited, ServiceProcess, SpawnError, run_to_exit, run_with_args};
+pub use process::{Exited, ServiceProcess, SpawnError, rss_kib, run_to_exit, run_with_args};
 pub use redis::{RedisServer, RedisServerError};

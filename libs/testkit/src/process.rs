@@ -256,3 +256,15 @@ pub async fn run_with_args(
         output: text,
     })
 }
+
+/// Resident memory of process `pid` in KiB (`VmRSS` of `/proc/{pid}/status`; Linux only).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}

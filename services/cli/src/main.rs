@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::dispatch(cli)) {
         Ok(code) => code,
         Err(error) => {
-            output::fail(&format!("{error:#}"));
+            output::fail(&output::describe(&error));
             ExitCode::FAILURE
         }
     }

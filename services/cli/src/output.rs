@@ -10,6 +10,23 @@ pub(crate) fn fail(message: &str) {
     eprintln!("daisi: {message}");
 }
 
+/// An error and its causes on one line, `outer: cause: root`, leaving out a cause whose text
+/// the previous part already shows (many I/O errors repeat their source in their own message).
+pub(crate) fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.ends_with(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
 /// Prints a line of text.
 pub(crate) fn line(text: &str) {
     println!("{text}");
@@ -40,4 +57,19 @@ pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>, empty: &str) {
         table.add_row(row);
     }
     println!("{table}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+    use anyhow::Context;
+
+    #[test]
+    fn causes_are_chained_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let repeated = anyhow::Error::new(std::io::Error::other(io)).context("cannot connect");
+        assert_eq!(describe(&repeated), "cannot connect: refused");
+        let distinct: anyhow::Result<()> = Err(anyhow::anyhow!("root")).context("outer");
+        assert_eq!(describe(&distinct.expect_err("an error")), "outer: root");
+    }
 }

@@ -30,15 +30,7 @@ const API_KEY: &str = "load-api-key";
 const PER_SOURCE: usize = 2_000;
 
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    daisi_testkit::rss_kib(std::process::id()).unwrap_or(0)
 }
 
 fn main() {

@@ -29,15 +29,7 @@ const FIRST_PORT: u16 = 20_000;
 const MAX_KIB_PER_SOCKET: f64 = 48.0;
 
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or_else(|| panic!("no VmRSS for pid {pid}"))
+    daisi_testkit::rss_kib(pid).unwrap_or_else(|| panic!("no VmRSS for pid {pid}"))
 }
 
 async fn connect(http: SocketAddr, i: usize, token: String) -> Client {
