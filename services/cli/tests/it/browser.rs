@@ -130,7 +130,7 @@ async fn the_console_connects_shows_events_and_a_takeover() {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let state = browser.find(Locator::Css("#state")).await?.text().await?;
         assert_eq!(state, "closed", "a takeover must not trigger reconnects");
-        let _ = taker.start_kill();
+        taker.kill();
         Ok::<_, fantoccini::error::CmdError>(())
     }
     .await;

@@ -5,6 +5,7 @@ use daisi_testkit::{ServiceProcess, get_json, run_with_args};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_daisi");
@@ -119,8 +120,8 @@ impl Dev {
     }
 
     /// Starts `daisi tail` in the background.
-    pub(crate) fn tail(&self, args: &[&str]) -> tokio::process::Child {
-        tokio::process::Command::new(BIN)
+    pub(crate) fn tail(&self, args: &[&str]) -> Tail {
+        let mut child = tokio::process::Command::new(BIN)
             .arg("tail")
             .args(args)
             .env_clear()
@@ -129,57 +130,110 @@ impl Dev {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .unwrap()
+            .unwrap();
+        let printed = Arc::new(Mutex::new(String::new()));
+        let readers = [
+            collect(child.stdout.take().unwrap(), printed.clone()),
+            collect(child.stderr.take().unwrap(), printed.clone()),
+        ];
+        Tail {
+            child,
+            printed,
+            readers,
+        }
     }
 }
 
-async fn output_of(child: tokio::process::Child) -> (i32, String) {
-    let out = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
-        .await
-        .expect("tail did not finish")
-        .unwrap();
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), text)
+/// A `daisi tail` running in the background, its output collected as it comes.
+pub(crate) struct Tail {
+    child: tokio::process::Child,
+    printed: Arc<Mutex<String>>,
+    readers: [tokio::task::JoinHandle<()>; 2],
 }
 
-/// Waits until `daisi sessions list` shows `n` sessions of company `c1`. `tail` is the client
-/// expected to hold one: if it exits first (refused, say), or the count never comes, the
-/// failure shows what it printed and the stack's logs.
-async fn wait_sessions(
-    dev: &Dev,
-    n: usize,
-    mut tail: Option<tokio::process::Child>,
-) -> Option<tokio::process::Child> {
+fn collect(
+    pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    into: Arc<Mutex<String>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(pipe).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut text = into.lock().unwrap();
+            text.push_str(&line);
+            text.push('\n');
+        }
+    })
+}
+
+impl Tail {
+    /// What it printed so far.
+    pub(crate) fn printed(&self) -> String {
+        self.printed.lock().unwrap().clone()
+    }
+
+    /// Whether it has exited.
+    fn exited(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_some()
+    }
+
+    /// Waits up to 15 s for it to exit: its code and everything it printed. If it does not
+    /// exit, it is killed and the test fails showing what it printed.
+    pub(crate) async fn finish(mut self) -> (i32, String) {
+        let status = tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await;
+        if status.is_err() {
+            let _ = self.child.start_kill();
+        }
+        for reader in self.readers {
+            let _ = reader.await;
+        }
+        let text = self.printed.lock().unwrap().clone();
+        match status {
+            Ok(status) => (status.unwrap().code().unwrap_or(-1), text),
+            Err(_) => panic!("tail did not finish within 15 s; it printed:\n{text}"),
+        }
+    }
+
+    /// Stops it.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// Waits until `daisi sessions list` shows `n` sessions of company `c1`. With a `tail`, first
+/// waits for its `ready` (its session is acquired before the upgrade, so from then on the
+/// count includes it rather than a predecessor whose release is still on its way). If the tail
+/// exits first (refused, say), or the count never comes, the failure shows what it printed and
+/// the stack's logs.
+async fn wait_sessions(dev: &Dev, n: usize, tail: Option<&mut Tail>) {
+    let mut tail = tail;
     for _ in 0..100 {
+        if let Some(tail) = tail.as_deref_mut() {
+            if tail.exited() {
+                panic!(
+                    "`daisi tail` exited before its session showed:\n{}\nstack logs:\n{}",
+                    tail.printed(),
+                    dev.process.logs()
+                );
+            }
+            if !tail.printed().contains("ready") {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        }
         let (code, out) = dev
             .daisi(&["sessions", "list", "--company", "c1", "--json"])
             .await;
         assert_eq!(code, 0, "{out}");
         let list: Vec<Value> = serde_json::from_str(&out).unwrap();
         if list.len() == n {
-            return tail;
-        }
-        if let Some(child) = tail.as_mut()
-            && child.try_wait().ok().flatten().is_some()
-        {
-            let (code, out) = output_of(tail.take().unwrap()).await;
-            panic!(
-                "`daisi tail` exited with {code} before its session showed:\n{out}\nstack logs:\n{}",
-                dev.process.logs()
-            );
+            return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let tail_output = match tail {
-        Some(mut child) => {
-            let _ = child.start_kill();
-            output_of(child).await.1
-        }
-        None => String::new(),
-    };
     panic!(
-        "never saw {n} sessions\ntail printed:\n{tail_output}\nstack logs:\n{}",
+        "never saw {n} sessions\ntail printed:\n{}\nstack logs:\n{}",
+        tail.map(|t| t.printed()).unwrap_or_default(),
         dev.process.logs()
     );
 }
@@ -205,7 +259,7 @@ async fn every_subcommand_works_against_the_dev_stack() {
         .await;
     assert_eq!(code, 0, "{token}");
     let token = token.trim().to_owned();
-    let tail = dev.tail(&[
+    let mut tail = dev.tail(&[
         "--token",
         &token,
         "--select-chat",
@@ -214,7 +268,7 @@ async fn every_subcommand_works_against_the_dev_stack() {
         "2",
         "--json",
     ]);
-    let tail = wait_sessions(&dev, 1, Some(tail)).await.unwrap();
+    wait_sessions(&dev, 1, Some(&mut tail)).await;
 
     // sessions get / pods / routes while the socket is up.
     let (code, out) = dev
@@ -286,7 +340,7 @@ async fn every_subcommand_works_against_the_dev_stack() {
         ])
         .await;
     assert_eq!(code, 0, "{out}");
-    let (code, out) = output_of(tail).await;
+    let (code, out) = tail.finish().await;
     assert_eq!(code, 0, "{out}");
     let types: Vec<String> = out
         .lines()
@@ -302,8 +356,8 @@ async fn every_subcommand_works_against_the_dev_stack() {
     assert_eq!(types, ["chat", "message"], "{out}");
 
     // kill: a second tail is closed with 4402 and the CLI shows it.
-    let tail = dev.tail(&["--token", &token]);
-    let tail = wait_sessions(&dev, 1, Some(tail)).await.unwrap();
+    let mut tail = dev.tail(&["--token", &token]);
+    wait_sessions(&dev, 1, Some(&mut tail)).await;
     let (code, out) = dev
         .daisi(&[
             "sessions",
@@ -319,7 +373,7 @@ async fn every_subcommand_works_against_the_dev_stack() {
         ])
         .await;
     assert_eq!(code, 0, "{out}");
-    let (code, out) = output_of(tail).await;
+    let (code, out) = tail.finish().await;
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("closed 4402"), "{out}");
     wait_sessions(&dev, 0, None).await;
@@ -359,8 +413,8 @@ async fn dev_runs_on_real_redis_and_nats_and_publish_goes_through_nats() {
         ])
         .await;
     assert_eq!(code, 0, "{token}");
-    let tail = dev.tail(&["--token", token.trim(), "--count", "1", "--json"]);
-    let tail = wait_sessions(&dev, 1, Some(tail)).await.unwrap();
+    let mut tail = dev.tail(&["--token", token.trim(), "--count", "1", "--json"]);
+    wait_sessions(&dev, 1, Some(&mut tail)).await;
     let (code, out) = dev
         .daisi(&[
             "publish",
@@ -374,7 +428,7 @@ async fn dev_runs_on_real_redis_and_nats_and_publish_goes_through_nats() {
     assert_eq!(code, 0, "{out}");
     let ack: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(ack["stream"], "wa_stream", "{out}");
-    let (code, out) = output_of(tail).await;
+    let (code, out) = tail.finish().await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(r#""event_type":"contact""#), "{out}");
 
