@@ -54,15 +54,7 @@ where
                 return ExitCode::FAILURE;
             }
         };
-        match crate::fd_limit::raise() {
-            Ok(limit) if limit.now > limit.before => tracing::info!(
-                from = limit.before,
-                to = limit.now,
-                "raised the open-file limit to the hard limit"
-            ),
-            Ok(limit) => tracing::debug!(open_files = limit.now, "open-file limit"),
-            Err(error) => tracing::warn!(%error, "cannot raise the open-file limit; keeping the current one"),
-        }
+        crate::fd_limit::raise_and_log();
         for variable in &loaded.unknown {
             tracing::warn!(%variable, "ignoring an environment variable that is not a setting of this service");
         }

@@ -30,6 +30,21 @@ pub fn raise() -> Result<OpenFiles, nix::Error> {
     Ok(OpenFiles { before, now, hard })
 }
 
+/// [`raise`], logging what it did: every daisi process calls this once at start-up.
+pub fn raise_and_log() {
+    match raise() {
+        Ok(limit) if limit.now > limit.before => tracing::info!(
+            from = limit.before,
+            to = limit.now,
+            "raised the open-file limit to the hard limit"
+        ),
+        Ok(limit) => tracing::debug!(open_files = limit.now, "open-file limit"),
+        Err(error) => {
+            tracing::warn!(%error, "cannot raise the open-file limit; keeping the current one");
+        }
+    }
+}
+
 /// The soft open-file limit in force, if it can be read.
 pub fn current() -> Option<u64> {
     getrlimit(Resource::RLIMIT_NOFILE)

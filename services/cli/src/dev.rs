@@ -159,9 +159,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         }
     })?;
     let _guard = daisi_telemetry::init(&telemetry)?;
-    if let Err(error) = daisi_runtime::fd_limit::raise() {
-        tracing::warn!(%error, "cannot raise the open-file limit; keeping the current one");
-    }
+    daisi_runtime::fd_limit::raise_and_log();
 
     let busy = |e: std::io::Error| {
         anyhow::anyhow!(
