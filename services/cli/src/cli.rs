@@ -34,6 +34,18 @@ enum Command {
     Publish(crate::publish::PublishArgs),
     /// Connect as a client and print events as they arrive, with close codes and reasons.
     Tail(crate::tail::TailArgs),
+    /// Load-test a running stack: sockets, events, latency, losses, CPU and memory.
+    Bench(Box<crate::bench::BenchArgs>),
+    /// A load-test worker process (started by `daisi bench`).
+    #[command(hide = true)]
+    BenchWorker,
+}
+
+impl Cli {
+    /// Whether this process is a load-test worker, which runs on one thread.
+    pub(crate) fn is_bench_worker(&self) -> bool {
+        matches!(self.command, Command::BenchWorker)
+    }
 }
 
 /// Where the coordinator's gRPC API is.
@@ -71,5 +83,7 @@ pub(crate) async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Routes(args) => crate::admin::routes(args).await,
         Command::Publish(args) => crate::publish::run(args).await,
         Command::Tail(args) => crate::tail::run(args).await,
+        Command::Bench(args) => crate::bench::run(*args).await,
+        Command::BenchWorker => crate::bench::worker::run().await,
     }
 }

@@ -1,7 +1,9 @@
 //! `daisi`: one binary for people operating daisi — the in-process dev stack, keys and tokens,
-//! the coordinator's sessions, pods and routes, publishing events and tailing a socket.
+//! the coordinator's sessions, pods and routes, publishing events, tailing a socket, and
+//! load-testing a running stack (`daisi bench`).
 
 mod admin;
+mod bench;
 mod cli;
 mod dev;
 mod http;
@@ -16,10 +18,13 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // Load-test workers run one thread each; the driver starts as many as it needs.
+    let mut builder = if cli.is_bench_worker() {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(error) => {
             output::fail(&format!("cannot start the tokio runtime: {error}"));
