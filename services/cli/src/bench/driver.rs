@@ -66,7 +66,9 @@ impl Workers {
                                 return;
                             }
                         }
-                        Err(e) => eprintln!("daisi bench: worker {id} said something odd ({e}): {line}"),
+                        Err(e) => {
+                            eprintln!("daisi bench: worker {id} said something odd ({e}): {line}")
+                        }
                     }
                 }
                 let _ = tx.send((id, None)).await;
@@ -90,7 +92,10 @@ impl Workers {
         let mut line = serde_json::to_string(command)?;
         line.push('\n');
         for stdin in &mut self.stdins {
-            stdin.write_all(line.as_bytes()).await.context("a worker's stdin closed")?;
+            stdin
+                .write_all(line.as_bytes())
+                .await
+                .context("a worker's stdin closed")?;
             stdin.flush().await?;
         }
         Ok(())
@@ -285,9 +290,14 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     validate(&args)?;
     let targets = targets(&args)?;
     let (edge, host) = edge_addr(&args.edge).await?;
-    let mut run = [0u8; 4];
-    getrandom::fill(&mut run).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-    let run = u32::from_le_bytes(run);
+    let run = match args.run_id {
+        Some(id) => id,
+        None => {
+            let mut run = [0u8; 4];
+            getrandom::fill(&mut run).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            u32::from_le_bytes(run)
+        }
+    };
     let plan = Plan {
         company: args.company.clone(),
         sockets: args.sockets,
@@ -309,7 +319,10 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         )?),
     };
     let started_at = jiff::Timestamp::now().to_string();
-    let edge_target = targets.iter().find(|t| t.name == args.edge_process).cloned();
+    let edge_target = targets
+        .iter()
+        .find(|t| t.name == args.edge_process)
+        .cloned();
     let edge_rss_before = edge_target
         .as_ref()
         .and_then(|t| procstat::read(t.pid))

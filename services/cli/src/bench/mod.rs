@@ -172,6 +172,10 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value = "edge")]
     edge_process: String,
 
+    /// Run id stamped on the events (random by default); fixing it lets another publisher add
+    /// events to a run, as the tests do to cause duplicates.
+    #[arg(long, hide = true)]
+    run_id: Option<u32>,
     /// Title of the report.
     #[arg(long)]
     label: Option<String>,

@@ -37,7 +37,11 @@ pub(crate) fn find(name: &str) -> anyhow::Result<Target> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").context("cannot list /proc")? {
         let Ok(entry) = entry else { continue };
-        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
             continue;
         };
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();

@@ -45,10 +45,11 @@ pub(crate) enum Sink {
 impl Sink {
     /// Connects to NATS at `url`.
     pub(crate) async fn jetstream(url: &Url) -> anyhow::Result<Self> {
-        let client = tokio::time::timeout(Duration::from_secs(10), async_nats::connect(url.as_str()))
-            .await
-            .with_context(|| format!("no answer from NATS at {url} within 10 s"))?
-            .with_context(|| format!("cannot connect to NATS at {url}"))?;
+        let client =
+            tokio::time::timeout(Duration::from_secs(10), async_nats::connect(url.as_str()))
+                .await
+                .with_context(|| format!("no answer from NATS at {url} within 10 s"))?
+                .with_context(|| format!("cannot connect to NATS at {url}"))?;
         Ok(Self::JetStream(async_nats::jetstream::new(client)))
     }
 
@@ -203,7 +204,9 @@ pub(crate) async fn publish(
     })
     .await;
     if drained.is_err() {
-        outcome.errors.push("acknowledgements still missing after 30 s".to_owned());
+        outcome
+            .errors
+            .push("acknowledgements still missing after 30 s".to_owned());
     }
     outcome.failed.sort_unstable();
     let b = behind.summary();
@@ -225,7 +228,8 @@ fn api_request(
     chunk: &[(u64, String, String)],
 ) -> Pending {
     let seqs: Vec<u64> = chunk.iter().map(|(s, _, _)| *s).collect();
-    let mut body = String::with_capacity(chunk.iter().map(|(_, s, p)| s.len() + p.len() + 32).sum());
+    let mut body =
+        String::with_capacity(chunk.iter().map(|(_, s, p)| s.len() + p.len() + 32).sum());
     body.push('[');
     for (i, (_, subject, payload)) in chunk.iter().enumerate() {
         if i > 0 {

@@ -64,7 +64,10 @@ struct State {
 type Shared = Arc<(Mutex<State>, Notify)>;
 
 fn lock(shared: &Shared) -> MutexGuard<'_, State> {
-    shared.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    shared
+        .0
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl State {
@@ -199,7 +202,8 @@ async fn open_all(
         };
         let index = setup.first + local as u64;
         let per_source = setup.per_source.max(1);
-        let source = setup.sources[usize::try_from(index / per_source).unwrap_or(0) % setup.sources.len()];
+        let source =
+            setup.sources[usize::try_from(index / per_source).unwrap_or(0) % setup.sources.len()];
         let (urls, shared, stop) = (urls.clone(), shared.clone(), stop.clone());
         let (edge, api_key, retries) = (setup.edge_addr, setup.api_key.clone(), setup.retries);
         tasks.spawn(async move {
@@ -218,7 +222,8 @@ async fn open_all(
                     Ok(ws) => {
                         s.ready += 1;
                         s.open += 1;
-                        let waited = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                        let waited =
+                            u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
                         s.time_to_ready.record(waited);
                         Some(ws)
                     }

@@ -93,7 +93,7 @@ impl Dev {
         dev
     }
 
-    fn env(&self) -> Vec<(String, String)> {
+    pub(crate) fn env(&self) -> Vec<(String, String)> {
         vec![
             ("DAISI_EDGE_TOKEN_AES_KEY".into(), USER_KEY.into()),
             ("DAISI_EDGE_ADMIN_TOKEN_AES_KEY".into(), ADMIN_KEY.into()),

@@ -1,0 +1,195 @@
+//! `daisi bench` against a `daisi dev` child process: the load generator's delivery accounting
+//! checked end to end with faults caused for real. One of its sockets is taken over by another
+//! client (the edge closes it with 4402, so its events are lost), one event is published a
+//! second time (a duplicate) and one is published to the wrong agent (unexpected). The report
+//! must count exactly those; its latency figures are printed, not asserted.
+
+use crate::stack::{Dev, PUBLISH_KEY};
+use serde_json::Value;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::AsyncBufReadExt;
+
+const BIN: &str = env!("CARGO_BIN_EXE_daisi");
+const SOCKETS: u64 = 20;
+const RATE: u64 = 100;
+const RUN: u32 = 4242;
+const COMPANY: &str = "it";
+
+fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// Publishes a measured event of run `RUN` with sequence `seq` to `agent`, as the bench would.
+async fn inject(router: &str, agent: &str, seq: u64) {
+    let t = now_ns();
+    let payload = format!(
+        r#"{{"event_id":"it:{seq}","company_id":"{COMPANY}","agent_id":"{agent}","row_data":{{"lg":"{RUN}:1:{seq}:{t}:{t}"}}}}"#
+    );
+    let body = format!(r#"{{"subject":"websocket.{COMPANY}.{agent}.chats","payload":{payload}}}"#);
+    let response = daisi_testkit::http_client()
+        .post(format!("{router}/api/v1/publish"))
+        .header("X-API-Key", PUBLISH_KEY)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_counts_deliveries_losses_and_duplicates() {
+    let dev = Dev::start().await;
+    let env = dev.env();
+    let router = env
+        .iter()
+        .find(|(k, _)| k == "DAISI_ROUTER_URL")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let out = std::env::temp_dir().join(format!("daisi-bench-it-{}.json", std::process::id()));
+    let (sockets, rate, run) = (SOCKETS.to_string(), RATE.to_string(), RUN.to_string());
+    let mut bench = tokio::process::Command::new(BIN)
+        .args([
+            "bench",
+            "spread",
+            "--company",
+            COMPANY,
+            "--sockets",
+            &sockets,
+            "--rate",
+            &rate,
+            "--duration",
+            "1s",
+            "--warmup",
+            "1s",
+            // Time for the takeover and the injections below, before measured events flow.
+            "--settle",
+            "8s",
+            "--drain",
+            "10s",
+            "--run-id",
+            &run,
+            "--json",
+            "--out",
+        ])
+        .arg(&out)
+        .env_clear()
+        .envs(env.clone())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = tokio::io::BufReader::new(bench.stderr.take().unwrap()).lines();
+    let mut said = String::new();
+    let opened = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = stderr.next_line().await {
+            said.push_str(&line);
+            said.push('\n');
+            if line.contains("sockets ready") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(
+        matches!(opened, Ok(true)),
+        "bench never opened its sockets:\n{said}"
+    );
+    assert!(
+        said.contains(&format!("{SOCKETS} sockets ready, 0 failed")),
+        "{said}"
+    );
+
+    // Socket 7 (agent a7, user u7) is taken over: the edge closes the bench's socket with 4402
+    // and every event owed to it is lost.
+    let (code, token) = dev
+        .daisi(&[
+            "token",
+            "user",
+            "--company",
+            COMPANY,
+            "--agent",
+            "a7",
+            "--user",
+            "u7",
+        ])
+        .await;
+    assert_eq!(code, 0, "{token}");
+    let mut thief = dev.tail(&[
+        "--token",
+        token.trim(),
+        "--company",
+        COMPANY,
+        "--agent",
+        "a7",
+    ]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !thief.printed().contains("ready") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "takeover never ready: {}",
+            thief.printed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Sequence 3 belongs to socket 3: a second copy is a duplicate. Sequence 4 belongs to
+    // socket 4: sent to agent a5 it is unexpected there.
+    inject(&router, "a3", 3).await;
+    inject(&router, "a5", 4).await;
+
+    let (status, stdout) = tokio::time::timeout(Duration::from_secs(90), async {
+        let mut text = String::new();
+        let mut stdout = bench.stdout.take().unwrap();
+        tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut text)
+            .await
+            .unwrap();
+        while let Ok(Some(line)) = stderr.next_line().await {
+            said.push_str(&line);
+            said.push('\n');
+        }
+        (bench.wait().await.unwrap(), text)
+    })
+    .await
+    .expect("bench finishes within 90 s");
+    thief.kill();
+    assert!(status.success(), "bench failed:\n{said}\n{stdout}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&out);
+    assert_eq!(
+        saved["deliveries"], report["deliveries"],
+        "--out and stdout agree"
+    );
+    println!("bench latency (not asserted): {}", report["latency"]);
+
+    let published = RATE; // 1 s at RATE events/s
+    let owed_to_7 = published.div_ceil(SOCKETS); // seq 7, 27, 47, 67, 87
+    let d = &report["deliveries"];
+    assert_eq!(report["events"]["sent"], published, "{report:#}");
+    assert_eq!(
+        report["events"]["failed"],
+        serde_json::json!([]),
+        "{report:#}"
+    );
+    assert_eq!(d["expected"], published, "{report:#}");
+    assert_eq!(d["lost"], owed_to_7, "{report:#}");
+    assert_eq!(d["unique"], published - owed_to_7, "{report:#}");
+    assert_eq!(d["duplicates"], 1, "{report:#}");
+    assert_eq!(d["unexpected"], 1, "{report:#}");
+    assert_eq!(d["foreign"], 0, "{report:#}");
+    // The warm-up ran after the takeover too: socket 7 missed its share of it.
+    assert_eq!(d["warmup"], published - owed_to_7, "{report:#}");
+    assert_eq!(report["closes"]["4402"], 1, "{report:#}");
+    assert_eq!(report["open_at_end"], SOCKETS - 1, "{report:#}");
+    assert_eq!(
+        report["latency"]["count"],
+        published - owed_to_7 + 2,
+        "every arrival of a measured event is timed: {report:#}"
+    );
+}
