@@ -18,6 +18,7 @@ endif
 .DEFAULT_GOAL := help
 .PHONY: help build run run-local test lint chart fmt fmt-check clippy doc proto generate images clean \
         benchmark benchmark-auth benchmark-conn benchmark-msg benchmark-integration \
+        benchmark-edge benchmark-router benchmark-load \
         benchmark-compare benchmark-baseline benchmark-clean
 
 help: ## list targets
@@ -78,7 +79,7 @@ clean: ## remove build output
 
 # Benchmarks (names kept from the old service's Makefile). Criterion prints medians; quote
 # them with the command. Release builds only here, never in the test path.
-benchmark: benchmark-auth benchmark-msg benchmark-integration ## every benchmark
+benchmark: benchmark-auth benchmark-msg benchmark-edge benchmark-router benchmark-integration ## every criterion benchmark
 
 benchmark-auth: ## token encode/decode (criterion)
 	$(CARGO) bench -p daisi-benches --bench domain -- token
@@ -93,13 +94,27 @@ benchmark-integration: ## coordinator store on real Redis vs memory; router stre
 	$(CARGO) bench -p daisi-coordinator --bench store
 	$(CARGO) bench -p daisi-router --bench throughput
 
-benchmark-compare: ## criterion benchmarks against the baseline saved by `benchmark-baseline`
-	$(CARGO) bench -p daisi-benches --bench domain -- --baseline main
-	$(CARGO) bench -p daisi-coordinator --bench store -- --baseline main
+benchmark-edge: ## edge: fan-out to 1/100/10,000 sockets, token validation cached/uncached, socket registration (criterion)
+	$(CARGO) bench -p daisi-edge --bench edge
+
+benchmark-router: ## router: per-event path from the stream to a stub edge, alone and in bursts (criterion)
+	$(CARGO) bench -p daisi-router --bench pipeline
+
+benchmark-load: ## release stack (run-local) under `daisi bench`: the standard workloads into docs/performance.md
+	python3 benches/load/standard.py
+
+# The criterion suites `benchmark-compare` and `benchmark-baseline` cover.
+CRITERION_SUITES := daisi-benches:domain daisi-edge:edge daisi-router:pipeline daisi-coordinator:store
+
+benchmark-compare: ## criterion benchmarks against the `main` baseline; fails on a median >10 % slower
+	@mkdir -p target/criterion && touch target/criterion/.compare-start
+	@set -e; for s in $(CRITERION_SUITES); do \
+		$(CARGO) bench -p $${s%%:*} --bench $${s##*:} -- --baseline main; done
+	python3 benches/compare.py --threshold 10 --since target/criterion/.compare-start
 
 benchmark-baseline: ## save the current criterion results as the `main` baseline
-	$(CARGO) bench -p daisi-benches --bench domain -- --save-baseline main
-	$(CARGO) bench -p daisi-coordinator --bench store -- --save-baseline main
+	@set -e; for s in $(CRITERION_SUITES); do \
+		$(CARGO) bench -p $${s%%:*} --bench $${s##*:} -- --save-baseline main; done
 
 benchmark-clean: ## forget saved benchmark results
 	rm -rf target/criterion

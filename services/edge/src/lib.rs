@@ -27,7 +27,7 @@ pub use config::Config;
 use coordinator::{AnyCoordinator, PodIdentity};
 use daisi_runtime::{CancellationToken, Readiness};
 use daisi_telemetry::Metrics;
-use state::{COORDINATOR, EdgeState};
+use state::{COORDINATOR, Edge, EdgeState};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -123,24 +123,16 @@ fn delivery_address(config: &Config, grpc: SocketAddr) -> String {
     url.as_str().trim_end_matches('/').to_owned()
 }
 
-/// [`run`] with a given coordinator.
-pub async fn run_with(
+/// The shared state [`run_with`] serves from (with its metrics registry), before any
+/// listener, loop or socket exists. Benchmarks and tests drive its parts directly.
+pub fn state(
     config: Config,
-    listeners: Listeners,
     coordinator: AnyCoordinator,
-    shutdown: CancellationToken,
-) -> Result<(), Error> {
+    grpc_addr: SocketAddr,
+) -> Result<(Edge, Metrics), Error> {
     let registry = Metrics::new("edge").map_err(|e| Error::Startup(e.to_string()))?;
     let metrics =
         metrics::EdgeMetrics::new(&registry).map_err(|e| Error::Startup(e.to_string()))?;
-    let tls = config
-        .tls
-        .as_ref()
-        .map(http::tls::acceptor)
-        .transpose()
-        .map_err(|e| Error::Startup(e.to_string()))?;
-    let http_addr = listeners.http.local_addr()?;
-    let grpc_addr = listeners.grpc.local_addr()?;
     let pod = PodIdentity {
         pod: config.pod_id.clone(),
         instance: uuid::Uuid::new_v4().simple().to_string(),
@@ -154,7 +146,7 @@ pub async fn run_with(
         registry: registry::Registry::default(),
         releases: lifecycle::release::ReleaseQueue::default(),
         metrics,
-        readiness: readiness.clone(),
+        readiness,
         heartbeat_now: tokio::sync::Notify::new(),
         renew_now: tokio::sync::Notify::new(),
         heartbeat_lock: tokio::sync::Mutex::new(()),
@@ -163,6 +155,26 @@ pub async fn run_with(
         sockets_stop: CancellationToken::new(),
         config,
     });
+    Ok((edge, registry))
+}
+
+/// [`run`] with a given coordinator.
+pub async fn run_with(
+    config: Config,
+    listeners: Listeners,
+    coordinator: AnyCoordinator,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let tls = config
+        .tls
+        .as_ref()
+        .map(http::tls::acceptor)
+        .transpose()
+        .map_err(|e| Error::Startup(e.to_string()))?;
+    let http_addr = listeners.http.local_addr()?;
+    let grpc_addr = listeners.grpc.local_addr()?;
+    let (edge, registry) = state(config, coordinator, grpc_addr)?;
+    let readiness = edge.readiness.clone();
 
     // Series exist from the start, so dashboards see zeros rather than gaps.
     edge.refresh_socket_gauges();

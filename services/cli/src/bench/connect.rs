@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 /// A client socket.
@@ -33,6 +34,15 @@ pub(crate) struct Failure {
     pub(crate) reason: String,
     /// Retry-After of a 503.
     pub(crate) retry_after: Option<Duration>,
+}
+
+/// Small buffers: a worker holds up to 15,000 sockets, and tungstenite's 128 KiB defaults
+/// would cost it 2 GB of memory the machine under test also needs.
+fn client_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(64 * 1024)
 }
 
 /// One attempt, bounded by `timeout` up to the `ready` frame.
@@ -68,7 +78,13 @@ pub(crate) async fn attempt(target: &Target<'_>, timeout: Duration) -> Result<So
             "Sec-WebSocket-Protocol",
             HeaderValue::from_static("json.v1"),
         );
-        let (mut ws, _) = match tokio_tungstenite::client_async(request, tcp).await {
+        let (mut ws, _) = match tokio_tungstenite::client_async_with_config(
+            request,
+            tcp,
+            Some(client_config()),
+        )
+        .await
+        {
             Ok(ok) => ok,
             Err(WsError::Http(response)) => {
                 let status = response.status();
