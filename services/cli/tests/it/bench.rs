@@ -166,7 +166,7 @@ async fn bench_counts_deliveries_losses_and_duplicates() {
         saved["deliveries"], report["deliveries"],
         "--out and stdout agree"
     );
-    println!("bench latency (not asserted): {}", report["latency"]);
+    eprintln!("bench latency (not asserted): {}", report["latency"]);
 
     let published = RATE; // 1 s at RATE events/s
     let owed_to_7 = published.div_ceil(SOCKETS); // seq 7, 27, 47, 67, 87
