@@ -104,11 +104,21 @@ fn tokens(c: &mut Criterion) {
     let cached = edge("100000");
     cached.auth.user_token(Some(&token), now).unwrap();
     group.bench_function("cached", |b| {
-        b.iter(|| cached.auth.user_token(black_box(Some(&token)), now).unwrap());
+        b.iter(|| {
+            cached
+                .auth
+                .user_token(black_box(Some(&token)), now)
+                .unwrap()
+        });
     });
     let uncached = edge("0");
     group.bench_function("uncached", |b| {
-        b.iter(|| uncached.auth.user_token(black_box(Some(&token)), now).unwrap());
+        b.iter(|| {
+            uncached
+                .auth
+                .user_token(black_box(Some(&token)), now)
+                .unwrap()
+        });
     });
     group.finish();
 }

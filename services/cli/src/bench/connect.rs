@@ -78,33 +78,30 @@ pub(crate) async fn attempt(target: &Target<'_>, timeout: Duration) -> Result<So
             "Sec-WebSocket-Protocol",
             HeaderValue::from_static("json.v1"),
         );
-        let (mut ws, _) = match tokio_tungstenite::client_async_with_config(
-            request,
-            tcp,
-            Some(client_config()),
-        )
-        .await
-        {
-            Ok(ok) => ok,
-            Err(WsError::Http(response)) => {
-                let status = response.status();
-                let retry_after = response
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(|s| Duration::from_secs(s.clamp(1, 2)));
-                return Err(Failure {
-                    reason: format!("http {status}"),
-                    retry_after: if status == 503 {
-                        retry_after.or(Some(Duration::from_secs(1)))
-                    } else {
-                        None
-                    },
-                });
-            }
-            Err(e) => return Err(fail(format!("handshake: {e}"))),
-        };
+        let (mut ws, _) =
+            match tokio_tungstenite::client_async_with_config(request, tcp, Some(client_config()))
+                .await
+            {
+                Ok(ok) => ok,
+                Err(WsError::Http(response)) => {
+                    let status = response.status();
+                    let retry_after = response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(|s| Duration::from_secs(s.clamp(1, 2)));
+                    return Err(Failure {
+                        reason: format!("http {status}"),
+                        retry_after: if status == 503 {
+                            retry_after.or(Some(Duration::from_secs(1)))
+                        } else {
+                            None
+                        },
+                    });
+                }
+                Err(e) => return Err(fail(format!("handshake: {e}"))),
+            };
         match ws.next().await {
             Some(Ok(Message::Text(text))) if text.as_str().contains("\"ready\"") => Ok(ws),
             Some(Ok(Message::Close(frame))) => Err(fail(format!(
