@@ -140,6 +140,8 @@ def stack_env(keys):
     env = dict(os.environ)
     env.update({
         "DAISI_RUN_LOCAL_PROFILE": "release",
+        # Built once above (or by the caller with --no-build), not again for every run.
+        "DAISI_RUN_LOCAL_NO_BUILD": "1",
         "DAISI_RUN_LOCAL_REDIS_PORT": str(PORTS["redis"]),
         "DAISI_RUN_LOCAL_NATS_PORT": str(PORTS["nats"]),
         "DAISI_LOG_FORMAT": "json",

