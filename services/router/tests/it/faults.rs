@@ -246,7 +246,7 @@ async fn an_edge_that_dies_holds_its_events_until_its_pod_is_gone() {
     let text = router.metrics().await;
     assert_eq!(metric(&text, "daisi_router_acks_pending"), 10.0);
     assert_eq!(metric(&text, "daisi_router_redelivered_total"), 0.0);
-    assert!(metric(&text, r#"daisi_router_edge_breaker_state{edge="edge-b""#) >= 1.0);
+    assert!(metric(&text, r#"daisi_router_edge_state{edge="edge-b""#) >= 1.0);
 
     coordinator.remove_pod("edge-b");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
