@@ -6,7 +6,8 @@
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use std::time::Duration;
 
-/// Delays doubling from `base` up to `max`, each stretched by a random factor in `[1, 2)`.
+/// Delays doubling from `base` up to `max`, each drawn from the upper half of its step
+/// (`[step/2, step)`): never near zero, never above `max`, yet replicas spread out.
 #[derive(Debug)]
 pub struct Backoff {
     builder: ExponentialBuilder,
@@ -16,12 +17,13 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    /// A backoff starting at `base`, capped at `max` (before jitter).
+    /// A backoff starting at `base`, capped at `max`.
     pub fn new(base: Duration, max: Duration) -> Self {
         let max = max.max(base);
+        // backon's jitter adds up to 100 % of the step: halve the steps to stay within them.
         let builder = ExponentialBuilder::default()
-            .with_min_delay(base)
-            .with_max_delay(max)
+            .with_min_delay(base / 2)
+            .with_max_delay(max / 2)
             .with_jitter()
             .without_max_times();
         Self {
@@ -66,14 +68,14 @@ mod tests {
         for attempt in 0..40 {
             let d = b.delay(attempt);
             let step = base.saturating_mul(1 << attempt.min(20)).min(max);
-            assert!(d >= step && d < step * 2, "{attempt}: {d:?}");
+            assert!(d >= step / 2 && d <= step, "{attempt}: {d:?}");
         }
         let mut b = b;
-        assert!(b.next_delay() < base * 2);
-        assert!(b.next_delay() >= base * 2);
+        assert!(b.next_delay() <= base);
+        assert!(b.next_delay() >= base);
         assert_eq!(b.attempts(), 2);
         b.reset();
         assert_eq!(b.attempts(), 0);
-        assert!(b.next_delay() < base * 2, "back to base");
+        assert!(b.next_delay() <= base, "back to base");
     }
 }
