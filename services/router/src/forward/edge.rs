@@ -182,12 +182,13 @@ impl<C: EdgeClient, R: RouteResolver> Edge<C, R> {
             shared.settle(&obligation, EdgeOutcome::Gone);
             return;
         }
+        // Used even when failing fast: the edge (and its prober) stays while it is routed to.
+        *shared.last_used.lock() = Instant::now();
         let state = shared.health.state();
         if state.fails_fast() {
             shared.settle(&obligation, shared.unreachable());
             return;
         }
-        *shared.last_used.lock() = Instant::now();
         if shared.pending.load(Ordering::Acquire) >= shared.settings.max_pending {
             shared.overflow(&obligation, state);
             return;

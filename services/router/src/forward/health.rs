@@ -21,6 +21,13 @@
 //! whole grace.
 //!
 //! The machine is pure (no I/O, time from `tokio::time`), unit-tested with a paused clock.
+//!
+//! Why not a tower layer: tower has no circuit breaker, and its fail-fast pieces
+//! (`load_shed` over a service that reports not ready) decide per call. What is needed here
+//! is one clock per edge that parks the batches of several ordered lanes, releases them all at
+//! the same moment, and settles queued events that never reach a call; that is this small
+//! state machine, while the calls themselves keep tonic's deadline and the retries' pacing
+//! comes from `backon`.
 
 use parking_lot::Mutex;
 use std::time::Duration;
