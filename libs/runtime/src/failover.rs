@@ -170,8 +170,11 @@ impl FailoverChannel {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>>,
     {
-        // backon runs the loop; what it cannot know is whether a failure met a silent replica
-        // or a refusal, so each attempt reports whether the channel moved during it.
+        // Not tower's `Retry` around the channel: it must clone the request, and a tonic
+        // request's body is a stream; the typed call is cheap to make again, so the retry
+        // lives here, with backon running the loop. What backon cannot know is whether a
+        // failure met a silent replica or a refusal, so each attempt reports whether the
+        // channel moved during it.
         let run = (|| {
             let before = self.rotations();
             let call = attempt();

@@ -445,3 +445,132 @@ async fn settle<P: Publisher>(
         metrics.ack_errors.inc();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::source::memory::{MemorySettings, MemoryStream};
+    use crate::source::{EventSource, Outgoing};
+
+    const MAX_DELIVER: i64 = 2;
+
+    async fn rig() -> (
+        MemoryStream,
+        crate::source::memory::MemorySource,
+        Arc<Ledger>,
+        CancellationToken,
+    ) {
+        let stream = MemoryStream::new(MemorySettings {
+            ack_wait: Duration::from_secs(30),
+            max_deliver: MAX_DELIVER,
+            ..MemorySettings::default()
+        });
+        let registry = daisi_telemetry::Metrics::new("router").unwrap();
+        let metrics = RouterMetrics::register(&registry).unwrap();
+        let (ledger, verdicts) = Ledger::new(metrics);
+        let stop = CancellationToken::new();
+        tokio::spawn(run_settler(
+            ledger.clone(),
+            verdicts,
+            stream.clone(),
+            SettlerSettings {
+                ack_wait: Duration::from_secs(30),
+                hold_limit: Duration::from_secs(60),
+                dead_letter_subject: Some("dlq".into()),
+                max_deliver: MAX_DELIVER,
+            },
+            stop.clone(),
+        ));
+        stream
+            .publish(Outgoing {
+                subject: "websocket.c1.a1.chats".into(),
+                payload: Bytes::from_static(b"{}"),
+                trace: TraceHeaders::default(),
+            })
+            .await
+            .unwrap();
+        let consumer = stream.consumer();
+        (stream, consumer, ledger, stop)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_edge_without_room_gets_the_message_again_later_and_a_last_delivery_is_given_up_visibly()
+     {
+        let (stream, mut consumer, ledger, stop) = rig().await;
+        // Two targets: one took it, the other had no room.
+        let first = consumer.next().await.unwrap();
+        assert_eq!(first.delivered, 1);
+        let id = ledger.hold(first);
+        let tracker = ledger.tracker(id, 2);
+        tracker.settle(EdgeOutcome::Delivered);
+        tracker.settle(EdgeOutcome::Deferred);
+        // Handed back with a delayed nak: not acknowledged, not dead-lettered, back later.
+        let again = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+            .await
+            .expect("redelivered after the nak's delay")
+            .unwrap();
+        assert_eq!(again.delivered, 2);
+        assert!(stream.dead_letters().is_empty());
+        assert_eq!(stream.len(), 1);
+
+        // The last delivery the consumer allows: given up with a reason, not dropped silently.
+        let id = ledger.hold(again);
+        ledger.tracker(id, 1).settle(EdgeOutcome::Deferred);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let letters = stream.dead_letters();
+        assert_eq!(letters.len(), 1);
+        assert!(
+            letters[0].1.reason.starts_with("edge_backlog_full"),
+            "{}",
+            letters[0].1.reason
+        );
+        assert!(stream.is_empty(), "acknowledged");
+        assert!(ledger.is_empty());
+        stop.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_outweighs_a_deferral_and_a_deferral_outweighs_an_unreachable_edge() {
+        let (_stream, _consumer, ledger, stop) = rig().await;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let tracker = |outcomes: Vec<EdgeOutcome>| {
+            let t = Tracker {
+                id: 7,
+                remaining: AtomicUsize::new(outcomes.len()),
+                fold: Mutex::new(Fold::default()),
+                verdicts: tx.clone(),
+            };
+            for o in outcomes {
+                t.settle(o);
+            }
+        };
+        tracker(vec![
+            EdgeOutcome::Deferred,
+            EdgeOutcome::Rejected("bad".into()),
+        ]);
+        tracker(vec![
+            EdgeOutcome::Unreachable("frozen".into()),
+            EdgeOutcome::Deferred,
+        ]);
+        tracker(vec![
+            EdgeOutcome::Unreachable("frozen".into()),
+            EdgeOutcome::Delivered,
+        ]);
+        tracker(vec![EdgeOutcome::Gone, EdgeOutcome::Delivered]);
+        let verdicts: Vec<Verdict> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(
+            verdicts,
+            [
+                Verdict::Undeliverable(Reason::Rejected("bad".into())),
+                Verdict::Redeliver,
+                Verdict::Undeliverable(Reason::EdgeUnreachable("frozen".into())),
+                Verdict::Delivered,
+            ]
+        );
+        drop(ledger);
+        stop.cancel();
+    }
+}
