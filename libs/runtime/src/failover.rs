@@ -9,6 +9,10 @@
 //! deadline. [`FailoverChannel::call_idempotent`] then sends an idempotent call again to the
 //! next replica within the caller's overall budget.
 //!
+//! Why not tower's `balance`: it spreads calls over every ready replica, and a replica that is
+//! frozen still looks ready (its connection is established); one replica at a time, left on
+//! the first unanswered attempt, keeps a single warm connection and needs no health state.
+//!
 //! In Kubernetes a Service name in front of the coordinators already spreads and fails over
 //! connections; a comma-separated list of URLs gives the same resilience where there is no
 //! such name (docker networks, VMs, the test stacks). Errors the replica itself answers (a
