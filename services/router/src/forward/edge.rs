@@ -437,6 +437,8 @@ impl<C: EdgeClient, R: RouteResolver> Shared<C, R> {
         let events: Vec<Arc<OutEvent>> = batch.iter().map(|o| o.event.clone()).collect();
         let mut changes = self.health.subscribe();
         loop {
+            // Before reading the state: a change after the read must wake the wait below.
+            changes.mark_unchanged();
             if self.gone.load(Ordering::Acquire) {
                 self.settle_all(&batch, &EdgeOutcome::Gone);
                 return;
@@ -448,7 +450,6 @@ impl<C: EdgeClient, R: RouteResolver> Shared<C, R> {
                 }
                 HealthState::Failing { .. } => {
                     // Parked: the prober or the end of the grace moves us on.
-                    changes.mark_unchanged();
                     let until = self
                         .health
                         .fail_fast_at()
