@@ -216,19 +216,7 @@ impl Stack {
 
     /// Messages router `i` has taken from the stream so far (its Prometheus counter).
     pub async fn router_consumed(&self, i: u8) -> anyhow::Result<u64> {
-        let addr = self.router_addr(i)?;
-        let text = daisi_testkit::http_client()
-            .get(format!("http://{addr}/metrics"))
-            .send()
-            .await?
-            .text()
-            .await?;
-        let line = text
-            .lines()
-            .find(|l| l.starts_with("daisi_router_consumed_total"))
-            .with_context(|| format!("router-{i} exports no consumed counter"))?;
-        let value = line.rsplit(' ').next().unwrap_or_default();
-        Ok(value.parse::<f64>().map(|v| v as u64)?)
+        Ok(self.router_metric(i, "daisi_router_consumed_total").await? as u64)
     }
 
     async fn nats(&mut self) -> anyhow::Result<async_nats::Client> {
