@@ -303,6 +303,19 @@ async fn run_prober<C: EdgeClient, R: RouteResolver>(
     shared: Arc<Shared<C, R>>,
     retired: CancellationToken,
 ) {
+    let fresh = || {
+        ExponentialBuilder::default()
+            .with_min_delay(PROBE_BACKOFF.0)
+            .with_max_delay(PROBE_BACKOFF.1)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    };
+    let mut backoff = fresh();
+    // The failing clock of the current episode: an edge that answers probes but not
+    // deliveries flips back to failing with the same clock, and is then probed with the
+    // backoff of the episode rather than at once (each answered probe lets the lanes try).
+    let mut episode: Option<Instant> = None;
     let mut changes = shared.health.subscribe();
     loop {
         // Wait for trouble.
@@ -312,12 +325,20 @@ async fn run_prober<C: EdgeClient, R: RouteResolver>(
                 changed = changes.changed() => if changed.is_err() { return },
             }
         }
-        let mut backoff = ExponentialBuilder::default()
-            .with_min_delay(PROBE_BACKOFF.0)
-            .with_max_delay(PROBE_BACKOFF.1)
-            .with_jitter()
-            .without_max_times()
-            .build();
+        let since = match shared.health.state() {
+            HealthState::Failing { since } | HealthState::Unreachable { since } => Some(since),
+            HealthState::Healthy => None,
+        };
+        if since != episode {
+            episode = since;
+            backoff = fresh();
+        } else {
+            let pause = backoff.next().unwrap_or(PROBE_BACKOFF.1);
+            tokio::select! {
+                () = retired.cancelled() => return,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
         let mut last_resolve: Option<Instant> = None;
         loop {
             let state = shared.health.state();
