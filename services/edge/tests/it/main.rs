@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 mod binary;
+mod closing;
 mod delivery;
 mod drain;
 mod http_routes;
