@@ -28,6 +28,8 @@ pub struct Ending {
     pub frames: Vec<String>,
     /// The close frame's code and reason, if a close frame arrived.
     pub close: Option<(u16, String)>,
+    /// When the close frame arrived (tokio's clock, so paused-time tests can read it).
+    pub close_at: Option<tokio::time::Instant>,
     /// A close frame arrived and the connection then ended without error (`wasClean`).
     pub clean: bool,
 }
@@ -47,6 +49,7 @@ where
     let deadline = tokio::time::Instant::now() + within;
     let mut frames = Vec::new();
     let mut close = None;
+    let mut close_at = None;
     loop {
         let next = tokio::time::timeout_at(deadline, ws.next())
             .await
@@ -56,6 +59,7 @@ where
         match next {
             Some(Ok(Message::Text(text))) if close.is_none() => frames.push(text.to_string()),
             Some(Ok(Message::Close(frame))) if close.is_none() => {
+                close_at = Some(tokio::time::Instant::now());
                 close = Some(
                     frame
                         .map(|f| (u16::from(f.code), f.reason.to_string()))
@@ -69,6 +73,7 @@ where
                 return Ending {
                     frames,
                     close,
+                    close_at,
                     clean,
                 };
             }
@@ -77,6 +82,7 @@ where
                 return Ending {
                     frames,
                     close,
+                    close_at,
                     clean: false,
                 };
             }

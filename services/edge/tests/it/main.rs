@@ -9,6 +9,7 @@ mod drain;
 mod http_routes;
 mod many_sockets;
 mod sessions;
+mod socket_loop;
 mod support;
 mod tls;
 mod ws_auth;
