@@ -273,7 +273,9 @@ async fn a_client_offering_permessage_deflate_connects_uncompressed() {
     // What browsers send.
     headers.insert(
         "sec-websocket-extensions",
-        "permessage-deflate; client_max_window_bits".parse().unwrap(),
+        "permessage-deflate; client_max_window_bits"
+            .parse()
+            .unwrap(),
     );
     let (mut ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
     // The extension is declined (RFC 7692 §5: the server simply does not list it), so the
