@@ -24,6 +24,7 @@ use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use daisi_domain::ErrorBody;
 use daisi_domain::protocol::ServerMessage;
 use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -76,7 +77,7 @@ pub async fn run(lease: SocketLease, mut socket: WebSocket) {
 /// The loop itself.
 async fn serve(
     edge: &Edge,
-    handle: &std::sync::Arc<SocketHandle>,
+    handle: &Arc<SocketHandle>,
     socket: &mut WebSocket,
     write_timeout: Duration,
 ) -> End {
@@ -112,10 +113,8 @@ async fn serve(
             edge.metrics.frames.text_out.inc_by(n);
             continue;
         }
-        // Do not keep a large batch's capacity on an idle socket.
-        if batch.capacity() > BATCH {
-            batch = Vec::new();
-        }
+        // Going idle: an idle socket keeps no batch buffer (a batch allocates anew).
+        batch.shrink_to_fit();
         tokio::select! {
             () = handle.outbox.ready() => {}
             () = edge.sockets_stop.cancelled() => return End::Gone("stopped"),
@@ -136,7 +135,7 @@ async fn serve(
                 let now = Instant::now();
                 heartbeat.heard(now);
                 let step = match incoming {
-                    None => Step::End(End::Gone("client_gone")),
+                    None => Step::End(End::Gone("client_closed")),
                     Some(Err(error)) => Step::End(read_failed(&error)),
                     Some(Ok(message)) => on_message(edge, handle, &mut limiter, now, message),
                 };
@@ -157,7 +156,7 @@ async fn serve(
 /// One client message: counted, rate limited, handled. Replies go through the send queue.
 fn on_message(
     edge: &Edge,
-    handle: &std::sync::Arc<SocketHandle>,
+    handle: &Arc<SocketHandle>,
     limiter: &mut RateLimiter,
     now: Instant,
     message: Message,
