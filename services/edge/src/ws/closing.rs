@@ -27,7 +27,7 @@ pub const REPLY_DEADLINE: Duration = Duration::from_secs(1);
 /// How long a socket closed by the server waits for the client's Close.
 pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(1);
 /// Upper bound of writing the error and close frames of a server-initiated close.
-const SEND_DEADLINE: Duration = Duration::from_secs(5);
+pub const SEND_DEADLINE: Duration = Duration::from_secs(5);
 /// Close code for a client message above the size limit (RFC 6455 "message too big").
 pub const MESSAGE_TOO_BIG: u16 = 1009;
 
