@@ -107,6 +107,13 @@ class Stack:
         self.process = None
 
     def __enter__(self):
+        try:
+            return self._start()
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def _start(self):
         self.process = subprocess.Popen(
             [os.path.join(ROOT, "deploy", "dev", "run-local.sh")],
             cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
@@ -121,13 +128,16 @@ class Stack:
                     raise RuntimeError(f"stack not ready within 120 s; see {self.log.name}")
                 time.sleep(0.2)
         procs = children(self.process.pid)
-        missing = [c for c in MEASURED if c not in procs]
+        # The kernel keeps the first 15 bytes of a command name.
+        missing = [c for c in MEASURED if c[:15] not in procs]
         if missing:
             raise RuntimeError(f"run-local.sh has no {missing} child: {procs}")
-        self.pids = {MEASURED[c]: procs[c] for c in MEASURED}
+        self.pids = {MEASURED[c]: procs[c[:15]] for c in MEASURED}
         return self
 
     def __exit__(self, *_):
+        if self.process is None or self.process.poll() is not None:
+            return
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout=40)
