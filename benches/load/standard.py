@@ -368,8 +368,10 @@ def main():
     env.update({"DAISI_EDGE_URL": f"http://127.0.0.1:{PORTS['edge']}",
                 "DAISI_NATS_URL": f"nats://127.0.0.1:{PORTS['nats']}"})
     meta = {"when": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "command": "make benchmark-load" if not (only or args.runs != 3)
-            else f"python3 benches/load/standard.py --runs {args.runs}" + (f" --only {args.only}" if only else ""),
+            "command": "make benchmark-load" if not (only or args.runs != 3 or args.no_build)
+            else "python3 benches/load/standard.py"
+            + (" --no-build" if args.no_build else "")
+            + f" --runs {args.runs}" + (f" --only {args.only}" if only else ""),
             "runs": args.runs, "load_before": load_average(), "out_dir": args.out_dir}
     results = {}
     for run in range(1, args.runs + 1):
