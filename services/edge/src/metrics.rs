@@ -1,5 +1,6 @@
 //! The edge's Prometheus metrics, registered once at start-up.
 
+use crate::http::door::DoorMetrics;
 use daisi_telemetry::{Metrics, TelemetryError};
 use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 
@@ -36,6 +37,12 @@ pub struct EdgeMetrics {
     pub acquire_seconds: HistogramVec,
     /// Client messages refused by the rate limit.
     pub rate_limited: IntCounter,
+    /// Connections not yet admitted (or plain HTTP), by listener (`public`, `mint`).
+    pub pending_connections: IntGaugeVec,
+    /// Connections the door closed, by listener and reason (`deadline`, `evicted`, `refused`).
+    pub door_closes: IntCounterVec,
+    /// Upgrades and token requests refused by the per-address budget (429).
+    pub address_budget_refusals: IntCounter,
 }
 
 impl EdgeMetrics {
@@ -111,6 +118,30 @@ impl EdgeMetrics {
                 "edge_rate_limited_total",
                 "client messages refused by the per-socket rate limit",
             )?,
+            pending_connections: registry.gauge_vec(
+                "edge_pending_connections",
+                "connections accepted but not yet admitted sockets",
+                &["listener"],
+            )?,
+            door_closes: registry.counter_vec(
+                "edge_door_closes_total",
+                "connections closed before admission: deadline passed, evicted at the cap, refused",
+                &["listener", "reason"],
+            )?,
+            address_budget_refusals: registry.counter(
+                "edge_address_budget_refusals_total",
+                "upgrades and token requests refused by the per-address budget",
+            )?,
         })
+    }
+
+    /// The handles of one listener's door.
+    pub fn door(&self, listener: &str) -> DoorMetrics {
+        DoorMetrics {
+            pending: self.pending_connections.with_label_values(&[listener]),
+            evicted: self.door_closes.with_label_values(&[listener, "evicted"]),
+            refused: self.door_closes.with_label_values(&[listener, "refused"]),
+            deadline: self.door_closes.with_label_values(&[listener, "deadline"]),
+        }
     }
 }

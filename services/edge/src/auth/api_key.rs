@@ -1,16 +1,12 @@
-//! API keys: where clients put them and how they are compared.
-//!
-//! Both sides are hashed with SHA-256 before a constant-time comparison, so neither the
-//! content nor the length of the configured key leaks through response timing.
+//! API keys: where clients put them and how they are compared (through
+//! [`daisi_config::SecretDigest`], the one constant-time comparison of the project).
 
-use daisi_config::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use daisi_config::{SecretDigest, SecretString};
 
 /// A configured API key, kept only as its digest.
 #[derive(Clone)]
 pub struct ApiKey {
-    digest: [u8; 32],
+    digest: SecretDigest,
 }
 
 impl std::fmt::Debug for ApiKey {
@@ -34,7 +30,7 @@ impl ApiKey {
     /// Keeps the digest of `secret`.
     pub fn new(secret: &SecretString) -> Self {
         Self {
-            digest: Sha256::digest(secret.expose_secret().as_bytes()).into(),
+            digest: SecretDigest::new(secret),
         }
     }
 
@@ -42,14 +38,8 @@ impl ApiKey {
     pub fn check(&self, presented: Option<&str>) -> KeyCheck {
         match presented {
             None | Some("") => KeyCheck::Missing,
-            Some(key) => {
-                let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-                if bool::from(digest.ct_eq(&self.digest)) {
-                    KeyCheck::Valid
-                } else {
-                    KeyCheck::Wrong
-                }
-            }
+            Some(key) if self.digest.matches(key.as_bytes()) => KeyCheck::Valid,
+            Some(_) => KeyCheck::Wrong,
         }
     }
 }

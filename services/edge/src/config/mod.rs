@@ -1,7 +1,9 @@
 //! Settings of the edge, read from `DAISI_EDGE_*` variables.
 
+mod door;
 mod tuning;
 
+pub use door::{AddressBudget, Door, Minting, Origins};
 pub use tuning::{Limits, SlowConsumerPolicy, SocketTuning, TlsFiles};
 
 use daisi_config::{ConfigError, Env, Loaded, SecretString, Validator};
@@ -32,16 +34,21 @@ pub struct Config {
     pub user_keys: TokenKeyring,
     /// Keys of admin tokens; the first encrypts, all decrypt.
     pub admin_keys: TokenKeyring,
-    /// API key of user sockets and `/generate-token` (`secret_token` of the old service).
+    /// API key of user sockets (`secret_token` of the old service); also of `/generate-token`
+    /// on the public port while [`Minting::public`] is on.
     pub secret_token: SecretString,
-    /// API key of admin sockets and `/admin/generate-token`.
+    /// API key of admin sockets (and of the public `/admin/generate-token` in compat mode).
     pub admin_secret_token: SecretString,
     /// How often the server pings each socket.
     pub ping_interval: Duration,
     /// How long a socket may stay silent (no pong, no frame) before it is closed.
     pub pong_wait: Duration,
-    /// Browser origins allowed to open sockets; empty allows any (development).
-    pub allowed_origins: Vec<String>,
+    /// Browser origins allowed to open sockets.
+    pub origins: Origins,
+    /// What a connection may cost before it is admitted: deadline, cap, per-address budget.
+    pub door: Door,
+    /// Token minting: the internal listener and the public-port compat switch.
+    pub minting: Minting,
     /// Serve the live console page at `/console` (on in `daisi dev`, off by default).
     pub console: bool,
     /// Time allowed to drain sockets and release sessions after SIGTERM.
@@ -95,6 +102,14 @@ pub(crate) struct Raw {
     ws_write_buffer: Option<String>,
     token_cache_size: Option<String>,
     dedup_window: Option<String>,
+    max_pending_connections: Option<String>,
+    address_rate_per_second: Option<String>,
+    address_rate_burst: Option<String>,
+    trusted_proxies: Option<String>,
+    mint_addr: Option<String>,
+    mint_api_key: Option<String>,
+    admin_mint_api_key: Option<String>,
+    public_minting: Option<String>,
 }
 
 impl Config {
@@ -154,17 +169,13 @@ impl Config {
             raw.pong_wait.as_deref(),
             Duration::from_secs(90),
         );
-        let allowed_origins = raw
-            .allowed_origins
-            .as_deref()
-            .map(|s| {
-                s.split(',')
-                    .map(str::trim)
-                    .filter(|o| !o.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let origins = door::origins(&mut v, raw.allowed_origins.as_deref());
+        let door = door::door(&mut v, &raw);
+        let minting = door::minting(
+            &mut v,
+            &raw,
+            [secret_token.as_ref(), admin_secret_token.as_ref()],
+        );
         let console = v.bool("CONSOLE", raw.console.as_deref(), false);
         let shutdown_grace = v.duration(
             "SHUTDOWN_GRACE",
@@ -224,7 +235,9 @@ impl Config {
                 admin_secret_token: admin_secret_token?,
                 ping_interval: ping_interval?,
                 pong_wait: pong_wait?,
-                allowed_origins,
+                origins: origins?,
+                door: door?,
+                minting: minting?,
                 console: console?,
                 shutdown_grace: shutdown_grace?,
                 drain_spread: shutdown_grace? * drain_percent? / 100,
@@ -276,7 +289,10 @@ mod tests {
         assert_eq!(config.advertise_url.as_str(), "http://127.0.0.1:50061/");
         assert_eq!(config.ping_interval, Duration::from_secs(30));
         assert_eq!(config.pong_wait, Duration::from_secs(90));
-        assert!(config.allowed_origins.is_empty());
+        assert_eq!(config.origins, Origins::SameHost);
+        assert_eq!(config.door.deadline, Duration::from_secs(10));
+        assert!(config.door.address_budget.is_some());
+        assert!(!config.minting.public && !config.minting.internal());
     }
 
     #[test]

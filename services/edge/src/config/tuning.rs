@@ -6,7 +6,6 @@
 use super::Raw;
 use daisi_config::Validator;
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// What one client, and the pod as a whole, may cost.
 #[derive(Debug, Clone)]
@@ -21,9 +20,6 @@ pub struct Limits {
     pub rate_burst: u32,
     /// Rejected messages within the rate window after which the socket is closed (4429).
     pub rate_close_after: u32,
-    /// Time a client has to send its request headers (and finish TLS) before the connection
-    /// is dropped, and to get through authentication and session acquisition.
-    pub handshake_timeout: Duration,
 }
 
 /// What happens when a socket's send queue is full.
@@ -93,18 +89,12 @@ pub(super) fn limits(v: &mut Validator, raw: &Raw) -> Option<Limits> {
         1,
         100_000,
     );
-    let handshake_timeout = v.duration(
-        "HANDSHAKE_TIMEOUT",
-        raw.handshake_timeout.as_deref(),
-        Duration::from_secs(10),
-    );
     Some(Limits {
         max_connections: max_connections?,
         max_message_size: max_message_size?,
         rate_per_second: rate_per_second?,
         rate_burst: rate_burst?,
         rate_close_after: rate_close_after?,
-        handshake_timeout: handshake_timeout?,
     })
 }
 

@@ -7,6 +7,7 @@ mod delivery;
 mod drain;
 mod http_routes;
 mod many_sockets;
+mod minting;
 mod sessions;
 mod support;
 mod tls;
