@@ -67,10 +67,23 @@ impl Listeners {
     }
 }
 
+/// Connections the kernel completes and queues before the edge accepts them. tokio's default
+/// is 1,024; a reconnect storm (or a flood) overflows that, and the kernel then drops handshakes
+/// silently. The kernel caps it at `net.core.somaxconn` (4,096 on current kernels).
+const LISTEN_BACKLOG: u32 = 4_096;
+
 async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+    let listen = || {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        // As `TcpListener::bind` does: a restarted edge can rebind while old sockets linger.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }
 
 /// Why the edge stopped with an error.

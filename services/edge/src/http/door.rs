@@ -35,6 +35,8 @@ pub struct DoorMetrics {
 pub struct Door {
     cap: usize,
     state: Mutex<State>,
+    /// Evicted connections whose task has not closed them yet.
+    closing: AtomicUsize,
     metrics: DoorMetrics,
 }
 
@@ -87,6 +89,7 @@ impl Door {
         Arc::new(Self {
             cap: cap.max(1),
             state: Mutex::new(State::default()),
+            closing: AtomicUsize::new(0),
             metrics,
         })
     }
@@ -104,6 +107,7 @@ impl Door {
                 .map(|(id, _)| *id);
             match victim.and_then(|id| state.pending.remove(&id)) {
                 Some(evicted) => {
+                    self.closing.fetch_add(1, Ordering::AcqRel);
                     evicted.evict.cancel();
                     self.metrics.evicted.inc();
                 }
@@ -133,6 +137,12 @@ impl Door {
     /// Whether no connection holds a pass.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Evicted connections still open: their tasks close them when they next run, so the
+    /// accept loop lets them run before it evicts more (descriptors stay near the cap).
+    pub fn closing(&self) -> usize {
+        self.closing.load(Ordering::Acquire)
     }
 
     /// Counts a connection closed at its deadline.
@@ -192,7 +202,9 @@ impl Drop for Pass {
     fn drop(&mut self) {
         let mut state = self.door.state.lock();
         // An evicted pass was removed when it was evicted.
-        state.pending.remove(&self.id);
+        if state.pending.remove(&self.id).is_none() {
+            self.door.closing.fetch_sub(1, Ordering::AcqRel);
+        }
         self.door.metrics.pending.set(gauge(state.pending.len()));
     }
 }
@@ -227,6 +239,7 @@ mod tests {
         assert!(!is_evicted(&a) && is_evicted(&b) && !is_evicted(&c) && !is_evicted(&d));
         assert_eq!(door.len(), 3);
         assert_eq!(door.metrics.evicted.get(), 1);
+        assert_eq!(door.closing(), 1);
         drop(busy);
         let _e = door.enter().expect("e");
         assert!(is_evicted(&a), "idle again, and now the oldest");

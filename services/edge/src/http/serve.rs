@@ -65,9 +65,58 @@ impl std::fmt::Debug for Policy {
 /// tasks.
 pub async fn serve(listener: TcpListener, router: Router, policy: Policy, stop: CancellationToken) {
     let connections = TaskTracker::new();
+    // Outside tokio's cooperative budget, so a busy runtime (thousands of TLS handshakes) does
+    // not leave connections waiting in the kernel's accept queue, where no deadline runs yet;
+    // the loop yields by itself every `ACCEPT_BATCH` connections instead.
+    tokio::task::unconstrained(accept_loop(
+        &listener,
+        &router,
+        &policy,
+        &connections,
+        &stop,
+    ))
+    .await;
+    drop(listener);
+    connections.close();
+    if tokio::time::timeout(FINISH_IN_FLIGHT, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::debug!("http connections still open at shutdown");
+    }
+}
+
+/// Connections accepted before the accept loop lets other tasks run.
+const ACCEPT_BATCH: usize = 256;
+/// Evicted connections still open above which the accept loop waits for their tasks to close
+/// them, so the descriptors held stay near the door's cap even when the runtime is behind.
+const MAX_CLOSING: usize = 64;
+/// Bound of that wait, in yields: a wedged connection task must not stop the accept loop.
+const MAX_CLOSING_YIELDS: usize = 1_000;
+
+async fn accept_loop(
+    listener: &TcpListener,
+    router: &Router,
+    policy: &Policy,
+    connections: &TaskTracker,
+    stop: &CancellationToken,
+) {
+    let mut batch = 0;
     loop {
+        batch += 1;
+        if batch == ACCEPT_BATCH {
+            batch = 0;
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..MAX_CLOSING_YIELDS {
+            if policy.door.closing() < MAX_CLOSING {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
         let accepted = tokio::select! {
-            () = stop.cancelled() => break,
+            biased;
+            () = stop.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         let (tcp, peer) = match accepted {
@@ -97,14 +146,6 @@ pub async fn serve(listener: TcpListener, router: Router, policy: Policy, stop: 
             stop.clone(),
         ));
     }
-    drop(listener);
-    connections.close();
-    if tokio::time::timeout(FINISH_IN_FLIGHT, connections.wait())
-        .await
-        .is_err()
-    {
-        tracing::debug!("http connections still open at shutdown");
-    }
 }
 
 /// Why a connection was closed before it finished by itself.
@@ -128,13 +169,14 @@ async fn connection(
         return;
     };
     let handshake = tokio::select! {
-        handshake = acceptor.accept(tcp) => handshake,
+        biased;
         cut = interrupted(&pass, deadline, &stop) => {
             if matches!(cut, Cut::Deadline) {
                 policy.door.count_deadline();
             }
             return;
         }
+        handshake = acceptor.accept(tcp) => handshake,
     };
     match handshake {
         Ok(tls) => http(tls, peer, router, &policy, &pass, deadline, &stop).await,
@@ -145,6 +187,7 @@ async fn connection(
 /// Resolves when the connection must go: evicted, out of time, or the server stops.
 async fn interrupted(pass: &Pass, deadline: Instant, stop: &CancellationToken) -> Cut {
     tokio::select! {
+        biased;
         () = pass.evicted() => Cut::Evicted,
         () = tokio::time::sleep_until(deadline) => Cut::Deadline,
         () = stop.cancelled() => Cut::Stop,
@@ -181,6 +224,8 @@ async fn http<IO>(
         .with_upgrades();
     tokio::pin!(conn);
     let cut = tokio::select! {
+        biased;
+        cut = interrupted(pass, deadline, stop) => cut,
         // Finished: the client closed, or the connection became a WebSocket (its socket task
         // owns it now and the pass is given back).
         result = conn.as_mut() => {
@@ -189,7 +234,6 @@ async fn http<IO>(
             }
             return;
         }
-        cut = interrupted(pass, deadline, stop) => cut,
     };
     let grace = match cut {
         Cut::Evicted => return,

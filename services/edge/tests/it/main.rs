@@ -4,7 +4,9 @@
 
 mod binary;
 mod delivery;
+mod door;
 mod drain;
+mod flood;
 mod http_routes;
 mod many_sockets;
 mod minting;
