@@ -367,4 +367,89 @@ mod tests {
             "{shown}"
         );
     }
+
+    #[test]
+    fn door_settings_are_checked() {
+        let mut env = valid();
+        env.set("DAISI_EDGE_HANDSHAKE_TIMEOUT", "3s");
+        env.set("DAISI_EDGE_MAX_PENDING_CONNECTIONS", "100");
+        env.set("DAISI_EDGE_ADDRESS_RATE_PER_SECOND", "5");
+        env.set("DAISI_EDGE_ADDRESS_RATE_BURST", "7");
+        env.set(
+            "DAISI_EDGE_TRUSTED_PROXIES",
+            "10.0.0.0/8, 192.0.2.7, fd00::/8",
+        );
+        let door = Config::from_env(&env).expect("valid").value.door;
+        assert_eq!(door.deadline, Duration::from_secs(3));
+        assert_eq!(door.max_pending, 100);
+        assert_eq!(
+            door.address_budget,
+            Some(AddressBudget {
+                per_second: 5,
+                burst: 7
+            })
+        );
+        assert_eq!(door.trusted_proxies.len(), 3);
+        env.set("DAISI_EDGE_ADDRESS_RATE_PER_SECOND", "0");
+        let door = Config::from_env(&env).expect("valid").value.door;
+        assert_eq!(door.address_budget, None, "0 turns the budget off");
+        env.set("DAISI_EDGE_TRUSTED_PROXIES", "10.0.0.0/8,ingress");
+        env.set("DAISI_EDGE_MAX_PENDING_CONNECTIONS", "0");
+        let err = Config::from_env(&env).expect_err("invalid");
+        assert!(err.mentions("DAISI_EDGE_TRUSTED_PROXIES"), "{err}");
+        assert!(err.mentions("DAISI_EDGE_MAX_PENDING_CONNECTIONS"), "{err}");
+    }
+
+    #[test]
+    fn origins_parse_to_the_same_host_rule_a_list_or_any() {
+        let mut env = valid();
+        env.set(
+            "DAISI_EDGE_ALLOWED_ORIGINS",
+            "https://App.example.com/, http://localhost:3000",
+        );
+        assert_eq!(
+            Config::from_env(&env).expect("valid").value.origins,
+            Origins::SameHostOr(vec![
+                "https://app.example.com".into(),
+                "http://localhost:3000".into()
+            ])
+        );
+        env.set("DAISI_EDGE_ALLOWED_ORIGINS", "*");
+        assert_eq!(
+            Config::from_env(&env).expect("valid").value.origins,
+            Origins::Any
+        );
+        for bad in [
+            "*,https://a.example.com",
+            "app.example.com",
+            "https://a.example.com/path",
+        ] {
+            env.set("DAISI_EDGE_ALLOWED_ORIGINS", bad);
+            assert!(
+                Config::from_env(&env)
+                    .expect_err(bad)
+                    .mentions("DAISI_EDGE_ALLOWED_ORIGINS"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn minting_credentials_are_their_own() {
+        let mut env = valid();
+        env.set("DAISI_EDGE_MINT_API_KEY", "backend-credential-0123");
+        let minting = Config::from_env(&env).expect("valid").value.minting;
+        assert!(minting.internal() && minting.admin_key.is_none() && !minting.public);
+        assert_eq!(minting.addr.port(), 8082);
+        // Short, or the key browsers hold: refused, without echoing it.
+        env.set("DAISI_EDGE_MINT_API_KEY", "short");
+        env.set("DAISI_EDGE_ADMIN_MINT_API_KEY", "user-api-key-but-long");
+        env.set("DAISI_EDGE_SECRET_TOKEN", "user-api-key-but-long");
+        env.set("DAISI_EDGE_PUBLIC_MINTING", "maybe");
+        let err = Config::from_env(&env).expect_err("invalid");
+        for var in ["MINT_API_KEY", "ADMIN_MINT_API_KEY", "PUBLIC_MINTING"] {
+            assert!(err.mentions(&format!("{PREFIX}{var}")), "{var}: {err}");
+        }
+        assert!(!err.to_string().contains("user-api-key-but-long"), "{err}");
+    }
 }

@@ -8,7 +8,9 @@
 //! the ephemeral range (as in `many_sockets.rs`), so they neither run out of source ports nor
 //! take the ports other tests ask the kernel for.
 
-use crate::support::{ADMIN_API_KEY, ADMIN_KEY, API_KEY, Coord, USER_KEY, enc, event, user_token};
+use crate::support::{
+    ADMIN_API_KEY, ADMIN_KEY, API_KEY, Coord, USER_KEY, enc, event, metric, user_token,
+};
 use daisi_proto::edge::v1 as epb;
 use daisi_testkit::ServiceProcess;
 use futures_util::{SinkExt, StreamExt};
@@ -436,12 +438,4 @@ async fn https_get(addr: SocketAddr, tls: &TlsConnector, path: &str) -> String {
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response).await;
     response
-}
-
-/// The value of the first sample of `name` whose labels contain all of `labels`.
-fn metric(text: &str, name: &str, labels: &[&str]) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && labels.iter().all(|label| l.contains(label)))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
 }

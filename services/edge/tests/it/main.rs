@@ -7,6 +7,7 @@ mod delivery;
 mod door;
 mod drain;
 mod flood;
+mod front_door;
 mod http_routes;
 mod many_sockets;
 mod minting;

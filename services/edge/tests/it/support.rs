@@ -540,3 +540,14 @@ pub async fn post(
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
 }
+
+/// The value of the first sample of `name` whose labels contain all of `labels` (0 when there
+/// is none).
+pub fn metric(text: &str, name: &str, labels: &[&str]) -> u64 {
+    text.lines()
+        .find(|l| {
+            l.split(['{', ' ']).next() == Some(name) && labels.iter().all(|label| l.contains(label))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
