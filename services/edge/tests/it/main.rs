@@ -11,6 +11,7 @@ mod front_door;
 mod http_routes;
 mod many_sockets;
 mod minting;
+mod secrets_in_logs;
 mod sessions;
 mod support;
 mod tls;
