@@ -154,8 +154,8 @@ fn log_minting(config: &Config, mint: Option<SocketAddr>) {
     match mint {
         Some(addr) => tracing::info!(
             mint = %addr,
-            user_tokens = config.minting.user_key.is_some(),
-            admin_tokens = config.minting.admin_key.is_some(),
+            user_tokens = !config.minting.user_keys.is_empty(),
+            admin_tokens = !config.minting.admin_keys.is_empty(),
             "token minting listener"
         ),
         None if !config.minting.public => tracing::info!(

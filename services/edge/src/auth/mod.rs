@@ -74,8 +74,8 @@ impl Authenticator {
     /// From the edge settings.
     pub fn new(config: &Config) -> Self {
         Self {
-            user_key: ApiKey::new(&config.secret_token),
-            admin_key: ApiKey::new(&config.admin_secret_token),
+            user_key: ApiKey::any_of(config.user_socket_keys()),
+            admin_key: ApiKey::any_of(config.admin_socket_keys()),
             user_tokens: config.user_keys.clone(),
             admin_tokens: config.admin_keys.clone(),
             user_cache: TokenCache::new(config.token_cache_size),

@@ -52,10 +52,11 @@ pub enum Origins {
 pub struct Minting {
     /// The internal listener, reachable by backends and not by browsers.
     pub addr: SocketAddr,
-    /// Credential of `POST /generate-token` on the internal listener.
-    pub user_key: Option<SecretString>,
-    /// Credential of `POST /admin/generate-token` on the internal listener.
-    pub admin_key: Option<SecretString>,
+    /// Credentials of `POST /generate-token` on the internal listener (several during a
+    /// rotation); none turns the route off.
+    pub user_keys: Vec<SecretString>,
+    /// Credentials of `POST /admin/generate-token` on the internal listener.
+    pub admin_keys: Vec<SecretString>,
     /// Migration window: also serve both routes on the public port, behind the socket API keys
     /// as the old service did.
     pub public: bool,
@@ -64,7 +65,7 @@ pub struct Minting {
 impl Minting {
     /// Whether the internal listener has anything to serve.
     pub fn internal(&self) -> bool {
-        self.user_key.is_some() || self.admin_key.is_some()
+        !self.user_keys.is_empty() || !self.admin_keys.is_empty()
     }
 }
 
@@ -158,42 +159,55 @@ pub(super) fn origins(v: &mut Validator, raw: Option<&str>) -> Option<Origins> {
     Some(Origins::SameHostOr(list))
 }
 
+/// A comma-separated list of credentials, each at least 16 characters; empty is none.
+fn credentials(v: &mut Validator, name: &str, raw: Option<&str>) -> Option<Vec<SecretString>> {
+    match raw.map(str::trim) {
+        None | Some("") => Some(Vec::new()),
+        value => v.list_with(name, value, |item| {
+            if item.chars().count() < 16 {
+                return Err(
+                    "is too short; use at least 16 characters (e.g. from `daisi keygen`)"
+                        .to_owned(),
+                );
+            }
+            Ok(SecretString::from(item.to_owned()))
+        }),
+    }
+}
+
 pub(super) fn minting(
     v: &mut Validator,
     raw: &Raw,
-    socket_keys: [Option<&SecretString>; 2],
+    socket_keys: &[Option<&SecretString>],
 ) -> Option<Minting> {
+    use daisi_config::ExposeSecret;
     let addr = v.socket_addr("MINT_ADDR", raw.mint_addr.as_deref(), "0.0.0.0:8082");
-    let mut key = |name: &str, value: Option<&str>| match value.map(str::trim) {
-        None | Some("") => Some(None),
-        value => v.secret(name, value, 16).map(Some),
-    };
-    let user_key = key("MINT_API_KEY", raw.mint_api_key.as_deref());
-    let admin_key = key("ADMIN_MINT_API_KEY", raw.admin_mint_api_key.as_deref());
+    let user_keys = credentials(v, "MINT_API_KEY", raw.mint_api_key.as_deref());
+    let admin_keys = credentials(v, "ADMIN_MINT_API_KEY", raw.admin_mint_api_key.as_deref());
     let public = v.bool("PUBLIC_MINTING", raw.public_minting.as_deref(), false);
     // A backend credential that browsers also hold would undo the move off the public port.
     for (name, mint) in [
-        ("MINT_API_KEY", user_key.as_ref()),
-        ("ADMIN_MINT_API_KEY", admin_key.as_ref()),
+        ("MINT_API_KEY", user_keys.as_deref()),
+        ("ADMIN_MINT_API_KEY", admin_keys.as_deref()),
     ] {
-        let Some(Some(mint)) = mint else { continue };
-        let reused = socket_keys.iter().flatten().any(|socket| {
-            use daisi_config::ExposeSecret;
-            secrets_equal(
-                mint.expose_secret().as_bytes(),
-                socket.expose_secret().as_bytes(),
-            )
+        let reused = mint.unwrap_or_default().iter().any(|mint| {
+            socket_keys.iter().flatten().any(|socket| {
+                secrets_equal(
+                    mint.expose_secret().as_bytes(),
+                    socket.expose_secret().as_bytes(),
+                )
+            })
         });
         v.ensure(
             !reused,
             name,
-            "must differ from the socket API keys (SECRET_TOKEN, ADMIN_SECRET_TOKEN): browsers hold those",
+            "must differ from the socket API keys (SECRET_TOKEN, ADMIN_SECRET_TOKEN and their PREVIOUS_ keys): browsers hold those",
         );
     }
     Some(Minting {
         addr: addr?,
-        user_key: user_key?,
-        admin_key: admin_key?,
+        user_keys: user_keys?,
+        admin_keys: admin_keys?,
         public: public?,
     })
 }

@@ -39,6 +39,10 @@ pub struct Config {
     pub secret_token: SecretString,
     /// API key of admin sockets (and of the public `/admin/generate-token` in compat mode).
     pub admin_secret_token: SecretString,
+    /// During a rotation of [`Config::secret_token`], the old key, still accepted.
+    pub previous_secret_token: Option<SecretString>,
+    /// During a rotation of [`Config::admin_secret_token`], the old key, still accepted.
+    pub previous_admin_secret_token: Option<SecretString>,
     /// How often the server pings each socket.
     pub ping_interval: Duration,
     /// How long a socket may stay silent (no pong, no frame) before it is closed.
@@ -81,6 +85,8 @@ pub(crate) struct Raw {
     admin_token_aes_key: Option<String>,
     secret_token: Option<String>,
     admin_secret_token: Option<String>,
+    previous_secret_token: Option<String>,
+    previous_admin_secret_token: Option<String>,
     ping_interval: Option<String>,
     pong_wait: Option<String>,
     allowed_origins: Option<String>,
@@ -113,6 +119,21 @@ pub(crate) struct Raw {
 }
 
 impl Config {
+    /// The keys user sockets are accepted with: the current one and, during a rotation, the
+    /// previous one.
+    pub fn user_socket_keys(&self) -> Vec<&SecretString> {
+        std::iter::once(&self.secret_token)
+            .chain(self.previous_secret_token.as_ref())
+            .collect()
+    }
+
+    /// The keys admin sockets are accepted with.
+    pub fn admin_socket_keys(&self) -> Vec<&SecretString> {
+        std::iter::once(&self.admin_secret_token)
+            .chain(self.previous_admin_secret_token.as_ref())
+            .collect()
+    }
+
     /// Reads and checks the edge settings from `env`. Without `DAISI_EDGE_POD_ID` the pod id is
     /// the `HOSTNAME` (the pod name in Kubernetes).
     pub fn from_env(env: &Env) -> Result<Loaded<Self>, ConfigError> {
@@ -159,6 +180,18 @@ impl Config {
         let secret_token = v.secret("SECRET_TOKEN", raw.secret_token.as_deref(), 1);
         let admin_secret_token =
             v.secret("ADMIN_SECRET_TOKEN", raw.admin_secret_token.as_deref(), 1);
+        let mut optional_secret = |name: &str, value: Option<&str>| match value.map(str::trim) {
+            None | Some("") => Some(None),
+            value => v.secret(name, value, 1).map(Some),
+        };
+        let previous_secret_token = optional_secret(
+            "PREVIOUS_SECRET_TOKEN",
+            raw.previous_secret_token.as_deref(),
+        );
+        let previous_admin_secret_token = optional_secret(
+            "PREVIOUS_ADMIN_SECRET_TOKEN",
+            raw.previous_admin_secret_token.as_deref(),
+        );
         let ping_interval = v.duration(
             "PING_INTERVAL",
             raw.ping_interval.as_deref(),
@@ -174,7 +207,14 @@ impl Config {
         let minting = door::minting(
             &mut v,
             &raw,
-            [secret_token.as_ref(), admin_secret_token.as_ref()],
+            &[
+                secret_token.as_ref(),
+                admin_secret_token.as_ref(),
+                previous_secret_token.as_ref().and_then(Option::as_ref),
+                previous_admin_secret_token
+                    .as_ref()
+                    .and_then(Option::as_ref),
+            ],
         );
         let console = v.bool("CONSOLE", raw.console.as_deref(), false);
         let shutdown_grace = v.duration(
@@ -233,6 +273,8 @@ impl Config {
                 admin_keys: admin_keys?,
                 secret_token: secret_token?,
                 admin_secret_token: admin_secret_token?,
+                previous_secret_token: previous_secret_token?,
+                previous_admin_secret_token: previous_admin_secret_token?,
                 ping_interval: ping_interval?,
                 pong_wait: pong_wait?,
                 origins: origins?,
@@ -439,12 +481,19 @@ mod tests {
         let mut env = valid();
         env.set("DAISI_EDGE_MINT_API_KEY", "backend-credential-0123");
         let minting = Config::from_env(&env).expect("valid").value.minting;
-        assert!(minting.internal() && minting.admin_key.is_none() && !minting.public);
+        assert!(minting.internal() && minting.admin_keys.is_empty() && !minting.public);
         assert_eq!(minting.addr.port(), 8082);
+        // A rotation: the new credential and the old one.
+        env.set(
+            "DAISI_EDGE_MINT_API_KEY",
+            "backend-credential-new1, backend-credential-0123",
+        );
+        let minting = Config::from_env(&env).expect("valid").value.minting;
+        assert_eq!(minting.user_keys.len(), 2);
         // Short, or the key browsers hold: refused, without echoing it.
         env.set("DAISI_EDGE_MINT_API_KEY", "short");
         env.set("DAISI_EDGE_ADMIN_MINT_API_KEY", "user-api-key-but-long");
-        env.set("DAISI_EDGE_SECRET_TOKEN", "user-api-key-but-long");
+        env.set("DAISI_EDGE_PREVIOUS_SECRET_TOKEN", "user-api-key-but-long");
         env.set("DAISI_EDGE_PUBLIC_MINTING", "maybe");
         let err = Config::from_env(&env).expect_err("invalid");
         for var in ["MINT_API_KEY", "ADMIN_MINT_API_KEY", "PUBLIC_MINTING"] {

@@ -42,8 +42,8 @@ pub fn router(
         tokens::routes(
             edge.clone(),
             MintKeys {
-                user: Some(ApiKey::new(&config.secret_token)),
-                admin: Some(ApiKey::new(&config.admin_secret_token)),
+                user: Some(ApiKey::any_of(config.user_socket_keys())),
+                admin: Some(ApiKey::any_of(config.admin_socket_keys())),
                 in_query: true,
             },
         )
@@ -67,8 +67,8 @@ pub fn router(
 pub fn mint_router(edge: Edge) -> Router {
     let minting = &edge.config.minting;
     let keys = MintKeys {
-        user: minting.user_key.as_ref().map(ApiKey::new),
-        admin: minting.admin_key.as_ref().map(ApiKey::new),
+        user: (!minting.user_keys.is_empty()).then(|| ApiKey::any_of(&minting.user_keys)),
+        admin: (!minting.admin_keys.is_empty()).then(|| ApiKey::any_of(&minting.admin_keys)),
         in_query: false,
     };
     tokens::routes(edge, keys)

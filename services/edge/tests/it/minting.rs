@@ -216,7 +216,7 @@ async fn internal_listener_mints_with_its_own_credential() {
 async fn a_route_without_a_credential_is_not_served() {
     let coord = Coord::start().await;
     let edge = TestEdge::start(&coord.url, "edge-mint-user-only", |c| {
-        c.minting.admin_key = None;
+        c.minting.admin_keys.clear();
     })
     .await;
     let mint = edge.mint.expect("minting listener bound");

@@ -267,3 +267,34 @@ async fn an_origin_list_widens_the_default_and_a_star_opens_it() {
         101
     );
 }
+
+#[tokio::test]
+async fn during_a_rotation_the_previous_api_key_still_opens_sockets() {
+    let coord = Coord::start().await;
+    let edge = TestEdge::start(&coord.url, "edge-rotate", |c| {
+        c.previous_secret_token = Some(API_KEY.to_owned().into());
+        c.secret_token = "the-new-user-api-key".to_owned().into();
+    })
+    .await;
+    for (user_id, key) in [("u1", API_KEY), ("u2", "the-new-user-api-key")] {
+        let token = user_token("c1", "a1", user_id);
+        let mut client = open(
+            edge.http,
+            &format!("/ws/c1/a1?token={}", enc(&token)),
+            Some(key),
+        )
+        .await
+        .unwrap_or_else(|r| panic!("{key}: {r:?}"));
+        assert_eq!(client.next_text().await, r#"{"type":"ready"}"#);
+    }
+    let token = user_token("c1", "a1", "u3");
+    let refused = open(
+        edge.http,
+        &format!("/ws/c1/a1?token={}", enc(&token)),
+        Some("some-other-key"),
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert_eq!(refused.status, 401);
+}
