@@ -43,6 +43,8 @@ pub struct EdgeMetrics {
     pub door_closes: IntCounterVec,
     /// Upgrades and token requests refused by the per-address budget (429).
     pub address_budget_refusals: IntCounter,
+    /// Tokens minted, by listener (`public` in the migration window, `mint`) and kind.
+    pub tokens_minted: IntCounterVec,
 }
 
 impl EdgeMetrics {
@@ -131,6 +133,11 @@ impl EdgeMetrics {
             address_budget_refusals: registry.counter(
                 "edge_address_budget_refusals_total",
                 "upgrades and token requests refused by the per-address budget",
+            )?,
+            tokens_minted: registry.counter_vec(
+                "edge_tokens_minted_total",
+                "tokens minted, by listener (public: the migration window) and kind",
+                &["listener", "kind"],
             )?,
         })
     }

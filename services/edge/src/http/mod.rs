@@ -45,6 +45,7 @@ pub fn router(
                 user: Some(ApiKey::any_of(config.user_socket_keys())),
                 admin: Some(ApiKey::any_of(config.admin_socket_keys())),
                 in_query: true,
+                listener: "public",
             },
         )
     } else {
@@ -70,6 +71,7 @@ pub fn mint_router(edge: Edge) -> Router {
         user: (!minting.user_keys.is_empty()).then(|| ApiKey::any_of(&minting.user_keys)),
         admin: (!minting.admin_keys.is_empty()).then(|| ApiKey::any_of(&minting.admin_keys)),
         in_query: false,
+        listener: "mint",
     };
     tokens::routes(edge, keys)
         .layer(axum::middleware::from_fn(compat::layer))

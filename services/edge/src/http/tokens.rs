@@ -37,6 +37,9 @@ pub struct MintKeys {
     /// Whether the key may come as `?x-api-key=` (the old service's public routes). The
     /// internal listener takes it from `X-API-Key` only: query strings end up in access logs.
     pub in_query: bool,
+    /// `listener` label of `daisi_edge_tokens_minted_total` (`public`, `mint`): the public
+    /// count going flat is how a migration shows it is done.
+    pub listener: &'static str,
 }
 
 #[derive(Debug, Clone)]
@@ -132,9 +135,21 @@ fn lifetime(seconds: Option<i64>) -> Result<u64, ErrorBody> {
         .ok_or_else(|| bad("expires_in_seconds must be greater than 0"))
 }
 
-fn token_response(token: Result<String, impl std::fmt::Display>) -> Response {
+fn token_response(
+    minter: &Minter,
+    kind: &str,
+    token: Result<String, impl std::fmt::Display>,
+) -> Response {
     match token {
-        Ok(token) => Json(json!({ "token": token })).into_response(),
+        Ok(token) => {
+            minter
+                .edge
+                .metrics
+                .tokens_minted
+                .with_label_values(&[minter.keys.listener, kind])
+                .inc();
+            Json(json!({ "token": token })).into_response()
+        }
         Err(e) => {
             tracing::error!(error = %e, "token sealing failed");
             error::compat(&ErrorBody::internal())
@@ -165,16 +180,15 @@ fn check(key: Option<&ApiKey>, presented: Option<&str>) -> crate::auth::api_key:
 
 /// `POST /generate-token`.
 async fn user_token(
-    State(Minter { edge, keys }): State<Minter>,
+    State(minter): State<Minter>,
     headers: HeaderMap,
     query: Result<Query<KeyParam>, QueryRejection>,
     body: Bytes,
 ) -> Response {
-    if let Err(d) = user_key_outcome(check(
-        keys.user.as_ref(),
-        presented(&keys, &headers, &query),
-    )) {
-        return denied(&edge, &d);
+    let (edge, keys) = (&minter.edge, &minter.keys);
+    let presented = presented(keys, &headers, &query);
+    if let Err(d) = user_key_outcome(check(keys.user.as_ref(), presented)) {
+        return denied(edge, &d);
     }
     let Ok(request) = serde_json::from_slice::<UserTokenRequest>(&body) else {
         return error::compat(&bad("Invalid request body"));
@@ -188,23 +202,26 @@ async fn user_token(
             .map_err(|_| bad("expires_in_seconds is too large"))
     })();
     match result {
-        Ok(claims) => token_response(edge.auth.user_keyring().encode_user(&claims)),
+        Ok(claims) => token_response(
+            &minter,
+            "user",
+            edge.auth.user_keyring().encode_user(&claims),
+        ),
         Err(body) => error::compat(&body),
     }
 }
 
 /// `POST /admin/generate-token`.
 async fn admin_token(
-    State(Minter { edge, keys }): State<Minter>,
+    State(minter): State<Minter>,
     headers: HeaderMap,
     query: Result<Query<KeyParam>, QueryRejection>,
     body: Bytes,
 ) -> Response {
-    if let Err(d) = admin_key_outcome(check(
-        keys.admin.as_ref(),
-        presented(&keys, &headers, &query),
-    )) {
-        return denied(&edge, &d);
+    let (edge, keys) = (&minter.edge, &minter.keys);
+    let presented = presented(keys, &headers, &query);
+    if let Err(d) = admin_key_outcome(check(keys.admin.as_ref(), presented)) {
+        return denied(edge, &d);
     }
     let Ok(request) = serde_json::from_slice::<AdminTokenRequest>(&body) else {
         return error::compat(&bad("Invalid request body"));
@@ -221,7 +238,11 @@ async fn admin_token(
         Ok::<_, ErrorBody>(claims)
     })();
     match result {
-        Ok(claims) => token_response(edge.auth.admin_keyring().encode_admin(&claims)),
+        Ok(claims) => token_response(
+            &minter,
+            "admin",
+            edge.auth.admin_keyring().encode_admin(&claims),
+        ),
         Err(body) => error::compat(&body),
     }
 }

@@ -78,6 +78,16 @@ async fn public_port_refuses_minting_unless_the_compat_setting_is_on() {
     )
     .await;
     assert_eq!(status, 200, "{ok}");
+    // What a migration watches go flat.
+    let metrics = compat.metrics().await;
+    for kind in ["user", "admin"] {
+        let minted = metric(
+            &metrics,
+            "daisi_edge_tokens_minted_total",
+            &[r#"listener="public""#, &format!(r#"kind="{kind}""#)],
+        );
+        assert_eq!(minted, 1, "{kind}: {metrics}");
+    }
 }
 
 async fn user_socket_opens_with(http: std::net::SocketAddr, token: &str) {
@@ -206,6 +216,14 @@ async fn internal_listener_mints_with_its_own_credential() {
         .unwrap();
     assert_eq!(claims.subscribed_company_id.unwrap().as_str(), "c1");
     assert_eq!(claims.subscribed_agent_id, None);
+
+    let metrics = edge.metrics().await;
+    let minted = metric(
+        &metrics,
+        "daisi_edge_tokens_minted_total",
+        &[r#"listener="mint""#, r#"kind="user""#],
+    );
+    assert_eq!(minted, 1, "{metrics}");
 
     // Nothing else is served there.
     let (status, _, _) = post(mint, "/ws/c1/a1", None, "").await;
