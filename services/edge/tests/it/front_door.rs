@@ -169,7 +169,7 @@ async fn at_the_cap_the_oldest_idle_connection_makes_room_and_busy_ones_stay() {
     let (_, closed) = read_until_closed(&mut silent_2, Duration::from_millis(300)).await;
     assert!(!closed, "a younger idle connection was evicted");
     // The busy one finishes its request.
-    busy.write_all(body[10..].as_bytes()).await.unwrap();
+    busy.write_all(&body.as_bytes()[10..]).await.unwrap();
     let mut answer = [0u8; 12];
     busy.read_exact(&mut answer).await.unwrap();
     assert_eq!(&answer, b"HTTP/1.1 200");
@@ -230,7 +230,7 @@ async fn plain_http_connections_end_at_the_deadline_and_minting_requests_finish(
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_millis(900)).await;
-    tcp.write_all(body[10..].as_bytes()).await.unwrap();
+    tcp.write_all(&body.as_bytes()[10..]).await.unwrap();
     let (answer, closed) = read_until_closed(&mut tcp, WAIT).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(closed);
