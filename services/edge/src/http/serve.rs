@@ -61,7 +61,7 @@ impl std::fmt::Debug for Policy {
 }
 
 /// Serves `router` on `listener` until `stop`; returns once the connections that are not
-/// WebSockets are closed (within [`FINISH_IN_FLIGHT`]). Upgraded sockets live on in their own
+/// WebSockets are closed (within 5 s). Upgraded sockets live on in their own
 /// tasks.
 pub async fn serve(listener: TcpListener, router: Router, policy: Policy, stop: CancellationToken) {
     let connections = TaskTracker::new();
