@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 mod binary;
+mod closing;
 mod delivery;
 mod door;
 mod drain;
@@ -13,6 +14,7 @@ mod many_sockets;
 mod minting;
 mod secrets_in_logs;
 mod sessions;
+mod socket_loop;
 mod support;
 mod tls;
 mod ws_auth;
