@@ -80,6 +80,8 @@ pub struct EdgeMetrics {
     pub address_budget_refusals: IntCounter,
     /// Tokens minted, by listener (`public` in the migration window, `mint`) and kind.
     pub tokens_minted: IntCounterVec,
+    /// How long connections the door closed had been accepted, by listener and reason.
+    pub door_close_seconds: HistogramVec,
 }
 
 impl EdgeMetrics {
@@ -178,6 +180,14 @@ impl EdgeMetrics {
                 "edge_address_budget_refusals_total",
                 "upgrades and token requests refused by the per-address budget",
             )?,
+            door_close_seconds: registry.histogram_vec(
+                "edge_door_close_seconds",
+                "time from accept to the door closing a connection (deadline, evicted)",
+                &["listener", "reason"],
+                vec![
+                    0.1, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 12.5, 15.0, 20.0, 30.0, 60.0,
+                ],
+            )?,
             tokens_minted: registry.counter_vec(
                 "edge_tokens_minted_total",
                 "tokens minted, by listener (public: the migration window) and kind",
@@ -193,6 +203,12 @@ impl EdgeMetrics {
             evicted: self.door_closes.with_label_values(&[listener, "evicted"]),
             refused: self.door_closes.with_label_values(&[listener, "refused"]),
             deadline: self.door_closes.with_label_values(&[listener, "deadline"]),
+            deadline_after: self
+                .door_close_seconds
+                .with_label_values(&[listener, "deadline"]),
+            evicted_after: self
+                .door_close_seconds
+                .with_label_values(&[listener, "evicted"]),
         }
     }
 }

@@ -1,20 +1,26 @@
 //! The door of a listener: a bounded set of connections that are not yet admitted sockets.
 //!
 //! Every accepted connection takes a [`Pass`] before a byte is read and keeps it until it is
-//! upgraded to a WebSocket or closed. At the cap, the oldest connection with no request in
-//! progress is closed to make room (nginx does the same with idle keep-alive connections when
-//! it runs out): a flood of silent or half-sent connections then only evicts its own kind,
-//! while a client that has sent its request head (and is being authenticated or admitted) is
-//! never evicted. Only when every pending connection has a request in progress is the new one
-//! refused.
+//! upgraded to a WebSocket or closed. At the cap, the connection that has been quiet the
+//! longest (no byte received) among those with no request in progress is closed to make room
+//! (nginx does the same with idle keep-alive connections when it runs out). A flood of silent
+//! or half-sent connections then only evicts its own kind: a client in the middle of its TLS
+//! handshake keeps sending and stays, and one whose request head is in (being authenticated or
+//! admitted) is never evicted. Only when every pending connection has a request in progress is
+//! the new one refused. [`Activity`] records the bytes received.
 //!
 //! The mutex guards a map and is never held across an await.
 
 use parking_lot::Mutex;
-use prometheus::{IntCounter, IntGauge};
+use prometheus::{Histogram, IntCounter, IntGauge};
 use std::collections::BTreeMap;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 /// Metric handles of one door, resolved once at start-up.
@@ -28,6 +34,10 @@ pub struct DoorMetrics {
     pub refused: IntCounter,
     /// Connections closed at the pre-upgrade deadline.
     pub deadline: IntCounter,
+    /// How long after `accept` connections were closed at the deadline (timer lateness shows).
+    pub deadline_after: Histogram,
+    /// How long after `accept` evicted connections were closed.
+    pub evicted_after: Histogram,
 }
 
 /// See the module docs.
@@ -37,6 +47,8 @@ pub struct Door {
     state: Mutex<State>,
     /// Evicted connections whose task has not closed them yet.
     closing: AtomicUsize,
+    /// Zero of the entries' activity clocks.
+    epoch: Instant,
     metrics: DoorMetrics,
 }
 
@@ -51,6 +63,8 @@ struct State {
 struct Entry {
     /// Requests of this connection being handled right now.
     in_flight: AtomicUsize,
+    /// When a byte last arrived (or the connection was accepted), in ms since the door's epoch.
+    last_active: AtomicU64,
     /// Cancelled when the connection is evicted.
     evict: CancellationToken,
 }
@@ -58,6 +72,10 @@ struct Entry {
 impl Entry {
     fn idle(&self) -> bool {
         self.in_flight.load(Ordering::Acquire) == 0
+    }
+
+    fn last_active(&self) -> u64 {
+        self.last_active.load(Ordering::Relaxed)
     }
 }
 
@@ -90,20 +108,28 @@ impl Door {
             cap: cap.max(1),
             state: Mutex::new(State::default()),
             closing: AtomicUsize::new(0),
+            epoch: Instant::now(),
             metrics,
         })
     }
 
-    /// A pass for a connection just accepted, evicting the oldest idle one at the cap; `None`
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// A pass for a connection just accepted, evicting the quietest idle one at the cap; `None`
     /// when every place is held by a request in progress (the caller closes the connection).
     pub fn enter(self: &Arc<Self>) -> Option<Pass> {
         let entry = Arc::new(Entry::default());
+        entry.last_active.store(self.now(), Ordering::Relaxed);
         let mut state = self.state.lock();
         if state.pending.len() >= self.cap {
+            // Quietest first; among equals the oldest (the map is in order of entry).
             let victim = state
                 .pending
                 .iter()
-                .find(|(_, e)| e.idle())
+                .filter(|(_, e)| e.idle())
+                .min_by_key(|(id, e)| (e.last_active(), **id))
                 .map(|(id, _)| *id);
             match victim.and_then(|id| state.pending.remove(&id)) {
                 Some(evicted) => {
@@ -145,9 +171,15 @@ impl Door {
         self.closing.load(Ordering::Acquire)
     }
 
-    /// Counts a connection closed at its deadline.
-    pub fn count_deadline(&self) {
+    /// Counts a connection closed at its deadline, `open_for` after it was accepted.
+    pub fn count_deadline(&self, open_for: std::time::Duration) {
         self.metrics.deadline.inc();
+        self.metrics.deadline_after.observe(open_for.as_secs_f64());
+    }
+
+    /// Records that an evicted connection is being closed, `open_for` after it was accepted.
+    pub fn count_evicted(&self, open_for: std::time::Duration) {
+        self.metrics.evicted_after.observe(open_for.as_secs_f64());
     }
 }
 
@@ -179,6 +211,71 @@ impl Pass {
     /// Whether no request of this connection is in progress.
     pub fn idle(&self) -> bool {
         self.entry.idle()
+    }
+
+    /// `io` recording, for this pass, when bytes arrive.
+    pub fn watch<IO>(&self, io: IO) -> Activity<IO> {
+        Activity {
+            io,
+            entry: self.entry.clone(),
+            epoch: self.door.epoch,
+        }
+    }
+}
+
+/// A connection's stream that records when bytes arrive, so the door evicts the quietest
+/// connections first. It stays around the socket after the upgrade (one atomic store per read).
+#[derive(Debug)]
+pub struct Activity<IO> {
+    io: IO,
+    entry: Arc<Entry>,
+    epoch: Instant,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Activity<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            let now = u64::try_from(this.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+            this.entry.last_active.store(now, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Activity<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
     }
 }
 
@@ -219,6 +316,10 @@ mod tests {
             evicted: IntCounter::new("e", "e").expect("counter"),
             refused: IntCounter::new("r", "r").expect("counter"),
             deadline: IntCounter::new("d", "d").expect("counter"),
+            deadline_after: Histogram::with_opts(prometheus::HistogramOpts::new("da", "da"))
+                .expect("histogram"),
+            evicted_after: Histogram::with_opts(prometheus::HistogramOpts::new("ea", "ea"))
+                .expect("histogram"),
         };
         Door::new(cap, metrics)
     }
@@ -249,6 +350,23 @@ mod tests {
             3,
             "dropping an evicted pass frees nothing twice"
         );
+    }
+
+    #[tokio::test]
+    async fn the_quietest_idle_connection_goes_first() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let door = door(2);
+        let a = door.enter().expect("a");
+        let b = door.enter().expect("b");
+        // `a` is older, but bytes arrive on it later: `b` is now the quietest.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut watched = a.watch(server);
+        client.write_all(b"hello").await.expect("write");
+        let mut buf = [0u8; 5];
+        watched.read_exact(&mut buf).await.expect("read");
+        let _c = door.enter().expect("c");
+        assert!(!is_evicted(&a) && is_evicted(&b));
     }
 
     #[test]

@@ -164,6 +164,7 @@ async fn connection(
     deadline: Instant,
     stop: CancellationToken,
 ) {
+    let tcp = pass.watch(tcp);
     let Some(acceptor) = policy.tls.clone() else {
         http(tcp, peer, router, &policy, &pass, deadline, &stop).await;
         return;
@@ -171,9 +172,7 @@ async fn connection(
     let handshake = tokio::select! {
         biased;
         cut = interrupted(&pass, deadline, &stop) => {
-            if matches!(cut, Cut::Deadline) {
-                policy.door.count_deadline();
-            }
+            count(&policy, &cut, deadline);
             return;
         }
         handshake = acceptor.accept(tcp) => handshake,
@@ -181,6 +180,17 @@ async fn connection(
     match handshake {
         Ok(tls) => http(tls, peer, router, &policy, &pass, deadline, &stop).await,
         Err(error) => tracing::debug!(%error, "tls handshake failed"),
+    }
+}
+
+/// Records why the door closes a connection, and how long after `accept`.
+fn count(policy: &Policy, cut: &Cut, deadline: Instant) {
+    let accepted = deadline - policy.deadline;
+    let open_for = Instant::now().saturating_duration_since(accepted);
+    match cut {
+        Cut::Deadline => policy.door.count_deadline(open_for),
+        Cut::Evicted => policy.door.count_evicted(open_for),
+        Cut::Stop => {}
     }
 }
 
@@ -235,12 +245,10 @@ async fn http<IO>(
             return;
         }
     };
+    count(policy, &cut, deadline);
     let grace = match cut {
         Cut::Evicted => return,
-        Cut::Deadline => {
-            policy.door.count_deadline();
-            policy.in_flight_grace
-        }
+        Cut::Deadline => policy.in_flight_grace,
         Cut::Stop => FINISH_IN_FLIGHT,
     };
     if pass.idle() || grace.is_zero() {

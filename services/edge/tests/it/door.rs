@@ -32,11 +32,13 @@ const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
 
 /// The pre-upgrade deadline of the edge under attack.
 const DEADLINE: Duration = Duration::from_secs(3);
-/// What "within the deadline" allows on top: the deadline starts at the edge's `accept`, this
-/// test's clock at `connect` and stops when this process notices the close, and on a loaded
-/// two-core machine the kernel's accept queue, the edge's timers and this process's own 10,000
-/// tasks each run late. Without the deadline these connections stay open indefinitely.
-const MARGIN: Duration = Duration::from_secs(3);
+/// What "within the deadline" allows on top, as seen from this process: the deadline starts at
+/// the edge's `accept`, this test's clock at `connect` and stops when this process notices the
+/// close, and on a loaded two-core machine the kernel's accept queue and this process's own
+/// 10,000 tasks run seconds late (measured up to 5.7 s at a load average of 20). The edge's own
+/// clock is checked separately, to the second. Without the deadline these connections stay
+/// open indefinitely.
+const MARGIN: Duration = Duration::from_secs(9);
 /// Pending connections the edge may hold: well below what the attack keeps open, so eviction
 /// is exercised.
 const CAP: usize = 1_500;
@@ -314,14 +316,18 @@ async fn silent_and_half_sent_connections_are_closed_within_the_deadline_while_a
     }
     let legit_started = Instant::now();
     let mut attempts = 0;
+    let mut refusals = Vec::new();
     let mut ws = loop {
         attempts += 1;
         match legitimate_client(http, &tls).await {
             Ok(ws) => break ws,
-            Err(e) => assert!(
-                attempts < 3,
-                "legitimate client refused {attempts} times: {e}"
-            ),
+            Err(e) => {
+                refusals.push(e);
+                assert!(
+                    attempts < 3,
+                    "legitimate client refused {attempts} times: {refusals:?}"
+                );
+            }
         }
     };
     let connected_in = legit_started.elapsed();
@@ -374,6 +380,19 @@ async fn silent_and_half_sent_connections_are_closed_within_the_deadline_while_a
         *slot = (*slot).max(held);
     }
     let metrics = https_get(http, &tls, "/metrics").await;
+    // The edge's own clock, from accept: every connection it closed at the deadline was closed
+    // within a second of it (timer lateness on a loaded machine), whatever the kernel's accept
+    // queue added before.
+    let at_deadline = metric(
+        &metrics,
+        "daisi_edge_door_close_seconds_count",
+        &["listener=\"public\"", "reason=\"deadline\""],
+    );
+    let within = metric(
+        &metrics,
+        "daisi_edge_door_close_seconds_bucket",
+        &["listener=\"public\"", "reason=\"deadline\"", "le=\"4\""],
+    );
     let counter = |reason: &str| {
         metric(
             &metrics,
@@ -382,7 +401,10 @@ async fn silent_and_half_sent_connections_are_closed_within_the_deadline_while_a
         )
     };
     println!(
-        "{ATTACK} attacking connections ({SILENT} silent, {HALF_TLS} half TLS handshakes, {HALF_HEAD} half request heads) in {attack_took:?}; longest held: silent {:?}, half TLS {:?}, half head {:?} (deadline {DEADLINE:?}); edge closed {} at the deadline and evicted {} at the cap of {CAP}; edge descriptors peaked at {peak_descriptors}; a legitimate client connected in {connected_in:?} ({attempts} attempt(s)) and got its event in {event_in:?} with {open_attackers} attacking connections open",
+        "edge's clock: {within} of {at_deadline} connections closed at the deadline were closed within 4 s of accept"
+    );
+    println!(
+        "{ATTACK} attacking connections ({SILENT} silent, {HALF_TLS} half TLS handshakes, {HALF_HEAD} half request heads) in {attack_took:?}; longest held: silent {:?}, half TLS {:?}, half head {:?} (deadline {DEADLINE:?}); edge closed {} at the deadline and evicted {} at the cap of {CAP}; edge descriptors peaked at {peak_descriptors}; a legitimate client connected in {connected_in:?} ({attempts} attempt(s), refused: {refusals:?}) and got its event in {event_in:?} with {open_attackers} attacking connections open",
         longest[0],
         longest[1],
         longest[2],
@@ -394,6 +416,11 @@ async fn silent_and_half_sent_connections_are_closed_within_the_deadline_while_a
         "{} attacking connections were never closed (first: {:?})",
         never_closed.len(),
         never_closed.first().map(|l| l.kind)
+    );
+    assert!(at_deadline > 0);
+    assert_eq!(
+        within, at_deadline,
+        "connections the edge held past its deadline by more than a second"
     );
     for (kind, held) in ["silent", "half TLS", "half head"].iter().zip(longest) {
         assert!(
