@@ -16,6 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -149,7 +150,8 @@ struct FloodCount {
 }
 
 /// Upgrade requests (well-formed, with a made-up token) from 127.0.0.2 over keep-alive
-/// connections, as fast as the edge answers, until `stop`.
+/// connections, as fast as the edge answers, until `stop`. Raw HTTP/1.1 with the request bytes
+/// built once: the attacker's own CPU should not be what slows the edge down.
 fn flood(
     http: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -160,44 +162,36 @@ fn flood(
             .enable_all()
             .build()
             .unwrap();
+        let request: Arc<[u8]> = format!(
+            "GET /ws/c1/a1?token=made-up-token HTTP/1.1\r\nHost: {http}\r\nX-API-Key: {API_KEY}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        .into_bytes()
+        .into();
         runtime.block_on(async move {
-            let client = reqwest::Client::builder()
-                .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)))
-                .pool_max_idle_per_host(FLOOD_CONNECTIONS)
-                .timeout(Duration::from_secs(5))
-                .build()
-                .unwrap();
-            let url = format!("http://{http}/ws/c1/a1?token=made-up-token");
             let workers = (0..FLOOD_CONNECTIONS).map(|_| {
-                let client = client.clone();
-                let url = url.clone();
-                let stop = stop.clone();
-                let count = count.clone();
+                let (stop, count, request) = (stop.clone(), count.clone(), request.clone());
                 async move {
                     while !stop.load(Ordering::Relaxed) {
-                        let response = client
-                            .get(&url)
-                            .header("x-api-key", API_KEY)
-                            .header("connection", "Upgrade")
-                            .header("upgrade", "websocket")
-                            .header("sec-websocket-version", "13")
-                            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-                            .send()
-                            .await;
-                        count.requests.fetch_add(1, Ordering::Relaxed);
-                        match response {
-                            Ok(r) if r.status() == 429 => {
+                        // A closed connection (the door's deadline) is reopened.
+                        let Ok(mut tcp) = flood_connection(http).await else {
+                            count.other.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        };
+                        while !stop.load(Ordering::Relaxed) {
+                            if tcp.write_all(&request).await.is_err() {
+                                break;
+                            }
+                            let Some(head) = read_response(&mut tcp).await else {
+                                break;
+                            };
+                            count.requests.fetch_add(1, Ordering::Relaxed);
+                            if head.starts_with("HTTP/1.1 429") {
                                 count.too_many.fetch_add(1, Ordering::Relaxed);
-                                if r.headers().contains_key("retry-after") {
+                                if head.to_ascii_lowercase().contains("\r\nretry-after: ") {
                                     count.retry_after.fetch_add(1, Ordering::Relaxed);
                                 }
-                                let _ = r.bytes().await;
-                            }
-                            Ok(r) => {
-                                count.other.fetch_add(1, Ordering::Relaxed);
-                                let _ = r.bytes().await;
-                            }
-                            Err(_) => {
+                            } else {
                                 count.other.fetch_add(1, Ordering::Relaxed);
                             }
                         }
@@ -207,6 +201,37 @@ fn flood(
             futures_util::future::join_all(workers).await;
         });
     })
+}
+
+async fn flood_connection(http: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), 0))?;
+    socket.connect(http).await
+}
+
+/// Reads one response (head and `Content-Length` body); its head, or `None` when the
+/// connection ended.
+async fn read_response(tcp: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
+            let length: usize = head
+                .to_ascii_lowercase()
+                .split("\r\ncontent-length: ")
+                .nth(1)
+                .and_then(|rest| rest.split("\r\n").next()?.trim().parse().ok())
+                .unwrap_or(0);
+            while buf.len() < end + 4 + length {
+                let n = tcp.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return Some(head);
+        }
+        let n = tcp.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
+        buf.extend_from_slice(&chunk[..n]);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
