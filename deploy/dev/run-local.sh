@@ -29,6 +29,9 @@ export DAISI_EDGE_TOKEN_AES_KEY=${DAISI_EDGE_TOKEN_AES_KEY:-$(key)}
 export DAISI_EDGE_ADMIN_TOKEN_AES_KEY=${DAISI_EDGE_ADMIN_TOKEN_AES_KEY:-$(key)}
 export DAISI_EDGE_SECRET_TOKEN=${DAISI_EDGE_SECRET_TOKEN:-$(key)}
 export DAISI_EDGE_ADMIN_SECRET_TOKEN=${DAISI_EDGE_ADMIN_SECRET_TOKEN:-$(key)}
+export DAISI_EDGE_MINT_ADDR=${DAISI_EDGE_MINT_ADDR:-127.0.0.1:8082}
+export DAISI_EDGE_MINT_API_KEY=${DAISI_EDGE_MINT_API_KEY:-$(key)}
+export DAISI_EDGE_ADMIN_MINT_API_KEY=${DAISI_EDGE_ADMIN_MINT_API_KEY:-$(key)}
 
 target/debug/daisi-coordinator & pids+=($!)
 target/debug/daisi-router & pids+=($!)
@@ -37,8 +40,10 @@ target/debug/daisi-edge & pids+=($!)
 cat <<TXT
 
 daisi is running: edge http://127.0.0.1:8080, router http://127.0.0.1:8081, coordinator grpc 127.0.0.1:50051
+token minting (backends): http://$DAISI_EDGE_MINT_ADDR
 user API key:  $DAISI_EDGE_SECRET_TOKEN
 admin API key: $DAISI_EDGE_ADMIN_SECRET_TOKEN
+mint key:      $DAISI_EDGE_MINT_API_KEY (admin: $DAISI_EDGE_ADMIN_MINT_API_KEY)
 Ctrl-C stops everything.
 
 TXT
