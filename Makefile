@@ -16,7 +16,7 @@ IT_ENV := DAISI_IT_LAUNCHER=process
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help build run run-local test lint chart fmt fmt-check clippy doc proto generate images clean \
+.PHONY: help build run run-local test lint chart fmt fmt-check clippy doc proto generate images clean fuzz \
         benchmark benchmark-auth benchmark-conn benchmark-msg benchmark-integration \
         benchmark-edge benchmark-router benchmark-load \
         benchmark-compare benchmark-baseline benchmark-clean
@@ -73,6 +73,19 @@ generate: proto ## every generated artefact
 
 images: ## container images of the services, Redis and NATS, built from this machine (no registry)
 	./deploy/images/build.sh
+
+# Fuzzing (fuzz/, not a workspace member): cargo-fuzz drives libFuzzer with nightly compiler
+# flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them. Each target runs for
+# FUZZ_SECONDS; a crash stops the run and leaves its input under fuzz/artifacts/<target>/.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := client_frame token_decode subject_parse event_render
+
+fuzz: ## run every fuzz target for FUZZ_SECONDS each (installs cargo-fuzz when missing)
+	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	@for target in $(FUZZ_TARGETS); do \
+		echo "fuzz: $$target for $(FUZZ_SECONDS) s"; \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 clean: ## remove build output
 	$(CARGO) clean

@@ -31,6 +31,7 @@ BIN = os.path.join(ROOT, "target", "release")
 PORTS = {
     "edge": 18480,
     "edge_grpc": 18461,
+    "edge_mint": 18482,
     "router": 18481,
     "coordinator": 18451,
     "coordinator_http": 18491,
@@ -167,6 +168,11 @@ def stack_env(keys):
         # The edge's door must not throttle the load tool: sockets up to the open-file limit,
         # and every client limit of the edge set to what the workloads need.
         "DAISI_EDGE_MAX_CONNECTIONS": "19000",
+        "DAISI_EDGE_MINT_ADDR": f"127.0.0.1:{PORTS['edge_mint']}",
+        # The per-address budget (20 upgrades/s) would hold the load tool's few source
+        # addresses to a trickle; the storm opens 1,000 handshakes at once.
+        "DAISI_EDGE_ADDRESS_RATE_PER_SECOND": "0",
+        "DAISI_EDGE_MAX_PENDING_CONNECTIONS": "16384",
         "DAISI_EDGE_SHUTDOWN_GRACE": "5s",
         "DAISI_ROUTER_SHUTDOWN_GRACE": "5s",
         "DAISI_COORDINATOR_SHUTDOWN_GRACE": "5s",

@@ -45,6 +45,9 @@ export DAISI_EDGE_TOKEN_AES_KEY=${DAISI_EDGE_TOKEN_AES_KEY:-$(key)}
 export DAISI_EDGE_ADMIN_TOKEN_AES_KEY=${DAISI_EDGE_ADMIN_TOKEN_AES_KEY:-$(key)}
 export DAISI_EDGE_SECRET_TOKEN=${DAISI_EDGE_SECRET_TOKEN:-$(key)}
 export DAISI_EDGE_ADMIN_SECRET_TOKEN=${DAISI_EDGE_ADMIN_SECRET_TOKEN:-$(key)}
+export DAISI_EDGE_MINT_ADDR=${DAISI_EDGE_MINT_ADDR:-127.0.0.1:8082}
+export DAISI_EDGE_MINT_API_KEY=${DAISI_EDGE_MINT_API_KEY:-$(key)}
+export DAISI_EDGE_ADMIN_MINT_API_KEY=${DAISI_EDGE_ADMIN_MINT_API_KEY:-$(key)}
 
 "$bin/daisi-coordinator" & pids+=($!)
 "$bin/daisi-router" & pids+=($!)
@@ -53,8 +56,10 @@ export DAISI_EDGE_ADMIN_SECRET_TOKEN=${DAISI_EDGE_ADMIN_SECRET_TOKEN:-$(key)}
 cat <<TXT
 
 daisi is running ($profile): edge http://${DAISI_EDGE_HTTP_ADDR:-127.0.0.1:8080}, router http://${DAISI_ROUTER_HTTP_ADDR:-127.0.0.1:8081}, coordinator grpc ${DAISI_COORDINATOR_GRPC_ADDR:-127.0.0.1:50051}
+token minting (backends): http://$DAISI_EDGE_MINT_ADDR
 user API key:  $DAISI_EDGE_SECRET_TOKEN
 admin API key: $DAISI_EDGE_ADMIN_SECRET_TOKEN
+mint key:      $DAISI_EDGE_MINT_API_KEY (admin: $DAISI_EDGE_ADMIN_MINT_API_KEY)
 Ctrl-C stops everything.
 
 TXT

@@ -41,7 +41,7 @@ except ImportError:
 CHART = Path(__file__).resolve().parent.parent
 TEMPLATES = [
     "_helpers.tpl", "NOTES.txt", "secret.yaml", "pdb.yaml",
-    "edge-deployment.yaml", "edge-service.yaml",
+    "edge-deployment.yaml", "edge-service.yaml", "edge-mint-service.yaml",
     "coordinator-deployment.yaml", "coordinator-service.yaml",
     "router-deployment.yaml", "router-service.yaml",
 ]
@@ -191,6 +191,27 @@ def output_checks(label: str, docs: list[dict], values: dict) -> None:
     services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
     check(any(s["spec"].get("clusterIP") == "None" for s in services.values()),
           f"{label}: no headless Service for the edge gRPC port")
+    # Token minting: its own port and a cluster-internal Service, never the public one.
+    edge_container = deployments["edge"]["spec"]["template"]["spec"]["containers"][0]
+    edge_ports = {p["name"]: p["containerPort"] for p in edge_container["ports"]}
+    check("mint" in edge_ports, f"{label}: the edge has no mint port")
+    check(edge_env["DAISI_EDGE_MINT_ADDR"]["value"].endswith(f":{edge_ports.get('mint')}"),
+          f"{label}: DAISI_EDGE_MINT_ADDR does not match the mint port")
+    for name in ("DAISI_EDGE_MINT_API_KEY", "DAISI_EDGE_ADMIN_MINT_API_KEY"):
+        ref = edge_env[name]["valueFrom"]["secretKeyRef"]
+        check(ref.get("optional") is True, f"{label}: {name} must be optional")
+    check(edge_env["DAISI_EDGE_PUBLIC_MINTING"]["value"] in ("true", "false"),
+          f"{label}: DAISI_EDGE_PUBLIC_MINTING must be true or false")
+    mint = [s for n, s in services.items() if n.endswith("-edge-mint")]
+    check(len(mint) == 1, f"{label}: no -edge-mint Service")
+    for s in mint:
+        check(s["spec"]["type"] == "ClusterIP", f"{label}: the minting Service must be ClusterIP")
+        check([p["targetPort"] for p in s["spec"]["ports"]] == ["mint"],
+              f"{label}: the minting Service must target the mint port only")
+    for name, s in services.items():
+        if not name.endswith("-edge-mint"):
+            check(all(p["targetPort"] != "mint" for p in s["spec"]["ports"]),
+                  f"{label}: {name} exposes the mint port")
 
 
 def must_fail(engine: Engine, label: str, values: dict, expected: str) -> None:
@@ -219,6 +240,13 @@ def render_checks(engine: Engine, values: dict) -> int:
     must_fail(engine, "chart-owned key in config", owned, "DAISI_EDGE_POD_ID is set by the chart")
     short = {**base, "edge": {"terminationGracePeriodSeconds": 30}}
     must_fail(engine, "grace period too short", short, "must exceed")
+    short_mint = {"secrets": {**base["secrets"], "mintApiKey": "short"}}
+    must_fail(engine, "short minting key", short_mint, "at least 16 characters")
+    reused = {"secrets": {**base["secrets"], "adminMintApiKey": base["secrets"]["secretToken"] + "-x",
+                          "secretToken": base["secrets"]["secretToken"] + "-x"}}
+    must_fail(engine, "minting key = socket key", reused, "must differ")
+    owned_mint = {**base, "edge": {"config": {"MINT_API_KEY": "x"}}}
+    must_fail(engine, "minting key in config", owned_mint, "DAISI_EDGE_MINT_API_KEY is set by the chart")
     return len(cases)
 
 

@@ -13,11 +13,13 @@
 mod env;
 mod error;
 mod fields;
+pub mod secret;
 mod validator;
 
 pub use env::{Env, Loaded, load};
 pub use error::{ConfigError, Problem};
 pub use secrecy::{ExposeSecret, SecretString};
+pub use secret::{SecretDigest, secrets_equal};
 pub use validator::Validator;
 
 /// Exit status for a process that refused its configuration (`EX_USAGE` from sysexits.h), so

@@ -23,9 +23,12 @@ pub(crate) struct DevArgs {
     /// Use this NATS JetStream instead of the in-memory event source.
     #[arg(long)]
     nats_url: Option<Url>,
-    /// Edge HTTP (WebSockets, console, tokens).
+    /// Edge HTTP (WebSockets, console).
     #[arg(long, default_value = "127.0.0.1:8080")]
     edge_addr: SocketAddr,
+    /// Edge minting listener (token minting for backends).
+    #[arg(long, default_value = "127.0.0.1:8082")]
+    mint_addr: SocketAddr,
     /// Router HTTP (publish API).
     #[arg(long, default_value = "127.0.0.1:8081")]
     router_addr: SocketAddr,
@@ -47,6 +50,8 @@ struct Secrets {
     admin_key: String,
     api_key: String,
     admin_api_key: String,
+    mint_key: String,
+    admin_mint_key: String,
     publish_key: String,
 }
 
@@ -64,6 +69,8 @@ impl Secrets {
             admin_key: take_or_generate(env, "DAISI_EDGE_ADMIN_TOKEN_AES_KEY")?,
             api_key: take_or_generate(env, "DAISI_EDGE_SECRET_TOKEN")?,
             admin_api_key: take_or_generate(env, "DAISI_EDGE_ADMIN_SECRET_TOKEN")?,
+            mint_key: take_or_generate(env, "DAISI_EDGE_MINT_API_KEY")?,
+            admin_mint_key: take_or_generate(env, "DAISI_EDGE_ADMIN_MINT_API_KEY")?,
             publish_key: take_or_generate(env, "DAISI_ROUTER_PUBLISH_API_KEY")?,
         })
     }
@@ -97,6 +104,12 @@ fn environment(args: &DevArgs, secrets: &Secrets) -> Env {
             "DAISI_EDGE_ADMIN_SECRET_TOKEN",
             secrets.admin_api_key.clone(),
         ),
+        ("DAISI_EDGE_MINT_ADDR", args.mint_addr.to_string()),
+        ("DAISI_EDGE_MINT_API_KEY", secrets.mint_key.clone()),
+        (
+            "DAISI_EDGE_ADMIN_MINT_API_KEY",
+            secrets.admin_mint_key.clone(),
+        ),
         ("DAISI_EDGE_CONSOLE", "true".to_owned()),
         ("DAISI_EDGE_SHUTDOWN_GRACE", "2s".to_owned()),
         ("DAISI_ROUTER_SHUTDOWN_GRACE", "2s".to_owned()),
@@ -123,6 +136,7 @@ fn environment(args: &DevArgs, secrets: &Secrets) -> Env {
         "DAISI_ROUTER_SOURCE",
         "DAISI_ROUTER_NATS_URL",
         "DAISI_EDGE_HTTP_ADDR",
+        "DAISI_EDGE_MINT_ADDR",
         "DAISI_ROUTER_HTTP_ADDR",
         "DAISI_COORDINATOR_GRPC_ADDR",
     ];
@@ -163,7 +177,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
 
     let busy = |e: std::io::Error| {
         anyhow::anyhow!(
-            "{e}; is another daisi (or anything else) using it? pick other ports with --edge-addr, --router-addr or --coordinator-addr"
+            "{e}; is another daisi (or anything else) using it? pick other ports with --edge-addr, --mint-addr, --router-addr or --coordinator-addr"
         )
     };
     let coordinator_listeners = daisi_coordinator::Listeners::bind(&coordinator)
@@ -287,6 +301,10 @@ fn banner(args: &DevArgs, s: &Secrets) -> anyhow::Result<()> {
     let me = std::env::args()
         .next()
         .unwrap_or_else(|| "daisi".to_owned());
+    let mint = format!(
+        "{me} token user --edge http://{} --api-key {} --company {} --agent {} --user {}",
+        args.mint_addr, s.mint_key, args.company, args.agent, args.user
+    );
     let subject = format!("websocket.{}.{}.chats", args.company, args.agent);
     let payload = format!(
         r#"{{"event_id":"1:chats:1","event_time":"{}","company_id":"{}","agent_id":"{}","row_data":{{"name":"hello from daisi dev"}}}}"#,
@@ -328,12 +346,20 @@ daisi dev is running ({backends}). Ctrl-C stops it.
   console      {console}
   websocket    ws://{edge}/ws/{company}/{agent}?token=<user token>   (header X-API-Key or query x-api-key)
   admin socket ws://{edge}/ws/admin?token=<admin token>
+  token minting http://{mint_addr} (backends: POST /generate-token, /admin/generate-token with X-API-Key)
   coordinator  http://{coordinator} (gRPC: {me} sessions list --company {company})
 
   user token   {user_token}
   admin token  {admin_token}
   user API key {api_key}
   admin key    {admin_api_key}
+  mint key     {mint_key}   (admin: {admin_mint_key})
+
+Browser pages on other origins (a front-end dev server) need
+  DAISI_EDGE_ALLOWED_ORIGINS=http://localhost:3000 {me} dev
+
+Mint a token as a backend does:
+  {mint}
 
 Watch a socket:
   {me} tail --edge http://{edge} --company {company} --agent {agent} --api-key {api_key} --token {user_token}
@@ -348,6 +374,9 @@ or with curl:
         coordinator = args.coordinator_addr,
         api_key = s.api_key,
         admin_api_key = s.admin_api_key,
+        mint_addr = args.mint_addr,
+        mint_key = s.mint_key,
+        admin_mint_key = s.admin_mint_key,
     ));
     Ok(())
 }

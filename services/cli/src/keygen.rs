@@ -26,6 +26,8 @@ pub(crate) fn generate() -> anyhow::Result<Vec<(&'static str, String)>> {
         ("DAISI_EDGE_ADMIN_TOKEN_AES_KEY", random_hex32()?),
         ("DAISI_EDGE_SECRET_TOKEN", random_hex32()?),
         ("DAISI_EDGE_ADMIN_SECRET_TOKEN", random_hex32()?),
+        ("DAISI_EDGE_MINT_API_KEY", random_hex32()?),
+        ("DAISI_EDGE_ADMIN_MINT_API_KEY", random_hex32()?),
         ("DAISI_ROUTER_PUBLISH_API_KEY", random_hex32()?),
     ])
 }

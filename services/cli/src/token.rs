@@ -1,5 +1,7 @@
 //! `daisi token user|admin`: mint a token locally with the token keys (same codec as the edge)
-//! or ask an edge's `/generate-token` / `/admin/generate-token` with its API key.
+//! or ask an edge's minting listener (`DAISI_EDGE_MINT_ADDR`) with its backend credential.
+//! An edge still in the migration window (`DAISI_EDGE_PUBLIC_MINTING`) also mints on its public
+//! port: point `--edge` there and pass the socket API key with `--api-key`.
 
 use crate::cli::parse_duration;
 use crate::output;
@@ -41,10 +43,10 @@ pub(crate) struct UserArgs {
         allow_hyphen_values = true
     )]
     key: Option<String>,
-    /// Edge API key (`secret_token`), used with --edge.
+    /// Backend credential of the edge's minting listener, used with --edge.
     #[arg(
         long,
-        env = "DAISI_EDGE_SECRET_TOKEN",
+        env = "DAISI_EDGE_MINT_API_KEY",
         hide_env_values = true,
         allow_hyphen_values = true
     )]
@@ -75,10 +77,10 @@ pub(crate) struct AdminArgs {
         allow_hyphen_values = true
     )]
     key: Option<String>,
-    /// Edge admin API key (`admin_secret_token`), used with --edge.
+    /// Admin credential of the edge's minting listener, used with --edge.
     #[arg(
         long,
-        env = "DAISI_EDGE_ADMIN_SECRET_TOKEN",
+        env = "DAISI_EDGE_ADMIN_MINT_API_KEY",
         hide_env_values = true,
         allow_hyphen_values = true
     )]
@@ -90,8 +92,9 @@ struct Common {
     /// How long the token is valid.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     expires_in: Duration,
-    /// Mint through this edge's HTTP API instead of locally (e.g. http://127.0.0.1:8080).
-    #[arg(long)]
+    /// Mint through this edge's minting listener instead of locally (e.g.
+    /// http://127.0.0.1:8082, `DAISI_EDGE_MINT_ADDR`).
+    #[arg(long, env = "DAISI_EDGE_MINT_URL")]
     edge: Option<Url>,
     /// Print JSON ({"token": ...}) instead of the bare token.
     #[arg(long)]
@@ -138,7 +141,7 @@ async fn user(args: &UserArgs) -> anyhow::Result<String> {
             "expires_in_seconds": secs,
         });
         let key = args.api_key.as_deref().context(
-            "minting through an edge needs its API key: pass --api-key or set DAISI_EDGE_SECRET_TOKEN",
+            "minting through an edge needs its backend credential: pass --api-key or set DAISI_EDGE_MINT_API_KEY",
         )?;
         return remote(edge, "generate-token", key, body).await;
     }
@@ -176,7 +179,7 @@ async fn admin(args: &AdminArgs) -> anyhow::Result<String> {
             }
         }
         let key = args.api_key.as_deref().context(
-            "minting through an edge needs its admin API key: pass --api-key or set DAISI_EDGE_ADMIN_SECRET_TOKEN",
+            "minting through an edge needs its admin credential: pass --api-key or set DAISI_EDGE_ADMIN_MINT_API_KEY",
         )?;
         return remote(edge, "admin/generate-token", key, body).await;
     }
@@ -204,6 +207,11 @@ async fn remote(edge: &Url, path: &str, api_key: &str, body: Value) -> anyhow::R
         .with_context(|| format!("cannot reach {url}"))?;
     let status = response.status();
     let answer: Value = response.json().await.unwrap_or(Value::Null);
+    if status == reqwest::StatusCode::NOT_FOUND {
+        bail!(
+            "{url} answered 404: point --edge at the edge's minting listener (DAISI_EDGE_MINT_ADDR, port 8082 by default), not its public port"
+        );
+    }
     if !status.is_success() {
         bail!("{url} answered {status}: {answer}");
     }

@@ -59,6 +59,8 @@ async fn edge(n: usize) {
         ("DAISI_EDGE_SECRET_TOKEN", API_KEY),
         ("DAISI_EDGE_ADMIN_SECRET_TOKEN", API_KEY),
         ("DAISI_EDGE_MAX_CONNECTIONS", "100000"),
+        // Thousands of upgrades from one address: a capacity benchmark, not a flood.
+        ("DAISI_EDGE_ADDRESS_RATE_PER_SECOND", "0"),
     ]);
     // Buffer sizes can be tried from the environment, e.g. DAISI_EDGE_WS_READ_BUFFER=131072.
     for var in ["DAISI_EDGE_WS_READ_BUFFER", "DAISI_EDGE_WS_WRITE_BUFFER"] {

@@ -37,6 +37,10 @@ use tokio_util::task::TaskTracker;
 /// Name used in logs, traces and metrics.
 pub const SERVICE: &str = "daisi-edge";
 
+/// On the minting listener, how long a request in progress at the connection's deadline may
+/// still take (its body is at most 16 KiB; the answer is computed in microseconds).
+const MINT_IN_FLIGHT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The sockets the edge serves on, bound by the caller (port 0 in tests).
 #[derive(Debug)]
 pub struct Listeners {
@@ -44,22 +48,42 @@ pub struct Listeners {
     pub http: TcpListener,
     /// gRPC delivery API for routers.
     pub grpc: TcpListener,
+    /// Internal token minting for backends; `None` when no minting credential is configured.
+    pub mint: Option<TcpListener>,
 }
 
 impl Listeners {
-    /// Binds the addresses of `config`.
+    /// Binds the addresses of `config` (the minting listener only when it has a credential).
     pub async fn bind(config: &Config) -> std::io::Result<Self> {
+        let mint = match config.minting.internal() {
+            true => Some(bind(config.minting.addr).await?),
+            false => None,
+        };
         Ok(Self {
             http: bind(config.http_addr).await?,
             grpc: bind(config.grpc_addr).await?,
+            mint,
         })
     }
 }
 
+/// Connections the kernel completes and queues before the edge accepts them. tokio's default
+/// is 1,024; a reconnect storm (or a flood) overflows that, and the kernel then drops handshakes
+/// silently. The kernel caps it at `net.core.somaxconn` (4,096 on current kernels).
+const LISTEN_BACKLOG: u32 = 4_096;
+
 async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+    let listen = || {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        // As `TcpListener::bind` does: a restarted edge can rebind while old sockets linger.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }
 
 /// Why the edge stopped with an error.
@@ -97,19 +121,61 @@ pub async fn run(
     .await
 }
 
-/// Each socket holds a descriptor: a connection cap above the open-file limit means clients
-/// beyond the limit fail at `accept` instead of getting the clear 503 of the cap.
-fn warn_if_descriptors_run_out(max_connections: usize) {
+/// Each socket and each pending connection holds a descriptor: caps above the open-file limit
+/// mean clients beyond the limit fail at `accept` instead of getting the clear answer of a cap.
+fn warn_if_descriptors_run_out(config: &Config) {
     // Listeners, gRPC channels, the coordinator stream, logs: a small fixed overhead.
     const RESERVED: u64 = 64;
+    let max_connections = config.limits.max_connections;
+    let max_pending = config.door.max_pending;
+    let needed = (max_connections as u64)
+        .saturating_add(max_pending as u64 * if config.minting.internal() { 2 } else { 1 })
+        .saturating_add(RESERVED);
     if let Some(limit) = daisi_runtime::fd_limit::current()
-        && (max_connections as u64).saturating_add(RESERVED) > limit
+        && needed > limit
     {
         tracing::warn!(
             max_connections,
+            max_pending,
             open_file_limit = limit,
-            "DAISI_EDGE_MAX_CONNECTIONS exceeds what the open-file limit allows; lower it, or raise the hard limit (ulimit -n, LimitNOFILE, the container runtime's nofile)"
+            "DAISI_EDGE_MAX_CONNECTIONS plus DAISI_EDGE_MAX_PENDING_CONNECTIONS exceed what the open-file limit allows; lower them, or raise the hard limit (ulimit -n, LimitNOFILE, the container runtime's nofile)"
         );
+    }
+}
+
+/// The start-up notes of token minting: where it is served, and the warning of the migration
+/// window.
+fn log_minting(config: &Config, mint: Option<SocketAddr>) {
+    if config.minting.public {
+        tracing::warn!(
+            "DAISI_EDGE_PUBLIC_MINTING is on: /generate-token and /admin/generate-token are served on the public port behind the API keys browsers hold, so anyone who can open a socket can mint tokens; move backends to the minting listener (DAISI_EDGE_MINT_ADDR, DAISI_EDGE_MINT_API_KEY) and turn it off"
+        );
+    }
+    match mint {
+        Some(addr) => tracing::info!(
+            mint = %addr,
+            user_tokens = !config.minting.user_keys.is_empty(),
+            admin_tokens = !config.minting.admin_keys.is_empty(),
+            "token minting listener"
+        ),
+        None if !config.minting.public => tracing::info!(
+            "token minting is off: set DAISI_EDGE_MINT_API_KEY and/or DAISI_EDGE_ADMIN_MINT_API_KEY to serve it on DAISI_EDGE_MINT_ADDR"
+        ),
+        None => {}
+    }
+}
+
+/// How often the per-address budget forgets addresses whose bucket is full again.
+const BUDGET_SWEEP: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn sweep_budget(budget: Arc<http::budget::AddressBudget>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(BUDGET_SWEEP);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = every.tick() => budget.forget_idle(),
+        }
     }
 }
 
@@ -173,6 +239,11 @@ pub async fn run_with(
         .map_err(|e| Error::Startup(e.to_string()))?;
     let http_addr = listeners.http.local_addr()?;
     let grpc_addr = listeners.grpc.local_addr()?;
+    let mint_addr = listeners
+        .mint
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     let (edge, registry) = state(config, coordinator, grpc_addr)?;
     let readiness = edge.readiness.clone();
 
@@ -210,22 +281,57 @@ pub async fn run_with(
                 servers_stop.clone().cancelled_owned(),
             ),
     );
-    let router = http::router(edge.clone(), &registry);
+    let door = &edge.config.door;
+    let budget = door.address_budget.map(|settings| {
+        http::budget::AddressBudget::new(
+            settings,
+            door.trusted_proxies.clone(),
+            edge.metrics.address_budget_refusals.clone(),
+        )
+    });
+    if let Some(budget) = &budget {
+        tasks.spawn(sweep_budget(budget.clone(), loops_stop.clone()));
+    }
+    let router = http::router(edge.clone(), &registry, budget);
+    let public = http::serve::Policy {
+        tls,
+        door: http::door::Door::new(door.max_pending, edge.metrics.door("public")),
+        deadline: door.deadline,
+        // The deadline covers admission: a request still in progress is cut with the rest.
+        in_flight_grace: std::time::Duration::ZERO,
+    };
     let http = tokio::spawn(http::serve::serve(
         listeners.http,
         router,
-        tls,
-        edge.config.limits.handshake_timeout,
+        public,
         servers_stop.clone(),
     ));
+    let mint = listeners.mint.map(|listener| {
+        let policy = http::serve::Policy {
+            // Internal traffic: no public certificate here (docs/security.md).
+            tls: None,
+            door: http::door::Door::new(door.max_pending, edge.metrics.door("mint")),
+            deadline: door.deadline,
+            // Backends reuse connections; one cut mid-request would fail a login.
+            in_flight_grace: MINT_IN_FLIGHT_GRACE,
+        };
+        tokio::spawn(http::serve::serve(
+            listener,
+            http::mint_router(edge.clone()),
+            policy,
+            servers_stop.clone(),
+        ))
+    });
     tracing::info!(
         pod_id = %edge.config.pod_id,
         http = %http_addr,
         grpc = %grpc_addr,
+        mint = mint_addr.map(|a| a.to_string()),
         tls = edge.config.tls.is_some(),
         "edge listening"
     );
-    warn_if_descriptors_run_out(edge.config.limits.max_connections);
+    log_minting(&edge.config, mint_addr);
+    warn_if_descriptors_run_out(&edge.config);
 
     shutdown.cancelled().await;
     releases_stop.cancel();
@@ -242,6 +348,9 @@ pub async fn run_with(
     tasks.close();
     tasks.wait().await;
     let _ = http.await;
+    if let Some(mint) = mint {
+        let _ = mint.await;
+    }
     match grpc.await {
         Ok(result) => result.map_err(Error::from),
         Err(join) => Err(Error::Startup(format!("grpc server task: {join}"))),

@@ -1,5 +1,6 @@
 //! The edge's Prometheus metrics, registered once at start-up.
 
+use crate::http::door::DoorMetrics;
 use daisi_telemetry::{Metrics, TelemetryError};
 use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 
@@ -71,6 +72,16 @@ pub struct EdgeMetrics {
     pub chat_selections: IntCounterVec,
     /// Sockets whose `select_chat` is on its way to the coordinator (a selection task runs).
     pub chat_selections_pending: IntGauge,
+    /// Connections not yet admitted (or plain HTTP), by listener (`public`, `mint`).
+    pub pending_connections: IntGaugeVec,
+    /// Connections the door closed, by listener and reason (`deadline`, `evicted`, `refused`).
+    pub door_closes: IntCounterVec,
+    /// Upgrades and token requests refused by the per-address budget (429).
+    pub address_budget_refusals: IntCounter,
+    /// Tokens minted, by listener (`public` in the migration window, `mint`) and kind.
+    pub tokens_minted: IntCounterVec,
+    /// How long connections the door closed had been accepted, by listener and reason.
+    pub door_close_seconds: HistogramVec,
 }
 
 impl EdgeMetrics {
@@ -155,6 +166,49 @@ impl EdgeMetrics {
                 "edge_chat_selections_pending",
                 "sockets whose select_chat is on its way to the coordinator",
             )?,
+            pending_connections: registry.gauge_vec(
+                "edge_pending_connections",
+                "connections accepted but not yet admitted sockets",
+                &["listener"],
+            )?,
+            door_closes: registry.counter_vec(
+                "edge_door_closes_total",
+                "connections closed before admission: deadline passed, evicted at the cap, refused",
+                &["listener", "reason"],
+            )?,
+            address_budget_refusals: registry.counter(
+                "edge_address_budget_refusals_total",
+                "upgrades and token requests refused by the per-address budget",
+            )?,
+            door_close_seconds: registry.histogram_vec(
+                "edge_door_close_seconds",
+                "time from accept to the door closing a connection (deadline, evicted)",
+                &["listener", "reason"],
+                vec![
+                    0.1, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 12.5, 15.0, 20.0, 30.0, 60.0,
+                ],
+            )?,
+            tokens_minted: registry.counter_vec(
+                "edge_tokens_minted_total",
+                "tokens minted, by listener (public: the migration window) and kind",
+                &["listener", "kind"],
+            )?,
         })
+    }
+
+    /// The handles of one listener's door.
+    pub fn door(&self, listener: &str) -> DoorMetrics {
+        DoorMetrics {
+            pending: self.pending_connections.with_label_values(&[listener]),
+            evicted: self.door_closes.with_label_values(&[listener, "evicted"]),
+            refused: self.door_closes.with_label_values(&[listener, "refused"]),
+            deadline: self.door_closes.with_label_values(&[listener, "deadline"]),
+            deadline_after: self
+                .door_close_seconds
+                .with_label_values(&[listener, "deadline"]),
+            evicted_after: self
+                .door_close_seconds
+                .with_label_values(&[listener, "evicted"]),
+        }
     }
 }

@@ -201,11 +201,11 @@ pub async fn run_with<S: EventSource>(
     ));
 
     let mut http_router = daisi_runtime::health::router(readiness.clone()).merge(registry.router());
-    if let Some(api_key) = config.publish_api_key.clone() {
+    if let Some(api_key) = &config.publish_api_key {
         http_router = http_router.merge(publish_api::router(publish_api::PublishApi {
             publisher: source.publisher(),
             subjects: config.subjects.clone(),
-            api_key,
+            api_key: daisi_config::SecretDigest::new(api_key),
             max_payload_bytes: config.max_publish_bytes,
             metrics: metrics.clone(),
         }));

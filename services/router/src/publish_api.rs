@@ -17,7 +17,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use daisi_config::{ExposeSecret, SecretString};
+use daisi_config::SecretDigest;
 use daisi_domain::event::inspect_payload;
 use daisi_domain::subject::SubjectModel;
 use daisi_domain::{ErrorBody, ErrorCode};
@@ -25,7 +25,6 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use subtle::ConstantTimeEq;
 
 /// Most messages in one request.
 pub const MAX_BATCH: usize = 1_000;
@@ -39,8 +38,8 @@ pub struct PublishApi<P> {
     pub publisher: P,
     /// Validates subjects.
     pub subjects: SubjectModel,
-    /// The expected `X-API-Key`.
-    pub api_key: SecretString,
+    /// The expected `X-API-Key`, kept as a digest and compared in constant time.
+    pub api_key: SecretDigest,
     /// Largest payload, in bytes.
     pub max_payload_bytes: usize,
     /// Counts outcomes.
@@ -128,7 +127,7 @@ async fn publish<P: Publisher>(
         let body = ErrorBody::api_key_missing();
         return (StatusCode::UNAUTHORIZED, body.to_json()).into_response();
     };
-    if !bool::from(key.as_bytes().ct_eq(api.api_key.expose_secret().as_bytes())) {
+    if !api.api_key.matches(key.as_bytes()) {
         api.metrics
             .published
             .with_label_values(&["unauthorized"])

@@ -1,6 +1,6 @@
 //! Opening one load-test socket as a browser would: TCP from a chosen loopback source
 //! address, the WebSocket upgrade with the API key, token and `json.v1`, then the `ready`
-//! frame. A 503 is retried after its `Retry-After` (at most 2 s here, so a storm measures the
+//! frame. A 503 or 429 is retried after its `Retry-After` (at most 2 s here, so a storm measures the
 //! edge and not the clients' patience), any other failure after a short pause.
 
 use futures_util::StreamExt;
@@ -93,7 +93,9 @@ pub(crate) async fn attempt(target: &Target<'_>, timeout: Duration) -> Result<So
                         .map(|s| Duration::from_secs(s.clamp(1, 2)));
                     return Err(Failure {
                         reason: format!("http {status}"),
-                        retry_after: if status == 503 {
+                        // 503: full, draining or coordinator down; 429: the edge's per-address
+                        // budget. Both say when to come back.
+                        retry_after: if status == 503 || status == 429 {
                             retry_after.or(Some(Duration::from_secs(1)))
                         } else {
                             None

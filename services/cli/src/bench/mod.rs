@@ -140,10 +140,11 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 256)]
     connect_concurrency: usize,
     /// Connection attempts per second over all workers; 0 opens as fast as the concurrency
-    /// allows. Use it to stay under an edge's per-address connect limit.
+    /// allows. Use it (with --per-source) to stay under the edge's per-address budget
+    /// (DAISI_EDGE_ADDRESS_RATE_PER_SECOND), or turn that budget off on the stack under test.
     #[arg(long, default_value_t = 0.0)]
     connect_rate: f64,
-    /// Attempts after a 503 (waiting its Retry-After, at most 2 s) or a failed handshake.
+    /// Attempts after a 503 or 429 (waiting its Retry-After, at most 2 s) or a failed handshake.
     #[arg(long, default_value_t = 3)]
     connect_retries: u32,
     /// Deadline of one handshake, up to the `ready` frame.

@@ -24,7 +24,7 @@ async fn keygen_prints_valid_keys_in_env_format() {
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.split_once('=').map(|(_, v)| v))
         .collect();
-    assert_eq!(keys.len(), 5, "{out}");
+    assert_eq!(keys.len(), 7, "{out}");
     for key in keys {
         TokenKeyring::from_hex(&[key]).unwrap();
     }

@@ -16,6 +16,8 @@ pub(crate) const ADMIN_KEY: &str =
 pub(crate) const API_KEY: &str = "user-api-key-for-cli-tests";
 pub(crate) const ADMIN_API_KEY: &str = "admin-api-key-for-cli-tests";
 pub(crate) const PUBLISH_KEY: &str = "publish-key-for-cli-tests-0123456789";
+pub(crate) const MINT_KEY: &str = "mint-key-for-cli-tests-0123456789";
+pub(crate) const ADMIN_MINT_KEY: &str = "admin-mint-key-for-cli-tests-0123456789";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -28,6 +30,7 @@ fn free_port() -> u16 {
 pub(crate) struct Dev {
     pub(crate) process: ServiceProcess,
     pub(crate) edge: String,
+    mint: String,
     router: String,
     coordinator: String,
 }
@@ -38,7 +41,8 @@ impl Dev {
     }
 
     async fn start_with(extra: &[&str]) -> Self {
-        let (edge, router, coordinator) = (
+        let (edge, mint, router, coordinator) = (
+            format!("127.0.0.1:{}", free_port()),
             format!("127.0.0.1:{}", free_port()),
             format!("127.0.0.1:{}", free_port()),
             format!("127.0.0.1:{}", free_port()),
@@ -49,12 +53,16 @@ impl Dev {
             ("DAISI_EDGE_ADMIN_TOKEN_AES_KEY", ADMIN_KEY),
             ("DAISI_EDGE_SECRET_TOKEN", API_KEY),
             ("DAISI_EDGE_ADMIN_SECRET_TOKEN", ADMIN_API_KEY),
+            ("DAISI_EDGE_MINT_API_KEY", MINT_KEY),
+            ("DAISI_EDGE_ADMIN_MINT_API_KEY", ADMIN_MINT_KEY),
             ("DAISI_ROUTER_PUBLISH_API_KEY", PUBLISH_KEY),
         ];
         let mut args = vec![
             "dev",
             "--edge-addr",
             &edge,
+            "--mint-addr",
+            &mint,
             "--router-addr",
             &router,
             "--coordinator-addr",
@@ -73,6 +81,7 @@ impl Dev {
         let dev = Self {
             process,
             edge,
+            mint,
             router,
             coordinator,
         };
@@ -99,6 +108,11 @@ impl Dev {
             ("DAISI_EDGE_ADMIN_TOKEN_AES_KEY".into(), ADMIN_KEY.into()),
             ("DAISI_EDGE_SECRET_TOKEN".into(), API_KEY.into()),
             ("DAISI_EDGE_ADMIN_SECRET_TOKEN".into(), ADMIN_API_KEY.into()),
+            ("DAISI_EDGE_MINT_API_KEY".into(), MINT_KEY.into()),
+            (
+                "DAISI_EDGE_ADMIN_MINT_API_KEY".into(),
+                ADMIN_MINT_KEY.into(),
+            ),
             ("DAISI_ROUTER_PUBLISH_API_KEY".into(), PUBLISH_KEY.into()),
             (
                 "DAISI_COORDINATOR_URL".into(),
@@ -242,8 +256,24 @@ async fn wait_sessions(dev: &Dev, n: usize, tail: Option<&mut Tail>) {
 async fn every_subcommand_works_against_the_dev_stack() {
     let mut dev = Dev::start().await;
 
-    // token through the edge's HTTP API, then tail with it and publish an event to it.
+    // token through the edge's minting listener, then tail with it and publish an event to it.
     let (code, token) = dev
+        .daisi(&[
+            "token",
+            "user",
+            "--company",
+            "c1",
+            "--agent",
+            "a1",
+            "--user",
+            "u1",
+            "--edge",
+            &format!("http://{}", dev.mint),
+        ])
+        .await;
+    assert_eq!(code, 0, "{token}");
+    // The public port does not mint, and says where to go.
+    let (code, out) = dev
         .daisi(&[
             "token",
             "user",
@@ -257,7 +287,8 @@ async fn every_subcommand_works_against_the_dev_stack() {
             &format!("http://{}", dev.edge),
         ])
         .await;
-    assert_eq!(code, 0, "{token}");
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("minting listener"), "{out}");
     let token = token.trim().to_owned();
     let mut tail = dev.tail(&[
         "--token",
@@ -461,7 +492,8 @@ async fn keys_from_keygen_run_a_stack() {
             .unwrap()
     };
 
-    let (edge, router) = (
+    let (edge, mint, router) = (
+        format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
     );
@@ -475,6 +507,8 @@ async fn keys_from_keygen_run_a_stack() {
         "dev",
         "--edge-addr",
         &edge,
+        "--mint-addr",
+        &mint,
         "--router-addr",
         &router,
         "--coordinator-addr",
@@ -499,9 +533,10 @@ async fn keys_from_keygen_run_a_stack() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // The generated API key mints through the edge, and the token opens with the generated key.
-    let api_key = get("DAISI_EDGE_SECRET_TOKEN");
-    let edge_url = format!("http://{edge}");
+    // The generated backend credential mints through the edge's minting listener, and the
+    // token opens with the generated keys.
+    let api_key = get("DAISI_EDGE_MINT_API_KEY");
+    let edge_url = format!("http://{mint}");
     let minted = run_with_args(
         BIN,
         &[

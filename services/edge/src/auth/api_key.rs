@@ -1,16 +1,13 @@
-//! API keys: where clients put them and how they are compared.
-//!
-//! Both sides are hashed with SHA-256 before a constant-time comparison, so neither the
-//! content nor the length of the configured key leaks through response timing.
+//! API keys: where clients put them and how they are compared (through
+//! [`daisi_config::SecretDigest`], the one constant-time comparison of the project).
 
-use daisi_config::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use daisi_config::{SecretDigest, SecretString};
 
-/// A configured API key, kept only as its digest.
+/// A configured API key, kept only as digests: the current one, and during a rotation the
+/// ones still accepted.
 #[derive(Clone)]
 pub struct ApiKey {
-    digest: [u8; 32],
+    digests: Vec<SecretDigest>,
 }
 
 impl std::fmt::Debug for ApiKey {
@@ -33,23 +30,29 @@ pub enum KeyCheck {
 impl ApiKey {
     /// Keeps the digest of `secret`.
     pub fn new(secret: &SecretString) -> Self {
+        Self::any_of([secret])
+    }
+
+    /// Accepts any of `secrets` (a rotation: the new key and the old ones).
+    pub fn any_of<'a>(secrets: impl IntoIterator<Item = &'a SecretString>) -> Self {
         Self {
-            digest: Sha256::digest(secret.expose_secret().as_bytes()).into(),
+            digests: secrets.into_iter().map(SecretDigest::new).collect(),
         }
     }
 
-    /// Compares `presented` in constant time.
+    /// Compares `presented` in constant time with every accepted key (all of them, so the
+    /// time does not tell which one matched).
     pub fn check(&self, presented: Option<&str>) -> KeyCheck {
-        match presented {
-            None | Some("") => KeyCheck::Missing,
-            Some(key) => {
-                let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-                if bool::from(digest.ct_eq(&self.digest)) {
-                    KeyCheck::Valid
-                } else {
-                    KeyCheck::Wrong
-                }
-            }
+        let Some(key) = presented.filter(|k| !k.is_empty()) else {
+            return KeyCheck::Missing;
+        };
+        let matched = self.digests.iter().fold(false, |found, digest| {
+            digest.matches(key.as_bytes()) | found
+        });
+        if matched {
+            KeyCheck::Valid
+        } else {
+            KeyCheck::Wrong
         }
     }
 }
@@ -78,6 +81,13 @@ mod tests {
         assert_eq!(key.check(Some("s3cre")), KeyCheck::Wrong);
         assert_eq!(key.check(Some("s3cret")), KeyCheck::Valid);
         assert!(!format!("{key:?}").contains("s3cret"));
+        let rotating = ApiKey::any_of(&[
+            SecretString::from("new-key".to_owned()),
+            SecretString::from("old-key".to_owned()),
+        ]);
+        assert_eq!(rotating.check(Some("new-key")), KeyCheck::Valid);
+        assert_eq!(rotating.check(Some("old-key")), KeyCheck::Valid);
+        assert_eq!(rotating.check(Some("other")), KeyCheck::Wrong);
     }
 
     #[test]

@@ -46,12 +46,36 @@ fn token_denied(error: &TokenError) -> Denied {
     Denied::new(error.error_body(), reason)
 }
 
+/// What a user-side key check means for the client: `InvalidAPIKey` when missing or wrong.
+pub fn user_key_outcome(check: KeyCheck) -> Result<(), Denied> {
+    match check {
+        KeyCheck::Valid => Ok(()),
+        KeyCheck::Missing => Err(Denied::new(ErrorBody::api_key_missing(), "api_key_missing")),
+        KeyCheck::Wrong => Err(Denied::new(ErrorBody::api_key_invalid(), "api_key_invalid")),
+    }
+}
+
+/// What an admin-side key check means for the client: `E4001` missing, `E4003` wrong.
+pub fn admin_key_outcome(check: KeyCheck) -> Result<(), Denied> {
+    match check {
+        KeyCheck::Valid => Ok(()),
+        KeyCheck::Missing => Err(Denied::new(
+            ErrorBody::admin_key_missing(),
+            "admin_key_missing",
+        )),
+        KeyCheck::Wrong => Err(Denied::new(
+            ErrorBody::admin_key_invalid(),
+            "admin_key_invalid",
+        )),
+    }
+}
+
 impl Authenticator {
     /// From the edge settings.
     pub fn new(config: &Config) -> Self {
         Self {
-            user_key: ApiKey::new(&config.secret_token),
-            admin_key: ApiKey::new(&config.admin_secret_token),
+            user_key: ApiKey::any_of(config.user_socket_keys()),
+            admin_key: ApiKey::any_of(config.admin_socket_keys()),
             user_tokens: config.user_keys.clone(),
             admin_tokens: config.admin_keys.clone(),
             user_cache: TokenCache::new(config.token_cache_size),
@@ -61,26 +85,12 @@ impl Authenticator {
 
     /// The user API key (`secret_token`): `InvalidAPIKey` when missing or wrong.
     pub fn check_user_key(&self, presented: Option<&str>) -> Result<(), Denied> {
-        match self.user_key.check(presented) {
-            KeyCheck::Valid => Ok(()),
-            KeyCheck::Missing => Err(Denied::new(ErrorBody::api_key_missing(), "api_key_missing")),
-            KeyCheck::Wrong => Err(Denied::new(ErrorBody::api_key_invalid(), "api_key_invalid")),
-        }
+        user_key_outcome(self.user_key.check(presented))
     }
 
     /// The admin API key (`admin_secret_token`): `E4001` missing, `E4003` wrong.
     pub fn check_admin_key(&self, presented: Option<&str>) -> Result<(), Denied> {
-        match self.admin_key.check(presented) {
-            KeyCheck::Valid => Ok(()),
-            KeyCheck::Missing => Err(Denied::new(
-                ErrorBody::admin_key_missing(),
-                "admin_key_missing",
-            )),
-            KeyCheck::Wrong => Err(Denied::new(
-                ErrorBody::admin_key_invalid(),
-                "admin_key_invalid",
-            )),
-        }
+        admin_key_outcome(self.admin_key.check(presented))
     }
 
     /// The claims of a user token.

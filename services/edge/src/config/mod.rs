@@ -1,7 +1,9 @@
 //! Settings of the edge, read from `DAISI_EDGE_*` variables.
 
+mod door;
 mod tuning;
 
+pub use door::{AddressBudget, Door, Minting, Origins};
 pub use tuning::{Limits, SlowConsumerPolicy, SocketTuning, TlsFiles};
 
 use daisi_config::{ConfigError, Env, Loaded, SecretString, Validator};
@@ -32,16 +34,25 @@ pub struct Config {
     pub user_keys: TokenKeyring,
     /// Keys of admin tokens; the first encrypts, all decrypt.
     pub admin_keys: TokenKeyring,
-    /// API key of user sockets and `/generate-token` (`secret_token` of the old service).
+    /// API key of user sockets (`secret_token` of the old service); also of `/generate-token`
+    /// on the public port while [`Minting::public`] is on.
     pub secret_token: SecretString,
-    /// API key of admin sockets and `/admin/generate-token`.
+    /// API key of admin sockets (and of the public `/admin/generate-token` in compat mode).
     pub admin_secret_token: SecretString,
+    /// During a rotation of [`Config::secret_token`], the old key, still accepted.
+    pub previous_secret_token: Option<SecretString>,
+    /// During a rotation of [`Config::admin_secret_token`], the old key, still accepted.
+    pub previous_admin_secret_token: Option<SecretString>,
     /// How often the server pings each socket.
     pub ping_interval: Duration,
     /// How long a socket may stay silent (no pong, no frame) before it is closed.
     pub pong_wait: Duration,
-    /// Browser origins allowed to open sockets; empty allows any (development).
-    pub allowed_origins: Vec<String>,
+    /// Browser origins allowed to open sockets.
+    pub origins: Origins,
+    /// What a connection may cost before it is admitted: deadline, cap, per-address budget.
+    pub door: Door,
+    /// Token minting: the internal listener and the public-port compat switch.
+    pub minting: Minting,
     /// Serve the live console page at `/console` (on in `daisi dev`, off by default).
     pub console: bool,
     /// Time allowed to drain sockets and release sessions after SIGTERM.
@@ -74,6 +85,8 @@ pub(crate) struct Raw {
     admin_token_aes_key: Option<String>,
     secret_token: Option<String>,
     admin_secret_token: Option<String>,
+    previous_secret_token: Option<String>,
+    previous_admin_secret_token: Option<String>,
     ping_interval: Option<String>,
     pong_wait: Option<String>,
     allowed_origins: Option<String>,
@@ -95,9 +108,32 @@ pub(crate) struct Raw {
     ws_write_buffer: Option<String>,
     token_cache_size: Option<String>,
     dedup_window: Option<String>,
+    max_pending_connections: Option<String>,
+    address_rate_per_second: Option<String>,
+    address_rate_burst: Option<String>,
+    trusted_proxies: Option<String>,
+    mint_addr: Option<String>,
+    mint_api_key: Option<String>,
+    admin_mint_api_key: Option<String>,
+    public_minting: Option<String>,
 }
 
 impl Config {
+    /// The keys user sockets are accepted with: the current one and, during a rotation, the
+    /// previous one.
+    pub fn user_socket_keys(&self) -> Vec<&SecretString> {
+        std::iter::once(&self.secret_token)
+            .chain(self.previous_secret_token.as_ref())
+            .collect()
+    }
+
+    /// The keys admin sockets are accepted with.
+    pub fn admin_socket_keys(&self) -> Vec<&SecretString> {
+        std::iter::once(&self.admin_secret_token)
+            .chain(self.previous_admin_secret_token.as_ref())
+            .collect()
+    }
+
     /// Reads and checks the edge settings from `env`. Without `DAISI_EDGE_POD_ID` the pod id is
     /// the `HOSTNAME` (the pod name in Kubernetes).
     pub fn from_env(env: &Env) -> Result<Loaded<Self>, ConfigError> {
@@ -144,6 +180,18 @@ impl Config {
         let secret_token = v.secret("SECRET_TOKEN", raw.secret_token.as_deref(), 1);
         let admin_secret_token =
             v.secret("ADMIN_SECRET_TOKEN", raw.admin_secret_token.as_deref(), 1);
+        let mut optional_secret = |name: &str, value: Option<&str>| match value.map(str::trim) {
+            None | Some("") => Some(None),
+            value => v.secret(name, value, 1).map(Some),
+        };
+        let previous_secret_token = optional_secret(
+            "PREVIOUS_SECRET_TOKEN",
+            raw.previous_secret_token.as_deref(),
+        );
+        let previous_admin_secret_token = optional_secret(
+            "PREVIOUS_ADMIN_SECRET_TOKEN",
+            raw.previous_admin_secret_token.as_deref(),
+        );
         let ping_interval = v.duration(
             "PING_INTERVAL",
             raw.ping_interval.as_deref(),
@@ -154,17 +202,20 @@ impl Config {
             raw.pong_wait.as_deref(),
             Duration::from_secs(90),
         );
-        let allowed_origins = raw
-            .allowed_origins
-            .as_deref()
-            .map(|s| {
-                s.split(',')
-                    .map(str::trim)
-                    .filter(|o| !o.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let origins = door::origins(&mut v, raw.allowed_origins.as_deref());
+        let door = door::door(&mut v, &raw);
+        let minting = door::minting(
+            &mut v,
+            &raw,
+            &[
+                secret_token.as_ref(),
+                admin_secret_token.as_ref(),
+                previous_secret_token.as_ref().and_then(Option::as_ref),
+                previous_admin_secret_token
+                    .as_ref()
+                    .and_then(Option::as_ref),
+            ],
+        );
         let console = v.bool("CONSOLE", raw.console.as_deref(), false);
         let shutdown_grace = v.duration(
             "SHUTDOWN_GRACE",
@@ -222,9 +273,13 @@ impl Config {
                 admin_keys: admin_keys?,
                 secret_token: secret_token?,
                 admin_secret_token: admin_secret_token?,
+                previous_secret_token: previous_secret_token?,
+                previous_admin_secret_token: previous_admin_secret_token?,
                 ping_interval: ping_interval?,
                 pong_wait: pong_wait?,
-                allowed_origins,
+                origins: origins?,
+                door: door?,
+                minting: minting?,
                 console: console?,
                 shutdown_grace: shutdown_grace?,
                 drain_spread: shutdown_grace? * drain_percent? / 100,
@@ -276,7 +331,10 @@ mod tests {
         assert_eq!(config.advertise_url.as_str(), "http://127.0.0.1:50061/");
         assert_eq!(config.ping_interval, Duration::from_secs(30));
         assert_eq!(config.pong_wait, Duration::from_secs(90));
-        assert!(config.allowed_origins.is_empty());
+        assert_eq!(config.origins, Origins::SameHost);
+        assert_eq!(config.door.deadline, Duration::from_secs(10));
+        assert!(config.door.address_budget.is_some());
+        assert!(!config.minting.public && !config.minting.internal());
     }
 
     #[test]
@@ -350,5 +408,97 @@ mod tests {
             !shown.contains(KEY) && !shown.contains("user-api-key"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn door_settings_are_checked() {
+        let mut env = valid();
+        env.set("DAISI_EDGE_HANDSHAKE_TIMEOUT", "3s");
+        env.set("DAISI_EDGE_MAX_PENDING_CONNECTIONS", "100");
+        env.set("DAISI_EDGE_ADDRESS_RATE_PER_SECOND", "5");
+        env.set("DAISI_EDGE_ADDRESS_RATE_BURST", "7");
+        env.set(
+            "DAISI_EDGE_TRUSTED_PROXIES",
+            "10.0.0.0/8, 192.0.2.7, fd00::/8",
+        );
+        let door = Config::from_env(&env).expect("valid").value.door;
+        assert_eq!(door.deadline, Duration::from_secs(3));
+        assert_eq!(door.max_pending, 100);
+        assert_eq!(
+            door.address_budget,
+            Some(AddressBudget {
+                per_second: 5,
+                burst: 7
+            })
+        );
+        assert_eq!(door.trusted_proxies.len(), 3);
+        env.set("DAISI_EDGE_ADDRESS_RATE_PER_SECOND", "0");
+        let door = Config::from_env(&env).expect("valid").value.door;
+        assert_eq!(door.address_budget, None, "0 turns the budget off");
+        env.set("DAISI_EDGE_TRUSTED_PROXIES", "10.0.0.0/8,ingress");
+        env.set("DAISI_EDGE_MAX_PENDING_CONNECTIONS", "0");
+        let err = Config::from_env(&env).expect_err("invalid");
+        assert!(err.mentions("DAISI_EDGE_TRUSTED_PROXIES"), "{err}");
+        assert!(err.mentions("DAISI_EDGE_MAX_PENDING_CONNECTIONS"), "{err}");
+    }
+
+    #[test]
+    fn origins_parse_to_the_same_host_rule_a_list_or_any() {
+        let mut env = valid();
+        env.set(
+            "DAISI_EDGE_ALLOWED_ORIGINS",
+            "https://App.example.com/, http://localhost:3000",
+        );
+        assert_eq!(
+            Config::from_env(&env).expect("valid").value.origins,
+            Origins::SameHostOr(vec![
+                "https://app.example.com".into(),
+                "http://localhost:3000".into()
+            ])
+        );
+        env.set("DAISI_EDGE_ALLOWED_ORIGINS", "*");
+        assert_eq!(
+            Config::from_env(&env).expect("valid").value.origins,
+            Origins::Any
+        );
+        for bad in [
+            "*,https://a.example.com",
+            "app.example.com",
+            "https://a.example.com/path",
+        ] {
+            env.set("DAISI_EDGE_ALLOWED_ORIGINS", bad);
+            assert!(
+                Config::from_env(&env)
+                    .expect_err(bad)
+                    .mentions("DAISI_EDGE_ALLOWED_ORIGINS"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn minting_credentials_are_their_own() {
+        let mut env = valid();
+        env.set("DAISI_EDGE_MINT_API_KEY", "backend-credential-0123");
+        let minting = Config::from_env(&env).expect("valid").value.minting;
+        assert!(minting.internal() && minting.admin_keys.is_empty() && !minting.public);
+        assert_eq!(minting.addr.port(), 8082);
+        // A rotation: the new credential and the old one.
+        env.set(
+            "DAISI_EDGE_MINT_API_KEY",
+            "backend-credential-new1, backend-credential-0123",
+        );
+        let minting = Config::from_env(&env).expect("valid").value.minting;
+        assert_eq!(minting.user_keys.len(), 2);
+        // Short, or the key browsers hold: refused, without echoing it.
+        env.set("DAISI_EDGE_MINT_API_KEY", "short");
+        env.set("DAISI_EDGE_ADMIN_MINT_API_KEY", "user-api-key-but-long");
+        env.set("DAISI_EDGE_PREVIOUS_SECRET_TOKEN", "user-api-key-but-long");
+        env.set("DAISI_EDGE_PUBLIC_MINTING", "maybe");
+        let err = Config::from_env(&env).expect_err("invalid");
+        for var in ["MINT_API_KEY", "ADMIN_MINT_API_KEY", "PUBLIC_MINTING"] {
+            assert!(err.mentions(&format!("{PREFIX}{var}")), "{var}: {err}");
+        }
+        assert!(!err.to_string().contains("user-api-key-but-long"), "{err}");
     }
 }

@@ -6,7 +6,6 @@
 use super::Raw;
 use daisi_config::Validator;
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// What one client, and the pod as a whole, may cost.
 #[derive(Debug, Clone)]
@@ -21,12 +20,6 @@ pub struct Limits {
     pub rate_burst: u32,
     /// Rejected messages within the rate window after which the socket is closed (4429).
     pub rate_close_after: u32,
-    /// Bounds the TLS handshake and, once the client has sent the first bytes of its request,
-    /// the reading of its request headers; a connection that overruns either is dropped.
-    /// Before those first bytes no timer runs (hyper-util picks HTTP/1 or HTTP/2 from them),
-    /// and the upgrade handler is not covered: its session acquisition is bounded by the
-    /// coordinator timeout.
-    pub handshake_timeout: Duration,
 }
 
 /// What happens when a socket's send queue is full.
@@ -96,18 +89,12 @@ pub(super) fn limits(v: &mut Validator, raw: &Raw) -> Option<Limits> {
         1,
         100_000,
     );
-    let handshake_timeout = v.duration(
-        "HANDSHAKE_TIMEOUT",
-        raw.handshake_timeout.as_deref(),
-        Duration::from_secs(10),
-    );
     Some(Limits {
         max_connections: max_connections?,
         max_message_size: max_message_size?,
         rate_per_second: rate_per_second?,
         rate_burst: rate_burst?,
         rate_close_after: rate_close_after?,
-        handshake_timeout: handshake_timeout?,
     })
 }
 

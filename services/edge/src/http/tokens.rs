@@ -1,19 +1,79 @@
-//! `POST /generate-token` and `POST /admin/generate-token`: token minting for backends, behind
-//! the user and admin API keys respectively.
+//! `POST /generate-token` and `POST /admin/generate-token`: token minting for backends.
+//!
+//! Served on the internal minting listener behind the backend credentials
+//! (`DAISI_EDGE_MINT_API_KEY`, `DAISI_EDGE_ADMIN_MINT_API_KEY`), and on the public port only in
+//! the migration window (`DAISI_EDGE_PUBLIC_MINTING`) behind the socket API keys, as the old
+//! service did. Otherwise the public port answers 404 on both routes.
 
 use super::error;
-use crate::auth::Denied;
+use crate::auth::api_key::ApiKey;
+use crate::auth::{Denied, admin_key_outcome, user_key_outcome};
 use crate::state::Edge;
-use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{any, post};
+use axum::{Json, Router};
 use bytes::Bytes;
 use daisi_domain::token::{AdminClaims, UserClaims};
 use daisi_domain::{AdminId, AgentId, CompanyId, ErrorBody, IdError, UserId};
 use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::json;
+
+/// The two routes.
+pub const PATHS: [&str; 2] = ["/generate-token", "/admin/generate-token"];
+
+/// Token requests are a few hundred bytes; nothing larger is read.
+const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Who may mint: the credential of each route; a route without one is not served.
+#[derive(Debug, Clone)]
+pub struct MintKeys {
+    /// Credential of `/generate-token`.
+    pub user: Option<ApiKey>,
+    /// Credential of `/admin/generate-token`.
+    pub admin: Option<ApiKey>,
+    /// Whether the key may come as `?x-api-key=` (the old service's public routes). The
+    /// internal listener takes it from `X-API-Key` only: query strings end up in access logs.
+    pub in_query: bool,
+    /// `listener` label of `daisi_edge_tokens_minted_total` (`public`, `mint`): the public
+    /// count going flat is how a migration shows it is done.
+    pub listener: &'static str,
+}
+
+#[derive(Debug, Clone)]
+struct Minter {
+    edge: Edge,
+    keys: MintKeys,
+}
+
+/// The minting routes guarded by `keys`.
+pub fn routes(edge: Edge, keys: MintKeys) -> Router {
+    let mut router = Router::new();
+    if keys.user.is_some() {
+        router = router.route(PATHS[0], post(user_token));
+    }
+    if keys.admin.is_some() {
+        router = router.route(PATHS[1], post(admin_token));
+    }
+    router
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(Minter { edge, keys })
+}
+
+/// The public port outside the migration window: both routes answer 404, saying why.
+pub fn moved() -> Router {
+    let answer = || async {
+        error::with_status(
+            http::StatusCode::NOT_FOUND,
+            &ErrorBody::bad_request("Token minting is not served on this port"),
+        )
+    };
+    Router::new()
+        .route(PATHS[0], any(answer))
+        .route(PATHS[1], any(answer))
+}
 
 /// Query parameters: only the API key may come this way.
 #[derive(Debug, Default, Deserialize)]
@@ -75,9 +135,21 @@ fn lifetime(seconds: Option<i64>) -> Result<u64, ErrorBody> {
         .ok_or_else(|| bad("expires_in_seconds must be greater than 0"))
 }
 
-fn token_response(token: Result<String, impl std::fmt::Display>) -> Response {
+fn token_response(
+    minter: &Minter,
+    kind: &str,
+    token: Result<String, impl std::fmt::Display>,
+) -> Response {
     match token {
-        Ok(token) => Json(json!({ "token": token })).into_response(),
+        Ok(token) => {
+            minter
+                .edge
+                .metrics
+                .tokens_minted
+                .with_label_values(&[minter.keys.listener, kind])
+                .inc();
+            Json(json!({ "token": token })).into_response()
+        }
         Err(e) => {
             tracing::error!(error = %e, "token sealing failed");
             error::compat(&ErrorBody::internal())
@@ -85,20 +157,38 @@ fn token_response(token: Result<String, impl std::fmt::Display>) -> Response {
     }
 }
 
+fn presented<'a>(
+    keys: &MintKeys,
+    headers: &'a HeaderMap,
+    query: &'a Result<Query<KeyParam>, QueryRejection>,
+) -> Option<&'a str> {
+    let query_key = query
+        .as_ref()
+        .ok()
+        .and_then(|Query(q)| q.api_key.as_deref())
+        .filter(|_| keys.in_query);
+    crate::auth::api_key::presented_key(headers, query_key)
+}
+
+fn check(key: Option<&ApiKey>, presented: Option<&str>) -> crate::auth::api_key::KeyCheck {
+    match key {
+        Some(key) => key.check(presented),
+        // Not routed without a key; refuse anyway should that ever change.
+        None => crate::auth::api_key::KeyCheck::Wrong,
+    }
+}
+
 /// `POST /generate-token`.
-pub async fn user_token(
-    State(edge): State<Edge>,
+async fn user_token(
+    State(minter): State<Minter>,
     headers: HeaderMap,
     query: Result<Query<KeyParam>, QueryRejection>,
     body: Bytes,
 ) -> Response {
-    let query_key = query
-        .as_ref()
-        .ok()
-        .and_then(|Query(q)| q.api_key.as_deref());
-    let key = crate::auth::api_key::presented_key(&headers, query_key);
-    if let Err(d) = edge.auth.check_user_key(key) {
-        return denied(&edge, &d);
+    let (edge, keys) = (&minter.edge, &minter.keys);
+    let presented = presented(keys, &headers, &query);
+    if let Err(d) = user_key_outcome(check(keys.user.as_ref(), presented)) {
+        return denied(edge, &d);
     }
     let Ok(request) = serde_json::from_slice::<UserTokenRequest>(&body) else {
         return error::compat(&bad("Invalid request body"));
@@ -112,25 +202,26 @@ pub async fn user_token(
             .map_err(|_| bad("expires_in_seconds is too large"))
     })();
     match result {
-        Ok(claims) => token_response(edge.auth.user_keyring().encode_user(&claims)),
+        Ok(claims) => token_response(
+            &minter,
+            "user",
+            edge.auth.user_keyring().encode_user(&claims),
+        ),
         Err(body) => error::compat(&body),
     }
 }
 
 /// `POST /admin/generate-token`.
-pub async fn admin_token(
-    State(edge): State<Edge>,
+async fn admin_token(
+    State(minter): State<Minter>,
     headers: HeaderMap,
     query: Result<Query<KeyParam>, QueryRejection>,
     body: Bytes,
 ) -> Response {
-    let query_key = query
-        .as_ref()
-        .ok()
-        .and_then(|Query(q)| q.api_key.as_deref());
-    let key = crate::auth::api_key::presented_key(&headers, query_key);
-    if let Err(d) = edge.auth.check_admin_key(key) {
-        return denied(&edge, &d);
+    let (edge, keys) = (&minter.edge, &minter.keys);
+    let presented = presented(keys, &headers, &query);
+    if let Err(d) = admin_key_outcome(check(keys.admin.as_ref(), presented)) {
+        return denied(edge, &d);
     }
     let Ok(request) = serde_json::from_slice::<AdminTokenRequest>(&body) else {
         return error::compat(&bad("Invalid request body"));
@@ -147,7 +238,11 @@ pub async fn admin_token(
         Ok::<_, ErrorBody>(claims)
     })();
     match result {
-        Ok(claims) => token_response(edge.auth.admin_keyring().encode_admin(&claims)),
+        Ok(claims) => token_response(
+            &minter,
+            "admin",
+            edge.auth.admin_keyring().encode_admin(&claims),
+        ),
         Err(body) => error::compat(&body),
     }
 }

@@ -68,7 +68,7 @@ pub async fn user_socket(
     query: Result<Query<SocketParams>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    if !origin::allowed(&edge.config.allowed_origins, &headers) {
+    if !origin::allowed(&edge.config.origins, &headers) {
         return origin_refused(&edge);
     }
     let Ok(Path((company, agent))) = path else {
@@ -118,7 +118,7 @@ pub async fn admin_socket(
     query: Result<Query<SocketParams>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    if !origin::allowed(&edge.config.allowed_origins, &headers) {
+    if !origin::allowed(&edge.config.origins, &headers) {
         return origin_refused(&edge);
     }
     let params = match params(query) {

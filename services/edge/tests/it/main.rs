@@ -5,9 +5,14 @@
 mod binary;
 mod closing;
 mod delivery;
+mod door;
 mod drain;
+mod flood;
+mod front_door;
 mod http_routes;
 mod many_sockets;
+mod minting;
+mod secrets_in_logs;
 mod sessions;
 mod socket_loop;
 mod support;

@@ -89,6 +89,8 @@ async fn ten_thousand_sockets_on_one_edge_all_get_the_event() {
         ("DAISI_EDGE_SECRET_TOKEN", API_KEY),
         ("DAISI_EDGE_ADMIN_SECRET_TOKEN", ADMIN_API_KEY),
         ("DAISI_EDGE_SHUTDOWN_GRACE", "2s"),
+        // 2,000 upgrades per source address in a few seconds: a capacity test, not a flood.
+        ("DAISI_EDGE_ADDRESS_RATE_PER_SECOND", "0"),
         ("RUST_LOG", "warn,daisi_edge=info"),
     ];
     let edge = ServiceProcess::spawn(BIN, &env, "edge listening", Duration::from_secs(20))

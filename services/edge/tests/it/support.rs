@@ -26,6 +26,10 @@ pub const ADMIN_KEY: &str = "c8b7d5f83e8d4b3c9e2a7b6d5f4e3a2b1c0d9e8f7a6b5c4d3e2
 pub const API_KEY: &str = "user-api-key";
 /// `admin_secret_token`.
 pub const ADMIN_API_KEY: &str = "admin-api-key";
+/// Backend credential of `/generate-token` on the minting listener.
+pub const MINT_KEY: &str = "backend-mint-key-0123";
+/// Backend credential of `/admin/generate-token` on the minting listener.
+pub const ADMIN_MINT_KEY: &str = "backend-admin-mint-key-0123";
 /// Bound of every wait in the tests.
 pub const WAIT: Duration = Duration::from_secs(5);
 
@@ -91,6 +95,8 @@ pub struct TestEdge {
     pub http: SocketAddr,
     /// gRPC address.
     pub grpc: SocketAddr,
+    /// Minting listener, when it has a credential.
+    pub mint: Option<SocketAddr>,
     /// Its pod id.
     pub pod: String,
     stop: CancellationToken,
@@ -110,6 +116,9 @@ pub fn config(pod: &str, coordinator_url: &str) -> Config {
         ("DAISI_EDGE_ADMIN_SECRET_TOKEN", ADMIN_API_KEY),
         ("DAISI_EDGE_SHUTDOWN_GRACE", "3s"),
         ("DAISI_EDGE_COORDINATOR_TIMEOUT", "1s"),
+        ("DAISI_EDGE_MINT_ADDR", "127.0.0.1:0"),
+        ("DAISI_EDGE_MINT_API_KEY", MINT_KEY),
+        ("DAISI_EDGE_ADMIN_MINT_API_KEY", ADMIN_MINT_KEY),
     ]);
     Config::from_env(&env).expect("test config").value
 }
@@ -145,6 +154,7 @@ impl TestEdge {
         let listeners = Listeners::bind(&config).await.expect("bind edge");
         let http = listeners.http.local_addr().unwrap();
         let grpc = listeners.grpc.local_addr().unwrap();
+        let mint = listeners.mint.as_ref().map(|l| l.local_addr().unwrap());
         let stop = CancellationToken::new();
         let task = match coordinator {
             Some(c) => tokio::spawn(daisi_edge::run_with(config, listeners, c, stop.clone())),
@@ -153,6 +163,7 @@ impl TestEdge {
         Self {
             http,
             grpc,
+            mint,
             pod: pod.to_owned(),
             stop,
             task: Some(task),
@@ -508,4 +519,40 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// POSTs `body` to `http://{addr}{path}` with an optional header; status, headers and the body
+/// as JSON (or as a string when it is not JSON).
+pub async fn post(
+    addr: SocketAddr,
+    path: &str,
+    header: Option<(&str, &str)>,
+    body: &str,
+) -> (u16, http::HeaderMap, Value) {
+    let mut request = reqwest::Client::new()
+        .post(format!("http://{addr}{path}"))
+        .body(body.to_owned());
+    if let Some((name, value)) = header {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        headers,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// The value of the first sample of `name` whose labels contain all of `labels` (0 when there
+/// is none).
+pub fn metric(text: &str, name: &str, labels: &[&str]) -> u64 {
+    text.lines()
+        .find(|l| {
+            l.split(['{', ' ']).next() == Some(name) && labels.iter().all(|label| l.contains(label))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
 }

@@ -34,6 +34,14 @@ async fn serves_https_when_a_certificate_is_configured() {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    // HTTP/2 only (ALPN h2): refused, the client port speaks HTTP/1.1.
+    let mut h2_only = config.clone();
+    h2_only.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(edge.http).await.unwrap();
+    let refused = tokio_rustls::TlsConnector::from(Arc::new(h2_only))
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await;
+    assert!(refused.is_err(), "an h2-only client got a TLS session");
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(edge.http).await.unwrap();
     let name = ServerName::try_from("127.0.0.1").unwrap();

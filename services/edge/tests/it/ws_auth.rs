@@ -3,6 +3,7 @@
 //! subprotocol, origin allow-list.
 
 use crate::support::*;
+use daisi_edge::config::Origins;
 use serde_json::{Value, json};
 
 const VECTORS: &str = include_str!("../../../../libs/domain/tests/data/token-vectors.json");
@@ -195,30 +196,105 @@ async fn admin_socket_uses_admin_key_and_token() {
     ok.close().await;
 }
 
-#[tokio::test]
-async fn origin_allow_list_refuses_foreign_browsers_only() {
-    let coord = Coord::start().await;
-    let edge = TestEdge::start(&coord.url, "edge-origin", |c| {
-        c.allowed_origins = vec!["https://app.example.com".into()];
-    })
-    .await;
-    let token = user_token("c1", "a1", "u1");
+/// Opens a user socket with `origin` (when given); the upgrade's status.
+async fn status_with_origin(edge: &TestEdge, user_id: &str, origin: Option<&str>) -> u16 {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let token = user_token("c1", "a1", user_id);
     let url = format!("ws://{}/ws/c1/a1?token={}", edge.http, enc(&token));
-    for (origin, allowed) in [
-        ("https://app.example.com", true),
-        ("https://evil.example.com", false),
-    ] {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut request = url.as_str().into_client_request().unwrap();
-        request
-            .headers_mut()
-            .insert("x-api-key", API_KEY.parse().unwrap());
+    let mut request = url.as_str().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("x-api-key", API_KEY.parse().unwrap());
+    if let Some(origin) = origin {
         request
             .headers_mut()
             .insert("origin", origin.parse().unwrap());
-        let result = tokio_tungstenite::connect_async(request).await;
-        assert_eq!(result.is_ok(), allowed, "{origin}");
     }
-    // No Origin header (mobile apps, backends): allowed.
-    user(edge.http, "c1", "a1", "u1").await.close().await;
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, response)) => {
+            drop(ws);
+            response.status().as_u16()
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test]
+async fn origins_default_to_the_old_services_same_host_rule() {
+    let coord = Coord::start().await;
+    let edge = TestEdge::start(&coord.url, "edge-origin-default", |_| {}).await;
+    let same = format!("http://{}", edge.http);
+    let other_port = format!("http://127.0.0.1:{}", edge.http.port() + 1);
+    for (origin, status) in [
+        (None, 101),
+        (Some(same.as_str()), 101),
+        (Some("https://evil.example.com"), 403),
+        (Some(other_port.as_str()), 403),
+        (Some("null"), 403),
+    ] {
+        assert_eq!(
+            status_with_origin(&edge, "u1", origin).await,
+            status,
+            "{origin:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_origin_list_widens_the_default_and_a_star_opens_it() {
+    let coord = Coord::start().await;
+    let edge = TestEdge::start(&coord.url, "edge-origin-list", |c| {
+        c.origins = Origins::SameHostOr(vec!["https://app.example.com".into()]);
+    })
+    .await;
+    let same = format!("http://{}", edge.http);
+    for (origin, status) in [
+        (Some("https://app.example.com"), 101),
+        (Some(same.as_str()), 101),
+        (Some("https://evil.example.com"), 403),
+        (None, 101),
+    ] {
+        assert_eq!(
+            status_with_origin(&edge, "u1", origin).await,
+            status,
+            "{origin:?}"
+        );
+    }
+    let any = TestEdge::start(&coord.url, "edge-origin-any", |c| c.origins = Origins::Any).await;
+    assert_eq!(
+        status_with_origin(&any, "u2", Some("https://evil.example.com")).await,
+        101
+    );
+}
+
+#[tokio::test]
+async fn during_a_rotation_the_previous_api_key_still_opens_sockets() {
+    let coord = Coord::start().await;
+    let edge = TestEdge::start(&coord.url, "edge-rotate", |c| {
+        c.previous_secret_token = Some(API_KEY.to_owned().into());
+        c.secret_token = "the-new-user-api-key".to_owned().into();
+    })
+    .await;
+    for (user_id, key) in [("u1", API_KEY), ("u2", "the-new-user-api-key")] {
+        let token = user_token("c1", "a1", user_id);
+        let mut client = open(
+            edge.http,
+            &format!("/ws/c1/a1?token={}", enc(&token)),
+            Some(key),
+        )
+        .await
+        .unwrap_or_else(|r| panic!("{key}: {r:?}"));
+        assert_eq!(client.next_text().await, r#"{"type":"ready"}"#);
+    }
+    let token = user_token("c1", "a1", "u3");
+    let refused = open(
+        edge.http,
+        &format!("/ws/c1/a1?token={}", enc(&token)),
+        Some("some-other-key"),
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert_eq!(refused.status, 401);
 }

@@ -202,7 +202,7 @@ async fn handshake_timeout_drops_silent_connections() {
     use tokio::io::AsyncReadExt;
     let coord = Coord::start().await;
     let edge = TestEdge::start(&coord.url, "edge-handshake", |c| {
-        c.limits.handshake_timeout = Duration::from_millis(300);
+        c.door.deadline = Duration::from_millis(300);
     })
     .await;
     let mut tcp = tokio::net::TcpStream::connect(edge.http).await.unwrap();
