@@ -19,6 +19,7 @@
 mod backend;
 mod client;
 mod docker;
+pub mod observability;
 mod process;
 mod secrets;
 mod stack;

@@ -3,4 +3,5 @@
 //! `DAISI_IT_LAUNCHER` (docker or process), and checks what one process cannot.
 #![allow(clippy::unwrap_used)]
 
+mod observability;
 mod scenarios;

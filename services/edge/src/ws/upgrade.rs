@@ -18,6 +18,15 @@ use daisi_domain::{AgentId, CompanyId, ErrorBody, SessionKey};
 use http::HeaderMap;
 use serde::Deserialize;
 
+/// Labels of `edge_upgrades_rejected_total`, one per [`Refusal`] (created at zero at start).
+pub const REFUSAL_LABELS: [&str; 5] = [
+    "draining",
+    "capacity",
+    "coordinator_unavailable",
+    "coordinator_refused",
+    "conflict",
+];
+
 /// The subprotocol of the contract.
 pub const SUBPROTOCOL: &str = "json.v1";
 
