@@ -81,6 +81,9 @@ if ! exists "$rust"; then
     root=$(mktemp -d)
     trap 'rm -rf "$root"' EXIT
     cp -a "$debian/." "$root/"
+    # The host's trust store, so that the build reaches crates.io through the same
+    # TLS-inspecting proxy as the host when there is one.
+    cp -L /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
     mkdir -p "$root/usr/local/rust" "$root/usr/local/cargo"
     tar -C "$sysroot" --exclude=./share/doc -c . | tar -C "$root/usr/local/rust" -x
     tar -C "$root" -c . | docker import \

@@ -3,5 +3,6 @@
 //! `DAISI_IT_LAUNCHER` (docker or process), and checks what one process cannot.
 #![allow(clippy::unwrap_used)]
 
+mod deploy_files;
 mod observability;
 mod scenarios;
