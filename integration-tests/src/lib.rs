@@ -10,7 +10,7 @@
 //! |---|---|
 //! | `DAISI_IT_REDIS_IMAGE` | `redis:7` |
 //! | `DAISI_IT_NATS_IMAGE` | `nats:2.10` |
-//! | `DAISI_IT_IMAGE_PREFIX` / `DAISI_IT_IMAGE_TAG` | `daisi` / `dev` (`make images`) |
+//! | `DAISI_IT_IMAGE_PREFIX` / `DAISI_IT_IMAGE_TAG` | `daisi` / `dev` (`make test-images`: deploy/Dockerfile from the debug binaries) |
 //!
 //! Scenarios read like prose: `stack.edge(1).connect(&user)`, `stack.publish(...)`,
 //! `client.expect_event(...)`, `stack.kill_edge(1)`, `stack.pause_redis()`. When a scenario
