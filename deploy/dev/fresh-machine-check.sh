@@ -2,8 +2,8 @@
 # Runs the README's test command the way a new machine would: a clean `git clone` of BRANCH in
 # a container made from a debootstrap'd Debian bookworm root (minbase + gcc, libc6-dev,
 # ca-certificates, git, make: no redis-server, nats-server, chromium, promtool, Python, Helm
-# engine or kubernetes-validate), with this host's Rust toolchain mounted read-only (rustup
-# and cargo-nextest), a fresh cargo home, the Docker CLI and socket, and the host network (the
+# engine or kubernetes-validate), with this host's Rust toolchain mounted read-only (rustup,
+# and cargo-nextest where the machine image has it, /usr/local/bin), a fresh cargo home, the Docker CLI and socket, and the host network (the
 # full-stack suite reaches containers through ports published on loopback).
 #
 # Usage (root, on the project's machine): deploy/dev/fresh-machine-check.sh BRANCH [make args]
@@ -41,6 +41,7 @@ echo "fresh-machine-check: clone of $branch ($(git rev-parse --short "$branch"))
 docker run --rm --network host --shm-size 1g --ulimit nofile=20000:20000 \
     -v "$HOME/.rustup:/root/.rustup:ro" \
     -v "$HOME/.cargo/bin:/root/.cargo/bin:ro" \
+    -v "$(command -v cargo-nextest):/usr/local/bin/cargo-nextest:ro" \
     -v /var/run/docker.sock:/var/run/docker.sock \
     -v "$(command -v docker):/usr/bin/docker:ro" \
     -v "$repo:/src.git:ro" \
