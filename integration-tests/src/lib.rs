@@ -12,8 +12,12 @@
 //! | `DAISI_IT_NATS_IMAGE` | `nats:2.10` |
 //! | `DAISI_IT_IMAGE_PREFIX` / `DAISI_IT_IMAGE_TAG` | `daisi` / `dev` (`make test-images`: deploy/Dockerfile from the debug binaries) |
 //!
+//! [`StackOptions`] sets the shape (the isolation scenarios run three edges) and router
+//! settings that differ from the defaults.
+//!
 //! Scenarios read like prose: `stack.edge(1).connect(&user)`, `stack.publish(...)`,
-//! `client.expect_event(...)`, `stack.kill_edge(1)`, `stack.pause_redis()`. When a scenario
+//! `client.expect_event(...)`, `stack.kill_edge(1)`, `stack.pause_redis()`,
+//! `stack.freeze(Component::Edge(3))`, `stack.publish_paced(...)`. When a scenario
 //! fails, the stack prints the logs of every service as it is torn down.
 
 mod backend;

@@ -22,6 +22,8 @@ pub struct StackOptions {
     pub edges: u8,
     /// Leases and grace periods.
     pub timing: Timing,
+    /// Router settings that replace or add to the defaults of `topology.rs`.
+    pub router_env: Vec<(String, String)>,
 }
 
 impl Default for StackOptions {
@@ -31,7 +33,17 @@ impl Default for StackOptions {
             routers: 2,
             edges: 2,
             timing: Timing::default(),
+            router_env: Vec::new(),
         }
+    }
+}
+
+impl StackOptions {
+    /// Sets a router variable for every router of the stack.
+    #[must_use]
+    pub fn router(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.router_env.push((name.to_owned(), value.into()));
+        self
     }
 }
 
@@ -112,13 +124,19 @@ impl Stack {
             self.backend.prepare(Component::Coordinator(i))?;
         }
         self.backend.prepare(component)?;
-        let env = service_env(
+        let mut env = service_env(
             component,
             self.backend.addresses(),
             &self.secrets,
             &self.options.timing,
             self.options.coordinators,
         );
+        if matches!(component, Component::Router(_)) {
+            for (name, value) in &self.options.router_env {
+                env.retain(|(k, _)| k != name);
+                env.push((name.clone(), value.clone()));
+            }
+        }
         step(format_args!("start {component}"));
         self.backend.start(component, &env).await?;
         self.wait_ready(component, Duration::from_secs(30)).await?;
@@ -209,19 +227,7 @@ impl Stack {
 
     /// Messages router `i` has taken from the stream so far (its Prometheus counter).
     pub async fn router_consumed(&self, i: u8) -> anyhow::Result<u64> {
-        let addr = self.router_addr(i)?;
-        let text = daisi_testkit::http_client()
-            .get(format!("http://{addr}/metrics"))
-            .send()
-            .await?
-            .text()
-            .await?;
-        let line = text
-            .lines()
-            .find(|l| l.starts_with("daisi_router_consumed_total"))
-            .with_context(|| format!("router-{i} exports no consumed counter"))?;
-        let value = line.rsplit(' ').next().unwrap_or_default();
-        Ok(value.parse::<f64>().map(|v| v as u64)?)
+        Ok(self.router_metric(i, "daisi_router_consumed_total").await? as u64)
     }
 
     async fn nats(&mut self) -> anyhow::Result<async_nats::Client> {
@@ -302,6 +308,82 @@ impl Stack {
     /// Starts `component` again (same ports, same settings) and waits until it is ready.
     pub async fn restart(&mut self, component: Component) -> anyhow::Result<()> {
         self.launch(component).await
+    }
+
+    /// Freezes `component` (SIGSTOP / docker pause): it stays registered and its TCP ports
+    /// still accept connections, but nothing answers.
+    pub async fn freeze(&mut self, component: Component) -> anyhow::Result<()> {
+        step(format_args!("freeze {component}"));
+        self.backend.pause(component).await
+    }
+
+    /// Thaws a frozen component (SIGCONT / docker unpause).
+    pub async fn thaw(&mut self, component: Component) -> anyhow::Result<()> {
+        step(format_args!("thaw {component}"));
+        self.backend.resume(component).await
+    }
+
+    /// Publishes `messages` through JetStream at about `per_second`, acknowledgements awaited
+    /// in windows (so the client's cap on acks in flight never stalls it). Calls `tick` with
+    /// the number published so far after every window (a scenario freezes something midway).
+    pub async fn publish_paced(
+        &mut self,
+        messages: impl IntoIterator<Item = (String, Value)>,
+        per_second: u32,
+        mut tick: impl AsyncFnMut(&mut Self, usize) -> anyhow::Result<()>,
+    ) -> anyhow::Result<usize> {
+        const WINDOW: usize = 100;
+        let js = async_nats::jetstream::new(self.nats().await?);
+        let started = tokio::time::Instant::now();
+        let per_second = f64::from(per_second.max(1));
+        let mut published = 0usize;
+        let mut acks = Vec::with_capacity(WINDOW);
+        let mut messages = messages.into_iter().peekable();
+        while messages.peek().is_some() {
+            for (subject, payload) in messages.by_ref().take(WINDOW) {
+                acks.push(
+                    js.publish(subject, serde_json::to_vec(&payload)?.into())
+                        .await?,
+                );
+            }
+            for ack in acks.drain(..) {
+                ack.await.context("stream ack")?;
+                published += 1;
+            }
+            let due = started + Duration::from_secs_f64(published as f64 / per_second);
+            tokio::time::sleep_until(due).await;
+            tick(self, published).await?;
+        }
+        step(format_args!(
+            "published {published} events in {:?}",
+            started.elapsed()
+        ));
+        Ok(published)
+    }
+
+    /// A core NATS subscription (dead letters are plain publishes).
+    pub async fn subscribe(&mut self, subject: &str) -> anyhow::Result<async_nats::Subscriber> {
+        let client = self.nats().await?;
+        let subscriber = client.subscribe(subject.to_owned()).await?;
+        client.flush().await?;
+        Ok(subscriber)
+    }
+
+    /// Sum of the samples of router `i`'s metric lines that start with `prefix` (name and
+    /// labels), histograms' buckets aside.
+    pub async fn router_metric(&self, i: u8, prefix: &str) -> anyhow::Result<f64> {
+        let addr = self.router_addr(i)?;
+        let text = daisi_testkit::http_client()
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
     }
 
     /// Freezes Redis (SIGSTOP / docker pause).

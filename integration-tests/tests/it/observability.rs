@@ -118,7 +118,7 @@ fn queried() -> (
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s12_every_series_of_the_dashboard_and_alerts_is_exported_by_a_running_stack() {
+async fn s14_every_series_of_the_dashboard_and_alerts_is_exported_by_a_running_stack() {
     let (wanted, recorded) = queried();
     scenario(StackOptions::default(), async |stack: &mut Stack| {
         // Ordinary traffic: sockets of both kinds, a chat selected, events of each kind,

@@ -3,6 +3,34 @@
 use daisi_telemetry::{Metrics, TelemetryError};
 use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 
+/// The socket loop's per-frame counters, resolved once: a labelled lookup hashes and locks,
+/// which the hot path should not do per frame.
+#[derive(Debug, Clone)]
+pub struct FrameCounters {
+    /// Client text frames.
+    pub text_in: IntCounter,
+    /// Client binary frames (ignored, but counted and rate limited).
+    pub binary_in: IntCounter,
+    /// Client pings.
+    pub ping_in: IntCounter,
+    /// Client pongs.
+    pub pong_in: IntCounter,
+    /// Text frames written.
+    pub text_out: IntCounter,
+}
+
+impl FrameCounters {
+    fn new(frames_in: &IntCounterVec, frames_out: &IntCounterVec) -> Self {
+        Self {
+            text_in: frames_in.with_label_values(&["text"]),
+            binary_in: frames_in.with_label_values(&["binary"]),
+            ping_in: frames_in.with_label_values(&["ping"]),
+            pong_in: frames_in.with_label_values(&["pong"]),
+            text_out: frames_out.with_label_values(&["text"]),
+        }
+    }
+}
+
 /// Every metric the edge exports (`daisi_edge_*`).
 #[derive(Debug, Clone)]
 pub struct EdgeMetrics {
@@ -40,11 +68,25 @@ pub struct EdgeMetrics {
     pub acquire_seconds: HistogramVec,
     /// Client messages refused by the rate limit.
     pub rate_limited: IntCounter,
+    /// `frames_in` / `frames_out` handles of the socket loop.
+    pub frames: FrameCounters,
+    /// `select_chat` requests by outcome: `selected`, `coalesced` (replaced by a newer one
+    /// before it was sent), `failed`, `session_lost`, `abandoned` (the socket closed first).
+    pub chat_selections: IntCounterVec,
+    /// Sockets whose `select_chat` is on its way to the coordinator (a selection task runs).
+    pub chat_selections_pending: IntGauge,
 }
 
 impl EdgeMetrics {
     /// Registers the metrics in `registry`.
     pub fn new(registry: &Metrics) -> Result<Self, TelemetryError> {
+        let frames_in =
+            registry.counter_vec("edge_frames_in_total", "client frames received", &["kind"])?;
+        let frames_out = registry.counter_vec(
+            "edge_frames_out_total",
+            "frames written to clients",
+            &["kind"],
+        )?;
         Ok(Self {
             sockets: registry.gauge_vec("edge_sockets", "open websockets", &["kind"])?,
             connects: registry.counter_vec(
@@ -79,16 +121,9 @@ impl EdgeMetrics {
                 "upgrades refused before authentication mattered (capacity, draining, coordinator)",
                 &["reason"],
             )?,
-            frames_in: registry.counter_vec(
-                "edge_frames_in_total",
-                "client frames received",
-                &["kind"],
-            )?,
-            frames_out: registry.counter_vec(
-                "edge_frames_out_total",
-                "frames written to clients",
-                &["kind"],
-            )?,
+            frames: FrameCounters::new(&frames_in, &frames_out),
+            frames_in,
+            frames_out,
             events_delivered: registry.counter(
                 "edge_events_delivered_total",
                 "event frames queued to sockets",
@@ -125,7 +160,16 @@ impl EdgeMetrics {
             )?,
             rate_limited: registry.counter(
                 "edge_rate_limited_total",
-                "client messages refused by the per-socket rate limit",
+                "client frames refused by the per-socket rate limit",
+            )?,
+            chat_selections: registry.counter_vec(
+                "edge_chat_selections_total",
+                "select_chat requests by outcome",
+                &["outcome"],
+            )?,
+            chat_selections_pending: registry.gauge(
+                "edge_chat_selections_pending",
+                "sockets whose select_chat is on its way to the coordinator",
             )?,
         })
     }

@@ -1,14 +1,17 @@
-//! Exponential backoff with full jitter, for reconnects and retries: many routers retrying a
-//! recovering dependency must not arrive in lockstep.
+//! Jittered exponential backoff for reconnects and retries, on `backon`: many routers
+//! retrying a recovering dependency must not arrive in lockstep. This wrapper only adds what
+//! the loops here need around backon's iterator: a delay by attempt number (the NATS client's
+//! reconnect callback asks that way), an attempt count for rate-limited logs, and a reset.
 
-use std::hash::{BuildHasher, RandomState};
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use std::time::Duration;
 
-/// Delays growing from `base` to `max`, each drawn uniformly from the upper half of the
-/// current step (so a delay is never near zero, yet replicas spread out).
-#[derive(Debug, Clone)]
+/// Delays doubling from `base` up to `max`, each drawn from the upper half of its step
+/// (`[step/2, step)`): never near zero, never above `max`, yet replicas spread out.
+#[derive(Debug)]
 pub struct Backoff {
-    base: Duration,
+    builder: ExponentialBuilder,
+    current: ExponentialBackoff,
     max: Duration,
     attempts: u32,
 }
@@ -16,26 +19,30 @@ pub struct Backoff {
 impl Backoff {
     /// A backoff starting at `base`, capped at `max`.
     pub fn new(base: Duration, max: Duration) -> Self {
+        let max = max.max(base);
+        // backon's jitter adds up to 100 % of the step: halve the steps to stay within them.
+        let builder = ExponentialBuilder::default()
+            .with_min_delay(base / 2)
+            .with_max_delay(max / 2)
+            .with_jitter()
+            .without_max_times();
         Self {
-            base,
-            max: max.max(base),
+            current: builder.build(),
+            builder,
+            max,
             attempts: 0,
         }
     }
 
     /// The delay of retry number `attempt` (0-based), jittered.
     pub fn delay(&self, attempt: usize) -> Duration {
-        let shift = u32::try_from(attempt).unwrap_or(u32::MAX).min(20);
-        let step = self.base.saturating_mul(1 << shift).min(self.max);
-        let half = step / 2;
-        half + half.mul_f64(random_unit())
+        self.builder.build().nth(attempt).unwrap_or(self.max)
     }
 
     /// The next delay, counting the attempt.
     pub fn next_delay(&mut self) -> Duration {
-        let delay = self.delay(self.attempts as usize);
         self.attempts = self.attempts.saturating_add(1);
-        delay
+        self.current.next().unwrap_or(self.max)
     }
 
     /// Attempts since the last reset.
@@ -45,15 +52,9 @@ impl Backoff {
 
     /// Back to `base` after a success.
     pub fn reset(&mut self) {
+        self.current = self.builder.build();
         self.attempts = 0;
     }
-}
-
-/// A number in `[0, 1)` from the process's randomly seeded hasher: jitter needs no
-/// cryptographic quality and this avoids a dependency.
-fn random_unit() -> f64 {
-    let bits = RandomState::new().hash_one(std::time::Instant::now());
-    (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]
@@ -62,19 +63,19 @@ mod tests {
 
     #[test]
     fn delays_grow_and_stay_bounded() {
-        let b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let (base, max) = (Duration::from_millis(100), Duration::from_secs(2));
+        let b = Backoff::new(base, max);
         for attempt in 0..40 {
             let d = b.delay(attempt);
-            let step = Duration::from_millis(100)
-                .saturating_mul(1 << attempt.min(20))
-                .min(Duration::from_secs(2));
+            let step = base.saturating_mul(1 << attempt.min(20)).min(max);
             assert!(d >= step / 2 && d <= step, "{attempt}: {d:?}");
         }
         let mut b = b;
-        b.next_delay();
-        b.next_delay();
+        assert!(b.next_delay() <= base);
+        assert!(b.next_delay() >= base);
         assert_eq!(b.attempts(), 2);
         b.reset();
         assert_eq!(b.attempts(), 0);
+        assert!(b.next_delay() <= base, "back to base");
     }
 }

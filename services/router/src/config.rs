@@ -60,9 +60,15 @@ pub struct Config {
     pub edge_lanes: usize,
     /// Deadline of one `Deliver` call.
     pub deliver_timeout: Duration,
-    /// How long events are held for a registered edge that cannot be reached before they are
-    /// acknowledged as undeliverable. Pods that die are usually reported gone sooner (pod lease).
+    /// How long events are held for a registered edge that does not answer before every
+    /// queued and new event for it fails fast (dead-lettered, or dropped and counted). Kept
+    /// under the coordinator's pod lease so the router, not the purge, ends the wait.
     pub edge_unreachable_grace: Duration,
+    /// Events queued or in flight for one edge at most (its share of the ack window).
+    pub edge_max_pending: usize,
+    /// Deadline of an edge health probe, and how long a `Deliver` runs before the edge is
+    /// probed: a frozen edge is detected after about twice this.
+    pub edge_probe_timeout: Duration,
     /// Deadline of one coordinator lookup.
     pub coordinator_timeout: Duration,
     /// Largest payload accepted by the publish API, in bytes.
@@ -131,6 +137,8 @@ struct Raw {
     edge_lanes: Option<String>,
     deliver_timeout: Option<String>,
     edge_unreachable_grace: Option<String>,
+    edge_max_pending: Option<String>,
+    edge_probe_timeout: Option<String>,
     coordinator_timeout: Option<String>,
     max_publish_bytes: Option<String>,
     partitions: Option<String>,
@@ -254,7 +262,19 @@ impl Config {
         let edge_unreachable_grace = v.duration(
             "EDGE_UNREACHABLE_GRACE",
             raw.edge_unreachable_grace.as_deref(),
-            Duration::from_secs(60),
+            Duration::from_secs(10),
+        );
+        let edge_max_pending = v.int_in(
+            "EDGE_MAX_PENDING",
+            raw.edge_max_pending.as_deref(),
+            1_000usize,
+            1,
+            1_000_000,
+        );
+        let edge_probe_timeout = v.duration(
+            "EDGE_PROBE_TIMEOUT",
+            raw.edge_probe_timeout.as_deref(),
+            Duration::from_secs(1),
         );
         let coordinator_timeout = v.duration(
             "COORDINATOR_TIMEOUT",
@@ -291,6 +311,22 @@ impl Config {
                 "must be at least 100ms; the server refuses shorter idle heartbeats",
             );
         }
+        if let (Some(cap), Some(window)) = (edge_max_pending, max_ack_pending) {
+            v.ensure(
+                i64::try_from(cap).unwrap_or(i64::MAX) < window,
+                "EDGE_MAX_PENDING",
+                format!(
+                    "must be below DAISI_ROUTER_MAX_ACK_PENDING ({window}), well below with several replicas: one edge must not fill the ack window"
+                ),
+            );
+        }
+        if let (Some(probe), Some(deliver)) = (edge_probe_timeout, deliver_timeout) {
+            v.ensure(
+                probe <= deliver,
+                "EDGE_PROBE_TIMEOUT",
+                format!("must not exceed DAISI_ROUTER_DELIVER_TIMEOUT ({deliver:?})"),
+            );
+        }
         if let (Some(Some(dlq)), Some(model)) = (&dead_letter_subject, &subjects) {
             v.ensure(
                 !dlq.starts_with(&format!("{}.", model.prefix())),
@@ -325,6 +361,8 @@ impl Config {
                 edge_lanes: edge_lanes?,
                 deliver_timeout: deliver_timeout?,
                 edge_unreachable_grace: edge_unreachable_grace?,
+                edge_max_pending: edge_max_pending?,
+                edge_probe_timeout: edge_probe_timeout?,
                 coordinator_timeout: coordinator_timeout?,
                 max_publish_bytes: max_publish_bytes?,
                 partitioning: partitioning?,
@@ -445,6 +483,22 @@ mod tests {
             let err = Config::from_env(&env).expect_err("invalid");
             assert!(err.mentions("DAISI_ROUTER_PARTITION"), "{err}");
         }
+    }
+
+    #[test]
+    fn one_edge_cannot_take_the_whole_ack_window() {
+        let config = Config::from_env(&Env::default()).expect("defaults").value;
+        assert!(config.edge_max_pending as i64 * 4 <= config.max_ack_pending);
+        assert!(config.edge_probe_timeout <= config.deliver_timeout);
+        let env = Env::from_pairs([
+            ("DAISI_ROUTER_MAX_ACK_PENDING", "500"),
+            ("DAISI_ROUTER_EDGE_MAX_PENDING", "500"),
+            ("DAISI_ROUTER_DELIVER_TIMEOUT", "1s"),
+            ("DAISI_ROUTER_EDGE_PROBE_TIMEOUT", "2s"),
+        ]);
+        let err = Config::from_env(&env).expect_err("invalid");
+        assert!(err.mentions("DAISI_ROUTER_EDGE_MAX_PENDING"), "{err}");
+        assert!(err.mentions("DAISI_ROUTER_EDGE_PROBE_TIMEOUT"), "{err}");
     }
 
     #[test]

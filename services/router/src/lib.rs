@@ -8,7 +8,7 @@
 //! in-memory stream with it).
 //!
 //! Module map: [`source`] (JetStream and in-memory streams), [`resolve`] (coordinator lookups
-//! and their cache), [`forward`] (edges: lanes, batching, retries, breaker, gRPC),
+//! and their cache), [`forward`] (edges: lanes, batching, health, bounded backlogs, gRPC),
 //! [`pipeline`] (dispatch and the ledger of held messages), [`publish_api`] (HTTP publish),
 //! [`config`], [`metrics`]. Ordering and delivery guarantees are described in the crate's
 //! README.
@@ -187,6 +187,7 @@ pub async fn run_with<S: EventSource>(
             ack_wait: config.ack_wait,
             hold_limit: config.ack_wait + config.edge_unreachable_grace,
             dead_letter_subject: config.dead_letter_subject.clone(),
+            max_deliver: config.max_deliver,
         },
         settler_stop.clone(),
     ));
@@ -234,6 +235,8 @@ pub async fn run_with<S: EventSource>(
                 batch_delay: config.batch_delay,
                 lanes: config.edge_lanes,
                 unreachable_grace: config.edge_unreachable_grace,
+                max_pending: config.edge_max_pending,
+                probe_timeout: config.edge_probe_timeout,
                 router_id: Arc::from(router_id()),
             },
             metrics.clone(),

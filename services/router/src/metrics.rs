@@ -10,9 +10,11 @@ pub struct RouterMetrics {
     pub consumed: IntCounter,
     /// Deliveries that were redeliveries (delivery count > 1): a router died or gave up.
     pub redelivered: IntCounter,
-    /// Per (event, edge): `delivered`, `duplicate`, `rejected`, `pod_gone`, `unreachable`.
+    /// Per (event, edge): `delivered`, `duplicate`, `rejected`, `pod_gone`, `unreachable`,
+    /// `deferred` (the edge's backlog was full).
     pub forwarded: IntCounterVec,
-    /// Events acknowledged, by verdict: `delivered`, `no_route`, `undeliverable`.
+    /// Messages settled, by verdict: `delivered`, `no_route`, `undeliverable` (acknowledged),
+    /// `redeliver` (handed back with a delayed nak: an edge had no room).
     pub acked: IntCounterVec,
     /// Events acknowledged without reaching every target, by reason.
     pub undeliverable: IntCounterVec,
@@ -28,8 +30,8 @@ pub struct RouterMetrics {
     pub batch_size: Histogram,
     /// Duration of `Deliver` calls, by result.
     pub forward_latency: HistogramVec,
-    /// Circuit breaker per edge: 0 closed, 1 open, 2 half-open.
-    pub breaker_state: IntGaugeVec,
+    /// Health per edge: 0 healthy, 1 failing, 2 unreachable (events fail fast).
+    pub edge_state: IntGaugeVec,
     /// Failed route lookups (the coordinator did not answer).
     pub resolve_errors: IntCounter,
     /// Messages published through the HTTP API, by outcome.
@@ -131,9 +133,9 @@ impl RouterMetrics {
                 &["result"],
                 latency_buckets,
             )?,
-            breaker_state: metrics.gauge_vec(
-                "router_edge_breaker_state",
-                "circuit breaker per edge pod: 0 closed, 1 open, 2 half-open",
+            edge_state: metrics.gauge_vec(
+                "router_edge_state",
+                "health per edge pod: 0 healthy, 1 failing (events held), 2 unreachable (events fail fast)",
                 &["edge"],
             )?,
             resolve_errors: metrics.counter(

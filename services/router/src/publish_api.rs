@@ -49,7 +49,10 @@ pub struct PublishApi<P> {
 
 /// The router with `POST /api/v1/publish`.
 pub fn router<P: Publisher>(api: PublishApi<P>) -> Router {
-    // A full batch of maximal payloads plus JSON overhead; bigger bodies are refused early.
+    // Bounds the memory one request can take: four maximal payloads or 8 MiB, whichever is
+    // larger. That is far less than a full batch of maximal payloads (MAX_BATCH of them): a
+    // batch must fit this limit as a whole, and a larger body is refused with 413 before it is
+    // parsed.
     let body_limit = api.max_payload_bytes.saturating_mul(4).max(8 * 1024 * 1024);
     Router::new()
         .route(PATH, post(publish::<P>))

@@ -1,8 +1,8 @@
 //! Logging that cannot flood: a burst of malformed messages or a dead edge is logged once per
 //! key and interval, with the number of occurrences suppressed in between.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -25,10 +25,7 @@ impl RateLimit {
     /// `Some(suppressed)` when a line for `key` may be written now, with how many were
     /// suppressed since the last one; `None` to stay quiet.
     pub fn check(&self, key: &str) -> Option<u64> {
-        let mut keys = self
-            .keys
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut keys = self.keys.lock();
         let now = Instant::now();
         if keys.len() > 10_000 {
             // Keys come from a small set of reasons and pods; this only guards against a bug.

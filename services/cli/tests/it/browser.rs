@@ -1,6 +1,7 @@
 //! The console page end to end in headless Chromium (Debian's `chromium` and
-//! `chromium-driver`): it connects with the token from its URL, shows a published event, and
-//! shows the 4402 close when the same user connects elsewhere.
+//! `chromium-driver`): it connects with the token from its URL, shows a published event, closes
+//! cleanly (`wasClean`, code 1000) when the user disconnects, and shows a clean 4402 close when
+//! the same user connects elsewhere.
 
 use crate::stack::{API_KEY, Dev};
 use fantoccini::{ClientBuilder, Locator};
@@ -115,7 +116,30 @@ async fn the_console_connects_shows_events_and_a_takeover() {
             .await?;
         assert!(event.text().await?.contains("browser test"));
 
-        // The same user connects elsewhere: the page shows the 4402 close and stays closed.
+        // Disconnect: the browser sends close(1000), the edge answers it, and the browser
+        // reports a clean close with that code (not 1006).
+        browser.find(Locator::Id("stop")).await?.click().await?;
+        let closed = browser
+            .wait()
+            .at_most(Duration::from_secs(15))
+            .for_element(Locator::Css(r#"#log li.close"#))
+            .await?;
+        assert_eq!(
+            closed.attr("data-kind").await?.as_deref(),
+            Some("close 1000"),
+            "{}",
+            closed.text().await?
+        );
+        assert_eq!(closed.attr("data-clean").await?.as_deref(), Some("true"));
+
+        // Connect again, then the same user connects elsewhere: the page shows a clean 4402
+        // close and stays closed.
+        browser.find(Locator::Id("go")).await?.click().await?;
+        browser
+            .wait()
+            .at_most(Duration::from_secs(15))
+            .for_element(Locator::Css("#state.open"))
+            .await?;
         let mut taker = dev.tail(&["--token", &token]);
         let closed = browser
             .wait()
@@ -124,6 +148,12 @@ async fn the_console_connects_shows_events_and_a_takeover() {
             .await?;
         assert!(
             closed.text().await?.contains("Session taken over"),
+            "{}",
+            closed.text().await?
+        );
+        assert_eq!(
+            closed.attr("data-clean").await?.as_deref(),
+            Some("true"),
             "{}",
             closed.text().await?
         );

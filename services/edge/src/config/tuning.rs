@@ -21,8 +21,11 @@ pub struct Limits {
     pub rate_burst: u32,
     /// Rejected messages within the rate window after which the socket is closed (4429).
     pub rate_close_after: u32,
-    /// Time a client has to send its request headers (and finish TLS) before the connection
-    /// is dropped, and to get through authentication and session acquisition.
+    /// Bounds the TLS handshake and, once the client has sent the first bytes of its request,
+    /// the reading of its request headers; a connection that overruns either is dropped.
+    /// Before those first bytes no timer runs (hyper-util picks HTTP/1 or HTTP/2 from them),
+    /// and the upgrade handler is not covered: its session acquisition is bounded by the
+    /// coordinator timeout.
     pub handshake_timeout: Duration,
 }
 

@@ -13,7 +13,7 @@ use super::{
 use daisi_domain::{ChatId, PodId};
 use daisi_proto::coordinator::v1 as pb;
 use daisi_proto::limits;
-use daisi_runtime::failover::FailoverChannel;
+use daisi_runtime::failover::{CallError, FailoverChannel};
 use futures_util::StreamExt;
 use pb::pod_service_client::PodServiceClient;
 use pb::route_service_client::RouteServiceClient;
@@ -47,6 +47,9 @@ impl GrpcCoordinator {
                 .keep_alive_while_idle(true)
         })
         .map_err(|e| CoordinatorError::Rejected(format!("coordinator url: {e}")))?;
+        // A silent replica is left after one attempt, with time left for the next one.
+        let attempt = FailoverChannel::attempt_timeout_for(timeout, urls.len());
+        let channel = channel.attempt_timeout(attempt);
         Ok(Self { channel, timeout })
     }
 
@@ -62,35 +65,20 @@ impl GrpcCoordinator {
         PodServiceClient::new(self.channel.clone())
     }
 
-    /// One call, bounded by the timeout. When it fails because the replica it went to is
-    /// unreachable (the channel moved to the next one meanwhile), it is sent once more: every
-    /// coordinator call of the edge is idempotent (acquire by the same connection returns the
-    /// same grant; renew, release, registration and heartbeat converge).
+    /// One call, bounded by the timeout. When its replica does not answer (unreachable, or
+    /// silent past the channel's per-attempt deadline; the channel moves on), it is sent again
+    /// to the next replica within the same bound: every coordinator call of the edge is
+    /// idempotent (acquire by the same connection returns the same grant; renew, release,
+    /// registration and heartbeat converge).
     async fn call<T, Fut>(&self, make: impl Fn() -> Fut) -> Result<T, CoordinatorError>
     where
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let rotations = self.channel.rotations();
-        match self.call_once(make()).await {
-            Err(CoordinatorError::Unavailable(_))
-                if self.channel.len() > 1 && self.channel.rotations() != rotations =>
-            {
-                self.call_once(make()).await
-            }
-            other => other,
-        }
-    }
-
-    async fn call_once<T>(
-        &self,
-        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    ) -> Result<T, CoordinatorError> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(from_status(&status)),
-            Err(_) => Err(CoordinatorError::Unavailable(format!(
-                "no answer within {:?}",
-                self.timeout
+        match self.channel.call_idempotent(self.timeout, make).await {
+            Ok(response) => Ok(response.into_inner()),
+            Err(CallError::Status(status)) => Err(from_status(&status)),
+            Err(CallError::TimedOut(budget)) => Err(CoordinatorError::Unavailable(format!(
+                "no answer within {budget:?}"
             ))),
         }
     }

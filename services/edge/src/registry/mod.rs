@@ -150,30 +150,33 @@ impl Registry {
     }
 
     /// Moves a user socket from its selected chat to `chat`; the caller registered the new
-    /// chat route (under the route gate) and this counts it.
-    pub fn select_chat(&self, socket: &Arc<SocketHandle>, chat: ChatId) {
+    /// chat route (under the route gate) and this counts it. `false`, changing nothing, when
+    /// the socket is no longer indexed: its removal already released the chat it had, and a
+    /// selection that lands after it must not count a route for it.
+    pub fn select_chat(&self, socket: &Arc<SocketHandle>, chat: ChatId) -> bool {
         let Some((company, agent)) = socket.user_agent() else {
-            return;
+            return false;
         };
-        self.routes.retain(chat_route(company, agent, &chat));
         let mut index = self.write();
-        let present = index.by_id.contains_key(&socket.id);
-        let previous = socket.swap_selected_chat(Some(chat.clone()));
-        if present {
-            if let Some(previous) = &previous {
-                let key = (company.clone(), agent.clone(), previous.clone());
-                remove_from(&mut index.chats, &key, socket.id);
-            }
-            index
-                .chats
-                .entry((company.clone(), agent.clone(), chat))
-                .or_default()
-                .insert(socket.id, socket.clone());
+        if !index.by_id.contains_key(&socket.id) {
+            return false;
         }
+        self.routes.retain(chat_route(company, agent, &chat));
+        let previous = socket.swap_selected_chat(Some(chat.clone()));
+        if let Some(previous) = &previous {
+            let key = (company.clone(), agent.clone(), previous.clone());
+            remove_from(&mut index.chats, &key, socket.id);
+        }
+        index
+            .chats
+            .entry((company.clone(), agent.clone(), chat))
+            .or_default()
+            .insert(socket.id, socket.clone());
         drop(index);
         if let Some(previous) = previous {
             self.routes.release(&chat_route(company, agent, &previous));
         }
+        true
     }
 
     /// The socket holding `connection`.

@@ -1,36 +1,54 @@
-//! The one task per socket: it selects over the client's frames, its send queue, its ping
-//! timer and the edge's stop signal. One task (rather than a reader and a writer) keeps an idle
-//! socket down to one small future.
+//! The one task per socket: it selects over the client's frames, its send queue, its
+//! heartbeat timer and the edge's stop signal, and nothing it does waits on another service.
 //!
-//! Outgoing frames are fed in batches and flushed once per batch. Every write is bounded by a
-//! timeout so a client that stopped reading cannot pin the task forever.
+//! - Outgoing frames (events, and the socket's own replies such as the `ready` echo and error
+//!   frames) go through the send queue and are fed in batches, flushed once per batch. Every
+//!   write is bounded by a timeout, so a client that stopped reading cannot pin the task.
+//! - `select_chat` is handed to [`super::selection`], which calls the coordinator from a task
+//!   of its own; the loop keeps writing and pinging meanwhile.
+//! - One timer ([`super::heartbeat`]) sends the pings and closes a client that was silent
+//!   for `pong_wait`, at that deadline.
+//! - Every client frame, control frames included, draws from the rate limit.
+//! - How the socket ends, in both directions, is [`super::closing`]; that cold path is boxed,
+//!   so an idle socket's future holds only the loop's state.
 
 use super::admission::SocketLease;
-use super::client_frames::{self, Reply};
+use super::client_frames;
+use super::closing;
+use super::handle::SocketHandle;
+use super::heartbeat::{Due, Heartbeat};
 use super::outbox::CloseRequest;
 use super::rate_limit::{RateLimiter, Verdict};
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use crate::state::Edge;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use daisi_domain::ErrorBody;
-use daisi_domain::error_code::close;
 use daisi_domain::protocol::ServerMessage;
 use futures_util::{SinkExt, StreamExt};
-use std::borrow::Cow;
-use std::time::{Duration, Instant};
-use tokio::time::MissedTickBehavior;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Frames written per flush.
 const BATCH: usize = 64;
-/// How long a closing socket waits for the client's close frame.
-const CLOSE_HANDSHAKE: Duration = Duration::from_secs(1);
-/// Close code for a client message above the size limit (RFC 6455 "message too big").
-const MESSAGE_TOO_BIG: u16 = 1009;
 
 /// How a socket's loop ended.
 enum End {
-    /// Send this close (after its error frame) and stop.
+    /// The server closes: send this close (after its error frame) and stop.
     Close(CloseRequest, &'static str),
-    /// The client went away or the connection broke; nothing to send.
+    /// The client sent Close: answer it and stop.
+    ClientClosed,
+    /// The connection broke or the edge stopped; nothing to send.
     Gone(&'static str),
+}
+
+/// What a client frame asks of the loop.
+enum Step {
+    /// Nothing more.
+    Continue,
+    /// A pong was queued by tungstenite: flush it.
+    Flush,
+    /// Stop.
+    End(End),
 }
 
 /// Runs the socket until it closes. Boxed by the caller: many of these futures are alive.
@@ -38,8 +56,32 @@ pub async fn run(lease: SocketLease, mut socket: WebSocket) {
     lease.started();
     let edge = lease.edge().clone();
     let handle = lease.handle.clone();
+    let write_timeout = edge.config.pong_wait;
+    let end = serve(&edge, &handle, &mut socket, write_timeout).await;
+    handle.outbox.shut();
+    match end {
+        End::Close(request, reason) => {
+            lease.set_reason(reason);
+            Box::pin(closing::initiate(&mut socket, request, write_timeout)).await;
+        }
+        End::ClientClosed => {
+            lease.set_reason("client_closed");
+            Box::pin(closing::answer(&mut socket)).await;
+        }
+        End::Gone(reason) => lease.set_reason(reason),
+    }
+    // The lease's drop takes the socket out of the index and queues its session release.
+    drop(lease);
+}
+
+/// The loop itself.
+async fn serve(
+    edge: &Edge,
+    handle: &Arc<SocketHandle>,
+    socket: &mut WebSocket,
+    write_timeout: Duration,
+) -> End {
     let config = &edge.config;
-    let write_timeout = config.pong_wait;
     let now = Instant::now();
     let mut limiter = RateLimiter::new(
         config.limits.rate_per_second,
@@ -50,113 +92,120 @@ pub async fn run(lease: SocketLease, mut socket: WebSocket) {
     // Spread the first ping over one interval so sockets opened together do not ping together.
     let offset = Duration::from_millis(handle.id.wrapping_mul(7919) % 1000)
         .mul_f64(config.ping_interval.as_secs_f64());
-    let mut ping = tokio::time::interval_at(
-        tokio::time::Instant::now() + offset + config.ping_interval,
-        config.ping_interval,
-    );
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_seen = now;
-    let mut batch = Vec::with_capacity(BATCH);
+    let mut heartbeat = Heartbeat::new(now, config.ping_interval, config.pong_wait, offset);
+    let mut timer = Box::pin(tokio::time::sleep_until(heartbeat.wake_at()));
+    let mut batch = Vec::new();
 
-    let end = loop {
+    loop {
         // Whatever is queued goes out first (also covers a wake-up lost to a cancelled wait).
         if let Some(close) = handle.outbox.take(BATCH, &mut batch) {
-            break End::Close(close.clone(), close.cause.as_str());
+            let cause = close.cause.as_str();
+            return End::Close(close, cause);
         }
         if !batch.is_empty() {
             let n = batch.len() as u64;
-            if write_batch(&mut socket, &mut batch, write_timeout)
+            if write_batch(socket, &mut batch, write_timeout)
                 .await
                 .is_err()
             {
-                break End::Gone("write_failed");
+                return End::Gone("write_failed");
             }
-            edge.metrics
-                .frames_out
-                .with_label_values(&["text"])
-                .inc_by(n);
+            edge.metrics.frames.text_out.inc_by(n);
             continue;
         }
+        // Going idle: an idle socket keeps no batch buffer (a batch allocates anew).
+        batch.shrink_to_fit();
         tokio::select! {
             () = handle.outbox.ready() => {}
-            () = edge.sockets_stop.cancelled() => break End::Gone("stopped"),
-            _ = ping.tick() => {
-                if last_seen.elapsed() > config.pong_wait {
-                    break End::Close(pong_timeout(), "pong_timeout");
+            () = edge.sockets_stop.cancelled() => return End::Gone("stopped"),
+            () = &mut timer => {
+                match heartbeat.due(Instant::now()) {
+                    Due::Silent => return End::Close(closing::pong_timeout(), "pong_timeout"),
+                    Due::Ping => {
+                        let ping = socket.send(Message::Ping(Default::default()));
+                        if !matches!(tokio::time::timeout(write_timeout, ping).await, Ok(Ok(()))) {
+                            return End::Gone("write_failed");
+                        }
+                    }
+                    Due::Nothing => {}
                 }
-                let sent = tokio::time::timeout(write_timeout, socket.send(Message::Ping(Default::default()))).await;
-                if !matches!(sent, Ok(Ok(()))) {
-                    break End::Gone("write_failed");
-                }
+                timer.as_mut().reset(heartbeat.wake_at());
             }
             incoming = socket.next() => {
-                last_seen = Instant::now();
-                match incoming {
-                    None => break End::Gone("client_closed"),
-                    Some(Err(error)) => {
-                        if is_too_big(&error) {
-                            break End::Close(too_big(), "message_too_big");
-                        }
-                        tracing::debug!(%error, "websocket read failed");
-                        break End::Gone("read_failed");
-                    }
-                    Some(Ok(Message::Close(_))) => break End::Gone("client_closed"),
-                    Some(Ok(Message::Ping(_))) => {
-                        // tungstenite queued the pong; flush so it leaves now.
-                        edge.metrics.frames_in.with_label_values(&["ping"]).inc();
-                        if tokio::time::timeout(write_timeout, socket.flush()).await.is_err() {
-                            break End::Gone("write_failed");
+                let now = Instant::now();
+                heartbeat.heard(now);
+                let step = match incoming {
+                    None => Step::End(End::Gone("client_closed")),
+                    Some(Err(error)) => Step::End(read_failed(&error)),
+                    Some(Ok(message)) => on_message(edge, handle, &mut limiter, now, message),
+                };
+                match step {
+                    Step::Continue => {}
+                    Step::Flush => {
+                        if !matches!(tokio::time::timeout(write_timeout, socket.flush()).await, Ok(Ok(()))) {
+                            return End::Gone("write_failed");
                         }
                     }
-                    Some(Ok(Message::Pong(_))) => {
-                        edge.metrics.frames_in.with_label_values(&["pong"]).inc();
-                    }
-                    Some(Ok(Message::Binary(_))) => {
-                        // compat: binary frames are ignored.
-                        edge.metrics.frames_in.with_label_values(&["binary"]).inc();
-                    }
-                    Some(Ok(Message::Text(text))) => {
-                        edge.metrics.frames_in.with_label_values(&["text"]).inc();
-                        match limiter.check(Instant::now()) {
-                            Verdict::Allow => {}
-                            Verdict::Refuse => {
-                                edge.metrics.rate_limited.inc();
-                                if send_error(&mut socket, ErrorBody::rate_limited(), write_timeout).await.is_err() {
-                                    break End::Gone("write_failed");
-                                }
-                                continue;
-                            }
-                            Verdict::Close => {
-                                edge.metrics.rate_limited.inc();
-                                break End::Close(rate_limited(), "rate_limited");
-                            }
-                        }
-                        match client_frames::handle(&edge, &handle, text).await {
-                            Reply::Nothing => {}
-                            Reply::Frame(frame) => {
-                                let sent = tokio::time::timeout(write_timeout, socket.send(Message::Text(frame))).await;
-                                if !matches!(sent, Ok(Ok(()))) {
-                                    break End::Gone("write_failed");
-                                }
-                            }
-                            // Lost sessions and similar closes arrive through the outbox.
-                            Reply::Closing => {}
-                        }
-                    }
+                    Step::End(end) => return end,
                 }
             }
         }
-    };
-
-    match end {
-        End::Close(request, reason) => {
-            lease.set_reason(reason);
-            send_close(&mut socket, request, write_timeout).await;
-        }
-        End::Gone(reason) => lease.set_reason(reason),
     }
-    // The lease's drop takes the socket out of the index and queues its session release.
-    drop(lease);
+}
+
+/// One client message: counted, rate limited, handled. Replies go through the send queue.
+fn on_message(
+    edge: &Edge,
+    handle: &Arc<SocketHandle>,
+    limiter: &mut RateLimiter,
+    now: Instant,
+    message: Message,
+) -> Step {
+    let frames = &edge.metrics.frames;
+    match &message {
+        Message::Close(_) => return Step::End(End::ClientClosed),
+        Message::Text(_) => frames.text_in.inc(),
+        Message::Binary(_) => frames.binary_in.inc(),
+        Message::Ping(_) => frames.ping_in.inc(),
+        Message::Pong(_) => frames.pong_in.inc(),
+    }
+    match limiter.check(now) {
+        Verdict::Allow => {}
+        Verdict::Refuse => {
+            edge.metrics.rate_limited.inc();
+            // Only text frames are told. A refused ping is not flushed: its pong leaves with
+            // the next write.
+            if matches!(message, Message::Text(_)) {
+                let frame = ServerMessage::Error(ErrorBody::rate_limited()).to_json();
+                handle.outbox.push(frame.into());
+            }
+            return Step::Continue;
+        }
+        Verdict::Close => {
+            edge.metrics.rate_limited.inc();
+            return Step::End(End::Close(closing::rate_limited(), "rate_limited"));
+        }
+    }
+    match message {
+        Message::Text(text) => {
+            if let Some(reply) = client_frames::handle(edge, handle, text) {
+                handle.outbox.push(reply);
+            }
+            Step::Continue
+        }
+        // tungstenite queued the pong; flush so it leaves now.
+        Message::Ping(_) => Step::Flush,
+        // compat: binary frames are ignored (they still cost their share of the budget).
+        Message::Binary(_) | Message::Pong(_) | Message::Close(_) => Step::Continue,
+    }
+}
+
+fn read_failed(error: &axum::Error) -> End {
+    if closing::is_too_big(error) {
+        return End::Close(closing::too_big(), "message_too_big");
+    }
+    tracing::debug!(%error, "websocket read failed");
+    End::Gone("read_failed")
 }
 
 async fn write_batch(
@@ -174,81 +223,4 @@ async fn write_batch(
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
     }
-}
-
-async fn send_error(socket: &mut WebSocket, body: ErrorBody, timeout: Duration) -> Result<(), ()> {
-    let frame = ServerMessage::Error(body).to_json();
-    match tokio::time::timeout(timeout, socket.send(Message::Text(frame.into()))).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(()),
-    }
-}
-
-/// Error frame (if any), then the close frame; bounded, best effort.
-async fn send_close(socket: &mut WebSocket, request: CloseRequest, timeout: Duration) {
-    let timeout = timeout.min(Duration::from_secs(5));
-    let close = async {
-        if let Some(body) = request.error {
-            let frame = ServerMessage::Error(body).to_json();
-            socket.feed(Message::Text(frame.into())).await?;
-        }
-        let reason: Utf8Bytes = match request.reason {
-            Cow::Borrowed(s) => Utf8Bytes::from_static(s),
-            Cow::Owned(s) => s.into(),
-        };
-        socket
-            .send(Message::Close(Some(CloseFrame {
-                code: request.code,
-                reason,
-            })))
-            .await
-    };
-    if let Ok(Err(error)) = tokio::time::timeout(timeout, close).await {
-        tracing::debug!(%error, "close frame not sent");
-        return;
-    }
-    // Complete the closing handshake: wait (briefly) for the client's close frame, so the
-    // connection is not torn down under frames the client is still writing (e.g. pongs).
-    let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
-        while let Some(Ok(message)) = socket.next().await {
-            if matches!(message, Message::Close(_)) {
-                break;
-            }
-        }
-    })
-    .await;
-}
-
-fn pong_timeout() -> CloseRequest {
-    CloseRequest {
-        error: None,
-        code: close::INTERNAL_ERROR,
-        reason: Cow::Borrowed(close::PONG_TIMEOUT_REASON),
-        cause: super::outbox::CloseCause::Protocol,
-    }
-}
-
-fn rate_limited() -> CloseRequest {
-    CloseRequest {
-        error: Some(ErrorBody::rate_limited()),
-        code: close::RATE_LIMITED,
-        reason: Cow::Borrowed("RateLimitExceeded: Rate limit exceeded"),
-        cause: super::outbox::CloseCause::Protocol,
-    }
-}
-
-fn too_big() -> CloseRequest {
-    CloseRequest {
-        error: Some(ErrorBody::bad_request("Message too large")),
-        code: MESSAGE_TOO_BIG,
-        reason: Cow::Borrowed("Message too large"),
-        cause: super::outbox::CloseCause::Protocol,
-    }
-}
-
-fn is_too_big(error: &axum::Error) -> bool {
-    // axum wraps tungstenite's error; its capacity errors read "Space limit exceeded" or
-    // mention the size limits.
-    let text = error.to_string().to_ascii_lowercase();
-    text.contains("capacity") || text.contains("too long") || text.contains("limit")
 }

@@ -1,11 +1,12 @@
 //! What the rest of the edge knows about one socket: who it is, which session grant it holds,
-//! which chat it selected, and its send queue.
+//! which chat it selected (and which selection is on its way), and its send queue.
 
 use super::outbox::Outbox;
+use super::selection::Selection;
 use crate::coordinator::HeldSession;
 use daisi_domain::token::AdminClaims;
 use daisi_domain::{AgentId, ChatId, CompanyId, ConnectionId, SessionKey};
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// The two kinds of sockets.
@@ -52,6 +53,8 @@ pub struct SocketHandle {
     session_lost: AtomicBool,
     /// Frames to send.
     pub outbox: Outbox,
+    /// The `select_chat` request in flight and the one waiting behind it, if any.
+    pub(crate) selection: Selection,
 }
 
 impl SocketHandle {
@@ -73,6 +76,7 @@ impl SocketHandle {
             selected_chat: Mutex::new(None),
             session_lost: AtomicBool::new(false),
             outbox,
+            selection: Selection::default(),
         }
     }
 
@@ -97,18 +101,12 @@ impl SocketHandle {
 
     /// The selected chat.
     pub fn selected_chat(&self) -> Option<ChatId> {
-        self.selected_chat
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.selected_chat.lock().clone()
     }
 
     /// Replaces the selected chat, returning the previous one.
     pub(crate) fn swap_selected_chat(&self, chat: Option<ChatId>) -> Option<ChatId> {
-        std::mem::replace(
-            &mut *self.selected_chat.lock().unwrap_or_else(|e| e.into_inner()),
-            chat,
-        )
+        std::mem::replace(&mut *self.selected_chat.lock(), chat)
     }
 
     /// Marks the session as gone (taken over, killed, expired).

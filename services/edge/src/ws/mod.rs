@@ -1,10 +1,14 @@
 //! Client WebSockets: the upgrade handlers, admission (session before upgrade), the per-socket
-//! task, its send queue, rate limit and client-frame handling.
+//! task with its heartbeat, send queue, rate limit, client-frame handling and closing
+//! handshake, and the chat selection that runs beside it.
 
 pub mod admission;
 pub mod client_frames;
+pub mod closing;
 pub mod connection;
 pub mod handle;
+pub mod heartbeat;
 pub mod outbox;
 pub mod rate_limit;
+pub mod selection;
 pub mod upgrade;

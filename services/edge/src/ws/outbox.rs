@@ -9,9 +9,9 @@
 use crate::config::SlowConsumerPolicy;
 use axum::extract::ws::Utf8Bytes;
 use daisi_domain::ErrorBody;
+use parking_lot::Mutex;
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use tokio::sync::Notify;
 
 /// Close code for a socket closed because it could not keep up (4008: policy, "slow
@@ -131,8 +131,8 @@ impl Outbox {
         }
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn state(&self) -> parking_lot::MutexGuard<'_, State> {
+        self.state.lock()
     }
 
     /// Queues `frame` without waiting.
@@ -178,6 +178,15 @@ impl Outbox {
         }
         self.notify.notify_one();
         true
+    }
+
+    /// The socket's task ended: queued frames are dropped, later pushes and closes are
+    /// no-ops, and [`Self::is_closing`] tells a pending selection not to bother.
+    pub fn shut(&self) {
+        let mut state = self.state();
+        state.closing = true;
+        state.frames = VecDeque::new();
+        state.close = None;
     }
 
     /// Whether a close was requested.

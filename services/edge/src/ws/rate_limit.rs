@@ -1,13 +1,21 @@
-//! Per-socket message rate limit: a token bucket for the rate and burst, and a count of
-//! refusals in a sliding window so a client that keeps flooding is closed (4429) while one that
-//! bursts now and then only gets `RateLimitExceeded` error frames.
+//! Per-socket frame rate limit: a token bucket for the rate and burst, and a count of
+//! refusals in a window so a client that keeps flooding is closed (4429) while one that bursts
+//! now and then only loses the frames over the limit.
+//!
+//! Every client frame draws from the same bucket: text, binary, ping and pong alike, so a
+//! client cannot make the socket work for free with control frames. What a refusal costs the
+//! client differs by frame (see the socket loop): a refused text frame is answered with a
+//! `RateLimitExceeded` error frame, a refused control or binary frame is dropped silently.
+//!
+//! Time is tokio's, so paused-time tests drive it.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Window in which refusals are counted towards closing the socket.
 const STRIKE_WINDOW: Duration = Duration::from_secs(10);
 
-/// The decision for one client message.
+/// The decision for one client frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// Handle it.
@@ -31,7 +39,7 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
-    /// `rate` messages per second sustained, `burst` at once, closing after `close_after`
+    /// `rate` frames per second sustained, `burst` at once, closing after `close_after`
     /// refusals within ten seconds.
     pub fn new(rate: u32, burst: u32, close_after: u32, now: Instant) -> Self {
         Self {
@@ -45,7 +53,7 @@ impl RateLimiter {
         }
     }
 
-    /// Decides about a message arriving at `now`.
+    /// Decides about a frame arriving at `now`.
     pub fn check(&mut self, now: Instant) -> Verdict {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;

@@ -3,11 +3,13 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 mod binary;
+mod closing;
 mod delivery;
 mod drain;
 mod http_routes;
 mod many_sockets;
 mod sessions;
+mod socket_loop;
 mod support;
 mod tls;
 mod ws_auth;

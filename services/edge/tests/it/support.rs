@@ -397,6 +397,11 @@ pub struct Closed {
 }
 
 impl Client {
+    /// The WebSocket itself, for tests that read frames the helpers skip.
+    pub fn ws(&mut self) -> &mut WebSocketStream<MaybeTlsStream<TcpStream>> {
+        &mut self.ws
+    }
+
     /// The next text frame (pings are answered by the client library while reading).
     pub async fn next_text(&mut self) -> String {
         loop {

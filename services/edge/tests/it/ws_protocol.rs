@@ -256,3 +256,32 @@ proptest! {
         });
     }
 }
+
+#[tokio::test]
+async fn a_client_offering_permessage_deflate_connects_uncompressed() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let coord = Coord::start().await;
+    let edge = TestEdge::start(&coord.url, "edge-deflate", |_| {}).await;
+    let token = user_token("c1", "a1", "u1");
+    let mut request = format!("ws://{}/ws/c1/a1?token={}", edge.http, enc(&token))
+        .into_client_request()
+        .unwrap();
+    let headers = request.headers_mut();
+    headers.insert("sec-websocket-protocol", "json.v1".parse().unwrap());
+    headers.insert("x-api-key", API_KEY.parse().unwrap());
+    // What browsers send.
+    headers.insert(
+        "sec-websocket-extensions",
+        "permessage-deflate; client_max_window_bits"
+            .parse()
+            .unwrap(),
+    );
+    let (mut ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    // The extension is declined (RFC 7692 §5: the server simply does not list it), so the
+    // client sends and receives plain frames; tungstenite would reject a compressed (RSV1)
+    // frame as a protocol error.
+    assert_eq!(response.headers().get("sec-websocket-extensions"), None);
+    let ready = ws.next().await.unwrap().unwrap();
+    assert_eq!(ready.into_text().unwrap().as_str(), r#"{"type":"ready"}"#);
+}

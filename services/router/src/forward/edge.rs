@@ -1,5 +1,5 @@
-//! Delivery to one edge pod: ordered lanes, batching, retries, and giving up only when the
-//! coordinator says the pod is gone (or after the unreachable grace).
+//! Delivery to one edge pod: ordered lanes, batching, a bounded backlog, and one health state
+//! ([`EdgeHealth`]) that decides when the edge's events wait and when they fail fast.
 //!
 //! **Order.** Events of one (company, agent) always take the same lane (hash of the pair), and
 //! a lane has at most one `Deliver` call in flight, retried until it settles before the next
@@ -11,26 +11,39 @@
 //! after waiting at most the batch delay for more: a busy edge gets large batches, an idle one
 //! gets single events after a short delay.
 //!
-//! **Failures.** `UNAVAILABLE`, deadlines and other transient failures are retried with
-//! jittered backoff behind the edge's [`Breaker`]; on every failure (at most once a second) the
-//! coordinator is asked whether the pod is gone, or has moved to another address. Gone: the
-//! batch and everything queued for the pod is settled as gone. A definite refusal (invalid
-//! request) is never retried.
+//! **Detection by deadline.** A `Deliver` that gets no answer within its deadline is a failure
+//! like a refused connection. A call still running after the probe timeout is checked with a
+//! health probe of the same short deadline: an edge that does not answer it is failing now,
+//! without waiting for the longer `Deliver` deadline; one that answers is merely slow.
+//!
+//! **Failing.** The lanes park their batch (in order) and wait for the health to change; one
+//! prober task asks the edge with the short deadline, with jittered backoff, and the
+//! coordinator (at most once a second) whether the pod is gone or moved. An answered probe
+//! lets the lanes try again. Past the grace the edge is unreachable: every parked, queued and
+//! new event for it is settled at once as unreachable.
+//!
+//! **Bounded backlog.** At most `max_pending` events are queued or in flight for one edge; each
+//! of them holds a slot of the consumer's ack window until it settles. An event beyond the cap
+//! never blocks the dispatcher or another edge: for a healthy (merely slow) edge it is handed
+//! back to the server for a later redelivery (a delayed nak, which still occupies its slot
+//! for the delay); for an edge that does not answer it is settled at once as unreachable, as
+//! holding it would take the shared window from every other edge.
 
-use super::breaker::{Breaker, BreakerState};
+use super::health::{EdgeHealth, HealthState};
 use super::{DeliverCall, DeliverError, EdgeClient, EventOutcome, OutEvent};
-use crate::backoff::Backoff;
 use crate::metrics::RouterMetrics;
 use crate::pipeline::ledger::{EdgeOutcome, Tracker};
 use crate::ratelog::RateLimit;
 use crate::resolve::cache::RouteCache;
 use crate::resolve::{PodStatus, RouteResolver};
 use crate::trace::context_of;
+use backon::{BackoffBuilder, ExponentialBuilder};
 use daisi_domain::PodId;
 use daisi_proto::limits::MAX_DELIVER_REQUEST_BYTES;
 use daisi_telemetry::propagation::set_parent;
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -41,6 +54,8 @@ use tracing::Instrument;
 const REQUEST_OVERHEAD: usize = 16 * 1024;
 /// Coordinator checks of a failing edge, at most one per this interval.
 const RESOLVE_EVERY: Duration = Duration::from_secs(1);
+/// First and longest pause between probes of a failing edge.
+const PROBE_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
 
 /// How edges are fed.
 #[derive(Debug, Clone)]
@@ -53,6 +68,10 @@ pub struct EdgeSettings {
     pub lanes: usize,
     /// Events held for an unreachable, still registered edge at most this long.
     pub unreachable_grace: Duration,
+    /// Events queued or in flight for one edge at most.
+    pub max_pending: usize,
+    /// Deadline of a health probe, and how long a `Deliver` runs before the edge is probed.
+    pub probe_timeout: Duration,
     /// This router replica (for the edge's logs).
     pub router_id: Arc<str>,
 }
@@ -70,10 +89,12 @@ struct Shared<C, R> {
     pod: PodId,
     address: Mutex<Arc<str>>,
     gone: AtomicBool,
-    /// Obligations queued or in flight.
+    /// Obligations queued or in flight: the edge's share of the ack window.
     pending: AtomicUsize,
     last_used: Mutex<Instant>,
-    breaker: Breaker,
+    health: EdgeHealth,
+    /// Why the last call failed, for the unreachable verdict.
+    last_error: Mutex<String>,
     client: Arc<C>,
     resolver: Arc<RouteCache<R>>,
     settings: EdgeSettings,
@@ -85,7 +106,9 @@ struct Shared<C, R> {
 /// The router's handle on one edge pod; dropping it ends the lanes once they are drained.
 pub struct Edge<C, R> {
     shared: Arc<Shared<C, R>>,
-    lanes: Vec<mpsc::UnboundedSender<Obligation>>,
+    lanes: Vec<mpsc::Sender<Obligation>>,
+    /// Ends the prober when the edge is dropped.
+    retired: CancellationToken,
 }
 
 impl<C, R> std::fmt::Debug for Edge<C, R> {
@@ -97,8 +120,14 @@ impl<C, R> std::fmt::Debug for Edge<C, R> {
     }
 }
 
+impl<C, R> Drop for Edge<C, R> {
+    fn drop(&mut self) {
+        self.retired.cancel();
+    }
+}
+
 impl<C: EdgeClient, R: RouteResolver> Edge<C, R> {
-    /// Starts the lanes of `pod` at `address`.
+    /// Starts the lanes and the prober of `pod` at `address`.
     #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         pod: PodId,
@@ -111,13 +140,16 @@ impl<C: EdgeClient, R: RouteResolver> Edge<C, R> {
         stop: CancellationToken,
     ) -> Self {
         let lanes = settings.lanes.max(1);
+        // Each lane could take the whole backlog; `pending` bounds the sum.
+        let capacity = settings.max_pending.max(1);
         let shared = Arc::new(Shared {
             pod,
             address: Mutex::new(address),
             gone: AtomicBool::new(false),
             pending: AtomicUsize::new(0),
             last_used: Mutex::new(Instant::now()),
-            breaker: Breaker::default(),
+            health: EdgeHealth::new(settings.unreachable_grace),
+            last_error: Mutex::new(String::new()),
             client,
             resolver,
             settings,
@@ -125,42 +157,62 @@ impl<C: EdgeClient, R: RouteResolver> Edge<C, R> {
             logs,
             stop,
         });
-        shared.report_breaker();
+        shared.report_state(HealthState::Healthy);
         let lanes = (0..lanes)
             .map(|_| {
-                let (tx, rx) = mpsc::unbounded_channel();
+                let (tx, rx) = mpsc::channel(capacity);
                 tokio::spawn(run_lane(shared.clone(), rx));
                 tx
             })
             .collect();
-        Self { shared, lanes }
+        let retired = shared.stop.child_token();
+        tokio::spawn(run_prober(shared.clone(), retired.clone()));
+        Self {
+            shared,
+            lanes,
+            retired,
+        }
     }
 
-    /// Queues an obligation on the lane of `key_hash`.
+    /// Queues an obligation on the lane of `key_hash`, or settles it at once when the pod is
+    /// gone, the edge unreachable or its backlog full. Never waits.
     pub fn send(&self, key_hash: u64, obligation: Obligation) {
         let shared = &self.shared;
         if shared.gone.load(Ordering::Acquire) {
-            shared
-                .metrics
-                .forwarded
-                .with_label_values(&["pod_gone"])
-                .inc();
-            obligation.tracker.settle(EdgeOutcome::Gone);
+            shared.settle(&obligation, EdgeOutcome::Gone);
             return;
         }
-        *lock(&shared.last_used) = Instant::now();
+        // Used even when failing fast: the edge (and its prober) stays while it is routed to.
+        *shared.last_used.lock() = Instant::now();
+        let state = shared.health.state();
+        if state.fails_fast() {
+            shared.settle(&obligation, shared.unreachable());
+            return;
+        }
+        if shared.pending.load(Ordering::Acquire) >= shared.settings.max_pending {
+            shared.overflow(&obligation, state);
+            return;
+        }
         shared.pending.fetch_add(1, Ordering::AcqRel);
         let lane = usize::try_from(key_hash % self.lanes.len() as u64).unwrap_or(0);
-        if let Err(mpsc::error::SendError(obligation)) = self.lanes[lane].send(obligation) {
-            // The lane ended (shutdown): the message is handed back to the server.
-            shared.pending.fetch_sub(1, Ordering::AcqRel);
-            drop(obligation);
+        match self.lanes[lane].try_send(obligation) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(obligation)) => {
+                // Not reached while `pending` bounds the lanes; kept as a second bound.
+                shared.pending.fetch_sub(1, Ordering::AcqRel);
+                shared.overflow(&obligation, state);
+            }
+            Err(mpsc::error::TrySendError::Closed(obligation)) => {
+                // The lane ended (shutdown): the message is handed back to the server.
+                shared.pending.fetch_sub(1, Ordering::AcqRel);
+                drop(obligation);
+            }
         }
     }
 
     /// The pod moved to `address` (the coordinator says so).
     pub fn set_address(&self, address: &Arc<str>) {
-        let mut current = lock(&self.shared.address);
+        let mut current = self.shared.address.lock();
         if *current != *address {
             *current = address.clone();
         }
@@ -168,7 +220,7 @@ impl<C: EdgeClient, R: RouteResolver> Edge<C, R> {
 
     /// The current address.
     pub fn address(&self) -> Arc<str> {
-        lock(&self.shared.address).clone()
+        self.shared.address.lock().clone()
     }
 
     /// Whether the coordinator reported the pod gone.
@@ -179,7 +231,17 @@ impl<C: EdgeClient, R: RouteResolver> Edge<C, R> {
     /// Whether nothing is queued and nothing was sent for `idle`.
     pub fn is_idle(&self, idle: Duration) -> bool {
         self.shared.pending.load(Ordering::Acquire) == 0
-            && lock(&self.shared.last_used).elapsed() >= idle
+            && self.shared.last_used.lock().elapsed() >= idle
+    }
+
+    /// Events queued or in flight for the edge.
+    pub fn pending(&self) -> usize {
+        self.shared.pending.load(Ordering::Acquire)
+    }
+
+    /// The edge's health.
+    pub fn health(&self) -> HealthState {
+        self.shared.health.state()
     }
 
     /// The pod id.
@@ -188,13 +250,9 @@ impl<C: EdgeClient, R: RouteResolver> Edge<C, R> {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 async fn run_lane<C: EdgeClient, R: RouteResolver>(
     shared: Arc<Shared<C, R>>,
-    mut rx: mpsc::UnboundedReceiver<Obligation>,
+    mut rx: mpsc::Receiver<Obligation>,
 ) {
     let max_events = shared.settings.batch_max_events.max(1);
     let max_bytes = MAX_DELIVER_REQUEST_BYTES - REQUEST_OVERHEAD;
@@ -239,12 +297,98 @@ async fn run_lane<C: EdgeClient, R: RouteResolver>(
     }
 }
 
+/// Asks a failing edge whether it is back, and the coordinator whether it is gone or moved,
+/// until the edge is healthy again; then waits for the next failure.
+async fn run_prober<C: EdgeClient, R: RouteResolver>(
+    shared: Arc<Shared<C, R>>,
+    retired: CancellationToken,
+) {
+    let fresh = || {
+        ExponentialBuilder::default()
+            .with_min_delay(PROBE_BACKOFF.0)
+            .with_max_delay(PROBE_BACKOFF.1)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    };
+    let mut backoff = fresh();
+    // The failing clock of the current episode: an edge that answers probes but not
+    // deliveries flips back to failing with the same clock, and is then probed with the
+    // backoff of the episode rather than at once (each answered probe lets the lanes try).
+    let mut episode: Option<Instant> = None;
+    let mut changes = shared.health.subscribe();
+    loop {
+        // Wait for trouble.
+        while *changes.borrow_and_update() == HealthState::Healthy {
+            tokio::select! {
+                () = retired.cancelled() => return,
+                changed = changes.changed() => if changed.is_err() { return },
+            }
+        }
+        let since = match shared.health.state() {
+            HealthState::Failing { since } | HealthState::Unreachable { since } => Some(since),
+            HealthState::Healthy => None,
+        };
+        if since != episode {
+            episode = since;
+            backoff = fresh();
+        } else {
+            let pause = backoff.next().unwrap_or(PROBE_BACKOFF.1);
+            tokio::select! {
+                () = retired.cancelled() => return,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+        let mut last_resolve: Option<Instant> = None;
+        loop {
+            let state = shared.health.state();
+            shared.report_state(state);
+            if state == HealthState::Healthy || shared.gone.load(Ordering::Acquire) {
+                break;
+            }
+            if last_resolve.is_none_or(|t| t.elapsed() >= RESOLVE_EVERY) {
+                last_resolve = Some(Instant::now());
+                shared.resolve().await;
+                if shared.gone.load(Ordering::Acquire) {
+                    return;
+                }
+            }
+            let address = shared.address.lock().clone();
+            let started = Instant::now();
+            if shared
+                .client
+                .probe(&address, shared.settings.probe_timeout)
+                .await
+            {
+                shared.health.probe_answered();
+                shared.report_state(HealthState::Healthy);
+                break;
+            }
+            let state = shared.health.failed(started);
+            shared.report_state(state);
+            let pause = backoff.next().unwrap_or(PROBE_BACKOFF.1);
+            tokio::select! {
+                () = retired.cancelled() => return,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+}
+
 impl<C: EdgeClient, R: RouteResolver> Shared<C, R> {
-    fn report_breaker(&self) {
+    fn report_state(&self, state: HealthState) {
         self.metrics
-            .breaker_state
+            .edge_state
             .with_label_values(&[self.pod.as_str()])
-            .set(self.breaker.state().as_gauge());
+            .set(state.as_gauge());
+    }
+
+    fn settle(&self, obligation: &Obligation, outcome: EdgeOutcome) {
+        self.metrics
+            .forwarded
+            .with_label_values(&[outcome.label()])
+            .inc();
+        obligation.tracker.settle(outcome);
     }
 
     fn settle_all(&self, batch: &[Obligation], outcome: &EdgeOutcome) {
@@ -257,55 +401,100 @@ impl<C: EdgeClient, R: RouteResolver> Shared<C, R> {
         }
     }
 
+    fn unreachable(&self) -> EdgeOutcome {
+        let error = self.last_error.lock().clone();
+        EdgeOutcome::Unreachable(format!(
+            "edge {} unreachable for {:?}: {error}",
+            self.pod, self.settings.unreachable_grace
+        ))
+    }
+
+    /// An event beyond the backlog cap: later for a slow edge, given up for a silent one.
+    fn overflow(&self, obligation: &Obligation, state: HealthState) {
+        if state == HealthState::Healthy {
+            self.settle(obligation, EdgeOutcome::Deferred);
+        } else {
+            let error = self.last_error.lock().clone();
+            self.settle(
+                obligation,
+                EdgeOutcome::Unreachable(format!(
+                    "edge {} backlog full ({} events) while it does not answer: {error}",
+                    self.pod, self.settings.max_pending
+                )),
+            );
+        }
+    }
+
+    /// Asks the coordinator about the pod: gone (settle everything) or moved.
+    async fn resolve(&self) {
+        match self
+            .resolver
+            .resolve_pods(std::slice::from_ref(&self.pod))
+            .await
+        {
+            Ok(statuses) => match statuses.get(&self.pod) {
+                Some(PodStatus::Alive(current)) => {
+                    let mut address = self.address.lock();
+                    if *address != *current {
+                        tracing::info!(edge = %self.pod, address = %current, "edge moved");
+                        *address = current.clone();
+                        drop(address);
+                        self.health.wake();
+                    }
+                }
+                Some(PodStatus::Gone) | None => {
+                    self.gone.store(true, Ordering::Release);
+                    tracing::info!(edge = %self.pod, "edge gone; its pending events are acknowledged as undeliverable");
+                    self.health.wake();
+                }
+            },
+            Err(e) => tracing::debug!(error = %e, "cannot ask the coordinator about an edge"),
+        }
+    }
+
+    /// Sends one batch until it settles: delivered, refused, the pod gone, or the edge
+    /// unreachable.
     async fn send_batch(&self, batch: Vec<Obligation>) {
         let events: Vec<Arc<OutEvent>> = batch.iter().map(|o| o.event.clone()).collect();
-        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
-        let mut first_failure: Option<Instant> = None;
-        let mut last_resolve: Option<Instant> = None;
+        let mut changes = self.health.subscribe();
         loop {
+            // Before reading the state: a change after the read must wake the wait below.
+            changes.mark_unchanged();
             if self.gone.load(Ordering::Acquire) {
                 self.settle_all(&batch, &EdgeOutcome::Gone);
                 return;
             }
-            if let Some(wait) = self.breaker.wait() {
-                self.report_breaker();
-                tokio::select! {
-                    () = self.stop.cancelled() => return,
-                    () = tokio::time::sleep(wait) => {}
+            match self.health.state() {
+                HealthState::Unreachable { .. } => {
+                    self.settle_all(&batch, &self.unreachable());
+                    return;
                 }
-                continue;
+                HealthState::Failing { .. } => {
+                    // Parked: the prober or the end of the grace moves us on.
+                    let until = self
+                        .health
+                        .fail_fast_at()
+                        .unwrap_or_else(|| Instant::now() + RESOLVE_EVERY);
+                    tokio::select! {
+                        () = self.stop.cancelled() => return,
+                        _ = changes.changed() => {}
+                        () = tokio::time::sleep_until(until) => {}
+                    }
+                    continue;
+                }
+                HealthState::Healthy => {}
             }
-            let address = lock(&self.address).clone();
-            let span = tracing::info_span!(
-                "router.forward",
-                edge = %self.pod,
-                events = events.len(),
-            );
-            if let Some(first) = events.first() {
-                set_parent(
-                    &span,
-                    context_of(first.traceparent.as_deref(), first.tracestate.as_deref()),
-                );
-            }
+            let address = self.address.lock().clone();
             let started = Instant::now();
-            let result = self
-                .client
-                .deliver(DeliverCall {
-                    pod: &self.pod,
-                    address: &address,
-                    events: &events,
-                    router_id: &self.settings.router_id,
-                })
-                .instrument(span)
-                .await;
+            let result = tokio::select! {
+                () = self.stop.cancelled() => return,
+                result = self.attempt(&address, &events) => result,
+            };
             let elapsed = started.elapsed().as_secs_f64();
             self.metrics.batch_size.observe(events.len() as f64);
             match result {
                 Ok(outcomes) => {
-                    self.metrics
-                        .forward_latency
-                        .with_label_values(&["ok"])
-                        .observe(elapsed);
+                    self.observe("ok", elapsed);
                     self.recovered();
                     for (o, outcome) in batch.iter().zip(outcomes) {
                         let outcome = match outcome {
@@ -313,88 +502,98 @@ impl<C: EdgeClient, R: RouteResolver> Shared<C, R> {
                             EventOutcome::Duplicate => EdgeOutcome::Duplicate,
                             EventOutcome::Rejected(reason) => EdgeOutcome::Rejected(reason),
                         };
-                        self.metrics
-                            .forwarded
-                            .with_label_values(&[outcome.label()])
-                            .inc();
-                        o.tracker.settle(outcome);
+                        self.settle(o, outcome);
                     }
                     return;
                 }
                 Err(DeliverError::Refused(reason)) => {
-                    self.metrics
-                        .forward_latency
-                        .with_label_values(&["refused"])
-                        .observe(elapsed);
+                    self.observe("refused", elapsed);
                     self.recovered();
                     self.settle_all(&batch, &EdgeOutcome::Rejected(reason));
                     return;
                 }
                 Err(error) => {
-                    self.metrics
-                        .forward_latency
-                        .with_label_values(&["failed"])
-                        .observe(elapsed);
-                    let was = self.breaker.state();
-                    self.breaker.failure();
-                    self.report_breaker();
-                    if was == BreakerState::Closed
-                        && self.breaker.state() != BreakerState::Closed
-                        && self
-                            .logs
-                            .check(&format!("edge_down:{}", self.pod))
-                            .is_some()
+                    self.observe("failed", elapsed);
+                    *self.last_error.lock() = error.to_string();
+                    let state = self.health.failed(started);
+                    self.report_state(state);
+                    if self
+                        .logs
+                        .check(&format!("edge_down:{}", self.pod))
+                        .is_some()
                     {
-                        tracing::warn!(edge = %self.pod, %address, %error, "edge unreachable; holding its events");
-                    }
-                    let now = Instant::now();
-                    let since = *first_failure.get_or_insert(now);
-                    if last_resolve.is_none_or(|t| now.duration_since(t) >= RESOLVE_EVERY) {
-                        last_resolve = Some(now);
-                        match self
-                            .resolver
-                            .resolve_pods(std::slice::from_ref(&self.pod))
-                            .await
-                        {
-                            Ok(statuses) => match statuses.get(&self.pod) {
-                                Some(PodStatus::Alive(current)) => {
-                                    if *current != address {
-                                        tracing::info!(edge = %self.pod, address = %current, "edge moved");
-                                        *lock(&self.address) = current.clone();
-                                        continue;
-                                    }
-                                }
-                                Some(PodStatus::Gone) | None => {
-                                    self.gone.store(true, Ordering::Release);
-                                    tracing::info!(edge = %self.pod, "edge gone; its pending events are acknowledged as undeliverable");
-                                    self.settle_all(&batch, &EdgeOutcome::Gone);
-                                    return;
-                                }
-                            },
-                            Err(e) => {
-                                tracing::debug!(error = %e, "cannot ask the coordinator about an edge")
-                            }
-                        }
-                    }
-                    if now.duration_since(since) >= self.settings.unreachable_grace {
-                        self.settle_all(&batch, &EdgeOutcome::Unreachable(error.to_string()));
-                        return;
-                    }
-                    tokio::select! {
-                        () = self.stop.cancelled() => return,
-                        () = tokio::time::sleep(backoff.next_delay()) => {}
+                        tracing::warn!(edge = %self.pod, %address, %error, grace = ?self.settings.unreachable_grace, "edge not answering; holding its events");
                     }
                 }
             }
         }
     }
 
+    /// One `Deliver`, watched: still running after the probe timeout, the edge is probed, and
+    /// an edge that does not answer the probe fails the attempt at once.
+    async fn attempt(
+        &self,
+        address: &str,
+        events: &[Arc<OutEvent>],
+    ) -> Result<Vec<EventOutcome>, DeliverError> {
+        let span = tracing::info_span!(
+            "router.forward",
+            edge = %self.pod,
+            events = events.len(),
+        );
+        if let Some(first) = events.first() {
+            set_parent(
+                &span,
+                context_of(first.traceparent.as_deref(), first.tracestate.as_deref()),
+            );
+        }
+        let call = self
+            .client
+            .deliver(DeliverCall {
+                pod: &self.pod,
+                address,
+                events,
+                router_id: &self.settings.router_id,
+            })
+            .instrument(span);
+        tokio::pin!(call);
+        tokio::select! {
+            result = &mut call => return result,
+            () = tokio::time::sleep(self.settings.probe_timeout) => {}
+        }
+        let probe = self.client.probe(address, self.settings.probe_timeout);
+        tokio::select! {
+            result = &mut call => result,
+            answered = probe => {
+                if answered {
+                    // Slow, not gone: the call keeps its own deadline.
+                    call.await
+                } else {
+                    Err(DeliverError::Unavailable(format!(
+                        "no answer to a health probe within {:?} while a delivery was running",
+                        self.settings.probe_timeout
+                    )))
+                }
+            }
+        }
+    }
+
+    fn observe(&self, result: &str, seconds: f64) {
+        self.metrics
+            .forward_latency
+            .with_label_values(&[result])
+            .observe(seconds);
+    }
+
     fn recovered(&self) {
-        let was = self.breaker.state();
-        self.breaker.success();
-        if was != BreakerState::Closed {
+        let was = self.health.state();
+        self.health.delivered();
+        if was != HealthState::Healthy {
             tracing::info!(edge = %self.pod, "edge reachable again");
-            self.report_breaker();
+            self.report_state(HealthState::Healthy);
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,7 @@
 //! `EdgeDelivery.Deliver` over tonic: a small pool of HTTP/2 channels per edge address
 //! (one channel multiplexes every call over one TCP connection; a few spread the work of a
-//! busy edge), a deadline per call, and trace context in the call's metadata.
+//! busy edge), a deadline per call, trace context in the call's metadata, and the health
+//! probe (`grpc.health.v1`) of a failing edge.
 
 use super::{DeliverCall, DeliverError, EdgeClient, EventOutcome, OutEvent};
 use daisi_domain::subject::Scope;
@@ -8,15 +9,19 @@ use daisi_proto::edge::v1 as pb;
 use daisi_proto::edge::v1::edge_delivery_client::EdgeDeliveryClient;
 use daisi_proto::limits::EDGE_MAX_DECODING_BYTES;
 use daisi_telemetry::propagation::{inject_grpc, set_request_id_grpc};
+use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
 
 #[derive(Debug)]
 struct Pool {
+    channels: Vec<Channel>,
     clients: Vec<EdgeDeliveryClient<Channel>>,
     next: AtomicUsize,
 }
@@ -40,10 +45,7 @@ impl GrpcEdgeClient {
     }
 
     fn pool(&self, address: &str) -> Result<Arc<Pool>, DeliverError> {
-        let mut pools = self
-            .pools
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut pools = self.pools.lock();
         if let Some(pool) = pools.get(address) {
             return Ok(pool.clone());
         }
@@ -55,13 +57,18 @@ impl GrpcEdgeClient {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
             .http2_adaptive_window(true);
-        let clients = (0..self.channels_per_edge)
-            .map(|_| {
-                EdgeDeliveryClient::new(endpoint.connect_lazy())
+        let channels: Vec<Channel> = (0..self.channels_per_edge)
+            .map(|_| endpoint.connect_lazy())
+            .collect();
+        let clients = channels
+            .iter()
+            .map(|channel| {
+                EdgeDeliveryClient::new(channel.clone())
                     .max_encoding_message_size(EDGE_MAX_DECODING_BYTES)
             })
             .collect();
         let pool = Arc::new(Pool {
+            channels,
             clients,
             next: AtomicUsize::new(0),
         });
@@ -184,10 +191,29 @@ impl EdgeClient for GrpcEdgeClient {
             .collect())
     }
 
+    async fn probe(&self, address: &str, timeout: Duration) -> bool {
+        let Ok(pool) = self.pool(address) else {
+            return false;
+        };
+        // The channel deliveries use next: a frozen edge holds that connection silent.
+        let index = pool.next.load(Ordering::Relaxed) % pool.channels.len();
+        let mut client = HealthClient::new(pool.channels[index].clone());
+        match tokio::time::timeout(timeout, client.check(HealthCheckRequest::default())).await {
+            Ok(Ok(_)) => true,
+            // A status the edge itself returned (unknown service, ...) is an answer; the ones
+            // tonic makes up for a broken transport are not.
+            Ok(Err(status)) => !matches!(
+                status.code(),
+                tonic::Code::Unavailable
+                    | tonic::Code::Unknown
+                    | tonic::Code::Cancelled
+                    | tonic::Code::DeadlineExceeded
+            ),
+            Err(_elapsed) => false,
+        }
+    }
+
     fn forget(&self, address: &str) {
-        self.pools
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(address);
+        self.pools.lock().remove(address);
     }
 }

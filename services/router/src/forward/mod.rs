@@ -2,13 +2,13 @@
 //!
 //! [`EdgeClient`] is one `Deliver` call to one edge ([`grpc`] is the tonic adapter with its
 //! channel pool). Policy lives here, independent of the transport: [`edge`] batches events per
-//! edge in ordered lanes, retries with backoff behind a per-edge [`breaker`], and asks the
-//! coordinator whether an unreachable edge is gone; [`registry`] keeps one [`edge::Edge`] per
-//! pod.
+//! edge in ordered lanes with a bounded backlog, [`health`] is the edge's one state
+//! (healthy, failing since T, unreachable) that decides when its events wait and when they
+//! fail fast, and [`registry`] keeps one [`edge::Edge`] per pod.
 
-pub mod breaker;
 pub mod edge;
 pub mod grpc;
+pub mod health;
 pub mod registry;
 
 use bytes::Bytes;
@@ -16,7 +16,7 @@ use daisi_domain::PodId;
 use daisi_domain::subject::DeliveryTarget;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// An event ready to be delivered, shared by every edge it goes to.
 #[derive(Debug, Clone)]
@@ -102,6 +102,10 @@ pub trait EdgeClient: Send + Sync + 'static {
         &self,
         call: DeliverCall<'_>,
     ) -> impl Future<Output = Result<Vec<EventOutcome>, DeliverError>> + Send;
+
+    /// Whether the edge at `address` answers a health probe within `timeout` (any answer
+    /// counts: a frozen or unreachable edge gives none).
+    fn probe(&self, address: &str, timeout: Duration) -> impl Future<Output = bool> + Send;
 
     /// The edge at `address` is no longer used: release its connections.
     fn forget(&self, address: &str);

@@ -98,7 +98,7 @@ impl<C: EdgeClient, R: RouteResolver> EdgeRegistry<C, R> {
         // Best effort: the label disappears so dashboards do not show departed pods.
         let _ = self
             .metrics
-            .breaker_state
+            .edge_state
             .remove_label_values(&[edge.pod().as_str()]);
     }
 

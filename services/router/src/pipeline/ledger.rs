@@ -14,9 +14,10 @@ use crate::metrics::RouterMetrics;
 use crate::ratelog::RateLimit;
 use crate::source::{Acker, DeadLetter, Delivery, Publisher, TraceHeaders};
 use bytes::Bytes;
+use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
@@ -31,8 +32,11 @@ pub enum Reason {
     MalformedPayload(String),
     /// An edge refused the event (or the whole batch) as malformed.
     Rejected(String),
-    /// A registered edge could not be reached within the unreachable grace.
+    /// A registered edge could not be reached within the unreachable grace (or its backlog
+    /// was full while it did not answer).
     EdgeUnreachable(String),
+    /// A healthy edge's backlog stayed full until the message's last allowed delivery.
+    EdgeBacklogFull(String),
     /// Every target pod is gone (its clients reconnect elsewhere and resynchronise).
     PodGone,
 }
@@ -45,6 +49,7 @@ impl Reason {
             Self::MalformedPayload(_) => "malformed_payload",
             Self::Rejected(_) => "rejected",
             Self::EdgeUnreachable(_) => "edge_unreachable",
+            Self::EdgeBacklogFull(_) => "edge_backlog_full",
             Self::PodGone => "pod_gone",
         }
     }
@@ -55,7 +60,8 @@ impl Reason {
             Self::MalformedSubject(d)
             | Self::MalformedPayload(d)
             | Self::Rejected(d)
-            | Self::EdgeUnreachable(d) => format!("{}: {d}", self.label()),
+            | Self::EdgeUnreachable(d)
+            | Self::EdgeBacklogFull(d) => format!("{}: {d}", self.label()),
             Self::PodGone => self.label().to_owned(),
         }
     }
@@ -74,6 +80,8 @@ pub enum Verdict {
     Delivered,
     /// Nobody listens: acknowledged, nothing to do.
     NoRoute,
+    /// An edge's backlog was full: handed back to the server for a later redelivery.
+    Redeliver,
     /// Acknowledged without reaching every target.
     Undeliverable(Reason),
 }
@@ -91,6 +99,8 @@ pub enum EdgeOutcome {
     Rejected(String),
     /// Not reachable within the grace.
     Unreachable(String),
+    /// The edge's backlog is full (it is slow, not silent): to be redelivered later.
+    Deferred,
 }
 
 impl EdgeOutcome {
@@ -102,6 +112,7 @@ impl EdgeOutcome {
             Self::Gone => "pod_gone",
             Self::Rejected(_) => "rejected",
             Self::Unreachable(_) => "unreachable",
+            Self::Deferred => "deferred",
         }
     }
 }
@@ -109,6 +120,7 @@ impl EdgeOutcome {
 #[derive(Debug, Default)]
 struct Fold {
     accepted: bool,
+    deferred: bool,
     rejected: Option<String>,
     unreachable: Option<String>,
 }
@@ -126,28 +138,25 @@ impl Tracker {
     /// One edge settled the event; the last one sends the verdict.
     pub fn settle(&self, outcome: EdgeOutcome) {
         {
-            let mut fold = self
-                .fold
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut fold = self.fold.lock();
             match outcome {
                 EdgeOutcome::Delivered | EdgeOutcome::Duplicate => fold.accepted = true,
                 EdgeOutcome::Gone => {}
                 EdgeOutcome::Rejected(r) => fold.rejected = Some(r),
                 EdgeOutcome::Unreachable(r) => fold.unreachable = Some(r),
+                EdgeOutcome::Deferred => fold.deferred = true,
             }
         }
         if self.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
         }
-        let fold = std::mem::take(
-            &mut *self
-                .fold
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let fold = std::mem::take(&mut *self.fold.lock());
+        // A refusal is final; an edge that merely had no room gets the message again (the
+        // others drop the repeat by its stream sequence); then what was given up.
         let verdict = if let Some(reason) = fold.rejected {
             Verdict::Undeliverable(Reason::Rejected(reason))
+        } else if fold.deferred {
+            Verdict::Redeliver
         } else if let Some(reason) = fold.unreachable {
             Verdict::Undeliverable(Reason::EdgeUnreachable(reason))
         } else if fold.accepted {
@@ -164,6 +173,8 @@ impl Tracker {
 #[derive(Debug)]
 struct Held {
     acker: Arc<Acker>,
+    /// Delivery attempt of this copy (1 on the first delivery).
+    delivered: u64,
     received: Instant,
     sequence: u64,
     subject: String,
@@ -185,6 +196,14 @@ pub struct Ledger {
 #[derive(Debug)]
 pub struct Verdicts(mpsc::UnboundedReceiver<(u64, Verdict)>);
 
+#[cfg(test)]
+impl Verdicts {
+    /// Verdicts sent so far (tests of the forwarding policy read them without a settler).
+    pub(crate) fn drain(&mut self) -> Vec<(u64, Verdict)> {
+        std::iter::from_fn(|| self.0.try_recv().ok()).collect()
+    }
+}
+
 impl Ledger {
     /// An empty ledger and the verdict channel its settler reads.
     pub fn new(metrics: RouterMetrics) -> (Arc<Self>, Verdicts) {
@@ -199,10 +218,8 @@ impl Ledger {
         (ledger, Verdicts(rx))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Held>> {
-        self.held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<u64, Held>> {
+        self.held.lock()
     }
 
     /// Takes responsibility for a delivery; returns its ledger id.
@@ -210,6 +227,7 @@ impl Ledger {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let held = Held {
             acker: Arc::new(delivery.acker),
+            delivered: delivery.delivered,
             received: Instant::now(),
             sequence: delivery.stream_sequence,
             subject: delivery.subject,
@@ -310,6 +328,14 @@ pub struct SettlerSettings {
     pub hold_limit: Duration,
     /// Where undeliverable messages are republished.
     pub dead_letter_subject: Option<String>,
+    /// The consumer's max deliver: a message on its last delivery is not handed back.
+    pub max_deliver: i64,
+}
+
+/// Delay of a nak for an edge without room, per delivery so far (1 s, 2 s, ... up to 10 s):
+/// long enough for a slow edge to drain, short next to the ack wait.
+fn redeliver_delay(delivered: u64) -> Duration {
+    Duration::from_secs(delivered.clamp(1, 10))
 }
 
 /// Acknowledges settled messages, dead-letters undeliverable ones and keeps long-held ones
@@ -347,13 +373,34 @@ pub async fn run_settler<P: Publisher>(
 
 async fn settle<P: Publisher>(
     held: Held,
-    verdict: Verdict,
+    mut verdict: Verdict,
     publisher: &P,
     settings: &SettlerSettings,
     metrics: &RouterMetrics,
     logs: &RateLimit,
 ) {
+    if verdict == Verdict::Redeliver {
+        let last = i64::try_from(held.delivered).unwrap_or(i64::MAX) >= settings.max_deliver;
+        if !last {
+            metrics.acked.with_label_values(&["redeliver"]).inc();
+            if held
+                .acker
+                .nak(redeliver_delay(held.delivered))
+                .await
+                .is_err()
+            {
+                metrics.ack_errors.inc();
+            }
+            return;
+        }
+        // The server would drop it silently after this delivery: give it up visibly instead.
+        verdict = Verdict::Undeliverable(Reason::EdgeBacklogFull(format!(
+            "an edge had no room for it in {} deliveries",
+            held.delivered
+        )));
+    }
     match &verdict {
+        Verdict::Redeliver => {}
         Verdict::Delivered => metrics.acked.with_label_values(&["delivered"]).inc(),
         Verdict::NoRoute => metrics.acked.with_label_values(&["no_route"]).inc(),
         Verdict::Undeliverable(reason) => {
@@ -396,5 +443,134 @@ async fn settle<P: Publisher>(
     }
     if held.acker.ack().await.is_err() {
         metrics.ack_errors.inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::source::memory::{MemorySettings, MemoryStream};
+    use crate::source::{EventSource, Outgoing};
+
+    const MAX_DELIVER: i64 = 2;
+
+    async fn rig() -> (
+        MemoryStream,
+        crate::source::memory::MemorySource,
+        Arc<Ledger>,
+        CancellationToken,
+    ) {
+        let stream = MemoryStream::new(MemorySettings {
+            ack_wait: Duration::from_secs(30),
+            max_deliver: MAX_DELIVER,
+            ..MemorySettings::default()
+        });
+        let registry = daisi_telemetry::Metrics::new("router").unwrap();
+        let metrics = RouterMetrics::register(&registry).unwrap();
+        let (ledger, verdicts) = Ledger::new(metrics);
+        let stop = CancellationToken::new();
+        tokio::spawn(run_settler(
+            ledger.clone(),
+            verdicts,
+            stream.clone(),
+            SettlerSettings {
+                ack_wait: Duration::from_secs(30),
+                hold_limit: Duration::from_secs(60),
+                dead_letter_subject: Some("dlq".into()),
+                max_deliver: MAX_DELIVER,
+            },
+            stop.clone(),
+        ));
+        stream
+            .publish(Outgoing {
+                subject: "websocket.c1.a1.chats".into(),
+                payload: Bytes::from_static(b"{}"),
+                trace: TraceHeaders::default(),
+            })
+            .await
+            .unwrap();
+        let consumer = stream.consumer();
+        (stream, consumer, ledger, stop)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_edge_without_room_gets_the_message_again_later_and_a_last_delivery_is_given_up_visibly()
+     {
+        let (stream, mut consumer, ledger, stop) = rig().await;
+        // Two targets: one took it, the other had no room.
+        let first = consumer.next().await.unwrap();
+        assert_eq!(first.delivered, 1);
+        let id = ledger.hold(first);
+        let tracker = ledger.tracker(id, 2);
+        tracker.settle(EdgeOutcome::Delivered);
+        tracker.settle(EdgeOutcome::Deferred);
+        // Handed back with a delayed nak: not acknowledged, not dead-lettered, back later.
+        let again = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+            .await
+            .expect("redelivered after the nak's delay")
+            .unwrap();
+        assert_eq!(again.delivered, 2);
+        assert!(stream.dead_letters().is_empty());
+        assert_eq!(stream.len(), 1);
+
+        // The last delivery the consumer allows: given up with a reason, not dropped silently.
+        let id = ledger.hold(again);
+        ledger.tracker(id, 1).settle(EdgeOutcome::Deferred);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let letters = stream.dead_letters();
+        assert_eq!(letters.len(), 1);
+        assert!(
+            letters[0].1.reason.starts_with("edge_backlog_full"),
+            "{}",
+            letters[0].1.reason
+        );
+        assert!(stream.is_empty(), "acknowledged");
+        assert!(ledger.is_empty());
+        stop.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_outweighs_a_deferral_and_a_deferral_outweighs_an_unreachable_edge() {
+        let (_stream, _consumer, ledger, stop) = rig().await;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let tracker = |outcomes: Vec<EdgeOutcome>| {
+            let t = Tracker {
+                id: 7,
+                remaining: AtomicUsize::new(outcomes.len()),
+                fold: Mutex::new(Fold::default()),
+                verdicts: tx.clone(),
+            };
+            for o in outcomes {
+                t.settle(o);
+            }
+        };
+        tracker(vec![
+            EdgeOutcome::Deferred,
+            EdgeOutcome::Rejected("bad".into()),
+        ]);
+        tracker(vec![
+            EdgeOutcome::Unreachable("frozen".into()),
+            EdgeOutcome::Deferred,
+        ]);
+        tracker(vec![
+            EdgeOutcome::Unreachable("frozen".into()),
+            EdgeOutcome::Delivered,
+        ]);
+        tracker(vec![EdgeOutcome::Gone, EdgeOutcome::Delivered]);
+        let verdicts: Vec<Verdict> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(
+            verdicts,
+            [
+                Verdict::Undeliverable(Reason::Rejected("bad".into())),
+                Verdict::Redeliver,
+                Verdict::Undeliverable(Reason::EdgeUnreachable("frozen".into())),
+                Verdict::Delivered,
+            ]
+        );
+        drop(ledger);
+        stop.cancel();
     }
 }

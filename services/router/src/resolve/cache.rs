@@ -21,8 +21,9 @@
 
 use super::{Lookup, Pod, PodStatus, ResolveError, RouteQuery, RouteResolver};
 use daisi_domain::PodId;
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -61,11 +62,8 @@ impl<R: RouteResolver> RouteCache<R> {
         &self.inner
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RouteQuery, Entry>> {
-        // Entries are replaced whole; a poisoned map is still consistent.
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<RouteQuery, Entry>> {
+        self.entries.lock()
     }
 
     /// The pods of each query, from fresh entries or one batched lookup of the others.
@@ -193,7 +191,7 @@ mod tests {
                 return Err(ResolveError::Unavailable("down".into()));
             }
             let n = self.calls.fetch_add(1, Ordering::Relaxed);
-            self.queried.lock().unwrap().push(queries.len());
+            self.queried.lock().push(queries.len());
             let pod = Pod {
                 id: format!("pod{n}").parse().unwrap(),
                 address: Arc::from("http://x"),
@@ -224,14 +222,10 @@ mod tests {
         let first = cache.pods(&[q("a"), q("b"), q("a")]).await.unwrap();
         assert_eq!(first.len(), 3);
         assert_eq!(first[0], first[2]);
-        assert_eq!(
-            *backend.queried.lock().unwrap(),
-            [2],
-            "duplicates asked once"
-        );
+        assert_eq!(*backend.queried.lock(), [2], "duplicates asked once");
         tokio::time::advance(Duration::from_millis(900)).await;
         cache.pods(&[q("a"), q("c")]).await.unwrap();
-        assert_eq!(*backend.queried.lock().unwrap(), [2, 1], "only the miss");
+        assert_eq!(*backend.queried.lock(), [2, 1], "only the miss");
         tokio::time::advance(Duration::from_millis(200)).await;
         let again = cache.pods(&[q("a")]).await.unwrap();
         assert_eq!(again[0][0].id.as_str(), "pod2", "expired entry refetched");

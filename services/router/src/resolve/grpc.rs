@@ -7,8 +7,9 @@ use daisi_proto::coordinator::v1 as pb;
 use daisi_proto::coordinator::v1::pod_service_client::PodServiceClient;
 use daisi_proto::coordinator::v1::route_service_client::RouteServiceClient;
 use daisi_proto::limits::{MAX_LOOKUP_BATCH, MAX_RESOLVE_BATCH};
-use daisi_runtime::failover::FailoverChannel;
+use daisi_runtime::failover::{CallError, FailoverChannel};
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
@@ -16,29 +17,44 @@ use url::Url;
 /// The coordinator as a [`RouteResolver`].
 #[derive(Debug, Clone)]
 pub struct GrpcResolver {
-    routes: RouteServiceClient<FailoverChannel>,
-    pods: PodServiceClient<FailoverChannel>,
+    channel: FailoverChannel,
+    /// Budget of one lookup, retries on the next replica included.
+    timeout: Duration,
 }
 
 impl GrpcResolver {
     /// A resolver for the coordinator replicas at `urls` (one Service URL, or several to fail
     /// over between); connects lazily and reconnects by itself. Every call is bounded by
-    /// `timeout`.
+    /// `timeout`; a replica that does not answer within the per-attempt deadline (half of it
+    /// with several replicas) is left and the lookup sent to the next one.
     pub fn new(urls: &[Url], timeout: Duration) -> Result<Self, String> {
+        let attempt = FailoverChannel::attempt_timeout_for(timeout, urls.len());
         let channel = FailoverChannel::new(urls, |endpoint| {
             endpoint
-                .connect_timeout(timeout)
-                .timeout(timeout)
+                .connect_timeout(attempt)
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(10))
                 .keep_alive_timeout(timeout)
                 .keep_alive_while_idle(true)
         })
-        .map_err(|e| format!("invalid coordinator url: {e}"))?;
-        Ok(Self {
-            routes: RouteServiceClient::new(channel.clone()),
-            pods: PodServiceClient::new(channel),
-        })
+        .map_err(|e| format!("invalid coordinator url: {e}"))?
+        .attempt_timeout(attempt);
+        Ok(Self { channel, timeout })
+    }
+
+    /// One idempotent call within the budget, retried on the next replica when its replica
+    /// did not answer.
+    async fn call<T, Fut>(&self, make: impl FnMut() -> Fut) -> Result<T, ResolveError>
+    where
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        match self.channel.call_idempotent(self.timeout, make).await {
+            Ok(response) => Ok(response.into_inner()),
+            Err(CallError::Status(status)) => Err(error(&status)),
+            Err(CallError::TimedOut(budget)) => Err(ResolveError::Unavailable(format!(
+                "no answer within {budget:?}"
+            ))),
+        }
     }
 }
 
@@ -69,12 +85,12 @@ impl RouteResolver for GrpcResolver {
                 queries: chunk.iter().map(pb::RouteQuery::from).collect(),
             };
             let response = self
-                .routes
-                .clone()
-                .lookup_routes(request)
-                .await
-                .map_err(|s| error(&s))?
-                .into_inner();
+                .call(|| {
+                    let mut client = RouteServiceClient::new(self.channel.clone());
+                    let request = request.clone();
+                    async move { client.lookup_routes(request).await }
+                })
+                .await?;
             if response.results.len() != chunk.len() {
                 return Err(ResolveError::Refused(format!(
                     "{} results for {} queries",
@@ -117,12 +133,12 @@ impl RouteResolver for GrpcResolver {
                 pod_ids: chunk.iter().map(|p| p.as_str().to_owned()).collect(),
             };
             let response = self
-                .pods
-                .clone()
-                .resolve_pods(request)
-                .await
-                .map_err(|s| error(&s))?
-                .into_inner();
+                .call(|| {
+                    let mut client = PodServiceClient::new(self.channel.clone());
+                    let request = request.clone();
+                    async move { client.resolve_pods(request).await }
+                })
+                .await?;
             for info in response.pods {
                 if let Ok(id) = info.pod_id.parse() {
                     statuses.insert(id, PodStatus::Alive(Arc::from(info.delivery_address)));

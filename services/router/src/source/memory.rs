@@ -14,8 +14,9 @@ use super::{
     Publisher, SourceState, TraceHeaders, redelivery_backoff, redelivery_delay,
 };
 use bytes::Bytes;
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
@@ -128,12 +129,7 @@ impl MemoryStream {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves consistent data (every update is a single
-        // assignment), so a poisoned lock is still usable.
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.shared.state.lock()
     }
 
     fn settle(&self, sequence: u64, generation: u64, how: Settle) {

@@ -246,7 +246,7 @@ async fn an_edge_that_dies_holds_its_events_until_its_pod_is_gone() {
     let text = router.metrics().await;
     assert_eq!(metric(&text, "daisi_router_acks_pending"), 10.0);
     assert_eq!(metric(&text, "daisi_router_redelivered_total"), 0.0);
-    assert!(metric(&text, r#"daisi_router_edge_breaker_state{edge="edge-b""#) >= 1.0);
+    assert!(metric(&text, r#"daisi_router_edge_state{edge="edge-b""#) >= 1.0);
 
     coordinator.remove_pod("edge-b");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -354,6 +354,87 @@ async fn trace_context_and_request_id_reach_the_edge() {
         r.call_traceparent.contains(trace_id),
         "call: {}",
         r.call_traceparent
+    );
+    router.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_that_answers_probes_but_never_deliveries_fails_fast_after_the_grace() {
+    let (coordinator, coordinator_server, alive, _alive_server) = one_edge("edge-a").await;
+    let stuck = Edge::new("edge-b");
+    let stuck_server = stuck.serve().await;
+    coordinator.add_pod("edge-b", &stuck_server.url());
+    coordinator.subscribe_chat("edge-b", "c1", "a1", "ch2");
+    let stream = memory();
+    let router = support::start_with(
+        &env(&[
+            ("DAISI_ROUTER_SOURCE", "memory"),
+            ("DAISI_ROUTER_COORDINATOR_URL", &coordinator_server.url()),
+            ("DAISI_ROUTER_DEAD_LETTER_SUBJECT", "dlq.router"),
+            ("DAISI_ROUTER_DELIVER_TIMEOUT", "500ms"),
+            ("DAISI_ROUTER_EDGE_PROBE_TIMEOUT", "200ms"),
+            ("DAISI_ROUTER_EDGE_UNREACHABLE_GRACE", "2s"),
+        ]),
+        stream.consumer(),
+    )
+    .await;
+    // The stuck edge takes every call and answers none within the deadline, yet its server
+    // answers health probes: "slow, not gone" each time, but the failing clock keeps running.
+    stuck.set_delay(Some(Duration::from_secs(60)));
+    let started = tokio::time::Instant::now();
+    for n in 0..5 {
+        stream
+            .publish(outgoing("websocket.c1.a1.messages.ch2", n))
+            .await
+            .unwrap();
+        stream
+            .publish(outgoing("websocket.c1.a1.messages.ch1", n))
+            .await
+            .unwrap();
+    }
+    assert_eq!(alive.wait_distinct(5, Duration::from_secs(5)).await, 5);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the live edge waited for the stuck one: {:?}",
+        started.elapsed()
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while stream.dead_letters().len() < 5 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} dead letters",
+            stream.dead_letters().len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let given_up = started.elapsed();
+    assert!(
+        given_up >= Duration::from_secs(2) && given_up < Duration::from_secs(6),
+        "after the grace, not before and not much later: {given_up:?}"
+    );
+    for (subject, letter) in stream.dead_letters() {
+        assert_eq!(subject, "dlq.router");
+        assert!(
+            letter
+                .reason
+                .starts_with("edge_unreachable: edge edge-b unreachable"),
+            "{}",
+            letter.reason
+        );
+    }
+    assert!(stream.is_empty(), "every message acknowledged");
+    let text = router.metrics().await;
+    assert_eq!(
+        metric(
+            &text,
+            r#"daisi_router_undeliverable_total{reason="edge_unreachable""#
+        ),
+        5.0
+    );
+    assert_eq!(
+        metric(&text, r#"daisi_router_acked_total{verdict="delivered""#),
+        5.0,
+        "the live edge's events"
     );
     router.stop().await;
 }

@@ -2,6 +2,7 @@
 //! delivery through real JetStream to stub edges, faults, and the publish API.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod ack_window;
 mod binary;
 mod delivery;
 mod faults;

@@ -1,0 +1,191 @@
+//! `select_chat` off the socket's loop.
+//!
+//! A selection is a coordinator call (and a Redis script behind it). Made inline, it would stop
+//! the socket from writing events and answering pings for as long as the coordinator takes, up
+//! to its deadline. So the socket loop only records the request here, and a task of its own
+//! makes the call:
+//!
+//! - at most one call per socket is in flight;
+//! - the latest request wins: requests made while a call is in flight replace each other, and
+//!   only the last one is sent once the call ends (counted as `coalesced`);
+//! - asking for the chat already selected, or already asked for, is a no-op (compat.md);
+//! - a failure is reported with one `SubscriptionFailure` error frame, unless a newer request
+//!   is waiting to replace it; a lost session closes the socket with 4402, as before.
+//!
+//! The task exists only while a selection is pending, so an idle socket carries one empty
+//! slot here and no future at all.
+
+use super::handle::SocketHandle;
+use super::outbox::{CloseCause, CloseRequest};
+use crate::coordinator::{Coordinator, CoordinatorError};
+use crate::registry::chat_route;
+use crate::state::Edge;
+use daisi_domain::protocol::ServerMessage;
+use daisi_domain::{ChatId, ErrorBody};
+use parking_lot::Mutex;
+use std::sync::Arc;
+
+/// A socket's selection slot: empty unless a selection task runs for it.
+#[derive(Debug, Default)]
+pub struct Selection {
+    pending: Mutex<Option<Box<Pending>>>,
+}
+
+/// What the running task works on.
+#[derive(Debug)]
+struct Pending {
+    /// The chat most recently asked for (in flight or waiting); asking again is a no-op.
+    latest: ChatId,
+    /// Asked for while a call was in flight; sent once that call ends.
+    next: Option<ChatId>,
+}
+
+/// How one coordinator call ended.
+enum Outcome {
+    /// Selected.
+    Done,
+    /// The coordinator failed; the client hears of it unless a newer request replaces it.
+    Failed,
+    /// The session is gone, the socket closed or the edge stopped: nothing more is sent.
+    Stop,
+}
+
+/// Records the socket's request for `chat` and makes sure a task sends it. Never waits.
+pub fn request(edge: &Edge, socket: &Arc<SocketHandle>, chat: ChatId) {
+    let mut pending = socket.selection.pending.lock();
+    match pending.as_mut() {
+        Some(running) => {
+            if running.latest == chat {
+                return;
+            }
+            if running.next.replace(chat.clone()).is_some() {
+                count(edge, "coalesced");
+            }
+            running.latest = chat;
+        }
+        None => {
+            if socket.outbox.is_closing() || socket.selected_chat().as_ref() == Some(&chat) {
+                return;
+            }
+            *pending = Some(Box::new(Pending {
+                latest: chat.clone(),
+                next: None,
+            }));
+            drop(pending);
+            // Tracked with the socket tasks, so the drain waits for it like for its socket.
+            edge.socket_tasks
+                .spawn(run(edge.clone(), Arc::clone(socket), chat));
+        }
+    }
+}
+
+/// Sends `chat`, then whatever was asked for meanwhile, until nothing waits. The slot is
+/// emptied under its lock in the same step that finds nothing waiting, so a request made
+/// after that starts a new task and one made before it is picked up by this one.
+async fn run(edge: Edge, socket: Arc<SocketHandle>, mut chat: ChatId) {
+    let _pending = PendingGauge::enter(&edge);
+    loop {
+        let outcome = tokio::select! {
+            outcome = select(&edge, &socket, chat) => outcome,
+            // The drain is over: do not hold the edge's exit for a selection.
+            () = edge.sockets_stop.cancelled() => Outcome::Stop,
+        };
+        let mut pending = socket.selection.pending.lock();
+        let next = match outcome {
+            Outcome::Stop => None,
+            Outcome::Done | Outcome::Failed => pending.as_mut().and_then(|p| p.next.take()),
+        };
+        if next.is_none() && matches!(outcome, Outcome::Failed) {
+            // Pushed under the slot's lock: a retry the client sends once it reads this
+            // finds the slot empty and is not mistaken for a repeat.
+            let frame = ServerMessage::Error(ErrorBody::subscription_failure()).to_json();
+            socket.outbox.push(frame.into());
+        }
+        match next {
+            // Back to the chat already selected (e.g. B, then A, then B again): nothing to do.
+            Some(next) if socket.selected_chat().as_ref() != Some(&next) => chat = next,
+            _ => {
+                *pending = None;
+                return;
+            }
+        }
+    }
+}
+
+/// One coordinator call and its consequences.
+async fn select(edge: &Edge, socket: &Arc<SocketHandle>, chat: ChatId) -> Outcome {
+    let Some((company, agent)) = socket.user_agent() else {
+        return Outcome::Stop;
+    };
+    if socket.outbox.is_closing() {
+        count(edge, "abandoned");
+        return Outcome::Stop;
+    }
+    // Routes registered by the call are counted before the gate is released (see
+    // `registry::routes`).
+    let gate = edge.registry.routes.gate().await;
+    let result = edge
+        .coordinator
+        .select_chat(&edge.pod.pod, &socket.held(), &chat)
+        .await;
+    match result {
+        Ok(true) => {
+            let route = chat_route(company, agent, &chat);
+            if edge.registry.select_chat(socket, chat) {
+                count(edge, "selected");
+            } else {
+                // The socket left the index while the call was in flight: count the route in
+                // and out again, so it is unregistered like any other unused route.
+                edge.registry.routes.retain(route.clone());
+                edge.registry.routes.release(&route);
+                count(edge, "abandoned");
+                return Outcome::Stop;
+            }
+            drop(gate);
+            Outcome::Done
+        }
+        Ok(false) => {
+            drop(gate);
+            count(edge, "session_lost");
+            socket.mark_session_lost();
+            socket
+                .outbox
+                .close(CloseRequest::session_conflict(CloseCause::SessionLost));
+            Outcome::Stop
+        }
+        Err(error) => {
+            drop(gate);
+            count(edge, "failed");
+            tracing::warn!(%error, "select_chat failed");
+            if matches!(error, CoordinatorError::UnknownPod) {
+                edge.heartbeat_now.notify_one();
+            }
+            Outcome::Failed
+        }
+    }
+}
+
+/// Counts a running selection task in `edge_chat_selections_pending`, and uncounts it however
+/// the task ends (cancellation at runtime shutdown included).
+struct PendingGauge(prometheus::IntGauge);
+
+impl PendingGauge {
+    fn enter(edge: &Edge) -> Self {
+        let gauge = edge.metrics.chat_selections_pending.clone();
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for PendingGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+fn count(edge: &Edge, outcome: &str) {
+    edge.metrics
+        .chat_selections
+        .with_label_values(&[outcome])
+        .inc();
+}

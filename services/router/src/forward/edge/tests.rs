@@ -1,0 +1,249 @@
+//! The forwarding policy of one edge with a paused clock: the backlog cap (the edge's share
+//! of the ack window), what happens beyond it, detection of a silent edge by deadline, the
+//! fail-fast after the grace, and recovery. The transport is a scripted [`EdgeClient`] (an
+//! edge that answers, or one that never does), the coordinator a resolver that lists the pod.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use crate::pipeline::ledger::{Ledger, Reason, Verdict, Verdicts};
+use crate::resolve::{Lookup, RouteQuery};
+use daisi_domain::subject::{DeliveryTarget, Scope};
+use std::collections::HashMap;
+
+const CAP: usize = 10;
+const PROBE: Duration = Duration::from_millis(500);
+const GRACE: Duration = Duration::from_secs(5);
+
+/// An edge that answers every call at once, or (silent) never answers anything.
+#[derive(Default)]
+struct Scripted {
+    silent: AtomicBool,
+    delivered: AtomicUsize,
+}
+
+impl EdgeClient for Scripted {
+    async fn deliver(&self, call: DeliverCall<'_>) -> Result<Vec<EventOutcome>, DeliverError> {
+        if self.silent.load(Ordering::Acquire) {
+            std::future::pending::<()>().await;
+        }
+        self.delivered
+            .fetch_add(call.events.len(), Ordering::AcqRel);
+        Ok(call
+            .events
+            .iter()
+            .map(|_| EventOutcome::Delivered(1))
+            .collect())
+    }
+
+    async fn probe(&self, _address: &str, timeout: Duration) -> bool {
+        if self.silent.load(Ordering::Acquire) {
+            tokio::time::sleep(timeout).await;
+            return false;
+        }
+        true
+    }
+
+    fn forget(&self, _address: &str) {}
+}
+
+/// The coordinator still lists the pod (its lease has not run out).
+struct Listed;
+
+impl RouteResolver for Listed {
+    async fn lookup(&self, queries: &[RouteQuery]) -> Result<Lookup, crate::resolve::ResolveError> {
+        Ok(Lookup {
+            results: queries.iter().map(|_| Vec::new()).collect(),
+        })
+    }
+
+    async fn resolve_pods(
+        &self,
+        pods: &[PodId],
+    ) -> Result<HashMap<PodId, PodStatus>, crate::resolve::ResolveError> {
+        Ok(pods
+            .iter()
+            .map(|p| (p.clone(), PodStatus::Alive(Arc::from("http://edge"))))
+            .collect())
+    }
+}
+
+struct Rig {
+    edge: Edge<Scripted, Listed>,
+    client: Arc<Scripted>,
+    ledger: Arc<Ledger>,
+    verdicts: Verdicts,
+    next: u64,
+}
+
+impl Rig {
+    fn new() -> Self {
+        let registry = daisi_telemetry::Metrics::new("router").unwrap();
+        let metrics = RouterMetrics::register(&registry).unwrap();
+        let (ledger, verdicts) = Ledger::new(metrics.clone());
+        let client = Arc::new(Scripted::default());
+        let edge = Edge::spawn(
+            "edge-1".parse().unwrap(),
+            Arc::from("http://edge"),
+            EdgeSettings {
+                batch_max_events: 4,
+                batch_delay: Duration::from_millis(1),
+                lanes: 2,
+                unreachable_grace: GRACE,
+                max_pending: CAP,
+                probe_timeout: PROBE,
+                router_id: Arc::from("router-test"),
+            },
+            client.clone(),
+            Arc::new(RouteCache::new(
+                Listed,
+                Duration::from_secs(1),
+                Duration::ZERO,
+            )),
+            metrics,
+            Arc::new(RateLimit::new(Duration::from_secs(30))),
+            CancellationToken::new(),
+        );
+        Self {
+            edge,
+            client,
+            ledger,
+            verdicts,
+            next: 0,
+        }
+    }
+
+    /// Sends `n` events (each its own message) for the edge.
+    fn send(&mut self, n: usize) {
+        for _ in 0..n {
+            self.next += 1;
+            let event = Arc::new(OutEvent {
+                stream_sequence: self.next,
+                subject: "websocket.c1.a1.chats".into(),
+                target: DeliveryTarget {
+                    company: "c1".parse().unwrap(),
+                    agent: "a1".parse().unwrap(),
+                    scope: Scope::Agent,
+                },
+                event_type: "chat".into(),
+                payload: bytes::Bytes::from_static(b"{}"),
+                request_id: None,
+                traceparent: None,
+                tracestate: None,
+                published_at: None,
+            });
+            let tracker = self.ledger.tracker(self.next, 1);
+            self.edge.send(self.next, Obligation { event, tracker });
+        }
+    }
+
+    /// Lets the lanes and the prober run for `d` of (paused, auto-advancing) time.
+    async fn run_for(&self, d: Duration) {
+        tokio::time::sleep(d).await;
+    }
+
+    fn verdicts(&mut self) -> Vec<Verdict> {
+        self.verdicts.drain().into_iter().map(|(_, v)| v).collect()
+    }
+}
+
+fn count(verdicts: &[Verdict], want: impl Fn(&Verdict) -> bool) -> usize {
+    verdicts.iter().filter(|v| want(v)).count()
+}
+
+fn unreachable(v: &Verdict) -> bool {
+    matches!(v, Verdict::Undeliverable(Reason::EdgeUnreachable(_)))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_healthy_edge_gets_everything_and_its_backlog_empties() {
+    let mut rig = Rig::new();
+    rig.send(CAP);
+    rig.run_for(Duration::from_millis(50)).await;
+    let verdicts = rig.verdicts();
+    assert_eq!(count(&verdicts, |v| *v == Verdict::Delivered), CAP);
+    assert_eq!(rig.edge.pending(), 0);
+    assert_eq!(rig.client.delivered.load(Ordering::Acquire), CAP);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_backlog_is_capped_and_a_silent_edge_fails_fast_after_the_grace() {
+    let mut rig = Rig::new();
+    rig.client.silent.store(true, Ordering::Release);
+    let frozen_at = Instant::now();
+
+    // The cap holds; beyond it a (so far) healthy edge's events are handed back for later.
+    rig.send(CAP + 3);
+    assert_eq!(rig.edge.pending(), CAP, "the edge's share of the window");
+    rig.run_for(Duration::from_millis(10)).await;
+    let verdicts = rig.verdicts();
+    assert_eq!(count(&verdicts, |v| *v == Verdict::Redeliver), 3);
+    assert_eq!(verdicts.len(), 3, "the capped ones wait");
+
+    // Detected by deadline: the calls run past the probe timeout, the probe gets no answer.
+    rig.run_for(PROBE * 2 + Duration::from_millis(10)).await;
+    assert!(
+        matches!(rig.edge.health(), HealthState::Failing { .. }),
+        "{:?}",
+        rig.edge.health()
+    );
+    // Beyond the cap while failing: given up at once, never queued.
+    rig.send(2);
+    assert_eq!(rig.edge.pending(), CAP);
+    let verdicts = rig.verdicts();
+    assert_eq!(count(&verdicts, unreachable), 2);
+
+    // The grace ends: every held event settles at once, new ones never wait.
+    let until = frozen_at + GRACE;
+    tokio::time::sleep_until(until + Duration::from_millis(10)).await;
+    assert!(rig.edge.health().fails_fast());
+    let verdicts = rig.verdicts();
+    assert_eq!(count(&verdicts, unreachable), CAP, "{verdicts:?}");
+    assert_eq!(rig.edge.pending(), 0, "the window share is free again");
+    rig.send(5);
+    let verdicts = rig.verdicts();
+    assert_eq!(count(&verdicts, unreachable), 5, "new events fail fast");
+    assert_eq!(rig.edge.pending(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_edge_that_answers_again_gets_its_parked_events() {
+    let mut rig = Rig::new();
+    rig.client.silent.store(true, Ordering::Release);
+    rig.send(6);
+    rig.run_for(PROBE * 2 + Duration::from_millis(10)).await;
+    assert!(matches!(rig.edge.health(), HealthState::Failing { .. }));
+    assert!(rig.verdicts().is_empty(), "parked, not given up");
+
+    // Thawed before the grace: the prober's next probe is answered and the lanes resend.
+    rig.client.silent.store(false, Ordering::Release);
+    rig.run_for(Duration::from_secs(3)).await;
+    assert_eq!(rig.edge.health(), HealthState::Healthy);
+    let verdicts = rig.verdicts();
+    assert_eq!(
+        count(&verdicts, |v| *v == Verdict::Delivered),
+        6,
+        "{verdicts:?}"
+    );
+    assert_eq!(rig.edge.pending(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_edge_recovers_when_a_probe_is_answered() {
+    let mut rig = Rig::new();
+    rig.client.silent.store(true, Ordering::Release);
+    rig.send(3);
+    rig.run_for(GRACE + PROBE * 2).await;
+    assert!(rig.edge.health().fails_fast());
+    assert_eq!(count(&rig.verdicts(), unreachable), 3);
+
+    rig.client.silent.store(false, Ordering::Release);
+    rig.run_for(Duration::from_secs(3)).await;
+    assert_eq!(rig.edge.health(), HealthState::Healthy);
+    rig.send(4);
+    rig.run_for(Duration::from_millis(50)).await;
+    assert_eq!(
+        count(&rig.verdicts(), |v| *v == Verdict::Delivered),
+        4,
+        "new events reach the thawed edge"
+    );
+}
