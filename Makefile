@@ -6,17 +6,21 @@
 CARGO ?= cargo
 NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 DOCKER := $(shell docker info >/dev/null 2>&1 && echo yes)
-# The full-stack suite runs on Docker when an engine answers (processes otherwise). Machines
-# without a registry use the Redis/NATS images `make images` builds; set DAISI_IT_REDIS_IMAGE /
-# DAISI_IT_NATS_IMAGE to redis:7 / nats:2.10 where the official images can be pulled.
+# Tag of the images the test suite builds and runs (debug binaries through deploy/Dockerfile).
+# Engineers sharing one Docker engine each use their own: `make test IMAGE_TAG=mine`.
+IMAGE_TAG ?= dev
+# The full-stack suite runs on Docker when an engine answers (processes otherwise), on images
+# built from this machine (no registry needed): the services through deploy/Dockerfile, Redis
+# and NATS from the host's binaries. Set DAISI_IT_REDIS_IMAGE / DAISI_IT_NATS_IMAGE to
+# redis:7 / nats:2.10 where the official images can be pulled.
 ifeq ($(DOCKER),yes)
-IT_ENV := DAISI_IT_LAUNCHER=docker DAISI_IT_REDIS_IMAGE=$${DAISI_IT_REDIS_IMAGE:-daisi/redis:dev} DAISI_IT_NATS_IMAGE=$${DAISI_IT_NATS_IMAGE:-daisi/nats:dev}
+IT_ENV := DAISI_IT_LAUNCHER=docker DAISI_IT_IMAGE_TAG=$(IMAGE_TAG) DAISI_IT_REDIS_IMAGE=$${DAISI_IT_REDIS_IMAGE:-daisi/redis:$(IMAGE_TAG)} DAISI_IT_NATS_IMAGE=$${DAISI_IT_NATS_IMAGE:-daisi/nats:$(IMAGE_TAG)}
 else
 IT_ENV := DAISI_IT_LAUNCHER=process
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help build run run-local test lint chart fmt fmt-check clippy doc proto generate images clean fuzz \
+.PHONY: help setup build run run-local test lint chart fmt fmt-check clippy doc proto generate images test-images clean fuzz \
         benchmark benchmark-auth benchmark-conn benchmark-msg benchmark-integration \
         benchmark-edge benchmark-router benchmark-load \
         benchmark-compare benchmark-baseline benchmark-clean
@@ -33,10 +37,13 @@ run: ## start the whole system in one process with in-memory backends (`daisi de
 run-local: ## the stack as separate processes on a local redis-server and nats-server
 	./deploy/dev/run-local.sh
 
-test: fmt-check clippy chart ## the full gate: fmt, clippy, every test (full stack on Docker and as processes), docs
+setup: ## install what the tests need (Debian and PyPI packages), or name the one command that does
+	./deploy/dev/setup.sh
+
+test: setup fmt-check clippy chart ## the full gate: set-up, fmt, clippy, chart, every test (full stack on Docker and as processes), docs
 	$(CARGO) build --workspace --bins
 ifeq ($(DOCKER),yes)
-	./deploy/images/build.sh --skip-cargo
+	./deploy/images/build.sh --tag $(IMAGE_TAG) --prebuilt debug --skip-cargo
 endif
 ifeq ($(NEXTEST),yes)
 	$(IT_ENV) $(CARGO) nextest run --workspace --no-fail-fast
@@ -50,7 +57,7 @@ endif
 
 lint: fmt-check clippy chart ## formatting, clippy (warnings are errors), the Helm chart
 
-chart: ## lint and render the Helm chart (helm, or `pip install helm-python-sdk pyyaml`)
+chart: ## lint, render and validate the Helm chart against the Kubernetes schemas (fails when it cannot)
 	python3 helm/daisi/ci/check_chart.py
 
 fmt: ## format the code
@@ -71,8 +78,11 @@ proto: ## regenerate gRPC code from proto/ (pure Rust: protox, no protoc needed)
 
 generate: proto ## every generated artefact
 
-images: ## container images of the services, Redis and NATS, built from this machine (no registry)
+images: ## release images daisi/<service>:<version> through deploy/Dockerfile, plus Redis and NATS, with no registry
 	./deploy/images/build.sh
+
+test-images: ## the test suite's images (debug binaries through deploy/Dockerfile), tagged IMAGE_TAG
+	./deploy/images/build.sh --tag $(IMAGE_TAG) --prebuilt debug
 
 # Fuzzing (fuzz/, not a workspace member): cargo-fuzz drives libFuzzer with nightly compiler
 # flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them. Each target runs for

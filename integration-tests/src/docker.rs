@@ -142,7 +142,7 @@ impl DockerBackend {
             _ => request,
         };
         let container = request.start().await.with_context(|| {
-            format!("starting {component} from image {repo}:{tag} (built by `make images`?)")
+            format!("starting {component} from image {repo}:{tag} (built by `make test-images IMAGE_TAG=<tag>`?)")
         })?;
         self.containers.insert(component, container);
         self.read_ports(component).await

@@ -10,7 +10,7 @@
 //! |---|---|
 //! | `DAISI_IT_REDIS_IMAGE` | `redis:7` |
 //! | `DAISI_IT_NATS_IMAGE` | `nats:2.10` |
-//! | `DAISI_IT_IMAGE_PREFIX` / `DAISI_IT_IMAGE_TAG` | `daisi` / `dev` (`make images`) |
+//! | `DAISI_IT_IMAGE_PREFIX` / `DAISI_IT_IMAGE_TAG` | `daisi` / `dev` (`make test-images`: deploy/Dockerfile from the debug binaries) |
 //!
 //! [`StackOptions`] sets the shape (the isolation scenarios run three edges) and router
 //! settings that differ from the defaults.
@@ -23,6 +23,7 @@
 mod backend;
 mod client;
 mod docker;
+pub mod observability;
 mod process;
 mod secrets;
 mod stack;

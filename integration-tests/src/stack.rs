@@ -214,6 +214,17 @@ impl Stack {
         self.backend.host_addr(Component::Router(i), Port::Http)
     }
 
+    /// The `/metrics` page of a daisi service (edge, coordinator or router).
+    pub async fn metrics(&self, component: Component) -> anyhow::Result<String> {
+        let addr = self.backend.host_addr(component, Port::Http)?;
+        let response = daisi_testkit::http_client()
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .with_context(|| format!("{component} /metrics"))?;
+        Ok(response.text().await?)
+    }
+
     /// Messages router `i` has taken from the stream so far (its Prometheus counter).
     pub async fn router_consumed(&self, i: u8) -> anyhow::Result<u64> {
         Ok(self.router_metric(i, "daisi_router_consumed_total").await? as u64)

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Checks the daisi Helm chart without a cluster.
+"""Checks the daisi Helm chart without a cluster. It fails, never skips: a machine without
+Helm's engine or the Kubernetes schemas fails the check and says what to install
+(`make test` installs both through deploy/dev/setup.sh).
 
-Always (needs only PyYAML):
+Static checks (PyYAML):
   * Chart.yaml and values.yaml parse; Chart.yaml is apiVersion v2 with name/version/appVersion;
   * every expected template file exists;
   * in every template, `{{` and `}}` balance, and block openers (if/range/with/define/block)
@@ -10,16 +12,22 @@ Always (needs only PyYAML):
   * a few values invariants (coordinator and router run >= 2 replicas, probes and
     securityContext are set, secrets are empty by default).
 
-When a Helm engine is available, also (otherwise says SKIPPED and still exits 0):
-  * `helm lint --strict` with each ci/*-values.yaml;
-  * a render with each ci/*-values.yaml, every document parsed as YAML, and the invariants the
-    chart promises checked on the output (enableServiceLinks false, /health and /ready probes,
-    terminationGracePeriodSeconds above the shutdown grace, the edge's downward-API env, ...);
-  * renders that must fail do (no secrets, a chart-owned key in `config`, a short grace period).
-The engine is the `helm` binary when on PATH, else the `helm_python` module
-(`pip install helm-python-sdk pyyaml`, which embeds Helm's Go library).
+With Helm's engine (the `helm` binary when on PATH, else the `helm_python` module of
+`pip install helm-python-sdk`, which embeds Helm's Go library):
+  * `helm lint --strict` with each ci/*-values.yaml (values.schema.json included);
+  * a render with each ci/*-values.yaml (the default install and a production-like one with
+    every feature on), every document parsed as YAML, and the invariants the chart promises
+    checked on the output (enableServiceLinks false, startup/liveness/readiness probes,
+    terminationGracePeriodSeconds above the shutdown grace, the edge's downward-API env, the
+    partitioned routers' StatefulSet, HPAs, ...);
+  * every rendered manifest validated against the Kubernetes OpenAPI schemas of
+    KUBERNETES_VERSIONS, strictly (unknown fields are errors), with `kubernetes-validate`;
+    the Prometheus operator's kinds, which those schemas lack, get a structural check and the
+    PrometheusRule's groups go through `promtool check rules`;
+  * renders that must fail do (no secrets, a chart-owned key in `config`, a short grace period,
+    values the schema rejects, an autoscaled partitioned router, an Ingress without hosts).
 
-It does NOT check the output against the Kubernetes API schema, nor run anything in a cluster.
+It does not run anything in a cluster.
 
 Usage: python3 helm/daisi/ci/check_chart.py
 """
@@ -40,11 +48,18 @@ except ImportError:
 
 CHART = Path(__file__).resolve().parent.parent
 TEMPLATES = [
-    "_helpers.tpl", "NOTES.txt", "secret.yaml", "pdb.yaml",
+    "_helpers.tpl", "_router.tpl", "NOTES.txt", "secret.yaml", "pdb.yaml",
     "edge-deployment.yaml", "edge-service.yaml", "edge-mint-service.yaml",
     "coordinator-deployment.yaml", "coordinator-service.yaml",
     "router-deployment.yaml", "router-service.yaml",
+    "hpa.yaml", "ingress.yaml", "servicemonitor.yaml", "prometheusrule.yaml",
+    "tests/ready.yaml",
 ]
+# Kubernetes versions whose schemas every manifest must satisfy: the oldest the chart's
+# features need (the native preStop sleep is 1.30) and the newest kubernetes-validate knows.
+KUBERNETES_VERSIONS = ["1.30.0", "latest"]
+# Kinds of the Prometheus operator (CRDs), absent from the Kubernetes schemas.
+OPERATOR_KINDS = {"ServiceMonitor", "PrometheusRule"}
 COMPONENTS = ["edge", "coordinator", "router"]
 OPENERS = re.compile(r"\{\{-?\s*(if|range|with|define|block)\b")
 ENDS = re.compile(r"\{\{-?\s*end\s*-?\}\}")
@@ -162,14 +177,17 @@ def env_of(container: dict) -> dict[str, dict]:
 def output_checks(label: str, docs: list[dict], values: dict) -> None:
     kinds = [(d["kind"], d["metadata"]["name"]) for d in docs]
     check(len(kinds) == len(set(kinds)), f"{label}: duplicate objects {kinds}")
-    deployments = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d
-                   for d in docs if d["kind"] == "Deployment"}
-    check(sorted(deployments) == sorted(COMPONENTS), f"{label}: deployments {sorted(deployments)}")
-    for component, d in deployments.items():
+    workloads = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d
+                 for d in docs if d["kind"] in ("Deployment", "StatefulSet")}
+    check(sorted(workloads) == sorted(COMPONENTS), f"{label}: workloads {sorted(workloads)}")
+    hpas = {d["spec"]["scaleTargetRef"]["name"]: d
+            for d in docs if d["kind"] == "HorizontalPodAutoscaler"}
+    for component, d in workloads.items():
         pod = d["spec"]["template"]["spec"]
         (container,) = pod["containers"]
         where = f"{label}: {component}"
         check(pod.get("enableServiceLinks") is False, f"{where}: enableServiceLinks must be false")
+        check(container["startupProbe"]["httpGet"]["path"] == "/health", f"{where}: startup")
         check(container["livenessProbe"]["httpGet"]["path"] == "/health", f"{where}: liveness")
         check(container["readinessProbe"]["httpGet"]["path"] == "/ready", f"{where}: readiness")
         ports = {p["name"] for p in container["ports"]}
@@ -180,9 +198,30 @@ def output_checks(label: str, docs: list[dict], values: dict) -> None:
         check(pod["terminationGracePeriodSeconds"] > int(grace.rstrip("s")),
               f"{where}: terminationGracePeriodSeconds must exceed {grace}")
         for name in env:
-            check(name.startswith(("DAISI_", "RUST_LOG", "OTEL_", "POD_IP")),
+            check(name.startswith(("DAISI_", "RUST_LOG", "OTEL_", "POD_IP", "SSL_CERT_")),
                   f"{where}: unexpected variable {name}")
-    edge_env = env_of(deployments["edge"]["spec"]["template"]["spec"]["containers"][0])
+        # Every mount names a volume of the pod.
+        volumes = {v["name"] for v in pod.get("volumes", [])}
+        for mount in container.get("volumeMounts", []):
+            check(mount["name"] in volumes, f"{where}: mount {mount['name']} has no volume")
+        # An autoscaled workload leaves its replica count to the HPA.
+        name = d["metadata"]["name"]
+        if name in hpas:
+            check("replicas" not in d["spec"], f"{where}: fixed replicas fight the HPA")
+            check(hpas[name]["spec"]["scaleTargetRef"]["kind"] == d["kind"],
+                  f"{where}: HPA targets the wrong kind")
+    router = workloads["router"]
+    router_env = env_of(router["spec"]["template"]["spec"]["containers"][0])
+    if router["kind"] == "StatefulSet":
+        # Partitioned: one replica per partition, each reading its ordinal from its pod name.
+        count = router["spec"]["replicas"]
+        check(router_env["DAISI_ROUTER_PARTITIONS"]["value"] == str(count),
+              f"{label}: DAISI_ROUTER_PARTITIONS must equal the StatefulSet's replicas")
+        check(router_env["DAISI_ROUTER_PARTITION"]["valueFrom"]["fieldRef"]["fieldPath"]
+              == "metadata.name", f"{label}: the partition must come from the pod name")
+    else:
+        check("DAISI_ROUTER_PARTITION" not in router_env, f"{label}: stray partition setting")
+    edge_env = env_of(workloads["edge"]["spec"]["template"]["spec"]["containers"][0])
     check(edge_env["DAISI_EDGE_POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name",
           f"{label}: edge pod id must come from metadata.name")
     check(edge_env["DAISI_EDGE_ADVERTISE_URL"]["value"].startswith(("http://$(POD_IP):",
@@ -192,7 +231,7 @@ def output_checks(label: str, docs: list[dict], values: dict) -> None:
     check(any(s["spec"].get("clusterIP") == "None" for s in services.values()),
           f"{label}: no headless Service for the edge gRPC port")
     # Token minting: its own port and a cluster-internal Service, never the public one.
-    edge_container = deployments["edge"]["spec"]["template"]["spec"]["containers"][0]
+    edge_container = workloads["edge"]["spec"]["template"]["spec"]["containers"][0]
     edge_ports = {p["name"]: p["containerPort"] for p in edge_container["ports"]}
     check("mint" in edge_ports, f"{label}: the edge has no mint port")
     check(edge_env["DAISI_EDGE_MINT_ADDR"]["value"].endswith(f":{edge_ports.get('mint')}"),
@@ -212,6 +251,60 @@ def output_checks(label: str, docs: list[dict], values: dict) -> None:
         if not name.endswith("-edge-mint"):
             check(all(p["targetPort"] != "mint" for p in s["spec"]["ports"]),
                   f"{label}: {name} exposes the mint port")
+    for ingress in (d for d in docs if d["kind"] == "Ingress"):
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                backend = path["backend"]["service"]["name"]
+                check(backend in services, f"{label}: Ingress backend {backend} is no Service")
+    tests = [d for d in docs
+             if d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]
+    check(len(tests) == 1, f"{label}: expected one `helm test` pod, found {len(tests)}")
+
+
+def validate_kubernetes(label: str, docs: list[dict]) -> None:
+    """Every manifest against the Kubernetes schemas (strict), operator kinds structurally."""
+    import kubernetes_validate  # type: ignore[import-not-found]
+
+    for doc in docs:
+        name = f"{label}: {doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+        if doc.get("kind") in OPERATOR_KINDS:
+            check(doc.get("apiVersion") == "monitoring.coreos.com/v1", f"{name}: apiVersion")
+            continue
+        for version in KUBERNETES_VERSIONS:
+            target = kubernetes_validate.latest_version() if version == "latest" else version
+            try:
+                kubernetes_validate.validate(doc, target, strict=True)
+            except kubernetes_validate.ValidationError as err:
+                path = "/".join(str(p) for p in err.path)
+                check(False, f"{name} is invalid for Kubernetes {target} at {path}: {err.message}")
+            except Exception as err:  # schema missing for a kind: a failure, not a pass
+                check(False, f"{name}: cannot validate for Kubernetes {target}: {err}")
+    monitors = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    for monitor in monitors:
+        endpoints = monitor["spec"]["endpoints"]
+        check(bool(endpoints) and all(e["port"] == "http" and e["path"] == "/metrics"
+                                      for e in endpoints), f"{label}: ServiceMonitor endpoints")
+        wanted = monitor["spec"]["selector"]["matchLabels"]
+        scraped = [d for d in docs if d["kind"] == "Service"
+                   and all(d["metadata"]["labels"].get(k) == v for k, v in wanted.items())
+                   and any(p["name"] == "http" for p in d["spec"]["ports"])]
+        check(len(scraped) == 3, f"{label}: ServiceMonitor selects {len(scraped)} Services, not 3")
+    for rule in (d for d in docs if d["kind"] == "PrometheusRule"):
+        promtool_check(label, rule["spec"])
+
+
+def promtool_check(label: str, spec: dict) -> None:
+    """The rendered rule groups through `promtool check rules`."""
+    promtool = shutil.which("promtool")
+    if not promtool:
+        check(False, "promtool not found (Debian package `prometheus`; make test installs it)")
+        return
+    with tempfile.NamedTemporaryFile("w", suffix=".yml") as f:
+        yaml.safe_dump({"groups": spec["groups"]}, f)
+        f.flush()
+        out = subprocess.run([promtool, "check", "rules", f.name], capture_output=True, text=True)
+    check(out.returncode == 0, f"{label}: PrometheusRule fails promtool: {out.stdout}{out.stderr}")
+    check(len(spec["groups"]) >= 5, f"{label}: PrometheusRule has {len(spec['groups'])} groups")
 
 
 def must_fail(engine: Engine, label: str, values: dict, expected: str) -> None:
@@ -229,9 +322,12 @@ def render_checks(engine: Engine, values: dict) -> int:
         for problem in engine.lint(overrides):
             check(False, f"lint with {case.name}: {problem}")
         try:
-            output_checks(case.name, documents(engine.render(overrides)), values)
+            docs = documents(engine.render(overrides))
         except RuntimeError as err:
             check(False, f"render with {case.name} failed: {err}")
+            continue
+        output_checks(case.name, docs, values)
+        validate_kubernetes(case.name, docs)
     base = yaml.safe_load((CHART / "ci" / "default-values.yaml").read_text())
     must_fail(engine, "no secrets", {}, "secrets.tokenAesKey is required")
     bad_key = {"secrets": {**base["secrets"], "tokenAesKey": "abc"}}
@@ -247,17 +343,41 @@ def render_checks(engine: Engine, values: dict) -> int:
     must_fail(engine, "minting key = socket key", reused, "must differ")
     owned_mint = {**base, "edge": {"config": {"MINT_API_KEY": "x"}}}
     must_fail(engine, "minting key in config", owned_mint, "DAISI_EDGE_MINT_API_KEY is set by the chart")
+    # values.schema.json: wrong types, unknown keys, values outside their set.
+    must_fail(engine, "replicas as text", {**base, "edge": {"replicas": "two"}}, "/edge/replicas")
+    must_fail(engine, "misspelt key", {**base, "router": {"replica": 3}}, "replica")
+    must_fail(engine, "unknown log format", {**base, "telemetry": {"logFormat": "xml"}},
+              "logFormat")
+    must_fail(engine, "port out of range", {**base, "edge": {"ports": {"http": 70000}}}, "http")
+    owned_partition = {**base, "router": {"partitions": 2, "config": {"PARTITION": "1"}}}
+    must_fail(engine, "partition in config", owned_partition,
+              "DAISI_ROUTER_PARTITION is set by the chart")
+    both = {**base, "router": {"partitions": 2, "autoscaling": {"enabled": True}}}
+    must_fail(engine, "autoscaled partitioned router", both, "exclude each other")
+    no_hosts = {**base, "ingress": {"enabled": True}}
+    must_fail(engine, "ingress without hosts", no_hosts, "ingress.hosts")
     return len(cases)
 
 
 def main() -> int:
     values = static_checks()
     engine = Engine()
-    if engine.name:
-        rendered = render_checks(engine, values)
-        summary = f"lint and render with {rendered} ci values file(s) via {engine.name}"
+    missing = []
+    if not engine.name:
+        missing.append("Helm's engine (a `helm` binary, or pip install helm-python-sdk)")
+    try:
+        import kubernetes_validate  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        missing.append("the Kubernetes schemas (pip install kubernetes-validate)")
+    if missing:
+        check(False, "cannot render and validate the chart without " + " and ".join(missing)
+              + "; `sudo deploy/dev/setup.sh` installs them")
+        summary = "NOT rendered"
     else:
-        summary = "render SKIPPED (no helm binary, no helm_python module)"
+        rendered = render_checks(engine, values)
+        versions = ", ".join(KUBERNETES_VERSIONS)
+        summary = (f"lint, render and Kubernetes {versions} schema validation of "
+                   f"{rendered} ci values file(s) via {engine.name}")
     for failure in failures:
         print(f"FAIL {failure}")
     status = "failed" if failures else "ok"

@@ -214,6 +214,11 @@ topologySpreadConstraints:
   {{- toYaml . | nindent 2 }}
   {{- end }}
 {{- end }}
+{{- $volumes := concat (.root.Values.extraVolumes | default list) ($c.extraVolumes | default list) }}
+{{- with $volumes }}
+volumes:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end -}}
 
 {{/* Container settings every component shares: image, security, resources, probes, preStop. */}}
@@ -226,6 +231,12 @@ securityContext:
   {{- toYaml .root.Values.securityContext | nindent 2 }}
 resources:
   {{- toYaml $c.resources | nindent 2 }}
+{{- /* Liveness and readiness wait until the process answers /health once (start-up). */}}
+startupProbe:
+  httpGet:
+    path: /health
+    port: http
+  {{- toYaml $probes.startup | nindent 2 }}
 livenessProbe:
   httpGet:
     path: /health
@@ -236,6 +247,11 @@ readinessProbe:
     path: /ready
     port: http
   {{- toYaml $probes.readiness | nindent 2 }}
+{{- $mounts := concat (.root.Values.extraVolumeMounts | default list) ($c.extraVolumeMounts | default list) }}
+{{- with $mounts }}
+volumeMounts:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- with $c.preStopSleepSeconds }}
 lifecycle:
   preStop:
@@ -254,7 +270,10 @@ metadata:
   labels:
     {{- include "daisi.labels" . | nindent 4 }}
 spec:
+  {{- /* With an autoscaler the HPA owns the replica count; a fixed one would fight it. */}}
+  {{- if not (and $c.autoscaling $c.autoscaling.enabled) }}
   replicas: {{ $c.replicas }}
+  {{- end }}
   revisionHistoryLimit: 5
   {{- with $c.strategy }}
   strategy:

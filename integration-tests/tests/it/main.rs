@@ -5,5 +5,7 @@
 //! frozen coordinator replica).
 #![allow(clippy::unwrap_used)]
 
+mod deploy_files;
 mod isolation;
+mod observability;
 mod scenarios;

@@ -1,5 +1,10 @@
 //! Prometheus metrics: a per-service registry with helper constructors, and the `/metrics`
 //! HTTP endpoint that serves it in the text exposition format.
+//!
+//! Besides the service's own `daisi_*` metrics, every registry serves `daisi_build_info` and,
+//! on Linux, the standard `process_*` metrics (resident memory, open and maximum file
+//! descriptors, CPU seconds, threads, start time) under their usual unprefixed names, so the
+//! dashboards and troubleshooting guides written for any Prometheus client apply.
 
 use crate::TelemetryError;
 use axum::{Router, extract::State, response::IntoResponse, routing::get};
@@ -23,17 +28,34 @@ pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
+    /// Unprefixed standard metrics (`process_*`), labelled with the service too.
+    standard: Registry,
 }
 
 impl Metrics {
-    /// A fresh registry for `service` (e.g. `edge`).
+    /// A fresh registry for `service` (e.g. `edge`), with `daisi_build_info` and the process
+    /// collector registered.
     pub fn new(service: &str) -> Result<Self, TelemetryError> {
         let labels = HashMap::from([("service".to_owned(), service.to_owned())]);
-        let registry = Registry::new_custom(Some(NAMESPACE.to_owned()), Some(labels))?;
-        Ok(Self { registry })
+        let registry = Registry::new_custom(Some(NAMESPACE.to_owned()), Some(labels.clone()))?;
+        let standard = Registry::new_custom(None, Some(labels))?;
+        let metrics = Self { registry, standard };
+        metrics
+            .gauge_vec(
+                "build_info",
+                "always 1; the labels say which build runs",
+                &["version"],
+            )?
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        #[cfg(target_os = "linux")]
+        metrics.standard.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        Ok(metrics)
     }
 
-    /// The underlying registry, for [`metrics_router`] or custom collectors.
+    /// The registry of the service's own `daisi_*` metrics, for custom collectors.
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
@@ -87,37 +109,39 @@ impl Metrics {
         Ok(metric)
     }
 
-    /// The current values in the text exposition format.
+    /// The current values in the text exposition format: the service's metrics, then the
+    /// standard ones.
     pub fn encode(&self) -> String {
-        encode_text(&self.registry)
+        encode_text(&[&self.registry, &self.standard])
     }
 
     /// An axum router serving `GET /metrics` from this registry.
     pub fn router(&self) -> Router {
-        metrics_router(self.registry.clone())
+        metrics_router(self.clone())
     }
 }
 
-/// Renders every metric of `registry` in the Prometheus text format.
-pub fn encode_text(registry: &Registry) -> String {
+/// Renders every metric of `registries` in the Prometheus text format.
+pub fn encode_text(registries: &[&Registry]) -> String {
+    let families: Vec<_> = registries.iter().flat_map(|r| r.gather()).collect();
     let mut buffer = Vec::new();
     // Encoding only fails on inconsistent metric families, which registration already rejects;
     // a partial page is still more useful to a scraper than none.
-    if let Err(error) = TextEncoder::new().encode(&registry.gather(), &mut buffer) {
+    if let Err(error) = TextEncoder::new().encode(&families, &mut buffer) {
         tracing::warn!(error = %error, "encoding metrics failed");
     }
     String::from_utf8_lossy(&buffer).into_owned()
 }
 
 /// A router with `GET /metrics`; merge it into a service's admin/health router.
-pub fn metrics_router(registry: Registry) -> Router {
+pub fn metrics_router(metrics: Metrics) -> Router {
     Router::new()
         .route("/metrics", get(serve_metrics))
-        .with_state(registry)
+        .with_state(metrics)
 }
 
-async fn serve_metrics(State(registry): State<Registry>) -> impl IntoResponse {
-    ([(CONTENT_TYPE, CONTENT_TYPE_TEXT)], encode_text(&registry))
+async fn serve_metrics(State(metrics): State<Metrics>) -> impl IntoResponse {
+    ([(CONTENT_TYPE, CONTENT_TYPE_TEXT)], metrics.encode())
 }
 
 #[cfg(test)]
@@ -139,6 +163,50 @@ mod tests {
             text.contains(r#"daisi_connections{service="edge"} 3"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn build_info_and_process_metrics_come_with_every_registry() {
+        let metrics = Metrics::new("edge").expect("valid registry");
+        let text = metrics.encode();
+        let version = format!(r#"version="{}""#, env!("CARGO_PKG_VERSION"));
+        assert!(
+            text.lines().any(|l| l.starts_with("daisi_build_info{")
+                && l.contains(&version)
+                && l.contains(r#"service="edge""#)
+                && l.ends_with(" 1")),
+            "{text}"
+        );
+        if cfg!(target_os = "linux") {
+            for name in [
+                "process_resident_memory_bytes{service=\"edge\"}",
+                "process_open_fds{service=\"edge\"}",
+                "process_max_fds{service=\"edge\"}",
+                "process_cpu_seconds_total{service=\"edge\"}",
+                "process_threads{service=\"edge\"}",
+                "process_start_time_seconds{service=\"edge\"}",
+            ] {
+                let line = text
+                    .lines()
+                    .find(|l| l.starts_with(name))
+                    .unwrap_or_else(|| panic!("{name} missing: {text}"));
+                let value: f64 = line
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("numeric value");
+                assert!(value >= 0.0, "{line}");
+            }
+            let rss = text
+                .lines()
+                .find(|l| l.starts_with("process_resident_memory_bytes"))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .expect("rss");
+            assert!(
+                rss > 1_000_000.0,
+                "a test process holds more than 1 MB: {rss}"
+            );
+        }
     }
 
     #[test]

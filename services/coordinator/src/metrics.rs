@@ -36,8 +36,58 @@ pub(crate) struct CoordinatorMetrics {
     watch_streams: IntGauge,
 }
 
+/// Store operations, as labelled by the call sites of [`CoordinatorMetrics::timed`].
+const STORE_OPS: [&str; 17] = [
+    "acquire",
+    "kill_session",
+    "register_routes",
+    "unregister_routes",
+    "deregister",
+    "get_session",
+    "heartbeat",
+    "list_pods",
+    "list_routes",
+    "list_sessions",
+    "lookup_routes",
+    "reap",
+    "release",
+    "renew",
+    "resolve_pods",
+    "select_chat",
+    "watch",
+];
+
 impl CoordinatorMetrics {
     pub(crate) fn new(metrics: &Metrics) -> Result<Self, TelemetryError> {
+        let this = Self::register(metrics)?;
+        this.start_at_zero();
+        Ok(this)
+    }
+
+    /// Creates the labelled series the dashboards and alerts (deploy/) query at zero, so a
+    /// healthy coordinator exports them too and rates read 0 rather than "no data".
+    fn start_at_zero(&self) {
+        for outcome in ["granted", "refused"] {
+            self.acquires.with_label_values(&[outcome]);
+        }
+        for reason in [
+            EndReason::TakenOver,
+            EndReason::KilledByAdmin,
+            EndReason::Expired,
+            EndReason::PodPurged,
+        ] {
+            self.lost.with_label_values(&[reason.as_str()]);
+            self.kills.with_label_values(&[reason.as_str()]);
+        }
+        for cause in ["expired", "deregistered", "new_instance"] {
+            self.purges.with_label_values(&[cause]);
+        }
+        for op in STORE_OPS {
+            self.store_errors.with_label_values(&[op, "unavailable"]);
+        }
+    }
+
+    fn register(metrics: &Metrics) -> Result<Self, TelemetryError> {
         Ok(Self {
             acquires: metrics.counter_vec(
                 "coordinator_acquires_total",

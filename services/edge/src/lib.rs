@@ -251,6 +251,11 @@ pub async fn run_with(
     edge.refresh_socket_gauges();
     for kind in ["user", "admin"] {
         edge.metrics.connects.with_label_values(&[kind]);
+        edge.metrics.auth_successes.with_label_values(&[kind]);
+        edge.metrics.connection_seconds.with_label_values(&[kind]);
+    }
+    for reason in ws::upgrade::REFUSAL_LABELS {
+        edge.metrics.rejected.with_label_values(&[reason]);
     }
 
     // Stopped in this order at shutdown: loops that talk to the coordinator after the drain,

@@ -43,6 +43,10 @@ pub struct EdgeMetrics {
     pub disconnects: IntCounterVec,
     /// Refused upgrades and token requests, by reason.
     pub auth_failures: IntCounterVec,
+    /// Upgrades whose API key and token were accepted, by kind (`user`, `admin`).
+    pub auth_successes: IntCounterVec,
+    /// Lifetime of sockets that ran, by kind, observed when they close.
+    pub connection_seconds: HistogramVec,
     /// Upgrades refused for capacity, draining or coordinator trouble, by reason.
     pub rejected: IntCounterVec,
     /// Client frames received, by kind.
@@ -110,6 +114,18 @@ impl EdgeMetrics {
                 "edge_auth_failures_total",
                 "requests refused by authentication",
                 &["reason"],
+            )?,
+            auth_successes: registry.counter_vec(
+                "edge_auth_successes_total",
+                "upgrades whose API key and token were accepted",
+                &["kind"],
+            )?,
+            connection_seconds: registry.histogram_vec(
+                "edge_connection_duration_seconds",
+                "lifetime of websockets, observed when they close",
+                &["kind"],
+                // 0.1 s to about 27 h, doubling: the old service's buckets plus two.
+                prometheus::exponential_buckets(0.1, 2.0, 21)?,
             )?,
             rejected: registry.counter_vec(
                 "edge_upgrades_rejected_total",

@@ -188,6 +188,8 @@ fn main() {
                     base(&[
                         ("DAISI_ROUTER_NATS_URL", nats.url().as_str()),
                         ("DAISI_ROUTER_CONSUMER", consumer.as_str()),
+                        // The events were published before the consumer exists.
+                        ("DAISI_ROUTER_START_POSITION", "all"),
                     ]),
                     None,
                     &edge,

@@ -1,5 +1,6 @@
 //! Settings of the router, read from `DAISI_ROUTER_*` variables.
 
+use crate::start_position::StartPosition;
 use daisi_config::{ConfigError, Env, Loaded, SecretString, Validator};
 use daisi_domain::subject::{DEFAULT_PREFIX, SubjectModel};
 use serde::Deserialize;
@@ -76,6 +77,8 @@ pub struct Config {
     /// agent) into this many partitions and each replica consumes one. `None`: every replica
     /// shares one consumer.
     pub partitioning: Option<Partitioning>,
+    /// Where the durable consumer starts when it does not exist yet.
+    pub start_position: StartPosition,
 }
 
 /// Which partition of a partitioned stream this replica consumes.
@@ -140,6 +143,9 @@ struct Raw {
     max_publish_bytes: Option<String>,
     partitions: Option<String>,
     partition: Option<String>,
+    start_position: Option<String>,
+    start_time: Option<String>,
+    start_sequence: Option<String>,
 }
 
 impl Config {
@@ -292,6 +298,12 @@ impl Config {
                 })
                 .map(|index| Some(Partitioning { count, index })),
         };
+        let start_position = StartPosition::from_settings(
+            &mut v,
+            raw.start_position.as_deref(),
+            raw.start_time.as_deref(),
+            raw.start_sequence.as_deref(),
+        );
         if let Some(heartbeat) = heartbeat {
             v.ensure(
                 heartbeat >= Duration::from_millis(100),
@@ -354,6 +366,7 @@ impl Config {
                 coordinator_timeout: coordinator_timeout?,
                 max_publish_bytes: max_publish_bytes?,
                 partitioning: partitioning?,
+                start_position: start_position?,
             })
         })
     }

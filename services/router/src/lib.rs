@@ -22,6 +22,7 @@ pub mod publish_api;
 pub mod ratelog;
 pub mod resolve;
 pub mod source;
+pub mod start_position;
 pub mod trace;
 
 pub use config::{Config, SourceKind};
@@ -82,6 +83,9 @@ pub enum Error {
     /// Start-up failed (metrics, NATS options, coordinator URL).
     #[error("startup: {0}")]
     Startup(String),
+    /// The event source closed for good: a setting contradicts the server's state.
+    #[error("event source: {0}")]
+    Source(String),
 }
 
 /// Runs the router until `shutdown` is cancelled, reading from the source `config` names.
@@ -122,6 +126,7 @@ pub fn jetstream_settings(config: &Config) -> JetStreamSettings {
         client_name: router_id(),
         partition: config.partitioning.map(|p| (p.count, p.index)),
         prefix: config.subjects.prefix().to_owned(),
+        start_position: config.start_position,
     }
 }
 
@@ -212,7 +217,13 @@ pub async fn run_with<S: EventSource>(
     }
 
     let (tx, rx) = mpsc::channel(INTAKE_BUFFER);
-    let reader = tokio::spawn(read_source(source, tx, intake_stop.clone()));
+    let source_closed = CancellationToken::new();
+    let reader = tokio::spawn(read_source(
+        source,
+        tx,
+        intake_stop.clone(),
+        source_closed.clone(),
+    ));
     let dispatcher = Dispatcher {
         subjects: config.subjects.clone(),
         routes: routes.clone(),
@@ -251,7 +262,11 @@ pub async fn run_with<S: EventSource>(
         http_stop.clone(),
     ));
 
-    shutdown.cancelled().await;
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        // A source that closed for good leaves nothing to route: stop in order and report why.
+        () = source_closed.cancelled() => {}
+    }
     readiness.start_draining();
     intake_stop.cancel();
     let leftover = match dispatching.await {
@@ -261,7 +276,7 @@ pub async fn run_with<S: EventSource>(
             None
         }
     };
-    let _ = reader.await;
+    let failure = reader.await.ok().flatten();
     if let Some(mut rx) = leftover {
         rx.close();
         while let Ok(delivery) = rx.try_recv() {
@@ -286,9 +301,13 @@ pub async fn run_with<S: EventSource>(
     settler_stop.cancel();
     let _ = settler.await;
     http_stop.cancel();
-    match http.await {
+    let served = match http.await {
         Ok(result) => result.map_err(Error::from),
         Err(error) => Err(Error::Startup(format!("http server task: {error}"))),
+    };
+    match failure {
+        Some(reason) => Err(Error::Source(reason)),
+        None => served,
     }
 }
 
@@ -297,17 +316,26 @@ async fn give_back(delivery: Delivery) {
     let _ = delivery.acker.nak(Duration::ZERO).await;
 }
 
+/// Feeds the dispatcher until `stop`; returns the source's failure when it closed for good
+/// (and cancels `closed` so the router stops).
 async fn read_source<S: EventSource>(
     mut source: S,
     tx: mpsc::Sender<Delivery>,
     stop: CancellationToken,
-) {
+    closed: CancellationToken,
+) -> Option<String> {
     loop {
         let delivery = tokio::select! {
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => return None,
             next = source.next() => match next {
                 Some(d) => d,
-                None => return,
+                None => {
+                    let failure = source.failure();
+                    if failure.is_some() {
+                        closed.cancel();
+                    }
+                    return failure;
+                }
             },
         };
         let permit = tokio::select! {
@@ -318,7 +346,7 @@ async fn read_source<S: EventSource>(
             Some(permit) => permit.send(delivery),
             None => {
                 give_back(delivery).await;
-                return;
+                return None;
             }
         }
     }

@@ -41,6 +41,41 @@ pub struct RouterMetrics {
 impl RouterMetrics {
     /// Registers every metric in `metrics`.
     pub fn register(metrics: &Metrics) -> Result<Self, TelemetryError> {
+        let this = Self::new(metrics)?;
+        this.start_at_zero();
+        Ok(this)
+    }
+
+    /// Creates the labelled series the dashboards and alerts (deploy/) query at zero, so a
+    /// healthy router exports them too and rates read 0 rather than "no data".
+    fn start_at_zero(&self) {
+        for verdict in ["delivered", "no_route", "undeliverable"] {
+            self.acked.with_label_values(&[verdict]);
+        }
+        for outcome in [
+            "delivered",
+            "duplicate",
+            "pod_gone",
+            "rejected",
+            "unreachable",
+        ] {
+            self.forwarded.with_label_values(&[outcome]);
+        }
+        for reason in [
+            "malformed_subject",
+            "malformed_payload",
+            "rejected",
+            "edge_unreachable",
+            "pod_gone",
+        ] {
+            self.undeliverable.with_label_values(&[reason]);
+        }
+        for outcome in ["ok", "failed", "invalid", "too_large", "unauthorized"] {
+            self.published.with_label_values(&[outcome]);
+        }
+    }
+
+    fn new(metrics: &Metrics) -> Result<Self, TelemetryError> {
         let latency_buckets = vec![
             0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
             5.0,

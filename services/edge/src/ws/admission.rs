@@ -49,6 +49,8 @@ pub struct SocketLease {
     /// Why it closed, once known (for the disconnect metric).
     reason: std::sync::Mutex<&'static str>,
     started: AtomicBool,
+    /// When the socket task started, for the connection-duration histogram.
+    connected_at: std::sync::OnceLock<Instant>,
     _task: TaskTrackerToken,
 }
 
@@ -56,6 +58,7 @@ impl SocketLease {
     /// The socket task started; from now on the socket counts as connected.
     pub fn started(&self) {
         self.started.store(true, Ordering::Relaxed);
+        let _ = self.connected_at.set(Instant::now());
         self.edge
             .metrics
             .connects
@@ -86,6 +89,12 @@ impl Drop for SocketLease {
             "upgrade_failed"
         };
         edge.metrics.disconnects.with_label_values(&[reason]).inc();
+        if let Some(at) = self.connected_at.get() {
+            edge.metrics
+                .connection_seconds
+                .with_label_values(&[self.handle.kind.label()])
+                .observe(at.elapsed().as_secs_f64());
+        }
         edge.refresh_socket_gauges();
     }
 }
@@ -181,6 +190,7 @@ async fn acquire_and_index(
             handle,
             reason: std::sync::Mutex::new("client_closed"),
             started: AtomicBool::new(false),
+            connected_at: std::sync::OnceLock::new(),
             _task: edge.socket_tasks.token(),
         });
     }

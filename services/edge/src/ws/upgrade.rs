@@ -18,6 +18,15 @@ use daisi_domain::{AgentId, CompanyId, ErrorBody, SessionKey};
 use http::HeaderMap;
 use serde::Deserialize;
 
+/// Labels of `edge_upgrades_rejected_total`, one per [`Refusal`] (created at zero at start).
+pub const REFUSAL_LABELS: [&str; 5] = [
+    "draining",
+    "capacity",
+    "coordinator_unavailable",
+    "coordinator_refused",
+    "conflict",
+];
+
 /// The subprotocol of the contract.
 pub const SUBPROTOCOL: &str = "json.v1";
 
@@ -37,6 +46,12 @@ fn denied(edge: &Edge, denied: &Denied) -> Response {
         .with_label_values(&[denied.reason])
         .inc();
     error::compat(&denied.body)
+}
+
+/// Counts an upgrade whose API key and token passed (`dws_auth_success_total` of the old
+/// service); what happens next (capacity, coordinator) is counted elsewhere.
+fn authenticated(edge: &Edge, kind: &'static str) {
+    edge.metrics.auth_successes.with_label_values(&[kind]).inc();
 }
 
 fn bad_request(body: &ErrorBody) -> Response {
@@ -100,6 +115,7 @@ pub async fn user_socket(
     if claims.company_id != company || claims.agent_id != agent {
         return denied(&edge, &crate::auth::Authenticator::path_mismatch());
     }
+    authenticated(&edge, "user");
     let Ok(upgrade) = upgrade else {
         return bad_request(&ErrorBody::bad_request("WebSocket upgrade required"));
     };
@@ -136,6 +152,7 @@ pub async fn admin_socket(
         Ok(claims) => claims,
         Err(d) => return denied(&edge, &d),
     };
+    authenticated(&edge, "admin");
     let Ok(upgrade) = upgrade else {
         return bad_request(&ErrorBody::bad_request("WebSocket upgrade required"));
     };

@@ -298,3 +298,81 @@ async fn during_a_rotation_the_previous_api_key_still_opens_sockets() {
     .expect("refused");
     assert_eq!(refused.status, 401);
 }
+
+/// The value of the metric line starting with `prefix` (name and labels as printed), or 0.
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn accepted_sockets_count_as_auth_successes_and_their_lifetime_is_observed() {
+    let coord = Coord::start().await;
+    let edge = TestEdge::start(&coord.url, "edge-auth-metrics", |_| {}).await;
+    let before = edge.metrics().await;
+    // Series exist at zero from the start, so rates and alerts see zeros, not gaps.
+    assert_eq!(
+        metric(&before, r#"daisi_edge_auth_successes_total{kind="user""#),
+        0.0,
+        "{before}"
+    );
+    assert!(
+        before.contains(r#"daisi_edge_connection_duration_seconds_count{kind="admin""#),
+        "{before}"
+    );
+
+    let client = user(edge.http, "c1", "a1", "u1").await;
+    let refused = open(edge.http, "/ws/c1/a1?token=nonsense", Some(API_KEY)).await;
+    assert!(refused.is_err(), "a bad token is refused");
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    client.close().await;
+    eventually("the closed socket's lifetime is observed", || async {
+        let text = edge.metrics().await;
+        metric(
+            &text,
+            r#"daisi_edge_connection_duration_seconds_count{kind="user""#,
+        ) == 1.0
+    })
+    .await;
+    let text = edge.metrics().await;
+    assert_eq!(
+        metric(&text, r#"daisi_edge_auth_successes_total{kind="user""#),
+        1.0,
+        "only the accepted socket counts: {text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"daisi_edge_auth_failures_total{reason="token_invalid""#
+        ),
+        1.0
+    );
+    let lifetime = metric(
+        &text,
+        r#"daisi_edge_connection_duration_seconds_sum{kind="user""#,
+    );
+    assert!(
+        (0.1..30.0).contains(&lifetime),
+        "lifetime {lifetime}s of a socket held for 150 ms"
+    );
+    // Below the first bucket above its lifetime: the 0.1 s bucket is empty, the 0.2 s one
+    // is not unless the machine stalled; a bucket far above it holds it.
+    assert_eq!(
+        metric(
+            &text,
+            r#"daisi_edge_connection_duration_seconds_bucket{kind="user",service="edge",le="0.1"}"#
+        ),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"daisi_edge_connection_duration_seconds_bucket{kind="user",service="edge",le="51.2"}"#
+        ),
+        1.0,
+        "{text}"
+    );
+}

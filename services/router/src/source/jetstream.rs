@@ -14,6 +14,7 @@ use super::{
     PublishError, Publisher, SourceState, TraceHeaders, redelivery_backoff,
 };
 use crate::backoff::Backoff;
+use crate::start_position::StartPosition;
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, stream};
@@ -54,6 +55,8 @@ pub struct JetStreamSettings {
     pub partition: Option<(u32, u32)>,
     /// The subject prefix (`websocket`), to place and strip the partition token.
     pub prefix: String,
+    /// Where the consumer starts when it does not exist yet.
+    pub start_position: StartPosition,
 }
 
 // The URL may carry credentials: not printed.
@@ -63,6 +66,7 @@ impl std::fmt::Debug for JetStreamSettings {
             .field("stream", &self.stream)
             .field("consumer", &self.consumer_name())
             .field("filter", &self.filter())
+            .field("start_position", &self.start_position)
             .finish_non_exhaustive()
     }
 }
@@ -96,6 +100,39 @@ impl JetStreamSettings {
                 "{p}.{{{{partition({count},1,2)}}}}.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}.>"
             ),
         })
+    }
+
+    /// The deliver policy a consumer created now gets.
+    fn deliver_policy(&self) -> DeliverPolicy {
+        match self.start_position {
+            StartPosition::New => DeliverPolicy::New,
+            StartPosition::All => DeliverPolicy::All,
+            StartPosition::ByStartSequence(start_sequence) => {
+                DeliverPolicy::ByStartSequence { start_sequence }
+            }
+            StartPosition::ByStartTime(at) => {
+                let nanos = at
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX));
+                match async_nats::datetime::from_nanos(nanos) {
+                    Ok(start_time) => DeliverPolicy::ByStartTime { start_time },
+                    // The configuration parsed it from RFC 3339, so it is in range.
+                    Err(_) => DeliverPolicy::All,
+                }
+            }
+        }
+    }
+
+    /// Refuses an existing consumer whose deliver policy is not the configured one.
+    fn check_existing(&self, existing: &DeliverPolicy) -> Result<(), BindError> {
+        if same_start(existing, &self.deliver_policy()) {
+            return Ok(());
+        }
+        Err(BindError::Refused(self.start_position.refusal(
+            &self.stream,
+            &self.consumer_name(),
+            &describe_policy(existing),
+        )))
     }
 
     /// The subject as published: the partition token removed.
@@ -133,6 +170,34 @@ enum BindError {
         "stream `{0}` has no partition transform `{1}`; add it (or source the stream into one that has it)"
     )]
     NotPartitioned(String, String),
+    /// The settings contradict the server's state: retrying cannot help.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Whether two deliver policies start at the same place (times compared as instants).
+fn same_start(a: &DeliverPolicy, b: &DeliverPolicy) -> bool {
+    match (a, b) {
+        (
+            DeliverPolicy::ByStartTime { start_time: x },
+            DeliverPolicy::ByStartTime { start_time: y },
+        ) => x.unix_timestamp_nanos() == y.unix_timestamp_nanos(),
+        _ => a == b,
+    }
+}
+
+/// A deliver policy in the words of `DAISI_ROUTER_START_POSITION`.
+fn describe_policy(policy: &DeliverPolicy) -> String {
+    match policy {
+        DeliverPolicy::All => "all".into(),
+        DeliverPolicy::New => "new".into(),
+        DeliverPolicy::Last => "last (not a daisi setting)".into(),
+        DeliverPolicy::LastPerSubject => "last_per_subject (not a daisi setting)".into(),
+        DeliverPolicy::ByStartSequence { start_sequence } => {
+            format!("by_start_sequence ({start_sequence})")
+        }
+        DeliverPolicy::ByStartTime { start_time } => format!("by_start_time ({start_time})"),
+    }
 }
 
 /// A JetStream durable pull consumer.
@@ -146,6 +211,8 @@ pub struct JetStreamSource {
     backoff: Backoff,
     /// Consumer lag (`num_pending`) as last reported by the server.
     lag: Arc<AtomicU64>,
+    /// Why binding was refused for good, once it was.
+    failure: Option<String>,
 }
 
 impl std::fmt::Debug for JetStreamSource {
@@ -210,6 +277,7 @@ impl JetStreamSource {
             state,
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
             lag: Arc::new(AtomicU64::new(0)),
+            failure: None,
         })
     }
 
@@ -261,13 +329,26 @@ impl JetStreamSource {
                 ));
             }
         }
+        // The start position applies only to a consumer created now; an existing one must
+        // already start where the settings say (JetStream cannot change it).
+        match stream.consumer_info(s.consumer_name()).await {
+            Ok(info) => s.check_existing(&info.config.deliver_policy)?,
+            Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => {
+                tracing::info!(
+                    consumer = %s.consumer_name(),
+                    start_position = %s.start_position.describe(),
+                    "creating the durable consumer"
+                );
+            }
+            Err(e) => return Err(BindError::Consumer(e.to_string())),
+        }
         // Create-or-update: every replica declares the same config, so the last one to start
         // wins nothing and settings changes roll out with the replicas.
         let consumer: PullConsumer = stream
             .create_consumer(pull::Config {
                 durable_name: Some(s.consumer_name()),
                 description: Some("daisi router: events to edges".into()),
-                deliver_policy: DeliverPolicy::All,
+                deliver_policy: s.deliver_policy(),
                 ack_policy: AckPolicy::Explicit,
                 ack_wait: s.ack_wait,
                 max_deliver: s.max_deliver,
@@ -328,6 +409,11 @@ impl EventSource for JetStreamSource {
         loop {
             if self.messages.is_none() {
                 if let Err(error) = self.bind().await {
+                    if let BindError::Refused(reason) = error {
+                        tracing::error!(%reason, "refusing to consume the stream");
+                        self.failure = Some(reason);
+                        return None;
+                    }
                     let delay = self.backoff.next_delay();
                     if self.backoff.attempts() == 1 || self.backoff.attempts().is_multiple_of(20) {
                         tracing::warn!(%error, retry_in = ?delay, "cannot bind to the stream");
@@ -378,6 +464,10 @@ impl EventSource for JetStreamSource {
 
     fn publisher(&self) -> JetStreamPublisher {
         self.jetstream_publisher()
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failure.clone()
     }
 
     fn state(&self) -> watch::Receiver<SourceState> {
@@ -532,7 +622,43 @@ mod tests {
             client_name: String::new(),
             partition,
             prefix: "websocket".into(),
+            start_position: StartPosition::New,
         }
+    }
+
+    #[test]
+    fn an_existing_consumer_must_start_where_the_settings_say() {
+        let mut s = settings(None);
+        assert_eq!(s.deliver_policy(), DeliverPolicy::New);
+        assert!(s.check_existing(&DeliverPolicy::New).is_ok());
+        let refused = s
+            .check_existing(&DeliverPolicy::All)
+            .expect_err("all vs new");
+        assert!(
+            refused.to_string().contains("DAISI_ROUTER_START_POSITION"),
+            "{refused}"
+        );
+        s.start_position = StartPosition::ByStartSequence(7);
+        assert!(
+            s.check_existing(&DeliverPolicy::ByStartSequence { start_sequence: 7 })
+                .is_ok()
+        );
+        assert!(
+            s.check_existing(&DeliverPolicy::ByStartSequence { start_sequence: 8 })
+                .is_err()
+        );
+        let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        s.start_position = StartPosition::ByStartTime(at);
+        let same = async_nats::datetime::from_nanos(1_700_000_000_000_000_000).expect("time");
+        assert!(
+            s.check_existing(&DeliverPolicy::ByStartTime { start_time: same })
+                .is_ok()
+        );
+        let later = async_nats::datetime::from_nanos(1_700_000_001_000_000_000).expect("time");
+        assert!(
+            s.check_existing(&DeliverPolicy::ByStartTime { start_time: later })
+                .is_err()
+        );
     }
 
     #[test]

@@ -196,8 +196,14 @@ pub trait EventSource: Send + 'static {
     type Publisher: Publisher;
 
     /// The next delivery. Reconnects, rebinds and backs off by itself; `None` only once the
-    /// source is closed for good.
+    /// source is closed for good (see [`EventSource::failure`]).
     fn next(&mut self) -> impl Future<Output = Option<Delivery>> + Send;
+
+    /// Why the source closed, when it closed because retrying cannot help (a setting contradicts
+    /// the server's state): the router then stops with this message.
+    fn failure(&self) -> Option<String> {
+        None
+    }
 
     /// A writer into the same stream.
     fn publisher(&self) -> Self::Publisher;

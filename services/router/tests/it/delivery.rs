@@ -225,6 +225,9 @@ async fn a_router_killed_with_sigkill_mid_stream_loses_nothing() {
         ("DAISI_ROUTER_HEARTBEAT", "500ms"),
         ("DAISI_ROUTER_MAX_ACK_PENDING", "2000"),
         ("DAISI_ROUTER_BATCH_DELAY", "1ms"),
+        // Events are published as soon as the routers listen, which can be before the consumer
+        // exists; `new` (the default) would rightly skip those.
+        ("DAISI_ROUTER_START_POSITION", "all"),
     ];
     let bin = env!("CARGO_BIN_EXE_daisi-router");
     let victim = ServiceProcess::spawn(

@@ -8,4 +8,5 @@ mod delivery;
 mod faults;
 mod publish_api;
 mod source_contract;
+mod start_position;
 mod support;

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use daisi_router::source::jetstream::{JetStreamSettings, JetStreamSource};
 use daisi_router::source::memory::{MemorySettings, MemoryStream};
 use daisi_router::source::{Delivery, EventSource, Outgoing, Publisher, TraceHeaders};
+use daisi_router::start_position::StartPosition;
 use daisi_testkit::nats::NatsServer;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -192,6 +193,7 @@ async fn jetstream(nats: &NatsServer, prefix: &str, max_deliver: i64) -> JetStre
         client_name: format!("contract-{prefix}"),
         partition: None,
         prefix: prefix.into(),
+        start_position: StartPosition::All,
     })
     .await
     .unwrap()

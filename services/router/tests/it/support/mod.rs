@@ -33,6 +33,15 @@ impl InProcess {
         }
     }
 
+    /// Waits for it to stop by itself (without a shutdown) and returns how it ended.
+    pub async fn exited(mut self, timeout: Duration) -> Result<(), daisi_router::Error> {
+        let task = self.task.take().expect("router task");
+        tokio::time::timeout(timeout, task)
+            .await
+            .expect("router stops by itself within the timeout")
+            .expect("router task")
+    }
+
     /// Kills it without any shutdown: nothing is acknowledged or handed back.
     pub fn abort(mut self) {
         if let Some(task) = self.task.take() {
@@ -95,6 +104,9 @@ pub fn env(pairs: &[(&str, &str)]) -> Env {
         ("DAISI_ROUTER_HEARTBEAT", "500ms"),
         ("DAISI_ROUTER_SHUTDOWN_GRACE", "5s"),
         ("DAISI_ROUTER_BATCH_DELAY", "1ms"),
+        // Tests publish right after starting routers, before the consumer may exist; the
+        // default (`new`) is tested in `start_position.rs`.
+        ("DAISI_ROUTER_START_POSITION", "all"),
     ]);
     for (k, v) in pairs {
         env.set(*k, *v);
