@@ -7,7 +7,7 @@ use std::fmt;
 
 use aes_gcm::{
     Aes256Gcm,
-    aead::{Aead, Generate, KeyInit},
+    aead::{Aead, AeadInOut, Generate, KeyInit},
 };
 
 /// Bytes of the random nonce in front of every token.
@@ -85,6 +85,24 @@ impl TokenKey {
         let nonce = Nonce::try_from(nonce).ok()?;
         self.cipher.decrypt(&nonce, ciphertext).ok()
     }
+
+    /// Opens `nonce || ciphertext || tag` where it lies: `true` when this key authenticates
+    /// it, the ciphertext then replaced by the plaintext. On `false`, `sealed` is unchanged
+    /// (the tag is checked before anything is decrypted), so another key can be tried.
+    fn open_in_place(&self, sealed: &mut [u8]) -> bool {
+        let Some(body_len) = sealed.len().checked_sub(NONCE_LEN + TAG_LEN) else {
+            return false;
+        };
+        let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
+        let (body, tag) = rest.split_at_mut(body_len);
+        let tag: Result<aes_gcm::Tag, _> = (&*tag).try_into();
+        let (Ok(nonce), Ok(tag)) = (Nonce::try_from(&*nonce), tag) else {
+            return false;
+        };
+        self.cipher
+            .decrypt_inout_detached(&nonce, b"", body.into(), &tag)
+            .is_ok()
+    }
 }
 
 impl fmt::Debug for TokenKey {
@@ -146,6 +164,19 @@ impl TokenKeyring {
     pub fn open(&self, sealed: &[u8]) -> Option<Vec<u8>> {
         self.keys.iter().find_map(|key| key.open(sealed))
     }
+
+    /// Opens `sealed` in place with the first key that authenticates it: the plaintext, as a
+    /// part of `sealed`, without allocating.
+    pub fn open_in_place<'a>(&self, sealed: &'a mut [u8]) -> Option<&'a [u8]> {
+        let end = sealed.len().checked_sub(TAG_LEN)?;
+        if end < NONCE_LEN {
+            return None;
+        }
+        self.keys
+            .iter()
+            .any(|key| key.open_in_place(sealed))
+            .then(|| &sealed[NONCE_LEN..end])
+    }
 }
 
 #[cfg(test)]
@@ -187,5 +218,29 @@ mod tests {
         assert_ne!(a[..NONCE_LEN], b[..NONCE_LEN]);
         assert_eq!(key.open(&a).unwrap(), b"hello");
         assert!(key.open(&a[..NONCE_LEN + TAG_LEN - 1]).is_none());
+    }
+
+    #[test]
+    fn opens_in_place_with_any_key_of_the_ring_and_leaves_failures_untouched() {
+        let old = TokenKey::from_hex(HEX).unwrap();
+        let new = TokenKey::from_bytes([7; 32]);
+        let ring = TokenKeyring::new([new.clone(), old.clone()]).unwrap();
+        let mut sealed = old.seal(b"claims").unwrap();
+        assert_eq!(ring.open_in_place(&mut sealed).unwrap(), b"claims");
+
+        let original = new.seal(b"other").unwrap();
+        let mut tampered = original.clone();
+        tampered[NONCE_LEN] ^= 1;
+        let before = tampered.clone();
+        assert!(ring.open_in_place(&mut tampered).is_none());
+        assert_eq!(tampered, before, "a failed open changes nothing");
+        let only_old = TokenKeyring::single(old);
+        let mut foreign = original.clone();
+        assert!(only_old.open_in_place(&mut foreign).is_none());
+        assert_eq!(foreign, original);
+        assert!(
+            ring.open_in_place(&mut [0u8; NONCE_LEN + TAG_LEN - 1])
+                .is_none()
+        );
     }
 }

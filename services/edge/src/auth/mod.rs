@@ -9,6 +9,7 @@ use api_key::{ApiKey, KeyCheck};
 use daisi_domain::ErrorBody;
 use daisi_domain::token::{AdminClaims, TokenError, TokenKeyring, UserClaims};
 use jiff::Timestamp;
+use std::sync::Arc;
 use token_cache::{Cached, TokenCache};
 
 /// A refused request: what the client is told and the metric label.
@@ -93,35 +94,45 @@ impl Authenticator {
         admin_key_outcome(self.admin_key.check(presented))
     }
 
-    /// The claims of a user token.
-    pub fn user_token(&self, token: Option<&str>, now: Timestamp) -> Result<UserClaims, Denied> {
+    /// The claims of a user token (shared with the cache: a hit allocates nothing).
+    pub fn user_token(
+        &self,
+        token: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Arc<UserClaims>, Denied> {
         let token = token.unwrap_or_default();
         match self.user_cache.get(token, now) {
             Cached::Valid(claims) => return Ok(claims),
             Cached::Expired => return Err(token_denied(&TokenError::Expired)),
             Cached::Miss => {}
         }
-        let claims = self
-            .user_tokens
-            .decode_user(token, now)
-            .map_err(|e| token_denied(&e))?;
+        let claims = Arc::new(
+            self.user_tokens
+                .decode_user(token, now)
+                .map_err(|e| token_denied(&e))?,
+        );
         self.user_cache
             .insert(token, claims.clone(), claims.expires_at);
         Ok(claims)
     }
 
-    /// The claims of an admin token.
-    pub fn admin_token(&self, token: Option<&str>, now: Timestamp) -> Result<AdminClaims, Denied> {
+    /// The claims of an admin token (shared with the cache).
+    pub fn admin_token(
+        &self,
+        token: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Arc<AdminClaims>, Denied> {
         let token = token.unwrap_or_default();
         match self.admin_cache.get(token, now) {
             Cached::Valid(claims) => return Ok(claims),
             Cached::Expired => return Err(token_denied(&TokenError::Expired)),
             Cached::Miss => {}
         }
-        let claims = self
-            .admin_tokens
-            .decode_admin(token, now)
-            .map_err(|e| token_denied(&e))?;
+        let claims = Arc::new(
+            self.admin_tokens
+                .decode_admin(token, now)
+                .map_err(|e| token_denied(&e))?,
+        );
         self.admin_cache
             .insert(token, claims.clone(), claims.expires_at);
         Ok(claims)

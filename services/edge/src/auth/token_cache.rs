@@ -1,55 +1,131 @@
 //! A bounded cache of validated tokens, so a reconnect storm does not redo base64 and AES-GCM
 //! for tokens seen seconds ago.
 //!
-//! Keyed by the SHA-256 of the token text (the cache never holds a usable token), bounded in
-//! entries (oldest inserted evicted first), and an entry is never used past the token's own
-//! `expires_at`: an expired token is refused exactly as if it had been decoded again.
+//! **Key.** A 128-bit POLYVAL digest of the token text (with its length) under a random key
+//! drawn when the cache is made. POLYVAL is the universal hash inside AES-GCM-SIV: for two
+//! different texts of at most `l` blocks, the chance that they get the same digest under a
+//! random key is at most `(l + 1) / 2^128`. The key never leaves the process and digests are
+//! never shown, so a token can only hit an entry it was not cached for by such a chance: one
+//! cannot aim at someone else's entry without holding that token already. It costs a few
+//! carry-less multiplications per 16 bytes (SHA-256, the former key, cost more than the rest
+//! of a cached lookup together), and the cache never holds a usable token, only digests.
+//!
+//! **Bounds.** At most `capacity` entries (oldest inserted evicted first), and an entry is
+//! never used past the token's own `expires_at`: an expired token is refused exactly as if it
+//! had been decoded again.
+//!
+//! **Cheap hits.** Claims are shared (`Arc`), so a hit allocates nothing.
 
 use jiff::Timestamp;
-use sha2::{Digest, Sha256};
+use parking_lot::Mutex;
+use polyval::Polyval;
+use polyval::universal_hash::UniversalHash;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::Arc;
 
-type Digest32 = [u8; 32];
+/// A token's digest. Already uniformly spread: the map hashes it by its first eight bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Digest([u8; 16]);
+
+impl Hash for Digest {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(first));
+    }
+}
+
+/// Passes the digest's own bits through (the digest is keyed and random-looking already).
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used by `Digest`; folding keeps any other use correct.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Entries<C> = HashMap<Digest, (Arc<C>, Timestamp), BuildHasherDefault<PassThrough>>;
 
 /// Validated claims by token digest.
-#[derive(Debug)]
 pub struct TokenCache<C> {
     state: Mutex<State<C>>,
     capacity: usize,
+    /// POLYVAL under this cache's random key, cloned for each digest.
+    keyed: Polyval,
 }
 
-#[derive(Debug)]
+impl<C> std::fmt::Debug for TokenCache<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
 struct State<C> {
-    entries: HashMap<Digest32, (C, Timestamp)>,
-    order: VecDeque<Digest32>,
+    entries: Entries<C>,
+    order: VecDeque<Digest>,
 }
 
 /// A cache answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cached<C> {
     /// Valid claims.
-    Valid(C),
+    Valid(Arc<C>),
     /// The token was valid but has expired since.
     Expired,
     /// Not cached: decode it.
     Miss,
 }
 
-impl<C: Clone> TokenCache<C> {
-    /// A cache of at most `capacity` tokens (0 disables it).
+/// A random POLYVAL key; `None` if the system has no randomness to give.
+fn random_key() -> Option<polyval::Key> {
+    let mut key = [0u8; 16];
+    getrandom::fill(&mut key).ok()?;
+    // The zero element would send every text to the same digest.
+    key[0] |= 1;
+    Some(key.into())
+}
+
+impl<C> TokenCache<C> {
+    /// A cache of at most `capacity` tokens (0 disables it; so does a system without a random
+    /// source, which is logged).
     pub fn new(capacity: usize) -> Self {
+        let key = random_key();
+        if key.is_none() && capacity > 0 {
+            tracing::warn!("no system randomness for the token cache key: token cache disabled");
+        }
         Self {
             state: Mutex::new(State {
-                entries: HashMap::new(),
+                entries: Entries::default(),
                 order: VecDeque::new(),
             }),
-            capacity,
+            capacity: if key.is_some() { capacity } else { 0 },
+            keyed: Polyval::new(&key.unwrap_or_default()),
         }
     }
 
-    fn digest(token: &str) -> Digest32 {
-        Sha256::digest(token.as_bytes()).into()
+    fn digest(&self, token: &str) -> Digest {
+        let mut hash = self.keyed.clone();
+        hash.update_padded(token.as_bytes());
+        // The length block tells apart texts that differ only by trailing zero padding.
+        let mut length = [0u8; 16];
+        length[..8].copy_from_slice(&(token.len() as u64).to_le_bytes());
+        hash.update(&[length.into()]);
+        Digest(hash.finalize().into())
     }
 
     /// Looks `token` up at `now`.
@@ -57,8 +133,8 @@ impl<C: Clone> TokenCache<C> {
         if self.capacity == 0 {
             return Cached::Miss;
         }
-        let digest = Self::digest(token);
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let digest = self.digest(token);
+        let state = self.state.lock();
         match state.entries.get(&digest) {
             Some((claims, expires_at)) if now <= *expires_at => Cached::Valid(claims.clone()),
             Some(_) => Cached::Expired,
@@ -67,12 +143,12 @@ impl<C: Clone> TokenCache<C> {
     }
 
     /// Remembers that `token` carries `claims` until `expires_at`.
-    pub fn insert(&self, token: &str, claims: C, expires_at: Timestamp) {
+    pub fn insert(&self, token: &str, claims: Arc<C>, expires_at: Timestamp) {
         if self.capacity == 0 {
             return;
         }
-        let digest = Self::digest(token);
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let digest = self.digest(token);
+        let mut state = self.state.lock();
         // The order queue may hold digests already evicted or re-inserted; bounding it too
         // keeps memory bounded whatever the access pattern.
         while state.entries.len() >= self.capacity || state.order.len() >= 2 * self.capacity {
@@ -87,11 +163,7 @@ impl<C: Clone> TokenCache<C> {
 
     /// Tokens cached.
     pub fn len(&self) -> usize {
-        self.state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entries
-            .len()
+        self.state.lock().entries.len()
     }
 
     /// Whether nothing is cached.
@@ -108,11 +180,15 @@ mod tests {
         s.parse().expect("timestamp")
     }
 
+    fn valid<C>(claims: C) -> Cached<C> {
+        Cached::Valid(Arc::new(claims))
+    }
+
     #[test]
     fn never_serves_past_expiry() {
         let cache = TokenCache::new(10);
-        cache.insert("t", 7, at("2030-01-01T00:00:10Z"));
-        assert_eq!(cache.get("t", at("2030-01-01T00:00:09Z")), Cached::Valid(7));
+        cache.insert("t", Arc::new(7), at("2030-01-01T00:00:10Z"));
+        assert_eq!(cache.get("t", at("2030-01-01T00:00:09Z")), valid(7));
         assert_eq!(cache.get("t", at("2030-01-01T00:00:11Z")), Cached::Expired);
         assert_eq!(cache.get("u", at("2030-01-01T00:00:09Z")), Cached::Miss);
     }
@@ -122,14 +198,46 @@ mod tests {
         let cache = TokenCache::new(3);
         let exp = at("2030-01-01T00:00:00Z");
         for i in 0..10 {
-            cache.insert(&format!("t{i}"), i, exp);
+            cache.insert(&format!("t{i}"), Arc::new(i), exp);
             assert!(cache.len() <= 3);
         }
         let now = at("2029-01-01T00:00:00Z");
         assert_eq!(cache.get("t0", now), Cached::Miss);
-        assert_eq!(cache.get("t9", now), Cached::Valid(9));
+        assert_eq!(cache.get("t9", now), valid(9));
         let disabled = TokenCache::new(0);
-        disabled.insert("t", 1, exp);
+        disabled.insert("t", Arc::new(1), exp);
         assert_eq!(disabled.get("t", now), Cached::Miss);
+    }
+
+    #[test]
+    fn texts_that_differ_only_in_padding_or_one_byte_are_different_keys() {
+        let cache = TokenCache::new(100);
+        let exp = at("2030-01-01T00:00:00Z");
+        let now = at("2029-01-01T00:00:00Z");
+        let base = "A".repeat(40);
+        cache.insert(&base, Arc::new(1), exp);
+        // Same blocks once zero-padded: only the length block tells them apart.
+        for other in [
+            format!("{base}\0"),
+            format!("{base}\0\0\0"),
+            base[..39].to_owned(),
+        ] {
+            assert_eq!(cache.get(&other, now), Cached::Miss, "{other:?}");
+        }
+        for i in 0..base.len() {
+            let mut flipped = base.clone().into_bytes();
+            flipped[i] = b'B';
+            let flipped = String::from_utf8(flipped).expect("ascii");
+            assert_eq!(cache.get(&flipped, now), Cached::Miss, "byte {i}");
+        }
+        assert_eq!(cache.get(&base, now), valid(1));
+    }
+
+    #[test]
+    fn two_caches_use_different_keys() {
+        let a = TokenCache::<u8>::new(1);
+        let b = TokenCache::<u8>::new(1);
+        assert_ne!(a.digest("same token"), b.digest("same token"));
+        assert_eq!(a.digest("same token"), a.digest("same token"));
     }
 }

@@ -111,13 +111,15 @@ pub(super) fn sockets(v: &mut Validator, raw: &Raw) -> Option<SocketTuning> {
             "close" => SlowConsumerPolicy::Close,
             _ => SlowConsumerPolicy::DropOldest,
         });
-    // 4 KiB each: client messages are small, and an idle socket then costs a few KiB instead
-    // of tungstenite's 2 x 128 KiB defaults. Large event frames still go out (the buffers grow
-    // on demand), they are just written in more syscalls.
+    // tungstenite allocates (and zero-fills) the whole read buffer per socket up front, and
+    // client messages (`ready`, `select_chat`, pings) are a few hundred bytes: 1 KiB instead of
+    // tungstenite's 128 KiB. A larger client message still reads (the buffer grows for that
+    // frame). The write buffer is a threshold, not an allocation: event frames are written
+    // once this much is queued, or at the flush of each batch.
     let read_buffer = v.int_in(
         "WS_READ_BUFFER",
         raw.ws_read_buffer.as_deref(),
-        4096usize,
+        1024usize,
         512,
         1 << 20,
     );

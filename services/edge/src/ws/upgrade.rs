@@ -14,6 +14,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
+use daisi_domain::token::AdminClaims;
 use daisi_domain::{AgentId, CompanyId, ErrorBody, SessionKey};
 use http::HeaderMap;
 use serde::Deserialize;
@@ -121,8 +122,8 @@ pub async fn user_socket(
     };
     let key = claims.session_key();
     let kind = SocketKind::User {
-        company: claims.company_id,
-        agent: claims.agent_id,
+        company: claims.company_id.clone(),
+        agent: claims.agent_id.clone(),
     };
     accept(edge, upgrade, kind, key).await
 }
@@ -157,7 +158,13 @@ pub async fn admin_socket(
         return bad_request(&ErrorBody::bad_request("WebSocket upgrade required"));
     };
     let key = claims.session_key();
-    accept(edge, upgrade, SocketKind::Admin(Box::new(claims)), key).await
+    accept(
+        edge,
+        upgrade,
+        SocketKind::Admin(Box::new(AdminClaims::clone(&claims))),
+        key,
+    )
+    .await
 }
 
 async fn accept(
