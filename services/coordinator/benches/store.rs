@@ -34,6 +34,7 @@ fn settings() -> StoreSettings {
         session_lease: Duration::from_secs(300),
         pod_lease: Duration::from_secs(300),
         selection_retention: Duration::from_secs(3600),
+        tombstone_ttl: Duration::from_secs(60),
     }
 }
 
@@ -69,7 +70,7 @@ async fn acquire<S: SessionStore>(store: &S, pod: &PodId, i: usize, conn: u64) -
             connection,
             fencing: grant.fencing,
         },
-        AcquireOutcome::Refused(_) => unreachable!("takeover"),
+        AcquireOutcome::Refused(_) | AcquireOutcome::Ended { .. } => unreachable!("fresh takeover"),
     }
 }
 

@@ -43,6 +43,11 @@ pub struct Config {
     pub selection_retention: Duration,
     /// Keep-alive period of `WatchPodCommands` streams; edges reconnect after three silent ones.
     pub watch_ping_interval: Duration,
+    /// How long a connection that was taken over or killed is remembered, so its next renew
+    /// closes it (with the true reason) even when the kill command was lost, and no acquire
+    /// brings it back. At least the session lease plus two renew intervals; by default the
+    /// lease plus three renew intervals (60 s with the default timing).
+    pub tombstone_ttl: Duration,
 }
 
 /// Which store backs the coordinator.
@@ -74,6 +79,7 @@ impl Config {
             store: StoreKind::Memory,
             selection_retention: Duration::from_secs(3600),
             watch_ping_interval: Duration::from_secs(10),
+            tombstone_ttl: Duration::from_secs(60),
         }
     }
 }
@@ -124,6 +130,7 @@ struct Raw {
     store: Option<String>,
     selection_retention: Option<String>,
     watch_ping_interval: Option<String>,
+    tombstone_ttl: Option<String>,
 }
 
 impl Config {
@@ -211,6 +218,26 @@ impl Config {
             raw.watch_ping_interval.as_deref(),
             Duration::from_secs(10),
         );
+        let tombstone_ttl = v.duration(
+            "TOMBSTONE_TTL",
+            raw.tombstone_ttl.as_deref(),
+            default_tombstone_ttl(
+                session_lease.unwrap_or(Duration::from_secs(30)),
+                renew_interval.unwrap_or(Duration::from_secs(10)),
+            ),
+        );
+        if let (Some(lease), Some(renew), Some(ttl)) =
+            (session_lease, renew_interval, tombstone_ttl)
+        {
+            v.ensure(
+                ttl >= lease + renew * 2,
+                "TOMBSTONE_TTL",
+                format!(
+                    "must be at least {PREFIX}SESSION_LEASE plus two {PREFIX}RENEW_INTERVAL ({}) so a killed connection's next renew still finds it",
+                    humantime::format_duration(lease + renew * 2)
+                ),
+            );
+        }
         if let (Some(lease), Some(retention)) = (session_lease, selection_retention) {
             v.ensure(
                 retention >= lease,
@@ -247,9 +274,17 @@ impl Config {
                 store: store?,
                 selection_retention: selection_retention?,
                 watch_ping_interval: watch_ping_interval?,
+                tombstone_ttl: tombstone_ttl?,
             })
         })
     }
+}
+
+/// The session lease plus three renew intervals: an edge whose kill command was lost learns
+/// the truth at its next renew, and two more may fail (a coordinator restart, a Redis
+/// failover) before the tombstone is gone.
+pub fn default_tombstone_ttl(session_lease: Duration, renew_interval: Duration) -> Duration {
+    session_lease.saturating_add(renew_interval.saturating_mul(3))
 }
 
 /// One seed of a Redis Cluster: `redis://[user:password@]host:port`, no path (cluster nodes
@@ -298,6 +333,25 @@ mod tests {
         assert_eq!(config.session_lease, Duration::from_secs(30));
         assert_eq!(config.renew_interval, Duration::from_secs(10));
         assert_eq!(config.key_prefix, "daisi");
+        assert_eq!(config.tombstone_ttl, Duration::from_secs(60));
+        assert_eq!(config.tombstone_ttl, Config::for_tests().tombstone_ttl);
+    }
+
+    #[test]
+    fn the_tombstone_lifetime_follows_the_timing_and_is_checked() {
+        let env = Env::from_pairs([
+            ("DAISI_COORDINATOR_SESSION_LEASE", "20s"),
+            ("DAISI_COORDINATOR_RENEW_INTERVAL", "5s"),
+        ]);
+        let config = Config::from_env(&env).expect("valid").value;
+        assert_eq!(config.tombstone_ttl, Duration::from_secs(35));
+        let env = Env::from_pairs([
+            ("DAISI_COORDINATOR_SESSION_LEASE", "20s"),
+            ("DAISI_COORDINATOR_RENEW_INTERVAL", "5s"),
+            ("DAISI_COORDINATOR_TOMBSTONE_TTL", "29s"),
+        ]);
+        let err = Config::from_env(&env).expect_err("too short");
+        assert!(err.mentions("DAISI_COORDINATOR_TOMBSTONE_TTL"), "{err}");
     }
 
     #[test]

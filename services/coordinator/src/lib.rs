@@ -79,6 +79,7 @@ pub fn store_settings(config: &Config) -> StoreSettings {
         session_lease: config.session_lease,
         pod_lease: config.pod_lease,
         selection_retention: config.selection_retention,
+        tombstone_ttl: config.tombstone_ttl,
     }
 }
 

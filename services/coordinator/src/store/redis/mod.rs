@@ -141,8 +141,21 @@ impl RedisStore {
         key: &str,
         args: &[&str],
     ) -> redis::RedisResult<T> {
+        self.script_keys(script, &[key], args).await
+    }
+
+    /// Invokes a script with `KEYS = keys` and `ARGV = [tag, args...]`.
+    async fn script_keys<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        keys: &[&str],
+        args: &[&str],
+    ) -> redis::RedisResult<T> {
         let mut invocation = script.prepare_invoke();
-        invocation.key(key).arg(self.inner.keys.tag());
+        for key in keys {
+            invocation.key(*key);
+        }
+        invocation.arg(self.inner.keys.tag());
         for arg in args {
             invocation.arg(*arg);
         }
@@ -150,13 +163,15 @@ impl RedisStore {
         invocation.invoke_async(&mut connection).await
     }
 
-    /// Runs the renew or release script over `sessions` in chunks.
+    /// Runs the renew or release script over `sessions` in chunks: `KEYS[1]` is the pod's
+    /// session set, followed (with `tombstones`) by the tombstone key of each session.
     async fn batched(
         &self,
         script: &redis::Script,
         pod: &PodId,
         head: &[&str],
         sessions: &[HeldSession],
+        tombstones: bool,
     ) -> redis::RedisResult<Vec<Vec<String>>> {
         let key = self.inner.keys.pod_sessions(pod);
         let mut answers = Vec::new();
@@ -169,9 +184,23 @@ impl RedisStore {
             for (held, (key, fence)) in chunk.iter().zip(&encoded) {
                 args.extend([key.as_str(), held.connection.as_str(), fence.as_str()]);
             }
-            answers.push(self.script(script, &key, &args).await?);
+            let tomb_keys: Vec<String> = if tombstones {
+                chunk
+                    .iter()
+                    .map(|s| self.inner.keys.tombstones(&s.key))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let mut keys = vec![key.as_str()];
+            keys.extend(tomb_keys.iter().map(String::as_str));
+            answers.push(self.script_keys(script, &keys, &args).await?);
         }
         Ok(answers)
+    }
+
+    fn tombstone_ms(&self) -> u64 {
+        millis(self.inner.settings.tombstone_ttl)
     }
 }
 

@@ -29,6 +29,7 @@ pub(crate) fn relaxed() -> StoreSettings {
         session_lease: Duration::from_secs(30),
         pod_lease: Duration::from_secs(30),
         selection_retention: Duration::from_secs(3600),
+        tombstone_ttl: Duration::from_secs(60),
     }
 }
 
@@ -149,4 +150,9 @@ contract!(
     kills_reach_watchers_of_another_replica,
     concurrent_acquires_end_with_one_holder,
     large_batches_are_handled_in_one_call,
+    a_killed_connection_is_told_and_never_reacquires,
+    a_takeover_whose_kill_was_lost_is_told_on_the_next_renew,
+    select_chat_is_idempotent_and_reasserts_the_route,
+    a_kill_racing_an_admission_is_remembered,
+    tombstones_lapse_after_their_lifetime,
 );
