@@ -313,6 +313,7 @@ async fn sessions_survive_a_master_failover_with_one_holder_each() {
             session_lease: Duration::from_secs(120),
             pod_lease: Duration::from_secs(120),
             selection_retention: Duration::from_secs(3600),
+            tombstone_ttl: Duration::from_secs(150),
         },
     )
     .unwrap();
