@@ -9,7 +9,7 @@
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use daisi_coordinator::store::{
     AcquireMode, AcquireOutcome, AcquireRequest, HeldSession, MemoryStore, PodHeartbeat,
-    RedisSettings, RedisStore, Route, RouteQuery, SessionStore, StoreSettings,
+    RedisSettings, RedisStore, RedisTarget, Route, RouteQuery, SessionStore, StoreSettings,
 };
 use daisi_domain::{PodId, SessionKey};
 use daisi_testkit::RedisServer;
@@ -132,7 +132,7 @@ fn stores(c: &mut Criterion) {
         .block_on(async {
             RedisStore::new(
                 &RedisSettings {
-                    url: server.url(),
+                    target: RedisTarget::Single(server.url()),
                     key_prefix: "bench".to_owned(),
                     timeout: Duration::from_secs(5),
                     chunk: 1_000,

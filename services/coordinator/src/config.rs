@@ -18,6 +18,9 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// Where sessions, routes and pods live. Not printed: it may carry a password.
     pub redis_url: RedisUrl,
+    /// Seed nodes of a Redis Cluster (`redis://host:port`, several so start-up does not depend
+    /// on one node). Non-empty: the store runs on the cluster and `redis_url` is unused.
+    pub redis_cluster_urls: Vec<RedisUrl>,
     /// Prefix of every Redis key, so several deployments can share one Redis.
     pub key_prefix: String,
     /// How long a session survives without a renew (its pod crashed).
@@ -65,6 +68,7 @@ impl Config {
             grpc_addr: loopback,
             http_addr: loopback,
             redis_url: RedisUrl(Url::parse("redis://127.0.0.1:6379").expect("a literal URL")),
+            redis_cluster_urls: Vec::new(),
             key_prefix: "daisi".to_owned(),
             session_lease: Duration::from_secs(30),
             renew_interval: Duration::from_secs(10),
@@ -76,6 +80,22 @@ impl Config {
             selection_retention: Duration::from_secs(3600),
             watch_ping_interval: Duration::from_secs(10),
             tombstone_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Config {
+    /// The Redis the store uses: the cluster when seeds are configured, else `redis_url`.
+    pub fn redis_target(&self) -> crate::store::RedisTarget {
+        if self.redis_cluster_urls.is_empty() {
+            crate::store::RedisTarget::Single(self.redis_url.0.to_string())
+        } else {
+            crate::store::RedisTarget::Cluster(
+                self.redis_cluster_urls
+                    .iter()
+                    .map(|u| u.0.to_string())
+                    .collect(),
+            )
         }
     }
 }
@@ -99,6 +119,7 @@ struct Raw {
     grpc_addr: Option<String>,
     http_addr: Option<String>,
     redis_url: Option<String>,
+    redis_cluster_urls: Option<String>,
     key_prefix: Option<String>,
     session_lease: Option<String>,
     renew_interval: Option<String>,
@@ -131,6 +152,18 @@ impl Config {
             Some("redis://127.0.0.1:6379"),
             &["redis", "redis+unix", "unix"],
         );
+        // Cluster nodes announce TCP addresses, so seeds are `redis://host:port` only.
+        let redis_cluster_urls = match raw.redis_cluster_urls.as_deref().map(str::trim) {
+            None | Some("") => Some(Vec::new()),
+            Some(value) => v.list_with("REDIS_CLUSTER_URLS", Some(value), parse_cluster_seed),
+        };
+        if redis_cluster_urls.as_ref().is_some_and(|s| !s.is_empty()) {
+            v.ensure(
+                raw.redis_url.as_deref().is_none_or(|u| u.trim().is_empty()),
+                "REDIS_CLUSTER_URLS",
+                format!("set either {PREFIX}REDIS_URL (one Redis) or {PREFIX}REDIS_CLUSTER_URLS (a Redis Cluster), not both"),
+            );
+        }
         let key_prefix = v.parse_with(
             "KEY_PREFIX",
             raw.key_prefix.as_deref(),
@@ -230,6 +263,7 @@ impl Config {
                 grpc_addr: grpc_addr?,
                 http_addr: http_addr?,
                 redis_url: RedisUrl(redis_url?),
+                redis_cluster_urls: redis_cluster_urls?,
                 key_prefix: key_prefix?,
                 session_lease: session_lease?,
                 renew_interval: renew_interval?,
@@ -251,6 +285,25 @@ impl Config {
 /// failover) before the tombstone is gone.
 pub fn default_tombstone_ttl(session_lease: Duration, renew_interval: Duration) -> Duration {
     session_lease.saturating_add(renew_interval.saturating_mul(3))
+}
+
+/// One seed of a Redis Cluster: `redis://[user:password@]host:port`, no path (cluster nodes
+/// have only database 0). The error never repeats the value (it may carry a password).
+fn parse_cluster_seed(value: &str) -> Result<RedisUrl, String> {
+    let url = Url::parse(value).map_err(|e| format!("not a URL ({e})"))?;
+    if url.scheme() != "redis" {
+        return Err(format!(
+            "scheme `{}` is not supported; use redis://host:port",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) || url.port().is_none() {
+        return Err("needs a host and a port (redis://host:port)".to_owned());
+    }
+    if !matches!(url.path(), "" | "/") {
+        return Err("must not name a database: a Redis Cluster has only database 0".to_owned());
+    }
+    Ok(RedisUrl(url))
 }
 
 /// Key prefixes end up in every Redis key; keep them to a safe alphabet so they cannot break
@@ -334,6 +387,50 @@ mod tests {
             assert!(err.mentions(&format!("{PREFIX}{var}")), "{var}: {err}");
         }
         assert_eq!(Config::for_tests().store, StoreKind::Memory);
+    }
+
+    #[test]
+    fn cluster_seeds_are_checked() {
+        let env = Env::from_pairs([(
+            "DAISI_COORDINATOR_REDIS_CLUSTER_URLS",
+            "redis://10.0.0.1:7000, redis://:pw@10.0.0.2:7001",
+        )]);
+        let config = Config::from_env(&env).expect("valid").value;
+        assert_eq!(config.redis_cluster_urls.len(), 2);
+        assert!(matches!(
+            config.redis_target(),
+            crate::store::RedisTarget::Cluster(seeds) if seeds.len() == 2
+        ));
+        assert!(!format!("{config:?}").contains("pw@"));
+        assert!(matches!(
+            Config::for_tests().redis_target(),
+            crate::store::RedisTarget::Single(_)
+        ));
+        for bad in [
+            "unix:///tmp/r.sock",
+            "redis://10.0.0.1",
+            "redis://10.0.0.1:7000/2",
+            "redis://10.0.0.1:7000,",
+        ] {
+            let env = Env::from_pairs([("DAISI_COORDINATOR_REDIS_CLUSTER_URLS", bad)]);
+            let err = Config::from_env(&env).expect_err(bad);
+            assert!(
+                err.mentions("DAISI_COORDINATOR_REDIS_CLUSTER_URLS"),
+                "{bad}: {err}"
+            );
+        }
+        let env = Env::from_pairs([
+            (
+                "DAISI_COORDINATOR_REDIS_CLUSTER_URLS",
+                "redis://10.0.0.1:7000",
+            ),
+            ("DAISI_COORDINATOR_REDIS_URL", "redis://10.0.0.9:6379"),
+        ]);
+        let err = Config::from_env(&env).expect_err("both set");
+        assert!(
+            err.mentions("DAISI_COORDINATOR_REDIS_CLUSTER_URLS"),
+            "{err}"
+        );
     }
 
     #[test]
