@@ -9,3 +9,5 @@ mod deploy_files;
 mod isolation;
 mod observability;
 mod scenarios;
+mod storms;
+
