@@ -10,4 +10,5 @@ mod isolation;
 mod observability;
 mod scenarios;
 mod storms;
+mod stress;
 
