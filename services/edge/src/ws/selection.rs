@@ -163,6 +163,11 @@ async fn select(edge: &Edge, socket: &Arc<SocketHandle>, chat: ChatId) -> Outcom
             Outcome::Stop
         }
         Err(error) => {
+            // The call may have landed (its answer was lost): the route goes to the syncer,
+            // which unregisters it unless a socket needs it.
+            let route = chat_route(company, agent, &chat);
+            routes.retain(route.clone());
+            routes.release(&route);
             count(edge, "failed");
             tracing::warn!(%error, "select_chat failed");
             if matches!(error, CoordinatorError::UnknownPod) {
