@@ -12,7 +12,7 @@ use crate::lifecycle::pod;
 use crate::registry::{base_route, chat_route};
 use crate::state::Edge;
 use axum::extract::ws::Utf8Bytes;
-use daisi_domain::protocol::READY_FRAME;
+use daisi_domain::protocol::{READY_FRAME, Subprotocol};
 use daisi_domain::{ConnectionId, SessionKey};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -99,8 +99,31 @@ impl Drop for SocketLease {
     }
 }
 
-/// Admits a socket of `kind` holding `key`.
+/// How an admitted socket behaves beyond who it is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SocketOptions {
+    /// `json.v1` or `json.v2` (gaps announced, positions on events).
+    pub protocol: Subprotocol,
+    /// When the token expires (Unix milliseconds).
+    pub expires_at_ms: i64,
+    /// Close the socket when the token expires without a refresh.
+    pub enforce_expiry: bool,
+    /// A recovery will replay history first: live events are held aside until it is done.
+    pub recover: bool,
+}
+
+/// Admits a `json.v1` socket of `kind` holding `key`.
 pub async fn admit(edge: &Edge, kind: SocketKind, key: SessionKey) -> Result<SocketLease, Refusal> {
+    admit_with(edge, kind, key, SocketOptions::default()).await
+}
+
+/// Admits a socket of `kind` holding `key`, behaving as `options` say.
+pub async fn admit_with(
+    edge: &Edge,
+    kind: SocketKind,
+    key: SessionKey,
+    options: SocketOptions,
+) -> Result<SocketLease, Refusal> {
     if edge.draining() {
         return Err(Refusal::Draining);
     }
@@ -109,7 +132,7 @@ pub async fn admit(edge: &Edge, kind: SocketKind, key: SessionKey) -> Result<Soc
     }
     let connection = ConnectionId::generate();
     let started = Instant::now();
-    let result = acquire_and_index(edge, kind, key, connection).await;
+    let result = acquire_and_index(edge, kind, key, connection, options).await;
     let outcome = match &result {
         Ok(_) => "granted",
         Err(Refusal::CoordinatorDown(_)) => "unavailable",
@@ -127,6 +150,7 @@ async fn acquire_and_index(
     kind: SocketKind,
     key: SessionKey,
     connection: ConnectionId,
+    options: SocketOptions,
 ) -> Result<SocketLease, Refusal> {
     let base = base_route(&kind);
     for attempt in 0..2 {
@@ -158,18 +182,29 @@ async fn acquire_and_index(
             }
             Err(CoordinatorError::Rejected(e)) => return Err(Refusal::CoordinatorRefused(e)),
         };
-        let outbox = Outbox::new(
+        let mut outbox = Outbox::new(
             edge.config.sockets.send_queue,
             edge.config.sockets.slow_consumer,
         );
-        let handle = Arc::new(SocketHandle::new(
-            edge.registry.next_id(),
-            connection,
-            kind,
-            key,
-            fencing,
-            outbox,
-        ));
+        if options.protocol == Subprotocol::V2 {
+            outbox = outbox.announcing_gaps();
+            if options.recover {
+                // Before the socket enters the index: no live event may slip past the hold.
+                outbox.hold();
+            }
+        }
+        let handle = Arc::new(
+            SocketHandle::new(
+                edge.registry.next_id(),
+                connection,
+                kind,
+                key,
+                fencing,
+                outbox,
+            )
+            .with_protocol(options.protocol)
+            .with_expiry(options.expires_at_ms, options.enforce_expiry),
+        );
         edge.registry.routes.retain(base);
         if let (Some(chat), Some((company, agent))) = (&selected_chat, handle.user_agent()) {
             edge.registry
