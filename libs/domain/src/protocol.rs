@@ -249,8 +249,8 @@ pub fn parse_client_message_as(
     match envelope.kind.as_ref() {
         "refresh" if protocol == Subprotocol::V2 => {
             let payload = envelope.payload.ok_or(ProtocolError::InvalidRefresh)?;
-            let payload: RefreshPayload<'_> = serde_json::from_str(payload.get())
-                .map_err(|_| ProtocolError::InvalidRefresh)?;
+            let payload: RefreshPayload<'_> =
+                serde_json::from_str(payload.get()).map_err(|_| ProtocolError::InvalidRefresh)?;
             if payload.token.is_empty() {
                 return Err(ProtocolError::InvalidRefresh);
             }
@@ -398,7 +398,10 @@ mod tests {
             GapCause::DropOldest.resync_frame(),
             r#"{"type":"resync","payload":{"reason":"drop_oldest"}}"#
         );
-        assert_eq!(Subprotocol::from_selected(Some(b"json.v2")), Subprotocol::V2);
+        assert_eq!(
+            Subprotocol::from_selected(Some(b"json.v2")),
+            Subprotocol::V2
+        );
         assert_eq!(Subprotocol::from_selected(None), Subprotocol::V1);
     }
 }

@@ -10,11 +10,11 @@
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use daisi_config::Env;
 use daisi_domain::event::render_event_frame;
+use daisi_domain::protocol::Subprotocol;
 use daisi_domain::token::{TokenKeyring, UserClaims};
 use daisi_domain::{AgentId, CompanyId, ConnectionId, SessionKey};
 use daisi_edge::coordinator::AnyCoordinator;
 use daisi_edge::coordinator::memory::MemoryCoordinator;
-use daisi_domain::protocol::Subprotocol;
 use daisi_edge::delivery::fanout::{Audience, EventFrames, fan_out};
 use daisi_edge::state::Edge;
 use daisi_edge::ws::handle::{SocketHandle, SocketKind};
@@ -104,8 +104,7 @@ fn fanout_speaking(c: &mut Criterion, name: &str, protocol: Subprotocol) {
                 },
                 |()| {
                     let frame = render_event_frame(black_box(PAYLOAD), "message").unwrap();
-                    let frames =
-                        EventFrames::new(frame.into(), 42, 1_764_441_600_123_456_789);
+                    let frames = EventFrames::new(frame.into(), 42, 1_764_441_600_123_456_789);
                     fan_out(&edge, &audience, &frames)
                 },
                 BatchSize::PerIteration,

@@ -44,9 +44,7 @@ impl Dedup {
         if !self.first_time(sequence) {
             return Seen::Repeat;
         }
-        if sequence != 0
-            && sequence <= self.forgotten.load(std::sync::atomic::Ordering::Relaxed)
-        {
+        if sequence != 0 && sequence <= self.forgotten.load(std::sync::atomic::Ordering::Relaxed) {
             return Seen::Unsure;
         }
         Seen::First

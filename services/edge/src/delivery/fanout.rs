@@ -42,7 +42,11 @@ impl EventFrames {
     /// The `json.v2` frame, rendered once.
     pub fn v2(&self) -> &Utf8Bytes {
         self.v2.get_or_init(|| {
-            Utf8Bytes::from(render_event_frame_v2(self.v1.as_str(), self.seq, self.epoch))
+            Utf8Bytes::from(render_event_frame_v2(
+                self.v1.as_str(),
+                self.seq,
+                self.epoch,
+            ))
         })
     }
 }

@@ -49,7 +49,10 @@ impl JetStreamHistory {
             .get_stream(&self.stream)
             .await
             .map_err(|e| HistoryError(e.to_string()))?;
-        let info = stream.info().await.map_err(|e| HistoryError(e.to_string()))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| HistoryError(e.to_string()))?;
         Ok(StreamState {
             epoch: epoch(info.created),
             first_seq: info.state.first_sequence,

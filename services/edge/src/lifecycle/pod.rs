@@ -92,11 +92,7 @@ pub async fn reacquire(edge: &Edge, socket: Arc<SocketHandle>) {
             socket.set_fencing(fencing);
             // While the pod was forgotten its events were acknowledged as "no route": a
             // json.v2 socket may have missed some.
-            crate::ws::gap::announce(
-                edge,
-                &socket,
-                daisi_domain::protocol::GapCause::PodPurge,
-            );
+            crate::ws::gap::announce(edge, &socket, daisi_domain::protocol::GapCause::PodPurge);
         }
         Ok(AcquireOutcome::Refused) => {
             close_lost(&socket, CloseCause::SessionConflict);

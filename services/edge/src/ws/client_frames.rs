@@ -8,9 +8,7 @@ use super::handle::SocketHandle;
 use super::{refresh, selection};
 use crate::state::Edge;
 use axum::extract::ws::Utf8Bytes;
-use daisi_domain::protocol::{
-    ClientMessage, ServerMessage, Subprotocol, parse_client_message_as,
-};
+use daisi_domain::protocol::{ClientMessage, ServerMessage, Subprotocol, parse_client_message_as};
 use std::sync::Arc;
 
 /// The frame to send back, if any.

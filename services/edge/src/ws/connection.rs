@@ -62,7 +62,14 @@ pub async fn run(lease: SocketLease, mut socket: WebSocket, recover: Option<Posi
     let recovered = match recover {
         // Boxed: cold, and its state should not sit in every socket's future.
         Some(since) => {
-            Box::pin(recovery::run(&edge, &handle, &mut socket, since, write_timeout)).await
+            Box::pin(recovery::run(
+                &edge,
+                &handle,
+                &mut socket,
+                since,
+                write_timeout,
+            ))
+            .await
         }
         None => Ok(()),
     };

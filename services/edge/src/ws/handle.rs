@@ -117,7 +117,9 @@ impl SocketHandle {
 
     /// A refresh: the expiry moves to `expires_at_ms` if that is later; `false` otherwise.
     pub fn extend_expiry(&self, expires_at_ms: i64) -> bool {
-        self.expires_at_ms.fetch_max(expires_at_ms, Ordering::Relaxed) < expires_at_ms
+        self.expires_at_ms
+            .fetch_max(expires_at_ms, Ordering::Relaxed)
+            < expires_at_ms
     }
 
     /// The current fencing token.

@@ -434,7 +434,10 @@ mod tests {
     fn v2_gap_under_the_close_policy_closes_4008() {
         let outbox = Outbox::new(4, SlowConsumerPolicy::Close).announcing_gaps();
         outbox.push("a".into());
-        assert_eq!(outbox.announce_gap(GapCause::RouterGiveUp), Announced::Closed);
+        assert_eq!(
+            outbox.announce_gap(GapCause::RouterGiveUp),
+            Announced::Closed
+        );
         let close = outbox.take(10, &mut Vec::new()).expect("close");
         assert_eq!(close.code, SLOW_CONSUMER_CLOSE);
     }

@@ -244,5 +244,7 @@ fn frame_for(
         return None;
     }
     let v1 = render_event_frame(&event.payload, subject.event_type()).ok()?;
-    Some(Utf8Bytes::from(render_event_frame_v2(&v1, event.seq, epoch)))
+    Some(Utf8Bytes::from(render_event_frame_v2(
+        &v1, event.seq, epoch,
+    )))
 }

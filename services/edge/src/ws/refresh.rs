@@ -39,9 +39,8 @@ pub fn handle(edge: &Edge, socket: &SocketHandle, token: &str) -> Utf8Bytes {
         Ok((_, expires_at)) => {
             let at_ms = expires_at.as_millisecond();
             if socket.extend_expiry(at_ms) {
-                let frame = format!(
-                    r#"{{"type":"refreshed","payload":{{"expires_at":"{expires_at}"}}}}"#
-                );
+                let frame =
+                    format!(r#"{{"type":"refreshed","payload":{{"expires_at":"{expires_at}"}}}}"#);
                 ("accepted", Utf8Bytes::from(frame))
             } else {
                 (

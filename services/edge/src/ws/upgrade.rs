@@ -7,6 +7,7 @@ use super::admission::{self, Refusal};
 use super::connection;
 use super::handle::SocketKind;
 use crate::auth::Denied;
+use crate::config::ExpiryEnforcement;
 use crate::http::{error, origin};
 use crate::state::Edge;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -14,7 +15,6 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use crate::config::ExpiryEnforcement;
 use daisi_domain::protocol::{Position, Subprotocol};
 use daisi_domain::{AgentId, CompanyId, ErrorBody, SessionKey};
 use http::HeaderMap;
@@ -59,9 +59,10 @@ struct Extras {
 fn since(params: &SocketParams) -> Result<Option<Position>, ErrorBody> {
     match params.since.as_deref().map(str::trim) {
         None | Some("") => Ok(None),
-        Some(raw) => raw.parse().map(Some).map_err(|e: String| {
-            ErrorBody::bad_request("Invalid since parameter").with_details(e)
-        }),
+        Some(raw) => raw
+            .parse()
+            .map(Some)
+            .map_err(|e: String| ErrorBody::bad_request("Invalid since parameter").with_details(e)),
     }
 }
 
@@ -196,7 +197,14 @@ pub async fn admin_socket(
         Err(body) => return bad_request(&body),
     };
     let key = claims.session_key();
-    accept(edge, upgrade, SocketKind::Admin(Box::new(claims)), key, extras).await
+    accept(
+        edge,
+        upgrade,
+        SocketKind::Admin(Box::new(claims)),
+        key,
+        extras,
+    )
+    .await
 }
 
 async fn accept(

@@ -3,8 +3,7 @@
 //! answering `resync` when it cannot replay. `json.v1` sockets beside them see none of it.
 
 use crate::support::{
-    API_KEY, Client, Coord, Refused, TestEdge, USER_KEY, WAIT, enc, event, metric, user,
-    user_token,
+    API_KEY, Client, Coord, Refused, TestEdge, USER_KEY, WAIT, enc, event, metric, user, user_token,
 };
 use daisi_domain::token::{TokenKeyring, UserClaims};
 use daisi_proto::edge::v1::{self as epb, DeliveryScope};
@@ -18,7 +17,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 const EPOCH: u64 = 1_764_441_600_123_456_789;
 
 /// A token of `user` expiring `seconds` from now.
-fn token_for(user: &str, seconds: i64) -> String {
+fn token_for(user: &str, seconds: u64) -> String {
     let claims = UserClaims::expiring_in(
         "c1".parse().unwrap(),
         "a1".parse().unwrap(),
@@ -185,7 +184,12 @@ async fn a_slow_v2_consumer_under_drop_oldest_gets_resync_then_newer_events() {
         seq += 1;
         assert!(seq < 2_000, "the send queue never overflowed");
         edge.deliver(vec![chat_event(seq, &big)]).await;
-        if metric(&edge.metrics().await, "daisi_edge_send_queue_drops_total", &[]) > 0 {
+        if metric(
+            &edge.metrics().await,
+            "daisi_edge_send_queue_drops_total",
+            &[],
+        ) > 0
+        {
             break;
         }
     }
@@ -212,7 +216,10 @@ async fn a_slow_v2_consumer_under_drop_oldest_gets_resync_then_newer_events() {
             other => panic!("unexpected frame {other:?}"),
         }
     }
-    assert!(gap_seen && resyncs >= 1, "resyncs {resyncs}, gap {gap_seen}");
+    assert!(
+        gap_seen && resyncs >= 1,
+        "resyncs {resyncs}, gap {gap_seen}"
+    );
 }
 
 #[tokio::test]
@@ -263,7 +270,11 @@ async fn a_refresh_extends_the_socket_and_without_one_it_closes_4401() {
 
     let metrics = edge.metrics().await;
     assert_eq!(
-        metric(&metrics, "daisi_edge_token_refreshes_total", &["other_user"]),
+        metric(
+            &metrics,
+            "daisi_edge_token_refreshes_total",
+            &["other_user"]
+        ),
         1
     );
     assert_eq!(

@@ -13,6 +13,7 @@ mod http_routes;
 mod json_v2;
 mod many_sockets;
 mod minting;
+mod recovery;
 mod secrets_in_logs;
 mod sessions;
 mod socket_loop;

@@ -559,11 +559,8 @@ impl<C: EdgeClient, R: RouteResolver> Shared<C, R> {
             router_id: &self.settings.router_id,
             given_up,
         };
-        let sent = tokio::time::timeout(
-            self.settings.probe_timeout,
-            self.client.notice_gap(notice),
-        )
-        .await;
+        let sent =
+            tokio::time::timeout(self.settings.probe_timeout, self.client.notice_gap(notice)).await;
         match sent {
             Ok(Ok(())) => {}
             // An edge without gap notices (older version): nothing to retry.
