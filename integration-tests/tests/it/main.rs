@@ -2,10 +2,12 @@
 //! JetStream, two coordinators, two routers, two edges — with the launcher chosen by
 //! `DAISI_IT_LAUNCHER` (docker or process), and checks what one process cannot.
 //! `isolation.rs` holds the fault-isolation scenarios of issue 10 (frozen edge among three,
-//! frozen coordinator replica).
+//! frozen coordinator replica); `recovery.rs` the `json.v2` ones of issue 13 (recovery after a
+//! cut connection or a killed edge, resync beyond the window).
 #![allow(clippy::unwrap_used)]
 
 mod deploy_files;
 mod isolation;
 mod observability;
+mod recovery;
 mod scenarios;
