@@ -116,10 +116,9 @@ impl WsClient {
         request
             .headers_mut()
             .insert("X-API-Key", HeaderValue::from_str(api_key)?);
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            HeaderValue::from_static(protocol),
-        );
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(protocol));
         match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request)).await {
             Err(_) => Ok(Err(Refused::Transport("connect timed out".into()))),
             Ok(Ok((socket, _))) => Ok(Ok(Self {

@@ -63,7 +63,11 @@ async fn cut_and_recover(stack: &mut Stack, cut: Cut) -> anyhow::Result<()> {
             kill_tx.send(()).await?;
         }
         tokio::time::sleep(CUT).await;
-        let target = if cut == Cut::EdgeKilled { second } else { first };
+        let target = if cut == Cut::EdgeKilled {
+            second
+        } else {
+            first
+        };
         let since = format!("{epoch}:{last}");
         let mut client = target.connect_v2(&user, Some(&since)).await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -74,7 +78,10 @@ async fn cut_and_recover(stack: &mut Stack, cut: Cut) -> anyhow::Result<()> {
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let frame = client.next_frame(left).await.map_err(|e| {
-                e.context(format!("{} events received, waiting for {done}", seen.len()))
+                e.context(format!(
+                    "{} events received, waiting for {done}",
+                    seen.len()
+                ))
             })?;
             let (e, seq) = position(&frame)?;
             anyhow::ensure!(e == epoch, "epoch changed from {epoch} to {e}");
@@ -92,14 +99,18 @@ async fn cut_and_recover(stack: &mut Stack, cut: Cut) -> anyhow::Result<()> {
     let mut published = Vec::with_capacity(N as usize);
     let mut killed = false;
     stack
-        .publish_paced_seq(js_messages, RATE, async |stack: &mut Stack, seqs: &[u64]| {
-            published.extend_from_slice(seqs);
-            if !killed && kill_rx.try_recv().is_ok() {
-                stack.kill_edge(1).await?;
-                killed = true;
-            }
-            Ok(())
-        })
+        .publish_paced_seq(
+            js_messages,
+            RATE,
+            async |stack: &mut Stack, seqs: &[u64]| {
+                published.extend_from_slice(seqs);
+                if !killed && kill_rx.try_recv().is_ok() {
+                    stack.kill_edge(1).await?;
+                    killed = true;
+                }
+                Ok(())
+            },
+        )
         .await?;
     let last_published = *published.last().unwrap_or(&0);
     last_tx.send_replace(last_published);
@@ -172,7 +183,9 @@ async fn s15_a_json_v2_reconnect_beyond_the_window_gets_resync_then_live_events(
         stack
             .publish_paced_seq(messages, 5_000, async |_: &mut Stack, _: &[u64]| Ok(()))
             .await?;
-        let mut client = edge.connect_v2(&user, Some(&format!("{epoch}:{seq}"))).await?;
+        let mut client = edge
+            .connect_v2(&user, Some(&format!("{epoch}:{seq}")))
+            .await?;
         let mut replayed = 0;
         let resync = loop {
             let frame = client.next_frame(Duration::from_secs(20)).await?;
