@@ -4,6 +4,7 @@
 
 mod api;
 mod binary;
+mod cluster;
 mod contract;
 mod done_when;
 mod support;
