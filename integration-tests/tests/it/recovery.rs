@@ -77,12 +77,16 @@ async fn cut_and_recover(stack: &mut Stack, cut: Cut) -> anyhow::Result<()> {
                 break;
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let frame = client.next_frame(left).await.map_err(|e| {
-                e.context(format!(
-                    "{} events received, waiting for {done}",
-                    seen.len()
-                ))
-            })?;
+            // The publisher may finish while every event is already here: wake on that too.
+            let frame = tokio::select! {
+                changed = last_rx.changed() => {
+                    changed?;
+                    continue;
+                }
+                frame = client.next_frame(left) => frame.map_err(|e| {
+                    e.context(format!("{} events received, waiting for {done}", seen.len()))
+                })?,
+            };
             let (e, seq) = position(&frame)?;
             anyhow::ensure!(e == epoch, "epoch changed from {epoch} to {e}");
             seen.push(seq);
