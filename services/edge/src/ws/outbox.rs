@@ -135,6 +135,9 @@ struct State {
     held: Option<VecDeque<(u64, Utf8Bytes)>>,
     /// The held events overflowed their bound: the recovery ends in a resync.
     held_overflow: bool,
+    /// The last sequence a recovery replayed: a live event at or below it (a router's retry
+    /// or a JetStream redelivery of an event this socket got from the replay) is a repeat.
+    floor: u64,
 }
 
 /// How a gap announcement was taken.
@@ -234,6 +237,9 @@ impl Outbox {
     pub fn push_event(&self, frame: Utf8Bytes, seq: u64) -> Pushed {
         {
             let mut state = self.state();
+            if seq != 0 && seq <= state.floor {
+                return Pushed::Queued;
+            }
             if !state.closing {
                 let capacity = self.capacity;
                 if let Some(held) = state.held.as_mut() {
@@ -265,6 +271,7 @@ impl Outbox {
     pub fn release(&self, replayed: u64) -> bool {
         let (held, overflow) = {
             let mut state = self.state();
+            state.floor = state.floor.max(replayed);
             let overflow = std::mem::take(&mut state.held_overflow);
             (state.held.take().unwrap_or_default(), overflow)
         };
@@ -455,6 +462,8 @@ mod tests {
         assert_eq!(frames(&outbox), ["e7"]);
         outbox.push_event("e8".into(), 8);
         assert_eq!(frames(&outbox), ["e8"], "live again");
+        outbox.push_event("e6 again".into(), 6);
+        assert!(frames(&outbox).is_empty(), "a redelivery of a replayed event");
     }
 
     #[test]
