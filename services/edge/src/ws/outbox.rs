@@ -463,7 +463,10 @@ mod tests {
         outbox.push_event("e8".into(), 8);
         assert_eq!(frames(&outbox), ["e8"], "live again");
         outbox.push_event("e6 again".into(), 6);
-        assert!(frames(&outbox).is_empty(), "a redelivery of a replayed event");
+        assert!(
+            frames(&outbox).is_empty(),
+            "a redelivery of a replayed event"
+        );
     }
 
     #[test]
