@@ -24,6 +24,8 @@ pub struct StackOptions {
     pub timing: Timing,
     /// Router settings that replace or add to the defaults of `topology.rs`.
     pub router_env: Vec<(String, String)>,
+    /// Edge settings that replace or add to the defaults of `topology.rs`.
+    pub edge_env: Vec<(String, String)>,
 }
 
 impl Default for StackOptions {
@@ -34,6 +36,7 @@ impl Default for StackOptions {
             edges: 2,
             timing: Timing::default(),
             router_env: Vec::new(),
+            edge_env: Vec::new(),
         }
     }
 }
@@ -43,6 +46,13 @@ impl StackOptions {
     #[must_use]
     pub fn router(mut self, name: &str, value: impl Into<String>) -> Self {
         self.router_env.push((name.to_owned(), value.into()));
+        self
+    }
+
+    /// Sets an edge variable for every edge of the stack.
+    #[must_use]
+    pub fn edge(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.edge_env.push((name.to_owned(), value.into()));
         self
     }
 }
@@ -137,11 +147,14 @@ impl Stack {
             &self.options.timing,
             self.options.coordinators,
         );
-        if matches!(component, Component::Router(_)) {
-            for (name, value) in &self.options.router_env {
-                env.retain(|(k, _)| k != name);
-                env.push((name.clone(), value.clone()));
-            }
+        let overrides = match component {
+            Component::Router(_) => &self.options.router_env[..],
+            Component::Edge(_) => &self.options.edge_env[..],
+            _ => &[],
+        };
+        for (name, value) in overrides {
+            env.retain(|(k, _)| k != name);
+            env.push((name.clone(), value.clone()));
         }
         step(format_args!("start {component}"));
         self.backend.start(component, &env).await?;
@@ -187,6 +200,12 @@ impl Stack {
     /// The stack's secrets.
     pub fn secrets(&self) -> &Secrets {
         &self.secrets
+    }
+
+    /// Host address of coordinator replica `i`'s gRPC API (admin API included).
+    pub fn coordinator_addr(&self, i: u8) -> anyhow::Result<SocketAddr> {
+        self.backend
+            .host_addr(Component::Coordinator(i), Port::Grpc)
     }
 
     /// A user with a valid token.
@@ -469,6 +488,40 @@ impl Stack {
             }
         }
         Err(last.unwrap_or_else(|| anyhow::anyhow!("no coordinator")))
+    }
+
+    /// An operator's KillSession of a user's session through coordinator `via` (whoever holds
+    /// it); `true` when a session was killed.
+    pub async fn kill_session(
+        &self,
+        via: u8,
+        company: &str,
+        agent: &str,
+        user: &str,
+    ) -> anyhow::Result<bool> {
+        use pb::coordinator_admin_client::CoordinatorAdminClient;
+        step(format_args!(
+            "kill session {company}/{agent}/{user} through coordinator-{via}"
+        ));
+        let addr = self
+            .backend
+            .host_addr(Component::Coordinator(via), Port::Grpc)?;
+        let mut client = CoordinatorAdminClient::new(admin_channel(addr).await?);
+        let answer = client
+            .kill_session(pb::KillSessionRequest {
+                key: Some(pb::SessionKey {
+                    kind: Some(pb::session_key::Kind::User(pb::UserSessionKey {
+                        company_id: company.to_owned(),
+                        agent_id: agent.to_owned(),
+                        user_id: user.to_owned(),
+                    })),
+                }),
+                reason: "integration test".to_owned(),
+                connection_id: String::new(),
+            })
+            .await?
+            .into_inner();
+        Ok(answer.killed)
     }
 
     /// The pods the coordinator lists for the (company, agent) route.

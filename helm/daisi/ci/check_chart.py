@@ -356,6 +356,18 @@ def render_checks(engine: Engine, values: dict) -> int:
     must_fail(engine, "autoscaled partitioned router", both, "exclude each other")
     no_hosts = {**base, "ingress": {"enabled": True}}
     must_fail(engine, "ingress without hosts", no_hosts, "ingress.hosts")
+    # Redis Cluster: the seeds replace the single URL; a seed without a port is refused.
+    seeds = ["redis://r0:6379", "redis://r1:6379"]
+    clustered = documents(engine.render({**base, "redis": {"clusterUrls": seeds}}))
+    coordinator = next(d for d in clustered if d["kind"] == "Deployment"
+                       and d["metadata"]["labels"]["app.kubernetes.io/component"] == "coordinator")
+    env = env_of(coordinator["spec"]["template"]["spec"]["containers"][0])
+    check(env.get("DAISI_COORDINATOR_REDIS_CLUSTER_URLS", {}).get("value") == ",".join(seeds),
+          "redis.clusterUrls: DAISI_COORDINATOR_REDIS_CLUSTER_URLS lists the seeds")
+    check("DAISI_COORDINATOR_REDIS_URL" not in env,
+          "redis.clusterUrls: DAISI_COORDINATOR_REDIS_URL is not set alongside the seeds")
+    must_fail(engine, "cluster seed without a port",
+              {**base, "redis": {"clusterUrls": ["redis://r0"]}}, "clusterUrls")
     return len(cases)
 
 

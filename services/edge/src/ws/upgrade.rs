@@ -21,12 +21,14 @@ use http::HeaderMap;
 use serde::Deserialize;
 
 /// Labels of `edge_upgrades_rejected_total`, one per [`Refusal`] (created at zero at start).
-pub const REFUSAL_LABELS: [&str; 5] = [
+/// `client_gone` counts admissions that finished after their client left (and were undone).
+pub const REFUSAL_LABELS: [&str; 6] = [
     "draining",
     "capacity",
     "coordinator_unavailable",
     "coordinator_refused",
     "conflict",
+    "client_gone",
 ];
 
 /// The subprotocol of the contract.
@@ -229,7 +231,7 @@ async fn accept(
         enforce_expiry,
         recover: recover.is_some(),
     };
-    let lease = match admission::admit_with(&edge, kind, key, options).await {
+    let lease = match admission::admit_detached(&edge, kind, key, options).await {
         Ok(lease) => lease,
         Err(refusal) => return refused(&edge, &refusal),
     };
