@@ -67,11 +67,43 @@ impl WsClient {
         Ok(client)
     }
 
+    /// Connects `user` speaking `json.v2`, recovering from `since` (`<epoch>:<seq>`) when
+    /// given, and waits for `ready`.
+    pub async fn connect_v2(
+        addr: SocketAddr,
+        user: &User,
+        api_key: &str,
+        since: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let query = since.map(|s| format!("&since={s}")).unwrap_or_default();
+        let mut client = match Self::open(addr, user, api_key, "json.v2", &query).await? {
+            Ok(client) => client,
+            Err(refused) => bail!("{addr} refused {}: {refused:?}", label(user)),
+        };
+        let ready = client.next_frame(WAIT).await?;
+        anyhow::ensure!(
+            ready == json!({"type": "ready"}),
+            "{}: expected ready, got {ready}",
+            client.label
+        );
+        Ok(client)
+    }
+
     /// Connects without waiting for `ready`; `Err(Refused)` when the edge says no.
     pub async fn try_connect(
         addr: SocketAddr,
         user: &User,
         api_key: &str,
+    ) -> anyhow::Result<Result<Self, Refused>> {
+        Self::open(addr, user, api_key, "json.v1", "").await
+    }
+
+    async fn open(
+        addr: SocketAddr,
+        user: &User,
+        api_key: &str,
+        protocol: &'static str,
+        query: &str,
     ) -> anyhow::Result<Result<Self, Refused>> {
         let path = if user.admin {
             "/ws/admin".to_owned()
@@ -79,15 +111,14 @@ impl WsClient {
             format!("/ws/{}/{}", user.company, user.agent)
         };
         step(format_args!("connect {} to {addr}", label(user)));
-        let url = format!("ws://{addr}{path}?token={}", user.token);
+        let url = format!("ws://{addr}{path}?token={}{query}", user.token);
         let mut request = url.into_client_request()?;
         request
             .headers_mut()
             .insert("X-API-Key", HeaderValue::from_str(api_key)?);
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            HeaderValue::from_static("json.v1"),
-        );
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(protocol));
         match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request)).await {
             Err(_) => Ok(Err(Refused::Transport("connect timed out".into()))),
             Ok(Ok((socket, _))) => Ok(Ok(Self {

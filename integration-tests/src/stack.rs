@@ -80,6 +80,12 @@ impl Edge {
         WsClient::connect(self.addr, user, self.key(user)).await
     }
 
+    /// Connects `user` speaking `json.v2` (recovering from `since`, `<epoch>:<seq>`, when
+    /// given) and waits for `ready`.
+    pub async fn connect_v2(&self, user: &User, since: Option<&str>) -> anyhow::Result<WsClient> {
+        WsClient::connect_v2(self.addr, user, self.key(user), since).await
+    }
+
     /// Connects without waiting for `ready`, reporting a refusal instead of failing.
     pub async fn try_connect(&self, user: &User) -> anyhow::Result<Result<WsClient, Refused>> {
         WsClient::try_connect(self.addr, user, self.key(user)).await
@@ -372,6 +378,45 @@ impl Stack {
             let due = started + Duration::from_secs_f64(published as f64 / per_second);
             tokio::time::sleep_until(due).await;
             tick(self, published).await?;
+        }
+        step(format_args!(
+            "published {published} events in {:?}",
+            started.elapsed()
+        ));
+        Ok(published)
+    }
+
+    /// [`Stack::publish_paced`], handing `tick` the stream sequences acknowledged in each
+    /// window, in publication order.
+    pub async fn publish_paced_seq(
+        &mut self,
+        messages: impl IntoIterator<Item = (String, Value)>,
+        per_second: u32,
+        mut tick: impl AsyncFnMut(&mut Self, &[u64]) -> anyhow::Result<()>,
+    ) -> anyhow::Result<usize> {
+        const WINDOW: usize = 50;
+        let js = async_nats::jetstream::new(self.nats().await?);
+        let started = tokio::time::Instant::now();
+        let per_second = f64::from(per_second.max(1));
+        let mut published = 0usize;
+        let mut acks = Vec::with_capacity(WINDOW);
+        let mut seqs = Vec::with_capacity(WINDOW);
+        let mut messages = messages.into_iter().peekable();
+        while messages.peek().is_some() {
+            for (subject, payload) in messages.by_ref().take(WINDOW) {
+                acks.push(
+                    js.publish(subject, serde_json::to_vec(&payload)?.into())
+                        .await?,
+                );
+            }
+            seqs.clear();
+            for ack in acks.drain(..) {
+                seqs.push(ack.await.context("stream ack")?.sequence);
+                published += 1;
+            }
+            tick(self, &seqs).await?;
+            let due = started + Duration::from_secs_f64(published as f64 / per_second);
+            tokio::time::sleep_until(due).await;
         }
         step(format_args!(
             "published {published} events in {:?}",

@@ -188,6 +188,13 @@ pub fn service_env(
             // Bursts of thousands of events (the router-kill scenario) must not trip the
             // slow-consumer policy of a client that reads as fast as the test can.
             ("DAISI_EDGE_SEND_QUEUE", "8192".into()),
+            // json.v2 recovery reads the stream; its count window is small enough for a
+            // scenario to overrun it.
+            (
+                "DAISI_EDGE_NATS_URL",
+                format!("nats://{}", stack.internal(Component::Nats, Port::Nats)),
+            ),
+            ("DAISI_EDGE_RECOVERY_MAX_EVENTS", "3000".into()),
         ]),
         Component::Redis | Component::Nats => {}
     }

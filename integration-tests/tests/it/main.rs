@@ -3,12 +3,15 @@
 //! `DAISI_IT_LAUNCHER` (docker or process), and checks what one process cannot.
 //! `isolation.rs` holds the fault-isolation scenarios of issue 10 (frozen edge among three,
 //! frozen coordinator replica); `sessions.rs`, `storms.rs` and `stress.rs` those of issue 16
-//! (a lost kill command, a reconnect storm of one user, session churn under load).
+//! (a lost kill command, a reconnect storm of one user, session churn under load); `recovery.rs`
+//! the `json.v2` ones of issue 13 (recovery after a cut connection or a killed edge, resync
+//! beyond the window).
 #![allow(clippy::unwrap_used)]
 
 mod deploy_files;
 mod isolation;
 mod observability;
+mod recovery;
 mod scenarios;
 mod sessions;
 mod storms;

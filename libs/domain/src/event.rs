@@ -135,6 +135,50 @@ pub fn render_event_frame(payload: &[u8], event_type: &str) -> Result<String, Ev
     Ok(out)
 }
 
+/// The `json.v2` frame of an event: the `json.v1` frame `v1_frame` (from
+/// [`render_event_frame`]) with its position appended to the envelope,
+/// `{"type":"event","payload":{...},"position":{"seq":42,"epoch":"1764441600123456789"}}`.
+/// The epoch is a string because it exceeds what a JavaScript number holds exactly.
+pub fn render_event_frame_v2(v1_frame: &str, seq: u64, epoch: u64) -> String {
+    let head = v1_frame.strip_suffix('}').unwrap_or(v1_frame);
+    let mut out = String::with_capacity(v1_frame.len() + 64);
+    out.push_str(head);
+    out.push_str(r#","position":{"seq":"#);
+    out.push_str(itoa(seq).as_str());
+    out.push_str(r#","epoch":""#);
+    out.push_str(itoa(epoch).as_str());
+    out.push_str("\"}}");
+    out
+}
+
+/// Decimal digits of `n` without going through `fmt`.
+fn itoa(mut n: u64) -> Digits {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        // n % 10 < 10: the cast cannot truncate.
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    Digits { buf, at }
+}
+
+struct Digits {
+    buf: [u8; 20],
+    at: usize,
+}
+
+impl Digits {
+    fn as_str(&self) -> &str {
+        // Only ASCII digits were written.
+        std::str::from_utf8(&self.buf[self.at..]).unwrap_or("0")
+    }
+}
+
 /// Top-level CDC fields worth logging, read leniently: absent or non-string fields are `None`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PayloadSummary {
@@ -220,6 +264,19 @@ mod tests {
                 Err(EventError::InvalidJson(_))
             ));
         }
+    }
+
+    #[test]
+    fn v2_frames_carry_the_position() {
+        let v1 = render_event_frame(br#"{"a":1}"#, "chat").unwrap();
+        let v2 = render_event_frame_v2(&v1, 42, u64::MAX);
+        assert_eq!(
+            v2,
+            r#"{"type":"event","payload":{"a":1,"event_type":"chat"},"position":{"seq":42,"epoch":"18446744073709551615"}}"#
+        );
+        let value: serde_json::Value = serde_json::from_str(&v2).unwrap();
+        assert_eq!(value["position"]["seq"], 42);
+        assert!(render_event_frame_v2(&v1, 0, 0).ends_with(r#"{"seq":0,"epoch":"0"}}"#));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! WebSocket frames of subprotocol `json.v1` (compat.md, "WebSocket protocol").
+//! WebSocket frames of subprotocols `json.v1` (compat.md, "WebSocket protocol") and `json.v2`
+//! (docs/protocol.md: `json.v1` plus event positions, `resync` and in-band token refresh).
 //!
 //! Envelope `{"type": string, "payload"?: any}`. Parsing client frames borrows from the input
 //! and never builds a JSON tree, so hostile frames cost little; every failure maps to exactly
@@ -13,6 +14,127 @@ use crate::{error_body::ErrorBody, ids::ChatId};
 
 /// The server's ready frame; the client's `{"type":"ready"}` gets an echo.
 pub const READY_FRAME: &str = r#"{"type":"ready"}"#;
+
+/// The two subprotocols a socket can speak; a client that names none gets `json.v1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Subprotocol {
+    /// The contract of the old service, byte for byte.
+    #[default]
+    V1,
+    /// `json.v1` plus positions on events, `resync` frames and `refresh`.
+    V2,
+}
+
+impl Subprotocol {
+    /// `Sec-WebSocket-Protocol` of `json.v1`.
+    pub const V1_NAME: &'static str = "json.v1";
+    /// `Sec-WebSocket-Protocol` of `json.v2`.
+    pub const V2_NAME: &'static str = "json.v2";
+
+    /// The header value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::V1 => Self::V1_NAME,
+            Self::V2 => Self::V2_NAME,
+        }
+    }
+
+    /// The subprotocol a selected header value names (`None`: no subprotocol, i.e. `json.v1`).
+    pub fn from_selected(name: Option<&[u8]>) -> Self {
+        match name {
+            Some(n) if n == Self::V2_NAME.as_bytes() => Self::V2,
+            _ => Self::V1,
+        }
+    }
+}
+
+/// Why a `json.v2` socket is told to resync: it may have missed events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GapCause {
+    /// Its send queue overflowed and the oldest frames were dropped.
+    DropOldest,
+    /// A router gave up delivering events to this pod (it was unreachable past the grace).
+    RouterGiveUp,
+    /// The pod was purged from the coordinator's registry and re-attached its sockets.
+    PodPurge,
+    /// An event older than the edge's de-duplication window arrived.
+    DedupOverflow,
+    /// Recovery asked for a position beyond the replay window.
+    BeyondWindow,
+    /// Recovery asked for a position of another stream epoch (the stream was recreated).
+    EpochChanged,
+    /// Recovery was asked for but could not be served (no history configured, stream
+    /// unreachable, too slow).
+    RecoveryUnavailable,
+}
+
+impl GapCause {
+    /// Every cause, for metric labels created at start.
+    pub const ALL: [Self; 7] = [
+        Self::DropOldest,
+        Self::RouterGiveUp,
+        Self::PodPurge,
+        Self::DedupOverflow,
+        Self::BeyondWindow,
+        Self::EpochChanged,
+        Self::RecoveryUnavailable,
+    ];
+
+    /// Metric label and the `reason` of the resync frame.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DropOldest => "drop_oldest",
+            Self::RouterGiveUp => "router_give_up",
+            Self::PodPurge => "pod_purge",
+            Self::DedupOverflow => "dedup_overflow",
+            Self::BeyondWindow => "beyond_window",
+            Self::EpochChanged => "epoch_changed",
+            Self::RecoveryUnavailable => "recovery_unavailable",
+        }
+    }
+
+    /// `{"type":"resync","payload":{"reason":"..."}}`.
+    pub fn resync_frame(self) -> String {
+        format!(
+            r#"{{"type":"resync","payload":{{"reason":"{}"}}}}"#,
+            self.as_str()
+        )
+    }
+}
+
+/// Where a `json.v2` client stands in the stream: `epoch` names the stream incarnation (it
+/// changes when the stream is recreated), `seq` is the JetStream stream sequence of the last
+/// event it saw. Written `<epoch>:<seq>` in the `since` query parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// Stream incarnation (the stream's creation time in Unix nanoseconds).
+    pub epoch: u64,
+    /// Stream sequence.
+    pub seq: u64,
+}
+
+impl std::str::FromStr for Position {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (epoch, seq) = s
+            .split_once(':')
+            .ok_or_else(|| "expected <epoch>:<seq>".to_owned())?;
+        let epoch = epoch
+            .parse()
+            .map_err(|_| "epoch must be an unsigned integer".to_owned())?;
+        let seq = seq
+            .parse()
+            .map_err(|_| "seq must be an unsigned integer".to_owned())?;
+        Ok(Self { epoch, seq })
+    }
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.epoch, self.seq)
+    }
+}
 
 /// A frame the server sends.
 #[derive(Debug, Clone, Serialize)]
@@ -54,6 +176,12 @@ pub enum ClientMessage {
     },
     /// `{"type":"ready"}`: the edge echoes the received frame text back verbatim.
     Ready,
+    /// `{"type":"refresh","payload":{"token":"..."}}` (`json.v2` only): a newer token of the
+    /// same user extends the socket's life.
+    Refresh {
+        /// The new token, as the client sent it.
+        token: String,
+    },
 }
 
 /// A client frame that could not be understood; each maps to one error frame.
@@ -68,6 +196,9 @@ pub enum ProtocolError {
     /// `select_chat` without a valid `{"chat_id": "..."}` payload.
     #[error("invalid select_chat payload")]
     InvalidSelectChat,
+    /// `refresh` without a `{"token": "..."}` payload.
+    #[error("invalid refresh payload")]
+    InvalidRefresh,
 }
 
 impl ProtocolError {
@@ -77,6 +208,7 @@ impl ProtocolError {
             Self::InvalidFormat => ErrorBody::invalid_message_format(),
             Self::UnhandledType(kind) => ErrorBody::unhandled_message_type(kind),
             Self::InvalidSelectChat => ErrorBody::invalid_select_chat_payload(),
+            Self::InvalidRefresh => ErrorBody::bad_request("Invalid refresh payload"),
         }
     }
 }
@@ -95,11 +227,37 @@ struct SelectChatPayload<'a> {
     chat_id: Cow<'a, str>,
 }
 
-/// Understands one client text frame.
+#[derive(Deserialize)]
+struct RefreshPayload<'a> {
+    #[serde(borrow)]
+    token: Cow<'a, str>,
+}
+
+/// Understands one client text frame of `json.v1`.
 pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> {
+    parse_client_message_as(text, Subprotocol::V1)
+}
+
+/// Understands one client text frame of `protocol` (`refresh` exists in `json.v2` only; in
+/// `json.v1` it stays an unhandled type, as in the old service).
+pub fn parse_client_message_as(
+    text: &str,
+    protocol: Subprotocol,
+) -> Result<ClientMessage, ProtocolError> {
     let envelope: Envelope<'_> =
         serde_json::from_str(text).map_err(|_| ProtocolError::InvalidFormat)?;
     match envelope.kind.as_ref() {
+        "refresh" if protocol == Subprotocol::V2 => {
+            let payload = envelope.payload.ok_or(ProtocolError::InvalidRefresh)?;
+            let payload: RefreshPayload<'_> =
+                serde_json::from_str(payload.get()).map_err(|_| ProtocolError::InvalidRefresh)?;
+            if payload.token.is_empty() {
+                return Err(ProtocolError::InvalidRefresh);
+            }
+            Ok(ClientMessage::Refresh {
+                token: payload.token.into_owned(),
+            })
+        }
         "ready" => Ok(ClientMessage::Ready),
         "select_chat" => {
             let payload = envelope.payload.ok_or(ProtocolError::InvalidSelectChat)?;
@@ -194,5 +352,56 @@ mod tests {
             ProtocolError::InvalidSelectChat.error_body().message,
             "Invalid select_chat payload"
         );
+    }
+
+    #[test]
+    fn refresh_exists_in_v2_only() {
+        let frame = r#"{"type":"refresh","payload":{"token":"abc="}}"#;
+        assert_eq!(
+            parse_client_message(frame),
+            Err(ProtocolError::UnhandledType("refresh".into()))
+        );
+        assert_eq!(
+            parse_client_message_as(frame, Subprotocol::V2),
+            Ok(ClientMessage::Refresh {
+                token: "abc=".into()
+            })
+        );
+        for bad in [
+            r#"{"type":"refresh"}"#,
+            r#"{"type":"refresh","payload":{"token":""}}"#,
+            r#"{"type":"refresh","payload":{"token":1}}"#,
+        ] {
+            assert_eq!(
+                parse_client_message_as(bad, Subprotocol::V2),
+                Err(ProtocolError::InvalidRefresh),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn positions_and_resync_frames() {
+        let p: Position = "1764441600123456789:42".parse().unwrap();
+        assert_eq!(
+            p,
+            Position {
+                epoch: 1_764_441_600_123_456_789,
+                seq: 42
+            }
+        );
+        assert_eq!(p.to_string(), "1764441600123456789:42");
+        for bad in ["", "1", "a:1", "1:b", "1:-2", ":"] {
+            assert!(bad.parse::<Position>().is_err(), "{bad}");
+        }
+        assert_eq!(
+            GapCause::DropOldest.resync_frame(),
+            r#"{"type":"resync","payload":{"reason":"drop_oldest"}}"#
+        );
+        assert_eq!(
+            Subprotocol::from_selected(Some(b"json.v2")),
+            Subprotocol::V2
+        );
+        assert_eq!(Subprotocol::from_selected(None), Subprotocol::V1);
     }
 }

@@ -1,5 +1,7 @@
 //! `daisi tail`: connect to an edge as a client would and print what arrives — events with their
-//! type and time, error frames, and the close code and reason at the end.
+//! type, time and position, `resync` frames, error frames, and the close code and reason at
+//! the end. It speaks `json.v2` (`--v1` for the old protocol); with `--reconnect` it reconnects
+//! after a lost connection with its last position, so the edge replays what it missed.
 
 use crate::output;
 use anyhow::{Context, bail};
@@ -53,6 +55,17 @@ pub(crate) struct TailArgs {
     /// Attempts after a 503 answer (waiting its Retry-After) before giving up.
     #[arg(long, default_value_t = 3)]
     retries: u32,
+    /// Speak `json.v1` (no positions, no recovery) instead of `json.v2`.
+    #[arg(long, conflicts_with_all = ["since", "reconnect"])]
+    v1: bool,
+    /// Recover from this position (`<epoch>:<seq>` as printed after `@`): the edge replays
+    /// what the socket missed since then.
+    #[arg(long)]
+    since: Option<daisi_domain::protocol::Position>,
+    /// Reconnect after a lost connection (not after a takeover or a normal close), asking for
+    /// the events missed since the last one printed.
+    #[arg(long)]
+    reconnect: bool,
 }
 
 /// Where to connect: `/ws/{company}/{agent}` or `/ws/admin`, as a ws(s) URL.
@@ -84,6 +97,15 @@ fn socket_url(args: &TailArgs) -> anyhow::Result<Url> {
         .map_err(|()| anyhow::anyhow!("cannot use {scheme} with that URL"))?;
     url.query_pairs_mut().append_pair("token", &args.token);
     Ok(url)
+}
+
+/// The position of an event frame, `<epoch>:<seq>` (`json.v2`).
+fn position(frame: &Value) -> Option<daisi_domain::protocol::Position> {
+    let position = &frame["position"];
+    Some(daisi_domain::protocol::Position {
+        epoch: position["epoch"].as_str()?.parse().ok()?,
+        seq: position["seq"].as_u64()?,
+    })
 }
 
 fn api_key(args: &TailArgs) -> anyhow::Result<String> {
@@ -170,33 +192,76 @@ fn show(json_lines: bool, value: Value, text: String) {
 }
 
 pub(crate) async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
-    let url = socket_url(&args)?;
+    let mut since = args.since;
+    let mut events = 0u64;
+    loop {
+        match session(&args, since, &mut events).await? {
+            Ended::Done(code) => return Ok(code),
+            Ended::Lost(last) => {
+                since = last.or(since);
+                if !args.reconnect {
+                    return Ok(ExitCode::from(2));
+                }
+                let shown = since.map(|p| p.to_string()).unwrap_or_default();
+                show(
+                    args.json,
+                    json!({"kind": "reconnecting", "since": shown}),
+                    format!("{} reconnecting since {shown}", now()),
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// How one connection ended.
+enum Ended {
+    /// Exit with this code.
+    Done(ExitCode),
+    /// The connection was lost; the last position seen, if any.
+    Lost(Option<daisi_domain::protocol::Position>),
+}
+
+/// One connection: prints frames until it ends.
+async fn session(
+    args: &TailArgs,
+    since: Option<daisi_domain::protocol::Position>,
+    events: &mut u64,
+) -> anyhow::Result<Ended> {
+    let mut url = socket_url(args)?;
+    if let Some(since) = since {
+        url.query_pairs_mut()
+            .append_pair("since", &since.to_string());
+    }
     let mut request = url.as_str().into_client_request().context("socket URL")?;
     let headers = request.headers_mut();
     headers.insert(
         "X-API-Key",
-        HeaderValue::from_str(&api_key(&args)?).context("API key")?,
+        HeaderValue::from_str(&api_key(args)?).context("API key")?,
     );
     headers.insert(
         "Sec-WebSocket-Protocol",
-        HeaderValue::from_static("json.v1"),
+        HeaderValue::from_static(if args.v1 { "json.v1" } else { "json.v2" }),
     );
     let mut shown_url = url.clone();
     shown_url.set_query(Some("token=***"));
-    let mut socket = connect(&args, request, &shown_url).await?;
+    let mut socket = connect(args, request, &shown_url).await?;
     show(
         args.json,
         json!({"kind": "connected", "url": shown_url.as_str()}),
         format!("{} connected to {shown_url}", now()),
     );
 
-    let mut events = 0u64;
+    let mut last = since;
     while let Some(frame) = tokio::time::timeout(Duration::from_secs(24 * 3600), socket.next())
         .await
         .ok()
         .flatten()
     {
-        match frame.context("socket error")? {
+        let Ok(frame) = frame else {
+            break;
+        };
+        match frame {
             Message::Text(text) => {
                 let value: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
                 let kind = value["type"].as_str().unwrap_or("?").to_owned();
@@ -207,14 +272,20 @@ pub(crate) async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
                         .await
                         .context("select_chat")?;
                 }
+                let at = position(&value);
                 let label = match kind.as_str() {
                     "event" => format!(
-                        "event {}",
-                        value["payload"]["event_type"].as_str().unwrap_or("?")
+                        "event {}{}",
+                        value["payload"]["event_type"].as_str().unwrap_or("?"),
+                        at.map(|p| format!(" @{p}")).unwrap_or_default()
                     ),
                     "error" => {
                         format!("error {}", value["payload"]["code"].as_str().unwrap_or("?"))
                     }
+                    "resync" => format!(
+                        "resync {}",
+                        value["payload"]["reason"].as_str().unwrap_or("?")
+                    ),
                     other => other.to_owned(),
                 };
                 show(
@@ -223,14 +294,27 @@ pub(crate) async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
                     format!("{} {label} {text}", now()),
                 );
                 if kind == "event" {
-                    events += 1;
-                    if args.count.is_some_and(|n| events >= n) {
+                    if at.is_some() {
+                        last = at;
+                    }
+                    *events += 1;
+                    if args.count.is_some_and(|n| *events >= n) {
                         let _ = socket.close(None).await;
-                        return Ok(ExitCode::SUCCESS);
+                        return Ok(Ended::Done(ExitCode::SUCCESS));
                     }
                 }
             }
-            Message::Close(frame) => return Ok(closed(args.json, frame)),
+            Message::Close(frame) => {
+                let code = frame.as_ref().map(|f| u16::from(f.code));
+                let exit = closed(args.json, frame);
+                // Normal closes, takeovers and refusals end the tail; anything else (a server
+                // going away included) is worth a reconnect when asked for.
+                return Ok(match code {
+                    Some(1000 | 4400 | 4401 | 4402 | 4403) => Ended::Done(exit),
+                    _ if args.reconnect => Ended::Lost(last),
+                    _ => Ended::Done(exit),
+                });
+            }
             _ => {}
         }
     }
@@ -239,7 +323,7 @@ pub(crate) async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
         json!({"kind": "disconnected"}),
         format!("{} connection dropped without a close frame", now()),
     );
-    Ok(ExitCode::from(2))
+    Ok(Ended::Lost(last))
 }
 
 /// Prints the close code and reason; exit 0 for a normal close, 2 otherwise.

@@ -1,5 +1,6 @@
 //! Hot paths inside the edge, without the network: one event fanned out to 1, 100 and 10,000
-//! local sockets (render once, queue to each), token validation with and without the cache,
+//! local sockets (render once, queue to each; `json.v1` sockets, and `json.v2` sockets whose
+//! frames carry the event's position), token validation with and without the cache,
 //! and socket registration (the local index alone, and the whole admission against the real
 //! coordinator service over its in-memory store, in process, one gRPC round trip per acquire).
 //!
@@ -9,11 +10,12 @@
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use daisi_config::Env;
 use daisi_domain::event::render_event_frame;
+use daisi_domain::protocol::Subprotocol;
 use daisi_domain::token::{TokenKeyring, UserClaims};
 use daisi_domain::{AgentId, CompanyId, ConnectionId, SessionKey};
 use daisi_edge::coordinator::AnyCoordinator;
 use daisi_edge::coordinator::grpc::GrpcCoordinator;
-use daisi_edge::delivery::fanout::{Audience, fan_out};
+use daisi_edge::delivery::fanout::{Audience, EventFrames, fan_out};
 use daisi_edge::state::Edge;
 use daisi_edge::ws::handle::{SocketHandle, SocketKind};
 use daisi_edge::ws::outbox::Outbox;
@@ -82,25 +84,43 @@ fn ids() -> (CompanyId, AgentId) {
 
 /// A socket of (company, agent) in the local index, as admission leaves it.
 fn socket(edge: &Edge, n: u64) -> Arc<SocketHandle> {
+    socket_speaking(edge, n, Subprotocol::V1)
+}
+
+fn socket_speaking(edge: &Edge, n: u64, protocol: Subprotocol) -> Arc<SocketHandle> {
     let (company, agent) = ids();
     let user = format!("user-{n}").parse().unwrap();
     let key = SessionKey::user(company.clone(), agent.clone(), user);
     let sockets = &edge.config.sockets;
-    Arc::new(SocketHandle::new(
-        edge.registry.next_id(),
-        ConnectionId::generate(),
-        SocketKind::User { company, agent },
-        key,
-        1,
-        Outbox::new(sockets.send_queue, sockets.slow_consumer),
-    ))
+    let mut outbox = Outbox::new(sockets.send_queue, sockets.slow_consumer);
+    if protocol == Subprotocol::V2 {
+        outbox = outbox.announcing_gaps();
+    }
+    Arc::new(
+        SocketHandle::new(
+            edge.registry.next_id(),
+            ConnectionId::generate(),
+            SocketKind::User { company, agent },
+            key,
+            1,
+            outbox,
+        )
+        .with_protocol(protocol),
+    )
 }
 
 fn fanout(c: &mut Criterion) {
-    let mut group = c.benchmark_group("edge_fanout");
+    fanout_speaking(c, "edge_fanout", Subprotocol::V1);
+    fanout_speaking(c, "edge_fanout_v2", Subprotocol::V2);
+}
+
+fn fanout_speaking(c: &mut Criterion, name: &str, protocol: Subprotocol) {
+    let mut group = c.benchmark_group(name);
     for n in [1u64, 100, 10_000] {
         let edge = edge("0");
-        let sockets: Vec<_> = (0..n).map(|i| socket(&edge, i)).collect();
+        let sockets: Vec<_> = (0..n)
+            .map(|i| socket_speaking(&edge, i, protocol))
+            .collect();
         for s in &sockets {
             edge.registry.insert(s.clone());
         }
@@ -118,7 +138,8 @@ fn fanout(c: &mut Criterion) {
                 },
                 |()| {
                     let frame = render_event_frame(black_box(PAYLOAD), "message").unwrap();
-                    fan_out(&edge, &audience, &frame.into())
+                    let frames = EventFrames::new(frame.into(), 42, 1_764_441_600_123_456_789);
+                    fan_out(&edge, &audience, &frames)
                 },
                 BatchSize::PerIteration,
             );

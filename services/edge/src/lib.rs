@@ -15,6 +15,7 @@ pub mod auth;
 pub mod config;
 pub mod coordinator;
 pub mod delivery;
+pub mod history;
 pub mod http;
 pub mod lifecycle;
 pub mod metrics;
@@ -219,6 +220,7 @@ pub fn state(
         renew_every_ms: AtomicU64::new(10_000),
         socket_tasks: TaskTracker::new(),
         sockets_stop: CancellationToken::new(),
+        history: std::sync::OnceLock::new(),
         config,
     });
     Ok((edge, registry))
@@ -256,6 +258,23 @@ pub async fn run_with(
     }
     for reason in ws::upgrade::REFUSAL_LABELS {
         edge.metrics.rejected.with_label_values(&[reason]);
+    }
+    for outcome in ws::refresh::OUTCOMES {
+        edge.metrics.token_refreshes.with_label_values(&[outcome]);
+    }
+    for outcome in ws::recovery::OUTCOMES {
+        edge.metrics.recoveries.with_label_values(&[outcome]);
+    }
+    if let Some(settings) = &edge.config.recovery.history {
+        // Connects in the background: a NATS outage only turns recoveries into resyncs.
+        let name = format!("daisi-edge {}", edge.pod.pod);
+        match history::jetstream::JetStreamHistory::connect(settings, &name).await {
+            Ok(history) => {
+                let _ = edge.history.set(history);
+                tracing::info!(stream = %settings.stream, "json.v2 recovery reads the stream");
+            }
+            Err(error) => tracing::warn!(%error, "json.v2 recovery unavailable: answering resync"),
+        }
     }
 
     // Stopped in this order at shutdown: loops that talk to the coordinator after the drain,

@@ -1,6 +1,7 @@
 //! The edge's Prometheus metrics, registered once at start-up.
 
 use crate::http::door::DoorMetrics;
+use daisi_domain::protocol::GapCause;
 use daisi_telemetry::{Metrics, TelemetryError};
 use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 
@@ -29,6 +30,32 @@ impl FrameCounters {
             pong_in: frames_in.with_label_values(&["pong"]),
             text_out: frames_out.with_label_values(&["text"]),
         }
+    }
+}
+
+/// `edge_resyncs_total` by cause, resolved once (announced from delivery's hot path).
+#[derive(Debug, Clone)]
+pub struct GapCounters(Vec<(GapCause, IntCounter)>);
+
+impl GapCounters {
+    fn new(vec: &IntCounterVec) -> Self {
+        Self(
+            GapCause::ALL
+                .iter()
+                .map(|c| (*c, vec.with_label_values(&[c.as_str()])))
+                .collect(),
+        )
+    }
+
+    /// The counter of `cause`.
+    pub fn of(&self, cause: GapCause) -> &IntCounter {
+        // Every cause has an entry (built from GapCause::ALL).
+        &self
+            .0
+            .iter()
+            .find(|(c, _)| *c == cause)
+            .unwrap_or(&self.0[0])
+            .1
     }
 }
 
@@ -88,6 +115,17 @@ pub struct EdgeMetrics {
     pub tokens_minted: IntCounterVec,
     /// How long connections the door closed had been accepted, by listener and reason.
     pub door_close_seconds: HistogramVec,
+    /// `json.v2` sockets told they may have missed events (resync frame, or close 4008 under
+    /// the close policy), by cause.
+    pub resyncs: IntCounterVec,
+    /// `resyncs` handles by cause.
+    pub gaps: GapCounters,
+    /// In-band token refreshes by outcome (`accepted`, `other_user`, `not_newer`, `invalid`).
+    pub token_refreshes: IntCounterVec,
+    /// Recoveries after a reconnect by outcome (`replayed`, `resync`, `failed`).
+    pub recoveries: IntCounterVec,
+    /// Events replayed into reconnected sockets.
+    pub recovery_events: IntCounter,
 }
 
 impl EdgeMetrics {
@@ -100,7 +138,28 @@ impl EdgeMetrics {
             "frames written to clients",
             &["kind"],
         )?;
+        let resyncs = registry.counter_vec(
+            "edge_resyncs_total",
+            "json.v2 sockets told they may have missed events (resync frame or close 4008), by cause",
+            &["cause"],
+        )?;
         Ok(Self {
+            gaps: GapCounters::new(&resyncs),
+            resyncs,
+            token_refreshes: registry.counter_vec(
+                "edge_token_refreshes_total",
+                "in-band token refreshes of json.v2 sockets, by outcome",
+                &["outcome"],
+            )?,
+            recoveries: registry.counter_vec(
+                "edge_recoveries_total",
+                "json.v2 reconnects that asked for missed events, by outcome",
+                &["outcome"],
+            )?,
+            recovery_events: registry.counter(
+                "edge_recovery_events_total",
+                "events replayed from the stream into reconnected json.v2 sockets",
+            )?,
             sockets: registry.gauge_vec("edge_sockets", "open websockets", &["kind"])?,
             connects: registry.counter_vec(
                 "edge_connects_total",

@@ -52,6 +52,8 @@ pub struct EdgeState {
     pub socket_tasks: TaskTracker,
     /// Cancelled when the drain is over: socket tasks still running stop at once.
     pub sockets_stop: CancellationToken,
+    /// The stream's history for `json.v2` recoveries, when a NATS URL is configured.
+    pub history: std::sync::OnceLock<crate::history::jetstream::JetStreamHistory>,
 }
 
 impl EdgeState {

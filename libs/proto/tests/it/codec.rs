@@ -30,6 +30,7 @@ fn deliver_request_round_trips() {
                 seconds: 1_800_000_000,
                 nanos: 5,
             }),
+            stream_epoch: 1_764_441_600_123_456_789,
         }],
     };
 

@@ -22,6 +22,13 @@ struct FakeEdge {
 
 #[tonic::async_trait]
 impl EdgeDelivery for FakeEdge {
+    async fn notice_gap(
+        &self,
+        _request: Request<daisi_proto::edge::v1::NoticeGapRequest>,
+    ) -> Result<Response<daisi_proto::edge::v1::NoticeGapResponse>, Status> {
+        Ok(Response::new(daisi_proto::edge::v1::NoticeGapResponse {}))
+    }
+
     async fn deliver(
         &self,
         request: Request<DeliverRequest>,

@@ -1,9 +1,11 @@
 //! Settings of the edge, read from `DAISI_EDGE_*` variables.
 
 mod door;
+mod recovery;
 mod tuning;
 
 pub use door::{AddressBudget, Door, Minting, Origins};
+pub use recovery::{ExpiryEnforcement, History, Recovery};
 pub use tuning::{Limits, SlowConsumerPolicy, SocketTuning, TlsFiles};
 
 use daisi_config::{ConfigError, Env, Loaded, SecretString, Validator};
@@ -72,6 +74,8 @@ pub struct Config {
     pub token_cache_size: usize,
     /// Stream sequences remembered to drop events a router delivers twice.
     pub dedup_window: usize,
+    /// `json.v2`: token expiry on live sockets and recovery after a reconnect.
+    pub recovery: Recovery,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,6 +120,14 @@ pub(crate) struct Raw {
     mint_api_key: Option<String>,
     admin_mint_api_key: Option<String>,
     public_minting: Option<String>,
+    expiry_enforcement: Option<String>,
+    nats_url: Option<String>,
+    nats_stream: Option<String>,
+    subject_prefix: Option<String>,
+    recovery_max_events: Option<String>,
+    recovery_max_age: Option<String>,
+    recovery_timeout: Option<String>,
+    recovery_seam: Option<String>,
 }
 
 impl Config {
@@ -255,6 +267,7 @@ impl Config {
             0,
             10_000_000,
         );
+        let recovery = recovery::recovery(&mut v, &raw);
         if let (Some(ping), Some(pong)) = (ping_interval, pong_wait) {
             v.ensure(
                 pong > ping,
@@ -289,6 +302,7 @@ impl Config {
                 sockets: sockets?,
                 token_cache_size: token_cache_size?,
                 dedup_window: dedup_window?,
+                recovery: recovery?,
             })
         })
     }
@@ -408,6 +422,30 @@ mod tests {
             !shown.contains(KEY) && !shown.contains("user-api-key"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn recovery_settings_are_checked() {
+        let config = Config::from_env(&valid()).expect("valid").value;
+        assert_eq!(config.recovery.expiry, ExpiryEnforcement::V2);
+        assert!(config.recovery.history.is_none());
+        let mut env = valid();
+        env.set("DAISI_EDGE_NATS_URL", "nats://user:pw@nats:4222");
+        env.set("DAISI_EDGE_EXPIRY_ENFORCEMENT", "ALL");
+        env.set("DAISI_EDGE_RECOVERY_MAX_EVENTS", "500");
+        let config = Config::from_env(&env).expect("valid").value;
+        assert_eq!(config.recovery.expiry, ExpiryEnforcement::All);
+        assert_eq!(config.recovery.max_events, 500);
+        let history = config.recovery.history.as_ref().expect("history");
+        assert_eq!(history.stream, "wa_stream");
+        assert!(!format!("{config:?}").contains("pw@"));
+        env.set("DAISI_EDGE_NATS_URL", "http://nats:4222");
+        env.set("DAISI_EDGE_EXPIRY_ENFORCEMENT", "sometimes");
+        env.set("DAISI_EDGE_RECOVERY_SEAM", "20s");
+        let err = Config::from_env(&env).expect_err("invalid");
+        for var in ["NATS_URL", "EXPIRY_ENFORCEMENT", "RECOVERY_TIMEOUT"] {
+            assert!(err.mentions(&format!("{PREFIX}{var}")), "{var}: {err}");
+        }
     }
 
     #[test]

@@ -7,10 +7,11 @@ pub mod fanout;
 use crate::state::Edge;
 use axum::extract::ws::Utf8Bytes;
 use daisi_domain::event::render_event_frame;
+use daisi_domain::protocol::GapCause;
 use daisi_proto::edge::v1 as pb;
 use daisi_proto::limits;
-use dedup::Dedup;
-use fanout::Audience;
+use dedup::{Dedup, Seen};
+use fanout::{Audience, EventFrames};
 use pb::edge_delivery_server::{EdgeDelivery, EdgeDeliveryServer};
 use tonic::{Request, Response, Status};
 
@@ -50,12 +51,17 @@ impl Delivery {
                 return result(pb::EventOutcome::Rejected, 0, &error.to_string());
             }
         };
-        if !self.dedup.first_time(event.stream_sequence) {
+        let seen = self.dedup.check(event.stream_sequence);
+        if seen == Seen::Repeat {
             self.count("duplicate");
             return result(pb::EventOutcome::Duplicate, 0, "");
         }
         self.count("delivered");
-        let reached = fanout::fan_out(&self.edge, &audience, &frame);
+        let frames = EventFrames::new(frame, event.stream_sequence, event.stream_epoch);
+        let reached = fanout::fan_out(&self.edge, &audience, &frames);
+        if seen == Seen::Unsure {
+            fanout::announce_gap(&self.edge, Some(&audience), GapCause::DedupOverflow);
+        }
         result(pb::EventOutcome::Delivered, reached, "")
     }
 
@@ -124,5 +130,25 @@ impl EdgeDelivery for Delivery {
             .map(|event| self.deliver_one(event))
             .collect();
         Ok(Response::new(pb::DeliverResponse { results }))
+    }
+
+    async fn notice_gap(
+        &self,
+        request: Request<pb::NoticeGapRequest>,
+    ) -> Result<Response<pb::NoticeGapResponse>, Status> {
+        let request = request.into_inner();
+        if request.pod_id != self.edge.pod.pod.as_str() {
+            return Err(Status::failed_precondition(format!(
+                "this is pod {}, not {}",
+                self.edge.pod.pod, request.pod_id
+            )));
+        }
+        if request.given_up > 0 {
+            // A router settled events for this pod without delivering them while it could not
+            // reach us: any socket may have missed some.
+            tracing::warn!(router_id = %request.router_id, given_up = request.given_up, "a router gave up events for this pod; json.v2 sockets resync");
+            fanout::announce_gap(&self.edge, None, GapCause::RouterGiveUp);
+        }
+        Ok(Response::new(pb::NoticeGapResponse {}))
     }
 }

@@ -167,7 +167,12 @@ pub async fn reacquire(edge: &Edge, socket: Arc<SocketHandle>) {
         routes: Vec::new(),
     };
     match edge.coordinator.acquire(&edge.pod.pod, request).await {
-        Ok(AcquireOutcome::Granted { fencing, .. }) => socket.set_fencing(fencing),
+        Ok(AcquireOutcome::Granted { fencing, .. }) => {
+            socket.set_fencing(fencing);
+            // While the pod was forgotten its events were acknowledged as "no route": a
+            // json.v2 socket may have missed some.
+            crate::ws::gap::announce(edge, &socket, daisi_domain::protocol::GapCause::PodPurge);
+        }
         Ok(AcquireOutcome::Refused) => {
             close_lost(&socket, CloseCause::SessionConflict);
         }

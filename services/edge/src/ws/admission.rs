@@ -12,7 +12,7 @@ use crate::lifecycle::{close_lost, pod};
 use crate::registry::{KillTarget, base_route, chat_route};
 use crate::state::Edge;
 use axum::extract::ws::Utf8Bytes;
-use daisi_domain::protocol::READY_FRAME;
+use daisi_domain::protocol::{READY_FRAME, Subprotocol};
 use daisi_domain::{ConnectionId, SessionKey};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -99,6 +99,19 @@ impl Drop for SocketLease {
     }
 }
 
+/// How an admitted socket behaves beyond who it is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SocketOptions {
+    /// `json.v1` or `json.v2` (gaps announced, positions on events).
+    pub protocol: Subprotocol,
+    /// When the token expires (Unix milliseconds).
+    pub expires_at_ms: i64,
+    /// Close the socket when the token expires without a refresh.
+    pub enforce_expiry: bool,
+    /// A recovery will replay history first: live events are held aside until it is done.
+    pub recover: bool,
+}
+
 /// [`admit`] in a task of its own, which outlives the caller. hyper drops the upgrade handler
 /// when the client goes away (and the door's deadline drops the whole connection), which would
 /// cancel an admission between the coordinator granting the session and the socket being
@@ -110,12 +123,13 @@ pub async fn admit_detached(
     edge: &Edge,
     kind: SocketKind,
     key: SessionKey,
+    options: SocketOptions,
 ) -> Result<SocketLease, Refusal> {
     let (reply, lease) = tokio::sync::oneshot::channel();
     let task_edge = edge.clone();
     // Tracked with the socket tasks: the drain waits for an admission like for a socket.
     edge.socket_tasks.spawn(async move {
-        let admitted = admit(&task_edge, kind, key).await;
+        let admitted = admit_with(&task_edge, kind, key, options).await;
         if let Err(Ok(lease)) = reply.send(admitted) {
             tracing::debug!(connection = %lease.handle.connection, "client gone during admission; releasing");
             task_edge
@@ -133,8 +147,18 @@ pub async fn admit_detached(
     })
 }
 
-/// Admits a socket of `kind` holding `key`.
+/// Admits a `json.v1` socket of `kind` holding `key`.
 pub async fn admit(edge: &Edge, kind: SocketKind, key: SessionKey) -> Result<SocketLease, Refusal> {
+    admit_with(edge, kind, key, SocketOptions::default()).await
+}
+
+/// Admits a socket of `kind` holding `key`, behaving as `options` say.
+pub async fn admit_with(
+    edge: &Edge,
+    kind: SocketKind,
+    key: SessionKey,
+    options: SocketOptions,
+) -> Result<SocketLease, Refusal> {
     if edge.draining() {
         return Err(Refusal::Draining);
     }
@@ -143,7 +167,7 @@ pub async fn admit(edge: &Edge, kind: SocketKind, key: SessionKey) -> Result<Soc
     }
     let connection = ConnectionId::generate();
     let started = Instant::now();
-    let result = acquire_and_index(edge, kind, key, connection).await;
+    let result = acquire_and_index(edge, kind, key, connection, options).await;
     let outcome = match &result {
         Ok(_) => "granted",
         Err(Refusal::CoordinatorDown(_)) => "unavailable",
@@ -161,6 +185,7 @@ async fn acquire_and_index(
     kind: SocketKind,
     key: SessionKey,
     connection: ConnectionId,
+    options: SocketOptions,
 ) -> Result<SocketLease, Refusal> {
     let base = base_route(&kind);
     let routes = &edge.registry.routes;
@@ -197,18 +222,29 @@ async fn acquire_and_index(
             }
             Err(CoordinatorError::Rejected(e)) => return Err(Refusal::CoordinatorRefused(e)),
         };
-        let outbox = Outbox::new(
+        let mut outbox = Outbox::new(
             edge.config.sockets.send_queue,
             edge.config.sockets.slow_consumer,
         );
-        let handle = Arc::new(SocketHandle::new(
-            edge.registry.next_id(),
-            connection,
-            kind,
-            key,
-            fencing,
-            outbox,
-        ));
+        if options.protocol == Subprotocol::V2 {
+            outbox = outbox.announcing_gaps();
+            if options.recover {
+                // Before the socket enters the index: no live event may slip past the hold.
+                outbox.hold();
+            }
+        }
+        let handle = Arc::new(
+            SocketHandle::new(
+                edge.registry.next_id(),
+                connection,
+                kind,
+                key,
+                fencing,
+                outbox,
+            )
+            .with_protocol(options.protocol)
+            .with_expiry(options.expires_at_ms, options.enforce_expiry),
+        );
         let mut registered = vec![base.clone()];
         if let (Some(chat), Some((company, agent))) = (&selected_chat, handle.user_agent()) {
             registered.push(chat_route(company, agent, chat));

@@ -115,6 +115,17 @@ pub fn rate_limited() -> CloseRequest {
     }
 }
 
+/// The socket's token expired without a refresh: `InvalidToken` "Company token has
+/// expired.", then 4401.
+pub fn token_expired() -> CloseRequest {
+    CloseRequest {
+        error: Some(ErrorBody::token_expired()),
+        code: close::UNAUTHORIZED,
+        reason: Cow::Borrowed("InvalidToken: Company token has expired."),
+        cause: CloseCause::Protocol,
+    }
+}
+
 /// A client frame or message above `DAISI_EDGE_MAX_MESSAGE_SIZE`: 1009.
 pub fn too_big() -> CloseRequest {
     CloseRequest {

@@ -19,10 +19,11 @@ use super::handle::SocketHandle;
 use super::heartbeat::{Due, Heartbeat};
 use super::outbox::CloseRequest;
 use super::rate_limit::{RateLimiter, Verdict};
+use super::recovery;
 use crate::state::Edge;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use daisi_domain::ErrorBody;
-use daisi_domain::protocol::ServerMessage;
+use daisi_domain::protocol::{Position, ServerMessage, Subprotocol};
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,13 +52,31 @@ enum Step {
     End(End),
 }
 
-/// Runs the socket until it closes. Boxed by the caller: many of these futures are alive.
-pub async fn run(lease: SocketLease, mut socket: WebSocket) {
+/// Runs the socket until it closes, after replaying what it missed since `recover` (a
+/// reconnecting `json.v2` client). Boxed by the caller: many of these futures are alive.
+pub async fn run(lease: SocketLease, mut socket: WebSocket, recover: Option<Position>) {
     lease.started();
     let edge = lease.edge().clone();
     let handle = lease.handle.clone();
     let write_timeout = edge.config.pong_wait;
-    let end = serve(&edge, &handle, &mut socket, write_timeout).await;
+    let recovered = match recover {
+        // Boxed: cold, and its state should not sit in every socket's future.
+        Some(since) => {
+            Box::pin(recovery::run(
+                &edge,
+                &handle,
+                &mut socket,
+                since,
+                write_timeout,
+            ))
+            .await
+        }
+        None => Ok(()),
+    };
+    let end = match recovered {
+        Ok(()) => serve(&edge, &handle, &mut socket, write_timeout).await,
+        Err(recovery::Broken) => End::Gone("write_failed"),
+    };
     handle.outbox.shut();
     match end {
         End::Close(request, reason) => {
@@ -93,10 +112,17 @@ async fn serve(
     let offset = Duration::from_millis(handle.id.wrapping_mul(7919) % 1000)
         .mul_f64(config.ping_interval.as_secs_f64());
     let mut heartbeat = Heartbeat::new(now, config.ping_interval, config.pong_wait, offset);
-    let mut timer = Box::pin(tokio::time::sleep_until(heartbeat.wake_at()));
+    let mut wake = wake_at(&heartbeat, handle);
+    let mut timer = Box::pin(tokio::time::sleep_until(wake));
     let mut batch = Vec::new();
+    let v2 = handle.protocol == Subprotocol::V2;
 
     loop {
+        // A gap to announce goes ahead of the frames still queued (they are newer than it).
+        if v2 && let Some(cause) = handle.outbox.take_resync(Instant::now()) {
+            batch.push(Utf8Bytes::from(cause.resync_frame()));
+            edge.metrics.gaps.of(cause).inc();
+        }
         // Whatever is queued goes out first (also covers a wake-up lost to a cancelled wait).
         if let Some(close) = handle.outbox.take(BATCH, &mut batch) {
             let cause = close.cause.as_str();
@@ -115,10 +141,21 @@ async fn serve(
         }
         // Going idle: an idle socket keeps no batch buffer (a batch allocates anew).
         batch.shrink_to_fit();
+        if v2 || handle.expiry_enforced() {
+            // A refresh or a rate-limited resync may have moved the next wake-up.
+            let next = wake_at(&heartbeat, handle);
+            if next != wake {
+                wake = next;
+                timer.as_mut().reset(wake);
+            }
+        }
         tokio::select! {
             () = handle.outbox.ready() => {}
             () = edge.sockets_stop.cancelled() => return End::Gone("stopped"),
             () = &mut timer => {
+                if handle.expiry_enforced() && expired(handle) {
+                    return End::Close(closing::token_expired(), "token_expired");
+                }
                 match heartbeat.due(Instant::now()) {
                     Due::Silent => return End::Close(closing::pong_timeout(), "pong_timeout"),
                     Due::Ping => {
@@ -129,7 +166,8 @@ async fn serve(
                     }
                     Due::Nothing => {}
                 }
-                timer.as_mut().reset(heartbeat.wake_at());
+                wake = wake_at(&heartbeat, handle);
+                timer.as_mut().reset(wake);
             }
             incoming = socket.next() => {
                 let now = Instant::now();
@@ -151,6 +189,30 @@ async fn serve(
             }
         }
     }
+}
+
+/// The next instant the loop must act on its own: a ping or pong deadline, the token's expiry
+/// (when enforced), a rate-limited resync (`json.v2`).
+fn wake_at(heartbeat: &Heartbeat, handle: &SocketHandle) -> Instant {
+    let mut at = heartbeat.wake_at();
+    if handle.expiry_enforced() {
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        let left = u64::try_from(handle.expires_at_ms().saturating_sub(now_ms)).unwrap_or(0);
+        if let Some(expiry) = Instant::now().checked_add(Duration::from_millis(left)) {
+            at = at.min(expiry);
+        }
+    }
+    if handle.protocol == Subprotocol::V2
+        && let Some(due) = handle.outbox.resync_due()
+    {
+        at = at.min(due);
+    }
+    at
+}
+
+/// Whether the socket's token has expired.
+fn expired(handle: &SocketHandle) -> bool {
+    jiff::Timestamp::now().as_millisecond() >= handle.expires_at_ms()
 }
 
 /// One client message: counted, rate limited, handled. Replies go through the send queue.

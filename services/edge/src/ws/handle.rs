@@ -4,10 +4,11 @@
 use super::outbox::Outbox;
 use super::selection::Selection;
 use crate::coordinator::HeldSession;
+use daisi_domain::protocol::Subprotocol;
 use daisi_domain::token::AdminClaims;
 use daisi_domain::{AgentId, ChatId, CompanyId, ConnectionId, SessionKey};
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 /// The two kinds of sockets.
 #[derive(Debug, Clone)]
@@ -55,6 +56,13 @@ pub struct SocketHandle {
     pub outbox: Outbox,
     /// The `select_chat` request in flight and the one waiting behind it, if any.
     pub(crate) selection: Selection,
+    /// `json.v1` or `json.v2`.
+    pub protocol: Subprotocol,
+    /// When the socket's token expires (Unix milliseconds; `i64::MAX` unknown). A `refresh`
+    /// moves it later.
+    expires_at_ms: AtomicI64,
+    /// Whether the socket is closed once its token expires.
+    enforce_expiry: bool,
 }
 
 impl SocketHandle {
@@ -77,7 +85,41 @@ impl SocketHandle {
             session_lost: AtomicBool::new(false),
             outbox,
             selection: Selection::default(),
+            protocol: Subprotocol::V1,
+            expires_at_ms: AtomicI64::new(i64::MAX),
+            enforce_expiry: false,
         }
+    }
+
+    /// The socket speaks `protocol`.
+    pub fn with_protocol(mut self, protocol: Subprotocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// The socket's token expires at `expires_at_ms` (Unix milliseconds); with `enforce`, the
+    /// socket is closed then unless a refresh came first.
+    pub fn with_expiry(mut self, expires_at_ms: i64, enforce: bool) -> Self {
+        self.expires_at_ms = AtomicI64::new(expires_at_ms);
+        self.enforce_expiry = enforce;
+        self
+    }
+
+    /// When the socket's token expires (Unix milliseconds).
+    pub fn expires_at_ms(&self) -> i64 {
+        self.expires_at_ms.load(Ordering::Relaxed)
+    }
+
+    /// Whether the socket is closed when its token expires.
+    pub fn expiry_enforced(&self) -> bool {
+        self.enforce_expiry
+    }
+
+    /// A refresh: the expiry moves to `expires_at_ms` if that is later; `false` otherwise.
+    pub fn extend_expiry(&self, expires_at_ms: i64) -> bool {
+        self.expires_at_ms
+            .fetch_max(expires_at_ms, Ordering::Relaxed)
+            < expires_at_ms
     }
 
     /// The current fencing token.

@@ -5,14 +5,29 @@
 //! other socket of the batch). When the queue is full the slow-consumer policy applies: drop
 //! the oldest frame (default) or ask the socket to close. A close request (kill, shutdown, lost
 //! session) overrides queued frames: the socket sends its error frame and close, nothing else.
+//!
+//! A `json.v2` socket's queue also remembers a *gap*: whenever it may have missed an event
+//! (its own drop-oldest, or a gap the edge announces), the socket task sends one
+//! `{"type":"resync"}` frame ahead of the frames still queued, at most once per
+//! [`RESYNC_INTERVAL`]; gaps announced meanwhile are folded into that one frame. Under the
+//! close policy a gap closes the socket with 4008 instead. While a recovery replays history
+//! the queue *holds* live events aside (bounded), so the replay and the live stream meet
+//! without a gap and without a duplicate ([`Outbox::release`]).
 
 use crate::config::SlowConsumerPolicy;
 use axum::extract::ws::Utf8Bytes;
 use daisi_domain::ErrorBody;
+use daisi_domain::protocol::GapCause;
 use parking_lot::Mutex;
 use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::time::Duration;
 use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// At most one resync frame per socket per this interval: a client reloading its state should
+/// not be told again while it reloads.
+pub const RESYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Close code for a socket closed because it could not keep up (4008: policy, "slow
 /// consumer"); the client reconnects and catches up from its backend.
@@ -90,6 +105,9 @@ impl CloseRequest {
     }
 }
 
+/// Live events a recovery may set aside, at least (the send queue's size otherwise).
+const HELD_MIN: usize = 4096;
+
 /// What happened to a pushed frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
@@ -109,6 +127,28 @@ struct State {
     close: Option<CloseRequest>,
     /// Set once a close was requested, so later pushes and closes are no-ops.
     closing: bool,
+    /// `json.v2`: a gap to announce with the next resync frame (the first cause wins).
+    gap: Option<GapCause>,
+    /// `json.v2`: no resync frame before this instant.
+    resync_after: Option<Instant>,
+    /// While a recovery runs: live events set aside with their stream sequences.
+    held: Option<VecDeque<(u64, Utf8Bytes)>>,
+    /// The held events overflowed their bound: the recovery ends in a resync.
+    held_overflow: bool,
+    /// The last sequence a recovery replayed: a live event at or below it (a router's retry
+    /// or a JetStream redelivery of an event this socket got from the replay) is a repeat.
+    floor: u64,
+}
+
+/// How a gap announcement was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announced {
+    /// A resync frame is on its way (or one already was pending).
+    Resync,
+    /// The close policy applies: the socket closes with 4008.
+    Closed,
+    /// Nothing to do: a `json.v1` socket, or one closing anyway.
+    Ignored,
 }
 
 /// The send queue of one socket.
@@ -118,6 +158,8 @@ pub struct Outbox {
     notify: Notify,
     capacity: usize,
     policy: SlowConsumerPolicy,
+    /// `json.v2`: gaps are announced.
+    announces_gaps: bool,
 }
 
 impl Outbox {
@@ -128,7 +170,117 @@ impl Outbox {
             notify: Notify::new(),
             capacity: capacity.max(1),
             policy,
+            announces_gaps: false,
         }
+    }
+
+    /// The queue of a `json.v2` socket: gaps are announced.
+    pub fn announcing_gaps(mut self) -> Self {
+        self.announces_gaps = true;
+        self
+    }
+
+    /// Whether gaps are announced (a `json.v2` socket).
+    pub fn announces_gaps(&self) -> bool {
+        self.announces_gaps
+    }
+
+    /// Tells the socket it may have missed events: a resync frame soon, or (close policy) a
+    /// close with 4008.
+    pub fn announce_gap(&self, cause: GapCause) -> Announced {
+        if !self.announces_gaps {
+            return Announced::Ignored;
+        }
+        {
+            let mut state = self.state();
+            if state.closing {
+                return Announced::Ignored;
+            }
+            if self.policy == SlowConsumerPolicy::Close {
+                state.closing = true;
+                state.frames.clear();
+                state.held = None;
+                state.close = Some(CloseRequest::slow_consumer());
+            } else if state.gap.is_none() {
+                state.gap = Some(cause);
+            }
+        }
+        self.notify.notify_one();
+        if self.policy == SlowConsumerPolicy::Close {
+            Announced::Closed
+        } else {
+            Announced::Resync
+        }
+    }
+
+    /// The gap to announce now, if one is pending and the rate limit allows it; the caller
+    /// sends its resync frame ahead of the queued frames.
+    pub fn take_resync(&self, now: Instant) -> Option<GapCause> {
+        let mut state = self.state();
+        state.gap?;
+        if state.resync_after.is_some_and(|at| now < at) {
+            return None;
+        }
+        state.resync_after = Some(now + RESYNC_INTERVAL);
+        state.gap.take()
+    }
+
+    /// When a pending gap may be announced (the socket task sets a timer), if one is pending.
+    pub fn resync_due(&self) -> Option<Instant> {
+        let state = self.state();
+        state.gap?;
+        Some(state.resync_after.unwrap_or_else(Instant::now))
+    }
+
+    /// Queues the `json.v2` frame of the event at stream sequence `seq`: set aside while a
+    /// recovery runs, queued otherwise.
+    pub fn push_event(&self, frame: Utf8Bytes, seq: u64) -> Pushed {
+        {
+            let mut state = self.state();
+            if seq != 0 && seq <= state.floor {
+                return Pushed::Queued;
+            }
+            if !state.closing {
+                let capacity = self.capacity;
+                if let Some(held) = state.held.as_mut() {
+                    // Bounded like the queue (the replay itself is bounded by its window).
+                    if held.len() < capacity.max(HELD_MIN) {
+                        held.push_back((seq, frame));
+                    } else {
+                        state.held_overflow = true;
+                    }
+                    return Pushed::Queued;
+                }
+            }
+        }
+        self.push(frame)
+    }
+
+    /// Starts setting live events aside (a recovery begins).
+    pub fn hold(&self) {
+        let mut state = self.state();
+        if state.held.is_none() {
+            state.held = Some(VecDeque::new());
+            state.held_overflow = false;
+        }
+    }
+
+    /// Ends the hold: the events set aside with a sequence above `replayed` are queued (those
+    /// at or below it were part of the replay), in arrival order. `false` when the held
+    /// events overflowed their bound (the caller announces a gap).
+    pub fn release(&self, replayed: u64) -> bool {
+        let (held, overflow) = {
+            let mut state = self.state();
+            state.floor = state.floor.max(replayed);
+            let overflow = std::mem::take(&mut state.held_overflow);
+            (state.held.take().unwrap_or_default(), overflow)
+        };
+        for (seq, frame) in held {
+            if seq > replayed {
+                self.push(frame);
+            }
+        }
+        !overflow
     }
 
     fn state(&self) -> parking_lot::MutexGuard<'_, State> {
@@ -150,6 +302,9 @@ impl Outbox {
                     SlowConsumerPolicy::DropOldest => {
                         state.frames.pop_front();
                         state.frames.push_back(frame);
+                        if self.announces_gaps && state.gap.is_none() {
+                            state.gap = Some(GapCause::DropOldest);
+                        }
                         Pushed::DroppedOldest
                     }
                     SlowConsumerPolicy::Close => {
@@ -187,6 +342,7 @@ impl Outbox {
         state.closing = true;
         state.frames = VecDeque::new();
         state.close = None;
+        state.held = None;
     }
 
     /// Whether a close was requested.
@@ -207,6 +363,13 @@ impl Outbox {
             self.notify.notify_one();
         }
         None
+    }
+
+    /// Moves up to `max` queued frames into `out`, leaving a pending close request in place.
+    pub fn take_frames(&self, max: usize, out: &mut Vec<Utf8Bytes>) {
+        let mut state = self.state();
+        let n = state.frames.len().min(max);
+        out.extend(state.frames.drain(..n));
     }
 
     /// Frames waiting.
@@ -248,6 +411,62 @@ mod tests {
         let close = outbox.take(10, &mut Vec::new()).expect("close requested");
         assert_eq!(close.code, SLOW_CONSUMER_CLOSE);
         assert!(!outbox.close(CloseRequest::shutdown()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn v2_gaps_become_one_rate_limited_resync() {
+        let outbox = Outbox::new(1, SlowConsumerPolicy::DropOldest).announcing_gaps();
+        outbox.push("a".into());
+        assert_eq!(outbox.push("b".into()), Pushed::DroppedOldest);
+        assert_eq!(outbox.announce_gap(GapCause::PodPurge), Announced::Resync);
+        let now = Instant::now();
+        assert_eq!(outbox.take_resync(now), Some(GapCause::DropOldest));
+        assert_eq!(outbox.take_resync(now), None, "folded into one");
+        outbox.announce_gap(GapCause::RouterGiveUp);
+        assert_eq!(outbox.take_resync(now), None, "rate limited");
+        assert_eq!(outbox.resync_due(), Some(now + RESYNC_INTERVAL));
+        assert_eq!(
+            outbox.take_resync(now + RESYNC_INTERVAL),
+            Some(GapCause::RouterGiveUp)
+        );
+        assert_eq!(frames(&outbox), ["b"]);
+        let v1 = Outbox::new(1, SlowConsumerPolicy::DropOldest);
+        v1.push("a".into());
+        v1.push("b".into());
+        assert_eq!(v1.announce_gap(GapCause::PodPurge), Announced::Ignored);
+        assert_eq!(v1.take_resync(now), None);
+    }
+
+    #[test]
+    fn v2_gap_under_the_close_policy_closes_4008() {
+        let outbox = Outbox::new(4, SlowConsumerPolicy::Close).announcing_gaps();
+        outbox.push("a".into());
+        assert_eq!(
+            outbox.announce_gap(GapCause::RouterGiveUp),
+            Announced::Closed
+        );
+        let close = outbox.take(10, &mut Vec::new()).expect("close");
+        assert_eq!(close.code, SLOW_CONSUMER_CLOSE);
+    }
+
+    #[test]
+    fn held_events_meet_the_replay_without_duplicates() {
+        let outbox = Outbox::new(8, SlowConsumerPolicy::DropOldest).announcing_gaps();
+        outbox.push("ready".into());
+        outbox.hold();
+        for seq in [5, 6, 7] {
+            outbox.push_event(format!("e{seq}").into(), seq);
+        }
+        assert_eq!(frames(&outbox), ["ready"], "held events wait");
+        assert!(outbox.release(6));
+        assert_eq!(frames(&outbox), ["e7"]);
+        outbox.push_event("e8".into(), 8);
+        assert_eq!(frames(&outbox), ["e8"], "live again");
+        outbox.push_event("e6 again".into(), 6);
+        assert!(
+            frames(&outbox).is_empty(),
+            "a redelivery of a replayed event"
+        );
     }
 
     #[test]

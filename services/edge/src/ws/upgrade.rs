@@ -7,6 +7,7 @@ use super::admission::{self, Refusal};
 use super::connection;
 use super::handle::SocketKind;
 use crate::auth::Denied;
+use crate::config::ExpiryEnforcement;
 use crate::http::{error, origin};
 use crate::state::Edge;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -14,6 +15,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
+use daisi_domain::protocol::{Position, Subprotocol};
 use daisi_domain::token::AdminClaims;
 use daisi_domain::{AgentId, CompanyId, ErrorBody, SessionKey};
 use http::HeaderMap;
@@ -33,6 +35,9 @@ pub const REFUSAL_LABELS: [&str; 6] = [
 /// The subprotocol of the contract.
 pub const SUBPROTOCOL: &str = "json.v1";
 
+/// The subprotocols offered, preferred first: a client that offers both gets `json.v2`.
+pub const SUBPROTOCOLS: [&str; 2] = [Subprotocol::V2_NAME, Subprotocol::V1_NAME];
+
 /// Query parameters of both socket routes.
 #[derive(Debug, Default, Deserialize)]
 pub struct SocketParams {
@@ -41,6 +46,27 @@ pub struct SocketParams {
     /// API key, when not in the `X-API-Key` header.
     #[serde(rename = "x-api-key")]
     api_key: Option<String>,
+    /// `json.v2`: the last position the client saw, `<epoch>:<seq>`; the edge replays what
+    /// the socket missed since then.
+    since: Option<String>,
+}
+
+/// What the upgrade learned beyond who the socket is.
+struct Extras {
+    /// When the token expires (Unix milliseconds).
+    expires_at_ms: i64,
+    /// The position to recover from, if the client asked.
+    since: Option<Position>,
+}
+
+fn since(params: &SocketParams) -> Result<Option<Position>, ErrorBody> {
+    match params.since.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(raw) => raw
+            .parse()
+            .map(Some)
+            .map_err(|e: String| ErrorBody::bad_request("Invalid since parameter").with_details(e)),
+    }
 }
 
 fn denied(edge: &Edge, denied: &Denied) -> Response {
@@ -122,12 +148,19 @@ pub async fn user_socket(
     let Ok(upgrade) = upgrade else {
         return bad_request(&ErrorBody::bad_request("WebSocket upgrade required"));
     };
+    let extras = match since(&params) {
+        Ok(since) => Extras {
+            expires_at_ms: claims.expires_at.as_millisecond(),
+            since,
+        },
+        Err(body) => return bad_request(&body),
+    };
     let key = claims.session_key();
     let kind = SocketKind::User {
         company: claims.company_id.clone(),
         agent: claims.agent_id.clone(),
     };
-    accept(edge, upgrade, kind, key).await
+    accept(edge, upgrade, kind, key, extras).await
 }
 
 /// `GET /ws/admin`.
@@ -159,12 +192,20 @@ pub async fn admin_socket(
     let Ok(upgrade) = upgrade else {
         return bad_request(&ErrorBody::bad_request("WebSocket upgrade required"));
     };
+    let extras = match since(&params) {
+        Ok(since) => Extras {
+            expires_at_ms: claims.expires_at.as_millisecond(),
+            since,
+        },
+        Err(body) => return bad_request(&body),
+    };
     let key = claims.session_key();
     accept(
         edge,
         upgrade,
         SocketKind::Admin(Box::new(AdminClaims::clone(&claims))),
         key,
+        extras,
     )
     .await
 }
@@ -174,15 +215,30 @@ async fn accept(
     upgrade: WebSocketUpgrade,
     kind: SocketKind,
     key: SessionKey,
+    extras: Extras,
 ) -> Response {
-    let lease = match admission::admit_detached(&edge, kind, key).await {
+    let upgrade = upgrade.protocols(SUBPROTOCOLS);
+    let protocol =
+        Subprotocol::from_selected(upgrade.selected_protocol().map(http::HeaderValue::as_bytes));
+    let enforce_expiry = match edge.config.recovery.expiry {
+        ExpiryEnforcement::All => true,
+        ExpiryEnforcement::V2 => protocol == Subprotocol::V2,
+        ExpiryEnforcement::Off => false,
+    };
+    let recover = extras.since.filter(|_| protocol == Subprotocol::V2);
+    let options = admission::SocketOptions {
+        protocol,
+        expires_at_ms: extras.expires_at_ms,
+        enforce_expiry,
+        recover: recover.is_some(),
+    };
+    let lease = match admission::admit_detached(&edge, kind, key, options).await {
         Ok(lease) => lease,
         Err(refusal) => return refused(&edge, &refusal),
     };
     let tuning = &edge.config.sockets;
     let max = edge.config.limits.max_message_size;
     upgrade
-        .protocols([SUBPROTOCOL])
         .read_buffer_size(tuning.read_buffer)
         .write_buffer_size(tuning.write_buffer)
         .max_message_size(max)
@@ -190,7 +246,7 @@ async fn accept(
         .on_failed_upgrade(|error| tracing::debug!(%error, "websocket upgrade failed"))
         // Boxed: thousands of these futures live at once, and their size is dominated by the
         // socket; a box keeps the spawned task's own footprint small.
-        .on_upgrade(move |socket| Box::pin(connection::run(lease, socket)))
+        .on_upgrade(move |socket| Box::pin(connection::run(lease, socket, recover)))
 }
 
 fn refused(edge: &Edge, refusal: &Refusal) -> Response {

@@ -448,6 +448,14 @@ pub struct Closed {
 }
 
 impl Client {
+    /// A client over an open WebSocket that negotiated `protocol`.
+    pub fn from_parts(
+        ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+        protocol: Option<String>,
+    ) -> Self {
+        Self { ws, protocol }
+    }
+
     /// The WebSocket itself, for tests that read frames the helpers skip.
     pub fn ws(&mut self) -> &mut WebSocketStream<MaybeTlsStream<TcpStream>> {
         &mut self.ws

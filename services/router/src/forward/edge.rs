@@ -32,7 +32,7 @@
 //! holding it would take the shared window from every other edge.
 
 use super::health::{EdgeHealth, HealthState};
-use super::{DeliverCall, DeliverError, EdgeClient, EventOutcome, OutEvent};
+use super::{DeliverCall, DeliverError, EdgeClient, EventOutcome, GapNotice, OutEvent};
 use crate::metrics::RouterMetrics;
 use crate::pipeline::ledger::{EdgeOutcome, Tracker};
 use crate::ratelog::RateLimit;
@@ -45,7 +45,7 @@ use daisi_proto::limits::MAX_DELIVER_REQUEST_BYTES;
 use daisi_telemetry::propagation::set_parent;
 use parking_lot::Mutex;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -97,6 +97,9 @@ struct Shared<C, R> {
     health: EdgeHealth,
     /// Why the last call failed, for the unreachable verdict.
     last_error: Mutex<String>,
+    /// Events given up on (settled unreachable) since the last answered call: the next call
+    /// carries the count, so the edge can tell its sockets they may have missed events.
+    given_up: AtomicU64,
     client: Arc<C>,
     resolver: Arc<RouteCache<R>>,
     settings: EdgeSettings,
@@ -152,6 +155,7 @@ impl<C: EdgeClient, R: RouteResolver> Edge<C, R> {
             last_used: Mutex::new(Instant::now()),
             health: EdgeHealth::new(settings.unreachable_grace),
             last_error: Mutex::new(String::new()),
+            given_up: AtomicU64::new(0),
             client,
             resolver,
             settings,
@@ -367,6 +371,7 @@ async fn run_prober<C: EdgeClient, R: RouteResolver>(
             {
                 shared.health.probe_answered();
                 shared.report_state(HealthState::Healthy);
+                shared.send_gap_notice().await;
                 break;
             }
             let state = shared.health.failed(started);
@@ -389,6 +394,9 @@ impl<C: EdgeClient, R: RouteResolver> Shared<C, R> {
     }
 
     fn settle(&self, obligation: &Obligation, outcome: EdgeOutcome) {
+        if matches!(outcome, EdgeOutcome::Unreachable(_)) {
+            self.given_up.fetch_add(1, Ordering::AcqRel);
+        }
         self.metrics
             .forwarded
             .with_label_values(&[outcome.label()])
@@ -397,6 +405,10 @@ impl<C: EdgeClient, R: RouteResolver> Shared<C, R> {
     }
 
     fn settle_all(&self, batch: &[Obligation], outcome: &EdgeOutcome) {
+        if matches!(outcome, EdgeOutcome::Unreachable(_)) {
+            self.given_up
+                .fetch_add(batch.len() as u64, Ordering::AcqRel);
+        }
         self.metrics
             .forwarded
             .with_label_values(&[outcome.label()])
@@ -501,6 +513,7 @@ impl<C: EdgeClient, R: RouteResolver> Shared<C, R> {
                 Ok(outcomes) => {
                     self.observe("ok", elapsed);
                     self.recovered();
+                    self.send_gap_notice().await;
                     for (o, outcome) in batch.iter().zip(outcomes) {
                         let outcome = match outcome {
                             EventOutcome::Delivered(_) => EdgeOutcome::Delivered,
@@ -530,6 +543,36 @@ impl<C: EdgeClient, R: RouteResolver> Shared<C, R> {
                         tracing::warn!(edge = %self.pod, %address, %error, grace = ?self.settings.unreachable_grace, "edge not answering; holding its events");
                     }
                 }
+            }
+        }
+    }
+
+    /// The edge answers again after events were given up: tell it, so its `json.v2` sockets
+    /// resync. Best effort: a failed notice keeps its count for the next answer.
+    async fn send_gap_notice(&self) {
+        if self.given_up.load(Ordering::Acquire) == 0 || self.gone.load(Ordering::Acquire) {
+            return;
+        }
+        let given_up = self.given_up.swap(0, Ordering::AcqRel);
+        if given_up == 0 {
+            return;
+        }
+        let address = self.address.lock().clone();
+        let notice = GapNotice {
+            pod: &self.pod,
+            address: &address,
+            router_id: &self.settings.router_id,
+            given_up,
+        };
+        let sent =
+            tokio::time::timeout(self.settings.probe_timeout, self.client.notice_gap(notice)).await;
+        match sent {
+            Ok(Ok(())) => {}
+            // An edge without gap notices (older version): nothing to retry.
+            Ok(Err(DeliverError::Refused(_))) => {}
+            _ => {
+                self.given_up.fetch_add(given_up, Ordering::AcqRel);
+                tracing::debug!(edge = %self.pod, "gap notice not delivered; retried on the next answer");
             }
         }
     }

@@ -3,7 +3,7 @@
 //! busy edge), a deadline per call, trace context in the call's metadata, and the health
 //! probe (`grpc.health.v1`) of a failing edge.
 
-use super::{DeliverCall, DeliverError, EdgeClient, EventOutcome, OutEvent};
+use super::{DeliverCall, DeliverError, EdgeClient, EventOutcome, GapNotice, OutEvent};
 use daisi_domain::subject::Scope;
 use daisi_proto::edge::v1 as pb;
 use daisi_proto::edge::v1::edge_delivery_client::EdgeDeliveryClient;
@@ -97,6 +97,7 @@ fn event(e: &OutEvent) -> pb::Event {
         request_id: e.request_id.clone().unwrap_or_default(),
         traceparent: e.traceparent.clone().unwrap_or_default(),
         tracestate: e.tracestate.clone().unwrap_or_default(),
+        stream_epoch: e.stream_epoch,
         published_at: e.published_at.and_then(|t| {
             let since = t.duration_since(UNIX_EPOCH).ok()?;
             Some(prost_types::Timestamp {
@@ -189,6 +190,21 @@ impl EdgeClient for GrpcEdgeClient {
                 _ => EventOutcome::Delivered(r.sockets_reached),
             })
             .collect())
+    }
+
+    async fn notice_gap(&self, notice: GapNotice<'_>) -> Result<(), DeliverError> {
+        let pool = self.pool(notice.address)?;
+        let index = pool.next.fetch_add(1, Ordering::Relaxed) % pool.clients.len();
+        let mut client = pool.clients[index].clone();
+        client
+            .notice_gap(pb::NoticeGapRequest {
+                pod_id: notice.pod.as_str().to_owned(),
+                router_id: notice.router_id.to_owned(),
+                given_up: notice.given_up,
+            })
+            .await
+            .map_err(|s| error(&s))?;
+        Ok(())
     }
 
     async fn probe(&self, address: &str, timeout: Duration) -> bool {

@@ -40,6 +40,9 @@ pub struct OutEvent {
     pub tracestate: Option<String>,
     /// When the stream stored it.
     pub published_at: Option<SystemTime>,
+    /// The stream's incarnation (creation time in Unix nanoseconds; 0 unknown): with
+    /// `stream_sequence`, the event's position for `json.v2` clients.
+    pub stream_epoch: u64,
 }
 
 impl OutEvent {
@@ -95,6 +98,19 @@ pub struct DeliverCall<'a> {
     pub router_id: &'a str,
 }
 
+/// A gap notice: events given up on for a pod.
+#[derive(Debug)]
+pub struct GapNotice<'a> {
+    /// The pod we believe listens at `address`.
+    pub pod: &'a PodId,
+    /// Its delivery endpoint.
+    pub address: &'a str,
+    /// This router replica, for the edge's logs.
+    pub router_id: &'a str,
+    /// Events settled without delivery since the previous notice.
+    pub given_up: u64,
+}
+
 /// Delivers batches of events to edges.
 pub trait EdgeClient: Send + Sync + 'static {
     /// One attempt: per-event outcomes in request order, or why the call as a whole failed.
@@ -109,4 +125,14 @@ pub trait EdgeClient: Send + Sync + 'static {
 
     /// The edge at `address` is no longer used: release its connections.
     fn forget(&self, address: &str);
+
+    /// Tells the edge that events for it were given up, so its sockets learn they may have
+    /// missed some. Clients without gap notices (test doubles) accept and drop them.
+    fn notice_gap(
+        &self,
+        notice: GapNotice<'_>,
+    ) -> impl Future<Output = Result<(), DeliverError>> + Send {
+        let _ = notice;
+        async { Ok(()) }
+    }
 }

@@ -47,6 +47,7 @@ pub fn parse(subjects: &SubjectModel, delivery: &Delivery) -> Result<Parsed, Rea
             traceparent,
             tracestate,
             published_at: delivery.published_at,
+            stream_epoch: delivery.stream_epoch,
         },
     })
 }

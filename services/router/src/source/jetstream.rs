@@ -224,6 +224,8 @@ pub struct JetStreamSource {
     lag: Arc<AtomicU64>,
     /// Why binding was refused for good, once it was.
     failure: Option<String>,
+    /// The bound stream's incarnation (creation time in Unix nanoseconds), read at bind.
+    epoch: u64,
 }
 
 impl std::fmt::Debug for JetStreamSource {
@@ -289,6 +291,7 @@ impl JetStreamSource {
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
             lag: Arc::new(AtomicU64::new(0)),
             failure: None,
+            epoch: 0,
         })
     }
 
@@ -332,6 +335,7 @@ impl JetStreamSource {
                 Err(e) => return Err(BindError::Stream(e.to_string())),
             }
         };
+        let epoch = stream_epoch(stream.cached_info().created);
         if let Some(transform) = s.transform() {
             let actual = stream.cached_info().config.subject_transform.as_ref();
             if actual.is_none_or(|t| t.destination != transform.destination) {
@@ -381,6 +385,7 @@ impl JetStreamSource {
             .map_err(|e| BindError::Pull(e.to_string()))?;
         self.messages = Some(messages);
         self.consumer = Some(consumer);
+        self.epoch = epoch;
         Ok(())
     }
 
@@ -522,9 +527,18 @@ impl JetStreamSource {
             delivered,
             pending,
             published_at,
+            stream_epoch: self.epoch,
             acker: Acker(AckerImpl::JetStream(Box::new(acker))),
         })
     }
+}
+
+/// A stream's incarnation from its creation time: Unix nanoseconds (at least 1, so a known
+/// epoch is never the "unknown" 0). Edges compute the same value for recovery.
+pub fn stream_epoch(created: async_nats::datetime::DateTime) -> u64 {
+    u64::try_from(created.unix_timestamp_nanos())
+        .unwrap_or(0)
+        .max(1)
 }
 
 fn system_time(unix_nanos: i128) -> Option<SystemTime> {

@@ -79,6 +79,8 @@ struct Shared {
     changed: Notify,
     /// A memory stream is always "connected".
     source_state: watch::Sender<SourceState>,
+    /// The stream's incarnation: its creation time in Unix nanoseconds, like JetStream's.
+    epoch: u64,
 }
 
 /// The stream; clone it freely. Publishing and every [`MemorySource`] share it.
@@ -102,6 +104,9 @@ impl MemoryStream {
                 }),
                 changed: Notify::new(),
                 source_state: watch::Sender::new(SourceState::Consuming),
+                epoch: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
             }),
         }
     }
@@ -111,6 +116,11 @@ impl MemoryStream {
         MemorySource {
             stream: self.clone(),
         }
+    }
+
+    /// The stream's incarnation (creation time in Unix nanoseconds).
+    pub fn epoch(&self) -> u64 {
+        self.shared.epoch
     }
 
     /// Dead letters published so far, with their subjects (tests and the dev stack).
@@ -217,6 +227,7 @@ impl MemoryStream {
             delivered: stored.delivered,
             pending,
             published_at: Some(stored.published_at),
+            stream_epoch: self.shared.epoch,
             acker: Acker(AckerImpl::Memory(MemoryAck {
                 stream: self.clone(),
                 sequence,

@@ -53,6 +53,9 @@ pub struct Delivery {
     pub pending: u64,
     /// When the stream stored the message.
     pub published_at: Option<SystemTime>,
+    /// The stream's incarnation: its creation time in Unix nanoseconds (0 when unknown). It
+    /// changes when the stream is recreated, so (epoch, sequence) names one message forever.
+    pub stream_epoch: u64,
     /// Settles this delivery.
     pub acker: Acker,
 }

@@ -162,6 +162,7 @@ impl Rig {
                 traceparent: None,
                 tracestate: None,
                 published_at: None,
+                stream_epoch: 1,
             });
             let tracker = self.ledger.tracker(self.next, 1);
             self.edge.send(key, Obligation { event, tracker });

@@ -384,6 +384,13 @@ impl Edge {
 
 #[tonic::async_trait]
 impl EdgeDelivery for Edge {
+    async fn notice_gap(
+        &self,
+        _request: Request<epb::NoticeGapRequest>,
+    ) -> Result<Response<epb::NoticeGapResponse>, Status> {
+        Ok(Response::new(epb::NoticeGapResponse {}))
+    }
+
     async fn deliver(
         &self,
         request: Request<epb::DeliverRequest>,
