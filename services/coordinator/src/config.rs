@@ -1,6 +1,7 @@
 //! Settings of the session coordinator, read from `DAISI_COORDINATOR_*` variables.
 
 use daisi_config::{ConfigError, Env, Loaded, Validator};
+use daisi_runtime::internal::InternalSecurity;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -40,6 +41,8 @@ pub struct Config {
     pub selection_retention: Duration,
     /// Keep-alive period of `WatchPodCommands` streams; edges reconnect after three silent ones.
     pub watch_ping_interval: Duration,
+    /// Authentication of internal gRPC (`DAISI_INTERNAL_*`, shared by every service).
+    pub internal: InternalSecurity,
 }
 
 /// Which store backs the coordinator.
@@ -70,6 +73,7 @@ impl Config {
             store: StoreKind::Memory,
             selection_retention: Duration::from_secs(3600),
             watch_ping_interval: Duration::from_secs(10),
+            internal: InternalSecurity::off(),
         }
     }
 }
@@ -108,7 +112,12 @@ struct Raw {
 impl Config {
     /// Reads and checks the coordinator settings from `env`.
     pub fn from_env(env: &Env) -> Result<Loaded<Self>, ConfigError> {
-        daisi_config::load::<Raw>(PREFIX, env)?.try_map(Self::from_raw)
+        let internal = InternalSecurity::from_env(env);
+        let loaded = daisi_config::load::<Raw>(PREFIX, env).and_then(|l| l.try_map(Self::from_raw));
+        daisi_config::join(loaded, internal).map(|(mut loaded, internal)| {
+            loaded.value.internal = internal;
+            loaded
+        })
     }
 
     fn from_raw(raw: Raw) -> Result<Self, ConfigError> {
@@ -213,6 +222,7 @@ impl Config {
                 store: store?,
                 selection_retention: selection_retention?,
                 watch_ping_interval: watch_ping_interval?,
+                internal: InternalSecurity::off(),
             })
         })
     }

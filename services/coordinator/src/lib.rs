@@ -189,7 +189,9 @@ async fn serve<S: SessionStore>(
         watch_ping_interval: config.watch_ping_interval,
         replica_id: daisi_domain::ConnectionId::generate().into_string(),
         stop: stop.clone(),
-    }));
+    }), &config.internal);
+    config.internal.log_posture(SERVICE);
+    let reloader = config.internal.spawn_reloader(stop.clone());
 
     let sequencer = tokio::spawn({
         let (shutdown, stop, readiness) = (shutdown.clone(), stop.clone(), readiness.clone());
@@ -219,7 +221,7 @@ async fn serve<S: SessionStore>(
         .add_service(services.pods)
         .add_service(services.admin)
         .serve_with_incoming_shutdown(
-            daisi_runtime::grpc::incoming(listeners.grpc),
+            config.internal.incoming(listeners.grpc),
             stop.clone().cancelled_owned(),
         );
     let http = daisi_runtime::http::serve(
@@ -234,6 +236,9 @@ async fn serve<S: SessionStore>(
     );
     stop.cancel();
     let _ = tokio::join!(mirror, reaper, sequencer);
+    if let Some(reloader) = reloader {
+        let _ = reloader.await;
+    }
     result.map(|_| ())
 }
 

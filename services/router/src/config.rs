@@ -2,6 +2,7 @@
 
 use crate::start_position::StartPosition;
 use daisi_config::{ConfigError, Env, Loaded, SecretString, Validator};
+use daisi_runtime::internal::InternalSecurity;
 use daisi_domain::subject::{DEFAULT_PREFIX, SubjectModel};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -79,6 +80,9 @@ pub struct Config {
     pub partitioning: Option<Partitioning>,
     /// Where the durable consumer starts when it does not exist yet.
     pub start_position: StartPosition,
+    /// Authentication of internal gRPC (`DAISI_INTERNAL_*`, shared by every service): the
+    /// router's credential towards coordinators and edges.
+    pub internal: InternalSecurity,
 }
 
 /// Which partition of a partitioned stream this replica consumes.
@@ -151,7 +155,12 @@ struct Raw {
 impl Config {
     /// Reads and checks the router settings from `env`.
     pub fn from_env(env: &Env) -> Result<Loaded<Self>, ConfigError> {
-        daisi_config::load::<Raw>(PREFIX, env)?.try_map(Self::from_raw)
+        let internal = InternalSecurity::from_env(env);
+        let loaded = daisi_config::load::<Raw>(PREFIX, env).and_then(|l| l.try_map(Self::from_raw));
+        daisi_config::join(loaded, internal).map(|(mut loaded, internal)| {
+            loaded.value.internal = internal;
+            loaded
+        })
     }
 
     fn from_raw(raw: Raw) -> Result<Self, ConfigError> {
@@ -367,6 +376,7 @@ impl Config {
                 max_publish_bytes: max_publish_bytes?,
                 partitioning: partitioning?,
                 start_position: start_position?,
+                internal: InternalSecurity::off(),
             })
         })
     }

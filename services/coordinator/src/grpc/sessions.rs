@@ -10,6 +10,7 @@ use daisi_proto::limits;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use daisi_runtime::internal::Caller;
 use tonic::{Request, Response, Status};
 
 /// Messages buffered per command stream towards its edge.
@@ -25,9 +26,11 @@ impl<S: SessionStore> SessionService for Sessions<S> {
         &self,
         request: Request<pb::AcquireRequest>,
     ) -> Result<Response<pb::AcquireResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         let key = convert::session_key("key", request.key.as_ref())?;
         let pod: PodId = id("", &request.pod_id)?;
+        caller.check_pod(pod.as_str())?;
         let connection = id("", &request.connection_id)?;
         // Unknown modes are treated as unspecified, i.e. takeover (proto convention).
         let mode = match pb::AcquireMode::try_from(request.mode) {
@@ -88,8 +91,10 @@ impl<S: SessionStore> SessionService for Sessions<S> {
         &self,
         request: Request<pb::RenewRequest>,
     ) -> Result<Response<pb::RenewResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         let pod: PodId = id("", &request.pod_id)?;
+        caller.check_pod(pod.as_str())?;
         within("sessions", request.sessions.len(), limits::MAX_RENEW_BATCH)?;
         let sessions = convert::held_sessions(request.sessions)?;
         let shared = &self.0;
@@ -119,8 +124,10 @@ impl<S: SessionStore> SessionService for Sessions<S> {
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         let pod: PodId = id("", &request.pod_id)?;
+        caller.check_pod(pod.as_str())?;
         within(
             "sessions",
             request.sessions.len(),
@@ -144,12 +151,14 @@ impl<S: SessionStore> SessionService for Sessions<S> {
         &self,
         request: Request<pb::SelectChatRequest>,
     ) -> Result<Response<pb::SelectChatResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         let key = convert::session_key("key", request.key.as_ref())?;
         if matches!(key, SessionKey::Admin { .. }) {
             return Err(invalid("key: admin sessions do not select chats"));
         }
         let pod: PodId = id("", &request.pod_id)?;
+        caller.check_pod(pod.as_str())?;
         let held = crate::store::HeldSession {
             key,
             connection: id("", &request.connection_id)?,
@@ -171,8 +180,10 @@ impl<S: SessionStore> SessionService for Sessions<S> {
         &self,
         request: Request<pb::WatchPodCommandsRequest>,
     ) -> Result<Response<Self::WatchPodCommandsStream>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         let pod: PodId = id("", &request.pod_id)?;
+        caller.check_pod(pod.as_str())?;
         let instance = (!request.instance_id.is_empty())
             .then(|| convert::instance_id(&request.instance_id))
             .transpose()?;

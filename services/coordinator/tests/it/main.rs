@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod api;
+mod auth;
 mod binary;
 mod contract;
 mod done_when;

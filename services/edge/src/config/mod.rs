@@ -7,6 +7,7 @@ pub use door::{AddressBudget, Door, Minting, Origins};
 pub use tuning::{Limits, SlowConsumerPolicy, SocketTuning, TlsFiles};
 
 use daisi_config::{ConfigError, Env, Loaded, SecretString, Validator};
+use daisi_runtime::internal::InternalSecurity;
 use daisi_domain::PodId;
 use daisi_domain::token::{TokenKey, TokenKeyring};
 use serde::Deserialize;
@@ -72,6 +73,9 @@ pub struct Config {
     pub token_cache_size: usize,
     /// Stream sequences remembered to drop events a router delivers twice.
     pub dedup_window: usize,
+    /// Authentication of internal gRPC (`DAISI_INTERNAL_*`, shared by every service): the
+    /// edge's credential towards the coordinator, and what `EdgeDelivery` demands of routers.
+    pub internal: InternalSecurity,
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,7 +142,13 @@ impl Config {
     /// the `HOSTNAME` (the pod name in Kubernetes).
     pub fn from_env(env: &Env) -> Result<Loaded<Self>, ConfigError> {
         let hostname = env.get("HOSTNAME").map(str::to_owned);
-        daisi_config::load::<Raw>(PREFIX, env)?.try_map(|raw| Self::from_raw(raw, hostname))
+        let internal = InternalSecurity::from_env(env);
+        let loaded = daisi_config::load::<Raw>(PREFIX, env)
+            .and_then(|l| l.try_map(|raw| Self::from_raw(raw, hostname)));
+        daisi_config::join(loaded, internal).map(|(mut loaded, internal)| {
+            loaded.value.internal = internal;
+            loaded
+        })
     }
 
     fn from_raw(raw: Raw, hostname: Option<String>) -> Result<Self, ConfigError> {
@@ -289,6 +299,7 @@ impl Config {
                 sockets: sockets?,
                 token_cache_size: token_cache_size?,
                 dedup_window: dedup_window?,
+                internal: InternalSecurity::off(),
             })
         })
     }

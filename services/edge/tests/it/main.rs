@@ -10,6 +10,7 @@ mod drain;
 mod flood;
 mod front_door;
 mod http_routes;
+mod internal_auth;
 mod many_sockets;
 mod minting;
 mod secrets_in_logs;

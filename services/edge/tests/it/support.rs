@@ -43,7 +43,13 @@ pub struct Coord {
 impl Coord {
     /// Starts one.
     pub async fn start() -> Self {
-        let config = daisi_coordinator::Config::for_tests();
+        Self::start_with(daisi_runtime::internal::InternalSecurity::off()).await
+    }
+
+    /// Starts one with internal authentication `internal`.
+    pub async fn start_with(internal: daisi_runtime::internal::InternalSecurity) -> Self {
+        let mut config = daisi_coordinator::Config::for_tests();
+        config.internal = internal;
         let listeners = daisi_coordinator::Listeners::bind(&config)
             .await
             .expect("bind coordinator");
