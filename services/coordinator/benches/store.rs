@@ -135,6 +135,7 @@ fn stores(c: &mut Criterion) {
                     key_prefix: "bench".to_owned(),
                     timeout: Duration::from_secs(5),
                     chunk: 1_000,
+                    tls: None,
                 },
                 settings(),
             )

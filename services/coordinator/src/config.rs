@@ -19,6 +19,9 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// Where sessions, routes and pods live. Not printed: it may carry a password.
     pub redis_url: RedisUrl,
+    /// CA and client certificate of a `rediss://` Redis (`REDIS_CA`, `REDIS_TLS_CERT`,
+    /// `REDIS_TLS_KEY`); `None` for `redis://`, or `rediss://` with the system's CAs.
+    pub redis_tls: Option<crate::store::RedisTls>,
     /// Prefix of every Redis key, so several deployments can share one Redis.
     pub key_prefix: String,
     /// How long a session survives without a renew (its pod crashed).
@@ -63,6 +66,7 @@ impl Config {
             grpc_addr: loopback,
             http_addr: loopback,
             redis_url: RedisUrl(Url::parse("redis://127.0.0.1:6379").expect("a literal URL")),
+            redis_tls: None,
             key_prefix: "daisi".to_owned(),
             session_lease: Duration::from_secs(30),
             renew_interval: Duration::from_secs(10),
@@ -97,6 +101,9 @@ struct Raw {
     grpc_addr: Option<String>,
     http_addr: Option<String>,
     redis_url: Option<String>,
+    redis_ca: Option<String>,
+    redis_tls_cert: Option<String>,
+    redis_tls_key: Option<String>,
     key_prefix: Option<String>,
     session_lease: Option<String>,
     renew_interval: Option<String>,
@@ -124,14 +131,16 @@ impl Config {
         let mut v = Validator::new(PREFIX);
         let grpc_addr = v.socket_addr("GRPC_ADDR", raw.grpc_addr.as_deref(), "0.0.0.0:50051");
         let http_addr = v.socket_addr("HTTP_ADDR", raw.http_addr.as_deref(), "0.0.0.0:9091");
-        // No `rediss://`: this build's Redis client has no TLS, and refusing the URL here is
-        // better than a connection that fails at run time. Use a TLS sidecar (stunnel,
-        // Envoy) on loopback or a private network instead.
         let redis_url = v.url(
             "REDIS_URL",
             raw.redis_url.as_deref(),
             Some("redis://127.0.0.1:6379"),
-            &["redis", "redis+unix", "unix"],
+            &["redis", "rediss", "redis+unix", "unix"],
+        );
+        let redis_tls = redis_tls(
+            &mut v,
+            redis_url.as_ref().is_some_and(|u| u.scheme() == "rediss"),
+            &raw,
         );
         let key_prefix = v.parse_with(
             "KEY_PREFIX",
@@ -212,6 +221,7 @@ impl Config {
                 grpc_addr: grpc_addr?,
                 http_addr: http_addr?,
                 redis_url: RedisUrl(redis_url?),
+                redis_tls: redis_tls?,
                 key_prefix: key_prefix?,
                 session_lease: session_lease?,
                 renew_interval: renew_interval?,
@@ -226,6 +236,51 @@ impl Config {
             })
         })
     }
+}
+
+/// The CA and client certificate files of a `rediss://` Redis, read now so a bad path stops
+/// the start. `Some(None)`: nothing to add (plain `redis://`, or the system's CAs).
+#[allow(clippy::option_option)]
+fn redis_tls(v: &mut Validator, tls_url: bool, raw: &Raw) -> Option<Option<crate::store::RedisTls>> {
+    let present = |s: &Option<String>| s.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+    let (ca, cert, key) = (present(&raw.redis_ca), present(&raw.redis_tls_cert), present(&raw.redis_tls_key));
+    if !tls_url {
+        for (name, value) in [("REDIS_CA", &ca), ("REDIS_TLS_CERT", &cert), ("REDIS_TLS_KEY", &key)] {
+            v.ensure(value.is_none(), name, "needs a rediss:// REDIS_URL (TLS)");
+        }
+        return Some(None);
+    }
+    let mut read = |name: &str, path: &Option<String>, what: &str| -> Option<Option<Vec<u8>>> {
+        let Some(path) = path else { return Some(None) };
+        match std::fs::read(path) {
+            Ok(bytes) if String::from_utf8_lossy(&bytes).contains(&format!("-----BEGIN {what}")) => Some(Some(bytes)),
+            Ok(_) => {
+                v.problem(name, format!("`{path}` holds no PEM {what}"));
+                None
+            }
+            Err(e) => {
+                v.problem(name, format!("cannot read `{path}`: {e}"));
+                None
+            }
+        }
+    };
+    let ca = read("REDIS_CA", &ca, "CERTIFICATE")?;
+    let cert_bytes = read("REDIS_TLS_CERT", &cert, "CERTIFICATE")?;
+    // Keys come as PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY.
+    let key_bytes = read("REDIS_TLS_KEY", &key, "")?;
+    let client = match (cert_bytes, key_bytes) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        (Some(_), None) => {
+            v.problem("REDIS_TLS_KEY", "is required with REDIS_TLS_CERT");
+            return None;
+        }
+        (None, Some(_)) => {
+            v.problem("REDIS_TLS_CERT", "is required with REDIS_TLS_KEY");
+            return None;
+        }
+    };
+    Some((ca.is_some() || client.is_some()).then_some(crate::store::RedisTls { ca, client }))
 }
 
 /// Key prefixes end up in every Redis key; keep them to a safe alphabet so they cannot break

@@ -102,6 +102,7 @@ pub async fn run(
                 key_prefix: config.key_prefix.clone(),
                 timeout: config.redis_timeout,
                 chunk: config.max_batch,
+                tls: config.redis_tls.clone(),
             };
             let store = RedisStore::new(&redis, store_settings(&config))?;
             let probe = store.connection();

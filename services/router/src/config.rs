@@ -19,6 +19,8 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// NATS server(s) holding the JetStream stream. Not printed: it may carry credentials.
     pub nats_url: SecretUrl,
+    /// NATS credentials (`.creds` file or NKey seed) and TLS (CA, client certificate).
+    pub nats_auth: crate::source::nats_auth::NatsAuth,
     /// JetStream stream the CDC publisher fills.
     pub stream: String,
     /// Subject model (`{prefix}.{company}.{agent}.{kind}[.{chat}]`).
@@ -121,6 +123,11 @@ impl std::fmt::Debug for SecretUrl {
 struct Raw {
     http_addr: Option<String>,
     nats_url: Option<String>,
+    nats_creds: Option<String>,
+    nats_nkey_seed: Option<String>,
+    nats_tls_ca: Option<String>,
+    nats_tls_cert: Option<String>,
+    nats_tls_key: Option<String>,
     stream: Option<String>,
     subject_prefix: Option<String>,
     create_stream: Option<String>,
@@ -171,6 +178,16 @@ impl Config {
             raw.nats_url.as_deref(),
             Some("nats://127.0.0.1:4222"),
             &["nats", "tls", "ws", "wss"],
+        );
+        let nats_auth = crate::source::nats_auth::NatsAuth::from_raw(
+            &mut v,
+            &crate::source::nats_auth::RawNatsAuth {
+                creds: raw.nats_creds.as_deref(),
+                nkey_seed: raw.nats_nkey_seed.as_deref(),
+                tls_ca: raw.nats_tls_ca.as_deref(),
+                tls_cert: raw.nats_tls_cert.as_deref(),
+                tls_key: raw.nats_tls_key.as_deref(),
+            },
         );
         let stream = v.parse_with(
             "STREAM",
@@ -350,6 +367,7 @@ impl Config {
             Some(Self {
                 http_addr: http_addr?,
                 nats_url: SecretUrl(nats_url?),
+                nats_auth,
                 stream: stream?,
                 subjects: subjects?,
                 create_stream: create_stream?,

@@ -112,6 +112,7 @@ pub async fn run(
 pub fn jetstream_settings(config: &Config) -> JetStreamSettings {
     JetStreamSettings {
         url: config.nats_url.0.to_string(),
+        auth: config.nats_auth.clone(),
         stream: config.stream.clone(),
         subjects: config.subjects.stream_subjects(),
         create_stream: config.create_stream,

@@ -12,7 +12,7 @@ mod memory;
 pub mod redis;
 mod types;
 
-pub use self::redis::{RedisSettings, RedisStore};
+pub use self::redis::{RedisSettings, RedisStore, RedisTls};
 pub use daisi_domain::coordination::{Route, RouteParseError, RouteQuery};
 pub use error::StoreError;
 pub use fanout::CommandStream;

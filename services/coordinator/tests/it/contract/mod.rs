@@ -59,6 +59,7 @@ impl Redis {
             timeout: Duration::from_secs(1),
             // Small chunks, so the tests cover batches split over several script calls.
             chunk: 7,
+            tls: None,
         };
         RedisStore::new(&redis, settings).expect("valid redis settings")
     }
