@@ -18,10 +18,8 @@ impl StackPki {
     /// A fresh CA and a certificate per service: coordinators are servers, edges are servers
     /// and their own pod as clients, routers are routers.
     pub fn generate(coordinators: u8, routers: u8, edges: u8) -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!(
-            "daisi-it-pki-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("daisi-it-pki-{}", uuid::Uuid::new_v4().simple()));
         let ca = DevCa::create(&dir)?;
         let mut files = HashMap::new();
         for i in 1..=coordinators {
@@ -33,7 +31,9 @@ impl StackPki {
         for i in 1..=edges {
             files.insert(Component::Edge(i), ca.edge(&format!("edge-{i}"))?);
         }
-        let admin = InternalSecurity::off().with_tls(ca.admin()?)?.admin_client();
+        let admin = InternalSecurity::off()
+            .with_tls(ca.admin()?)?
+            .admin_client();
         Ok(Self { dir, files, admin })
     }
 

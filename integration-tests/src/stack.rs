@@ -508,10 +508,12 @@ async fn admin_client(
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(5));
     let channel = auth.connect(&endpoint).await?;
-    Ok(pb::coordinator_admin_client::CoordinatorAdminClient::with_interceptor(
-        channel,
-        auth.clone(),
-    ))
+    Ok(
+        pb::coordinator_admin_client::CoordinatorAdminClient::with_interceptor(
+            channel,
+            auth.clone(),
+        ),
+    )
 }
 
 async fn agent_route_pods(

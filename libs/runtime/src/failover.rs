@@ -19,6 +19,7 @@
 //! gRPC status such as UNAVAILABLE because Redis is down) do not rotate: every replica shares
 //! that backend, and switching would only add reconnects.
 
+use crate::internal::ClientAuth;
 use backon::{ConstantBuilder, Retryable};
 use std::future::Future;
 use std::pin::Pin;
@@ -30,7 +31,6 @@ use tonic::body::Body;
 use tonic::transport::{Channel, Endpoint};
 use tower::{BoxError, Service, ServiceExt};
 use url::Url;
-use crate::internal::ClientAuth;
 
 /// Per-attempt deadline until [`FailoverChannel::attempt_timeout`] sets one: long enough to
 /// never cut a legitimate call, short enough that a silent replica is left eventually.

@@ -7,9 +7,9 @@ use clap::{Args, Subcommand};
 use daisi_domain::{AdminId, AgentId, ChatId, CompanyId, UserId};
 use daisi_proto::coordinator::v1 as pb;
 use daisi_proto::coordinator::v1::coordinator_admin_client::CoordinatorAdminClient;
+use daisi_runtime::internal::{ClientAuth, InternalSecurity};
 use serde_json::{Value, json};
 use std::process::ExitCode;
-use daisi_runtime::internal::{ClientAuth, InternalSecurity};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 

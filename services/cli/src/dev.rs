@@ -287,7 +287,10 @@ async fn wait_ready(args: &DevArgs) -> anyhow::Result<()> {
 fn process_env_sets_internal(env: &Env) -> bool {
     ["TLS_CERT", "TLS_KEY", "TLS_CA", "TOKEN"]
         .iter()
-        .any(|name| env.get(&format!("DAISI_INTERNAL_{name}")).is_some_and(|v| !v.trim().is_empty()))
+        .any(|name| {
+            env.get(&format!("DAISI_INTERNAL_{name}"))
+                .is_some_and(|v| !v.trim().is_empty())
+        })
 }
 
 /// The dev stack's own CA: each service gets its certificate (mutual TLS, as in production),

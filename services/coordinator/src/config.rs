@@ -241,11 +241,28 @@ impl Config {
 /// The CA and client certificate files of a `rediss://` Redis, read now so a bad path stops
 /// the start. `Some(None)`: nothing to add (plain `redis://`, or the system's CAs).
 #[allow(clippy::option_option)]
-fn redis_tls(v: &mut Validator, tls_url: bool, raw: &Raw) -> Option<Option<crate::store::RedisTls>> {
-    let present = |s: &Option<String>| s.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
-    let (ca, cert, key) = (present(&raw.redis_ca), present(&raw.redis_tls_cert), present(&raw.redis_tls_key));
+fn redis_tls(
+    v: &mut Validator,
+    tls_url: bool,
+    raw: &Raw,
+) -> Option<Option<crate::store::RedisTls>> {
+    let present = |s: &Option<String>| {
+        s.as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let (ca, cert, key) = (
+        present(&raw.redis_ca),
+        present(&raw.redis_tls_cert),
+        present(&raw.redis_tls_key),
+    );
     if !tls_url {
-        for (name, value) in [("REDIS_CA", &ca), ("REDIS_TLS_CERT", &cert), ("REDIS_TLS_KEY", &key)] {
+        for (name, value) in [
+            ("REDIS_CA", &ca),
+            ("REDIS_TLS_CERT", &cert),
+            ("REDIS_TLS_KEY", &key),
+        ] {
             v.ensure(value.is_none(), name, "needs a rediss:// REDIS_URL (TLS)");
         }
         return Some(None);
@@ -253,7 +270,11 @@ fn redis_tls(v: &mut Validator, tls_url: bool, raw: &Raw) -> Option<Option<crate
     let mut read = |name: &str, path: &Option<String>, what: &str| -> Option<Option<Vec<u8>>> {
         let Some(path) = path else { return Some(None) };
         match std::fs::read(path) {
-            Ok(bytes) if String::from_utf8_lossy(&bytes).contains(&format!("-----BEGIN {what}")) => Some(Some(bytes)),
+            Ok(bytes)
+                if String::from_utf8_lossy(&bytes).contains(&format!("-----BEGIN {what}")) =>
+            {
+                Some(Some(bytes))
+            }
             Ok(_) => {
                 v.problem(name, format!("`{path}` holds no PEM {what}"));
                 None

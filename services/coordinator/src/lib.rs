@@ -183,14 +183,17 @@ async fn serve<S: SessionStore>(
         reaper::interval(config.pod_lease),
         stop.clone(),
     ));
-    let services = grpc::services(Arc::new(grpc::Shared {
-        store,
-        metrics,
-        renew_interval: config.renew_interval,
-        watch_ping_interval: config.watch_ping_interval,
-        replica_id: daisi_domain::ConnectionId::generate().into_string(),
-        stop: stop.clone(),
-    }), &config.internal);
+    let services = grpc::services(
+        Arc::new(grpc::Shared {
+            store,
+            metrics,
+            renew_interval: config.renew_interval,
+            watch_ping_interval: config.watch_ping_interval,
+            replica_id: daisi_domain::ConnectionId::generate().into_string(),
+            stop: stop.clone(),
+        }),
+        &config.internal,
+    );
     config.internal.log_posture(SERVICE);
     let reloader = config.internal.spawn_reloader(stop.clone());
 

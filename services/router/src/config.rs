@@ -2,8 +2,8 @@
 
 use crate::start_position::StartPosition;
 use daisi_config::{ConfigError, Env, Loaded, SecretString, Validator};
-use daisi_runtime::internal::InternalSecurity;
 use daisi_domain::subject::{DEFAULT_PREFIX, SubjectModel};
+use daisi_runtime::internal::InternalSecurity;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::time::Duration;

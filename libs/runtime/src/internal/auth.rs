@@ -55,16 +55,12 @@ impl Caller {
     /// The caller of `request`, as [`Authenticate`] found it. A request that did not pass
     /// through it is nobody, and may do nothing.
     pub fn of<T>(request: &Request<T>) -> Self {
-        request
-            .extensions()
-            .get::<Self>()
-            .cloned()
-            .unwrap_or(Self {
-                open: false,
-                token: None,
-                admin_token: false,
-                certificate: None,
-            })
+        request.extensions().get::<Self>().cloned().unwrap_or(Self {
+            open: false,
+            token: None,
+            admin_token: false,
+            certificate: None,
+        })
     }
 
     fn cert_valid_for(&self, name: &str) -> bool {
@@ -229,7 +225,10 @@ impl ClientAuth {
         })
     }
 
-    pub(crate) fn with_token(tls: Option<Arc<TlsMaterial>>, token: Option<&secrecy::SecretString>) -> Self {
+    pub(crate) fn with_token(
+        tls: Option<Arc<TlsMaterial>>,
+        token: Option<&secrecy::SecretString>,
+    ) -> Self {
         let tls = tls.map(ClientTls::Material);
         let bearer = token.and_then(|t| {
             let mut value = HeaderValue::from_str(&format!("Bearer {}", t.expose_secret())).ok()?;
@@ -244,9 +243,7 @@ impl ClientAuth {
     /// `http://` URLs too), plain otherwise.
     pub fn connect_lazy(&self, endpoint: &Endpoint) -> Channel {
         match &self.tls {
-            Some(tls) => {
-                endpoint.connect_with_connector_lazy(Connector::from_source(tls.clone()))
-            }
+            Some(tls) => endpoint.connect_with_connector_lazy(Connector::from_source(tls.clone())),
             None => endpoint.connect_lazy(),
         }
     }

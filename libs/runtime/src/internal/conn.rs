@@ -115,17 +115,18 @@ pub fn incoming(
             tokio::spawn(async move {
                 let _permit = permit;
                 let acceptor = TlsAcceptor::from(tls.server_config());
-                let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(error)) => {
-                        tracing::debug!(%remote, %error, "internal TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%remote, "internal TLS handshake timed out");
-                        return;
-                    }
-                };
+                let stream =
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%remote, %error, "internal TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%remote, "internal TLS handshake timed out");
+                            return;
+                        }
+                    };
                 let certificate = stream
                     .get_ref()
                     .1
@@ -190,8 +191,9 @@ impl Connector {
     }
 }
 
-type ConnectFuture =
-    Pin<Box<dyn std::future::Future<Output = io::Result<hyper_util::rt::TokioIo<ClientConn>>> + Send>>;
+type ConnectFuture = Pin<
+    Box<dyn std::future::Future<Output = io::Result<hyper_util::rt::TokioIo<ClientConn>>> + Send>,
+>;
 
 impl tower::Service<http::Uri> for Connector {
     type Response = hyper_util::rt::TokioIo<ClientConn>;

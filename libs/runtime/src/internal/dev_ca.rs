@@ -21,7 +21,9 @@ pub struct DevCa {
 
 impl std::fmt::Debug for DevCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DevCa").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("DevCa")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -74,9 +76,10 @@ impl DevCa {
     /// usable as server and as client certificate.
     pub fn issue(&self, file: &str, names: &[String]) -> io::Result<TlsFiles> {
         let mut params = CertificateParams::new(names.to_vec()).map_err(other)?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, names.first().map_or(file, String::as_str));
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().map_or(file, String::as_str),
+        );
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,

@@ -19,9 +19,9 @@ pub use auth::{
     Authenticate, Caller, ClientAuth, IDENTITY_DOMAIN, Need, admin_name, pod_name, router_name,
 };
 pub use config::{MIN_SECRET_LEN, PREFIX};
+pub use conn::{ClientConn, Connector, ServerConn};
 #[cfg(feature = "dev-ca")]
 pub use dev_ca::DevCa;
-pub use conn::{ClientConn, Connector, ServerConn};
 pub use tls::{PeerCertificate, PeerInfo, SERVER_NAME, TlsError, TlsFiles, TlsMaterial};
 pub use token::{TokenIdentity, TokenKey};
 
@@ -129,9 +129,8 @@ impl InternalSecurity {
     pub fn incoming(
         &self,
         listener: TcpListener,
-    ) -> std::pin::Pin<
-        Box<dyn futures_util::Stream<Item = std::io::Result<ServerConn>> + Send>,
-    > {
+    ) -> std::pin::Pin<Box<dyn futures_util::Stream<Item = std::io::Result<ServerConn>> + Send>>
+    {
         conn::incoming(listener, self.tls.clone())
     }
 

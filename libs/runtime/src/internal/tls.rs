@@ -45,7 +45,12 @@ impl TlsFiles {
             ("TLS_CA", &self.ca),
         ]
         .into_iter()
-        .map(|(name, path)| (format!("{}{name}", super::PREFIX), path.display().to_string()))
+        .map(|(name, path)| {
+            (
+                format!("{}{name}", super::PREFIX),
+                path.display().to_string(),
+            )
+        })
         .collect()
     }
 }
@@ -219,10 +224,13 @@ impl TlsMaterial {
 
     /// Reloads on SIGHUP and whenever a file's modification time changes (checked every
     /// `interval`; Kubernetes updates mounted Secrets in place), until `stop`.
-    pub async fn watch(self: Arc<Self>, interval: Duration, stop: tokio_util::sync::CancellationToken) {
+    pub async fn watch(
+        self: Arc<Self>,
+        interval: Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
         #[cfg(unix)]
-        let mut hup =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut tick = tokio::time::interval(interval.max(Duration::from_millis(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -243,8 +251,12 @@ impl TlsMaterial {
                 _ = tick.tick() => if self.changed() { "file change" } else { continue },
             };
             match self.reload() {
-                Ok(()) => tracing::info!(trigger, cert = %self.files.cert.display(), "internal TLS certificates reloaded"),
-                Err(error) => tracing::error!(trigger, %error, "internal TLS certificates not reloaded; keeping the previous ones"),
+                Ok(()) => {
+                    tracing::info!(trigger, cert = %self.files.cert.display(), "internal TLS certificates reloaded")
+                }
+                Err(error) => {
+                    tracing::error!(trigger, %error, "internal TLS certificates not reloaded; keeping the previous ones")
+                }
             }
         }
     }

@@ -80,9 +80,9 @@ impl TokenKey {
 fn valid_pod_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_POD_ID
-        && !id
-            .chars()
-            .any(|c| matches!(c, '.' | '*' | '>' | ':' | '{' | '}') || c.is_whitespace() || c.is_control())
+        && !id.chars().any(|c| {
+            matches!(c, '.' | '*' | '>' | ':' | '{' | '}') || c.is_whitespace() || c.is_control()
+        })
 }
 
 #[cfg(test)]
@@ -116,7 +116,15 @@ mod tests {
         let k = key("0123456789abcdef0123456789abcdef");
         let other = key("fedcba9876543210fedcba9876543210");
         assert_eq!(k.verify(other.pod_token("edge-a").expose_secret()), None);
-        for bad in ["", ".", "pod..", "router", "pod.edge-a", "admin.00", "pod.a b.00"] {
+        for bad in [
+            "",
+            ".",
+            "pod..",
+            "router",
+            "pod.edge-a",
+            "admin.00",
+            "pod.a b.00",
+        ] {
             assert_eq!(k.verify(bad), None, "{bad:?}");
         }
     }

@@ -19,9 +19,9 @@ use daisi_proto::coordinator::v1::{
 };
 use daisi_runtime::CancellationToken;
 use daisi_runtime::internal::{Authenticate, InternalSecurity, Need};
-use tonic::service::interceptor::InterceptedService;
 use std::sync::Arc;
 use std::time::Duration;
+use tonic::service::interceptor::InterceptedService;
 
 /// What every service shares.
 #[derive(Debug)]

@@ -7,8 +7,8 @@ use crate::store::{HeartbeatOutcome, PodHeartbeat, SessionStore};
 use daisi_domain::PodId;
 use daisi_proto::coordinator::v1::{self as pb, pod_service_server::PodService};
 use daisi_proto::limits;
-use std::sync::Arc;
 use daisi_runtime::internal::Caller;
+use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 /// The pod service over a store.

@@ -7,8 +7,8 @@ use crate::store::SessionStore;
 use daisi_domain::PodId;
 use daisi_proto::coordinator::v1::{self as pb, route_service_server::RouteService};
 use daisi_proto::limits;
-use std::sync::Arc;
 use daisi_runtime::internal::Caller;
+use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 /// The route service over a store.

@@ -7,10 +7,10 @@ use crate::store::{AcquireMode, AcquireOutcome, AcquireRequest, SessionStore};
 use daisi_domain::{ChatId, PodId, SessionKey};
 use daisi_proto::coordinator::v1::{self as pb, session_service_server::SessionService};
 use daisi_proto::limits;
+use daisi_runtime::internal::Caller;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use daisi_runtime::internal::Caller;
 use tonic::{Request, Response, Status};
 
 /// Messages buffered per command stream towards its edge.

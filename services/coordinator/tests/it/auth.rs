@@ -82,7 +82,10 @@ fn code<T: std::fmt::Debug>(result: Result<tonic::Response<T>, tonic::Status>) -
 /// One call of every service; each answer's code, named.
 async fn one_call_each(c: &mut Clients, pod: &str) -> Vec<(&'static str, Code)> {
     vec![
-        ("PodService.Heartbeat", code(c.pods.heartbeat(heartbeat_request(pod)).await)),
+        (
+            "PodService.Heartbeat",
+            code(c.pods.heartbeat(heartbeat_request(pod)).await),
+        ),
         (
             "PodService.ResolvePods",
             code(
@@ -95,7 +98,11 @@ async fn one_call_each(c: &mut Clients, pod: &str) -> Vec<(&'static str, Code)> 
         ),
         (
             "SessionService.Acquire",
-            code(c.sessions.acquire(acquire_request("u1", pod, "conn-1")).await),
+            code(
+                c.sessions
+                    .acquire(acquire_request("u1", pod, "conn-1"))
+                    .await,
+            ),
         ),
         (
             "RouteService.LookupRoutes",
@@ -131,25 +138,49 @@ async fn bearer_tokens_authenticate_and_a_pod_acts_only_as_itself() {
 
     // No credential, a malformed one, another secret's token: refused by every service.
     let mut nobody = clients(&replica, &ClientAuth::none());
-    assert_all(&one_call_each(&mut nobody, "pod-a").await, Code::Unauthenticated, "without a token");
+    assert_all(
+        &one_call_each(&mut nobody, "pod-a").await,
+        Code::Unauthenticated,
+        "without a token",
+    );
     let forged = InternalSecurity::with_tokens("another-secret-0123456789abcdef-xyz", None);
     let mut forged = clients(&replica, &forged.pod_client("pod-a"));
-    assert_all(&one_call_each(&mut forged, "pod-a").await, Code::Unauthenticated, "with another secret's token");
+    assert_all(
+        &one_call_each(&mut forged, "pod-a").await,
+        Code::Unauthenticated,
+        "with another secret's token",
+    );
 
     // Pod A's token: A's own calls pass.
     let mut a = clients(&replica, &security.pod_client("pod-a"));
-    a.pods.heartbeat(heartbeat_request("pod-a")).await.expect("own heartbeat");
+    a.pods
+        .heartbeat(heartbeat_request("pod-a"))
+        .await
+        .expect("own heartbeat");
     a.sessions
         .acquire(acquire_request("u1", "pod-a", "conn-1"))
         .await
         .expect("own acquire");
     // ... but never as pod B.
     let mut b = clients(&replica, &security.pod_client("pod-b"));
-    b.pods.heartbeat(heartbeat_request("pod-b")).await.expect("B registers");
-    assert_eq!(code(a.pods.heartbeat(heartbeat_request("pod-b")).await), Code::PermissionDenied);
-    assert_eq!(code(a.pods.deregister(deregister_request("pod-b")).await), Code::PermissionDenied);
+    b.pods
+        .heartbeat(heartbeat_request("pod-b"))
+        .await
+        .expect("B registers");
     assert_eq!(
-        code(a.sessions.acquire(acquire_request("u2", "pod-b", "conn-2")).await),
+        code(a.pods.heartbeat(heartbeat_request("pod-b")).await),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        code(a.pods.deregister(deregister_request("pod-b")).await),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        code(
+            a.sessions
+                .acquire(acquire_request("u2", "pod-b", "conn-2"))
+                .await
+        ),
         Code::PermissionDenied
     );
     assert_eq!(
@@ -186,10 +217,19 @@ async fn bearer_tokens_authenticate_and_a_pod_acts_only_as_itself() {
     assert!(resolved.unknown_pod_ids.is_empty(), "{resolved:?}");
 
     // The admin API: not with a pod's or a router's token, only with the admin token.
-    assert_eq!(code(a.admin.kill_session(kill_request()).await), Code::PermissionDenied);
+    assert_eq!(
+        code(a.admin.kill_session(kill_request()).await),
+        Code::PermissionDenied
+    );
     let mut router = clients(&replica, &security.router_client());
-    assert_eq!(code(router.admin.kill_session(kill_request()).await), Code::PermissionDenied);
-    assert_eq!(code(router.admin.list_pods(pb::ListPodsRequest::default()).await), Code::PermissionDenied);
+    assert_eq!(
+        code(router.admin.kill_session(kill_request()).await),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        code(router.admin.list_pods(pb::ListPodsRequest::default()).await),
+        Code::PermissionDenied
+    );
     router
         .routes
         .lookup_routes(pb::LookupRoutesRequest {
@@ -204,11 +244,16 @@ async fn bearer_tokens_authenticate_and_a_pod_acts_only_as_itself() {
         .await
         .expect("the admin kills");
     // The admin credential is not a pod's.
-    assert_eq!(code(admin.pods.heartbeat(heartbeat_request("pod-c")).await), Code::PermissionDenied);
+    assert_eq!(
+        code(admin.pods.heartbeat(heartbeat_request("pod-c")).await),
+        Code::PermissionDenied
+    );
 }
 
 fn tls(files: TlsFiles) -> InternalSecurity {
-    InternalSecurity::off().with_tls(files).expect("certificates load")
+    InternalSecurity::off()
+        .with_tls(files)
+        .expect("certificates load")
 }
 
 #[tokio::test]
@@ -219,7 +264,11 @@ async fn mutual_tls_identifies_pods_routers_and_admins_by_certificate() {
 
     // A TLS client without a certificate: refused by every service.
     let mut anonymous = clients(&replica, &anonymous_tls(&ca.ca_path()));
-    assert_all(&one_call_each(&mut anonymous, "pod-a").await, Code::Unauthenticated, "without a client certificate");
+    assert_all(
+        &one_call_each(&mut anonymous, "pod-a").await,
+        Code::Unauthenticated,
+        "without a client certificate",
+    );
     // A plain client cannot even talk to the TLS port.
     let mut plain = clients(&replica, &ClientAuth::none());
     for (call, code) in one_call_each(&mut plain, "pod-a").await {
@@ -227,20 +276,38 @@ async fn mutual_tls_identifies_pods_routers_and_admins_by_certificate() {
     }
     // A certificate of another CA: the handshake fails.
     let stranger = DevCa::create(&dir.join("stranger")).unwrap();
-    let mut stranger = clients(&replica, &tls(stranger.edge("pod-a").unwrap()).pod_client("pod-a"));
+    let mut stranger = clients(
+        &replica,
+        &tls(stranger.edge("pod-a").unwrap()).pod_client("pod-a"),
+    );
     for (call, code) in one_call_each(&mut stranger, "pod-a").await {
         assert_ne!(code, Code::Ok, "{call} with another CA's certificate");
     }
 
     let pod_a = tls(ca.edge("pod-a").unwrap());
     let mut a = clients(&replica, &pod_a.pod_client("pod-a"));
-    a.pods.heartbeat(heartbeat_request("pod-a")).await.expect("own heartbeat");
+    a.pods
+        .heartbeat(heartbeat_request("pod-a"))
+        .await
+        .expect("own heartbeat");
     let pod_b = tls(ca.edge("pod-b").unwrap());
     let mut b = clients(&replica, &pod_b.pod_client("pod-b"));
-    b.pods.heartbeat(heartbeat_request("pod-b")).await.expect("B registers");
-    assert_eq!(code(a.pods.heartbeat(heartbeat_request("pod-b")).await), Code::PermissionDenied);
-    assert_eq!(code(a.pods.deregister(deregister_request("pod-b")).await), Code::PermissionDenied);
-    assert_eq!(code(a.admin.kill_session(kill_request()).await), Code::PermissionDenied);
+    b.pods
+        .heartbeat(heartbeat_request("pod-b"))
+        .await
+        .expect("B registers");
+    assert_eq!(
+        code(a.pods.heartbeat(heartbeat_request("pod-b")).await),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        code(a.pods.deregister(deregister_request("pod-b")).await),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        code(a.admin.kill_session(kill_request()).await),
+        Code::PermissionDenied
+    );
 
     let router = tls(ca.router().unwrap());
     let mut router = clients(&replica, &router.router_client());
@@ -251,12 +318,22 @@ async fn mutual_tls_identifies_pods_routers_and_admins_by_certificate() {
         })
         .await
         .expect("a router looks routes up");
-    assert_eq!(code(router.pods.heartbeat(heartbeat_request("pod-a")).await), Code::PermissionDenied);
-    assert_eq!(code(router.admin.kill_session(kill_request()).await), Code::PermissionDenied);
+    assert_eq!(
+        code(router.pods.heartbeat(heartbeat_request("pod-a")).await),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        code(router.admin.kill_session(kill_request()).await),
+        Code::PermissionDenied
+    );
 
     let admin = tls(ca.admin().unwrap());
     let mut admin = clients(&replica, &admin.admin_client());
-    admin.admin.kill_session(kill_request()).await.expect("the admin kills");
+    admin
+        .admin
+        .kill_session(kill_request())
+        .await
+        .expect("the admin kills");
     let pods = admin
         .admin
         .list_pods(pb::ListPodsRequest::default())

@@ -7,9 +7,9 @@ pub use door::{AddressBudget, Door, Minting, Origins};
 pub use tuning::{Limits, SlowConsumerPolicy, SocketTuning, TlsFiles};
 
 use daisi_config::{ConfigError, Env, Loaded, SecretString, Validator};
-use daisi_runtime::internal::InternalSecurity;
 use daisi_domain::PodId;
 use daisi_domain::token::{TokenKey, TokenKeyring};
+use daisi_runtime::internal::InternalSecurity;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::time::Duration;

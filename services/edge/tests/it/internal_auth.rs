@@ -11,7 +11,10 @@ use tonic::Code;
 
 const SECRET: &str = "edge-internal-secret-0123456789abcdef";
 
-async fn deliver(edge: &TestEdge, auth: &ClientAuth) -> Result<Vec<epb::EventResult>, tonic::Status> {
+async fn deliver(
+    edge: &TestEdge,
+    auth: &ClientAuth,
+) -> Result<Vec<epb::EventResult>, tonic::Status> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", edge.grpc))
         .unwrap()
         .connect_timeout(Duration::from_secs(5))
@@ -47,21 +50,37 @@ async fn with_bearer_tokens_the_edge_registers_and_only_routers_deliver() {
     let edge = TestEdge::start(&coord.url, "edge-tok", |c| c.internal = security.clone()).await;
     let mut u1 = user(edge.http, "c1", "a1", "u1").await;
 
-    assert_eq!(code(deliver(&edge, &ClientAuth::none()).await), Code::Unauthenticated);
+    assert_eq!(
+        code(deliver(&edge, &ClientAuth::none()).await),
+        Code::Unauthenticated
+    );
     let other = InternalSecurity::with_tokens("another-secret-0123456789abcdef-xyz", None);
-    assert_eq!(code(deliver(&edge, &other.router_client()).await), Code::Unauthenticated);
+    assert_eq!(
+        code(deliver(&edge, &other.router_client()).await),
+        Code::Unauthenticated
+    );
     // A pod's credential (even this edge's own) cannot push events.
-    assert_eq!(code(deliver(&edge, &security.pod_client("edge-tok")).await), Code::PermissionDenied);
-    assert_eq!(u1.maybe_text(Duration::from_millis(200)).await, None, "nothing delivered so far");
+    assert_eq!(
+        code(deliver(&edge, &security.pod_client("edge-tok")).await),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        u1.maybe_text(Duration::from_millis(200)).await,
+        None,
+        "nothing delivered so far"
+    );
 
-    let results = deliver(&edge, &security.router_client()).await.expect("a router delivers");
+    let results = deliver(&edge, &security.router_client())
+        .await
+        .expect("a router delivers");
     assert_eq!(results[0].sockets_reached, 1);
     assert_eq!(u1.next_json().await["payload"]["k"], 1);
 }
 
 #[tokio::test]
 async fn with_mutual_tls_the_edge_registers_and_only_routers_deliver() {
-    let dir = std::env::temp_dir().join(format!("daisi-edge-auth-{}", uuid::Uuid::new_v4().simple()));
+    let dir =
+        std::env::temp_dir().join(format!("daisi-edge-auth-{}", uuid::Uuid::new_v4().simple()));
     let ca = DevCa::create(&dir).unwrap();
     let tls = |files| InternalSecurity::off().with_tls(files).unwrap();
     let coord = Coord::start_with(tls(ca.coordinator().unwrap())).await;
@@ -70,13 +89,25 @@ async fn with_mutual_tls_the_edge_registers_and_only_routers_deliver() {
     let mut u1 = user(edge.http, "c1", "a1", "u1").await;
 
     let anonymous = ClientAuth::anonymous_tls(&ca.ca_path()).unwrap();
-    assert_eq!(code(deliver(&edge, &anonymous).await), Code::Unauthenticated);
-    assert_ne!(code(deliver(&edge, &ClientAuth::none()).await), Code::Ok, "plain TCP to a TLS port");
+    assert_eq!(
+        code(deliver(&edge, &anonymous).await),
+        Code::Unauthenticated
+    );
+    assert_ne!(
+        code(deliver(&edge, &ClientAuth::none()).await),
+        Code::Ok,
+        "plain TCP to a TLS port"
+    );
     let pod = tls(ca.edge("edge-other").unwrap());
-    assert_eq!(code(deliver(&edge, &pod.pod_client("edge-other")).await), Code::PermissionDenied);
+    assert_eq!(
+        code(deliver(&edge, &pod.pod_client("edge-other")).await),
+        Code::PermissionDenied
+    );
 
     let router = tls(ca.router().unwrap());
-    let results = deliver(&edge, &router.router_client()).await.expect("a router delivers");
+    let results = deliver(&edge, &router.router_client())
+        .await
+        .expect("a router delivers");
     assert_eq!(results[0].sockets_reached, 1);
     assert_eq!(u1.next_json().await["payload"]["k"], 1);
     let _ = std::fs::remove_dir_all(&dir);

@@ -69,23 +69,40 @@ impl NatsAuth {
     pub fn from_raw(v: &mut Validator, raw: &RawNatsAuth<'_>) -> Self {
         let mut auth = Self::default();
         if present(raw.creds).is_some() && present(raw.nkey_seed).is_some() {
-            v.problem("NATS_NKEY_SEED", "set NATS_CREDS or NATS_NKEY_SEED, not both");
+            v.problem(
+                "NATS_NKEY_SEED",
+                "set NATS_CREDS or NATS_NKEY_SEED, not both",
+            );
         }
         if let Some(path) = readable(v, "NATS_CREDS", raw.creds) {
             match std::fs::read_to_string(&path) {
-                Ok(text) if text.contains("BEGIN NATS USER JWT") && text.contains("BEGIN USER NKEY SEED") => {
+                Ok(text)
+                    if text.contains("BEGIN NATS USER JWT")
+                        && text.contains("BEGIN USER NKEY SEED") =>
+                {
                     auth.creds = Some(SecretString::from(text));
                 }
                 Ok(_) => v.problem(
                     "NATS_CREDS",
-                    format!("`{}` is not a NATS .creds file (JWT and NKey seed)", path.display()),
+                    format!(
+                        "`{}` is not a NATS .creds file (JWT and NKey seed)",
+                        path.display()
+                    ),
                 ),
-                Err(e) => v.problem("NATS_CREDS", format!("cannot read `{}`: {e}", path.display())),
+                Err(e) => v.problem(
+                    "NATS_CREDS",
+                    format!("cannot read `{}`: {e}", path.display()),
+                ),
             }
         }
         if let Some(seed) = present(raw.nkey_seed) {
             // A user seed: base32, 58 characters, `SU` prefix. The value is never echoed.
-            if seed.len() == 58 && seed.starts_with("SU") && seed.bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)) {
+            if seed.len() == 58
+                && seed.starts_with("SU")
+                && seed
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
+            {
                 auth.nkey_seed = Some(SecretString::from(seed.to_owned()));
             } else {
                 v.problem("NATS_NKEY_SEED", "is not an NKey user seed (58 characters starting with SU, e.g. from `nsc` or `nk -gen user`)");
@@ -111,7 +128,10 @@ impl NatsAuth {
     }
 
     /// `options` with these credentials.
-    pub fn apply(&self, mut options: async_nats::ConnectOptions) -> Result<async_nats::ConnectOptions, String> {
+    pub fn apply(
+        &self,
+        mut options: async_nats::ConnectOptions,
+    ) -> Result<async_nats::ConnectOptions, String> {
         if let Some(creds) = &self.creds {
             options = options
                 .credentials(creds.expose_secret())

@@ -94,10 +94,13 @@ impl RedisStore {
             Some(tls) => redis::Client::build_with_tls(
                 redis.url.as_str(),
                 redis::TlsCertificates {
-                    client_tls: tls.client.as_ref().map(|(cert, key)| redis::ClientTlsConfig {
-                        client_cert: cert.clone(),
-                        client_key: key.clone(),
-                    }),
+                    client_tls: tls
+                        .client
+                        .as_ref()
+                        .map(|(cert, key)| redis::ClientTlsConfig {
+                            client_cert: cert.clone(),
+                            client_key: key.clone(),
+                        }),
                     root_cert: tls.ca.clone(),
                 },
             )?,
