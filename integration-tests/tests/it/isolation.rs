@@ -355,11 +355,10 @@ async fn s12_a_frozen_edge_never_slows_the_others_and_its_events_fail_fast() {
             lettered.len(),
             recovered.as_secs_f64(),
         );
-        // The target is 500 ms (measured well under it, see services/router/README.md); the
-        // assertion is generous so two shared cores cannot flake it, and still fails when the
-        // healthy edges wait for the frozen one (that takes the grace: 3 s and more).
+        // The bound: the healthy edges never wait for the frozen one (that would take
+        // the grace: 3 s and more). Measured medians are well under it (services/router/README.md).
         anyhow::ensure!(
-            p99 <= 1_000,
+            p99 <= 500,
             "healthy edges' p99 during the freeze: {p99} ms"
         );
         anyhow::ensure!(

@@ -1,6 +1,7 @@
 //! A private `nats-server -js` per test: its own random port and store directory, stopped
 //! (gracefully or with SIGKILL) and restarted on the same port and store, killed and cleaned
-//! up on drop. Needs `nats-server` (>= 2.10) on `PATH`.
+//! up on drop. Needs `nats-server` (>= 2.10) on `PATH`. [`NatsCluster`] runs several such
+//! servers as one JetStream cluster.
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -36,6 +37,8 @@ pub struct NatsServer {
     port: u16,
     store: PathBuf,
     logs: Arc<Mutex<Vec<String>>>,
+    /// Arguments after the common ones (cluster membership).
+    extra: Vec<String>,
 }
 
 const READY_WITHIN: Duration = Duration::from_secs(15);
@@ -58,12 +61,24 @@ impl NatsServer {
             port: 0,
             store: store_dir(),
             logs: Arc::new(Mutex::new(Vec::new())),
+            extra: Vec::new(),
         };
         server.launch().await?;
         Ok(server)
     }
 
-    async fn launch(&mut self) -> Result<(), NatsError> {
+    /// A server that is not started yet, on a fixed port with `extra` arguments.
+    pub(crate) fn configured(port: u16, extra: Vec<String>) -> Self {
+        Self {
+            child: None,
+            port,
+            store: store_dir(),
+            logs: Arc::new(Mutex::new(Vec::new())),
+            extra,
+        }
+    }
+
+    pub(crate) async fn launch(&mut self) -> Result<(), NatsError> {
         // Port -1 lets the server pick; a restart reuses the port it picked.
         let port = if self.port == 0 {
             "-1".to_owned()
@@ -73,6 +88,7 @@ impl NatsServer {
         let mut child = Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &port, "-sd"])
             .arg(&self.store)
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -146,6 +162,11 @@ impl NatsServer {
     /// `nats://127.0.0.1:{port}`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The process id, while the server runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
     }
 
     /// The client port.

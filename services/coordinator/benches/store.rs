@@ -9,7 +9,7 @@
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use daisi_coordinator::store::{
     AcquireMode, AcquireOutcome, AcquireRequest, HeldSession, MemoryStore, PodHeartbeat,
-    RedisSettings, RedisStore, Route, RouteQuery, SessionStore, StoreSettings,
+    RedisSettings, RedisStore, RedisTarget, Route, RouteQuery, SessionStore, StoreSettings,
 };
 use daisi_domain::{PodId, SessionKey};
 use daisi_testkit::RedisServer;
@@ -24,6 +24,7 @@ fn settings() -> StoreSettings {
         session_lease: Duration::from_secs(300),
         pod_lease: Duration::from_secs(300),
         selection_retention: Duration::from_secs(3600),
+        tombstone_ttl: Duration::from_secs(60),
     }
 }
 
@@ -59,7 +60,7 @@ async fn acquire<S: SessionStore>(store: &S, pod: &PodId, i: usize, conn: u64) -
             connection,
             fencing: grant.fencing,
         },
-        AcquireOutcome::Refused(_) => unreachable!("takeover"),
+        AcquireOutcome::Refused(_) | AcquireOutcome::Ended { .. } => unreachable!("fresh takeover"),
     }
 }
 
@@ -131,7 +132,7 @@ fn stores(c: &mut Criterion) {
         .block_on(async {
             RedisStore::new(
                 &RedisSettings {
-                    url: server.url(),
+                    target: RedisTarget::Single(server.url()),
                     key_prefix: "bench".to_owned(),
                     timeout: Duration::from_secs(5),
                     chunk: 1_000,

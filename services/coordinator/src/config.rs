@@ -22,6 +22,9 @@ pub struct Config {
     /// CA and client certificate of a `rediss://` Redis (`REDIS_CA`, `REDIS_TLS_CERT`,
     /// `REDIS_TLS_KEY`); `None` for `redis://`, or `rediss://` with the system's CAs.
     pub redis_tls: Option<crate::store::RedisTls>,
+    /// Seed nodes of a Redis Cluster (`redis://host:port`, several so start-up does not depend
+    /// on one node). Non-empty: the store runs on the cluster and `redis_url` is unused.
+    pub redis_cluster_urls: Vec<RedisUrl>,
     /// Prefix of every Redis key, so several deployments can share one Redis.
     pub key_prefix: String,
     /// How long a session survives without a renew (its pod crashed).
@@ -46,6 +49,11 @@ pub struct Config {
     pub watch_ping_interval: Duration,
     /// Authentication of internal gRPC (`DAISI_INTERNAL_*`, shared by every service).
     pub internal: InternalSecurity,
+    /// How long a connection that was taken over or killed is remembered, so its next renew
+    /// closes it (with the true reason) even when the kill command was lost, and no acquire
+    /// brings it back. At least the session lease plus two renew intervals; by default the
+    /// lease plus three renew intervals (60 s with the default timing).
+    pub tombstone_ttl: Duration,
 }
 
 /// Which store backs the coordinator.
@@ -67,6 +75,7 @@ impl Config {
             http_addr: loopback,
             redis_url: RedisUrl(Url::parse("redis://127.0.0.1:6379").expect("a literal URL")),
             redis_tls: None,
+            redis_cluster_urls: Vec::new(),
             key_prefix: "daisi".to_owned(),
             session_lease: Duration::from_secs(30),
             renew_interval: Duration::from_secs(10),
@@ -78,6 +87,23 @@ impl Config {
             selection_retention: Duration::from_secs(3600),
             watch_ping_interval: Duration::from_secs(10),
             internal: InternalSecurity::off(),
+            tombstone_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Config {
+    /// The Redis the store uses: the cluster when seeds are configured, else `redis_url`.
+    pub fn redis_target(&self) -> crate::store::RedisTarget {
+        if self.redis_cluster_urls.is_empty() {
+            crate::store::RedisTarget::Single(self.redis_url.0.to_string())
+        } else {
+            crate::store::RedisTarget::Cluster(
+                self.redis_cluster_urls
+                    .iter()
+                    .map(|u| u.0.to_string())
+                    .collect(),
+            )
         }
     }
 }
@@ -104,6 +130,7 @@ struct Raw {
     redis_ca: Option<String>,
     redis_tls_cert: Option<String>,
     redis_tls_key: Option<String>,
+    redis_cluster_urls: Option<String>,
     key_prefix: Option<String>,
     session_lease: Option<String>,
     renew_interval: Option<String>,
@@ -114,6 +141,7 @@ struct Raw {
     store: Option<String>,
     selection_retention: Option<String>,
     watch_ping_interval: Option<String>,
+    tombstone_ttl: Option<String>,
 }
 
 impl Config {
@@ -137,11 +165,23 @@ impl Config {
             Some("redis://127.0.0.1:6379"),
             &["redis", "rediss", "redis+unix", "unix"],
         );
-        let redis_tls = redis_tls(
-            &mut v,
-            redis_url.as_ref().is_some_and(|u| u.scheme() == "rediss"),
-            &raw,
-        );
+        // Cluster nodes announce TCP addresses, so seeds are `redis://host:port` only.
+        let redis_cluster_urls = match raw.redis_cluster_urls.as_deref().map(str::trim) {
+            None | Some("") => Some(Vec::new()),
+            Some(value) => v.list_with("REDIS_CLUSTER_URLS", Some(value), parse_cluster_seed),
+        };
+        if redis_cluster_urls.as_ref().is_some_and(|s| !s.is_empty()) {
+            v.ensure(
+                raw.redis_url.as_deref().is_none_or(|u| u.trim().is_empty()),
+                "REDIS_CLUSTER_URLS",
+                format!("set either {PREFIX}REDIS_URL (one Redis) or {PREFIX}REDIS_CLUSTER_URLS (a Redis Cluster), not both"),
+            );
+        }
+        let tls_url = redis_url.as_ref().is_some_and(|u| u.scheme() == "rediss")
+            || redis_cluster_urls
+                .as_ref()
+                .is_some_and(|seeds| seeds.iter().any(|u| u.0.scheme() == "rediss"));
+        let redis_tls = redis_tls(&mut v, tls_url, &raw);
         let key_prefix = v.parse_with(
             "KEY_PREFIX",
             raw.key_prefix.as_deref(),
@@ -196,6 +236,26 @@ impl Config {
             raw.watch_ping_interval.as_deref(),
             Duration::from_secs(10),
         );
+        let tombstone_ttl = v.duration(
+            "TOMBSTONE_TTL",
+            raw.tombstone_ttl.as_deref(),
+            default_tombstone_ttl(
+                session_lease.unwrap_or(Duration::from_secs(30)),
+                renew_interval.unwrap_or(Duration::from_secs(10)),
+            ),
+        );
+        if let (Some(lease), Some(renew), Some(ttl)) =
+            (session_lease, renew_interval, tombstone_ttl)
+        {
+            v.ensure(
+                ttl >= lease + renew * 2,
+                "TOMBSTONE_TTL",
+                format!(
+                    "must be at least {PREFIX}SESSION_LEASE plus two {PREFIX}RENEW_INTERVAL ({}) so a killed connection's next renew still finds it",
+                    humantime::format_duration(lease + renew * 2)
+                ),
+            );
+        }
         if let (Some(lease), Some(retention)) = (session_lease, selection_retention) {
             v.ensure(
                 retention >= lease,
@@ -222,6 +282,7 @@ impl Config {
                 http_addr: http_addr?,
                 redis_url: RedisUrl(redis_url?),
                 redis_tls: redis_tls?,
+                redis_cluster_urls: redis_cluster_urls?,
                 key_prefix: key_prefix?,
                 session_lease: session_lease?,
                 renew_interval: renew_interval?,
@@ -233,6 +294,7 @@ impl Config {
                 selection_retention: selection_retention?,
                 watch_ping_interval: watch_ping_interval?,
                 internal: InternalSecurity::off(),
+                tombstone_ttl: tombstone_ttl?,
             })
         })
     }
@@ -263,7 +325,7 @@ fn redis_tls(
             ("REDIS_TLS_CERT", &cert),
             ("REDIS_TLS_KEY", &key),
         ] {
-            v.ensure(value.is_none(), name, "needs a rediss:// REDIS_URL (TLS)");
+            v.ensure(value.is_none(), name, "needs a rediss:// REDIS_URL or REDIS_CLUSTER_URLS (TLS)");
         }
         return Some(None);
     }
@@ -302,6 +364,30 @@ fn redis_tls(
         }
     };
     Some((ca.is_some() || client.is_some()).then_some(crate::store::RedisTls { ca, client }))
+/// The session lease plus three renew intervals: an edge whose kill command was lost learns
+/// the truth at its next renew, and two more may fail (a coordinator restart, a Redis
+/// failover) before the tombstone is gone.
+pub fn default_tombstone_ttl(session_lease: Duration, renew_interval: Duration) -> Duration {
+    session_lease.saturating_add(renew_interval.saturating_mul(3))
+}
+
+/// One seed of a Redis Cluster: `redis://[user:password@]host:port`, no path (cluster nodes
+/// have only database 0). The error never repeats the value (it may carry a password).
+fn parse_cluster_seed(value: &str) -> Result<RedisUrl, String> {
+    let url = Url::parse(value).map_err(|e| format!("not a URL ({e})"))?;
+    if !matches!(url.scheme(), "redis" | "rediss") {
+        return Err(format!(
+            "scheme `{}` is not supported; use redis://host:port or rediss://host:port",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) || url.port().is_none() {
+        return Err("needs a host and a port (redis://host:port)".to_owned());
+    }
+    if !matches!(url.path(), "" | "/") {
+        return Err("must not name a database: a Redis Cluster has only database 0".to_owned());
+    }
+    Ok(RedisUrl(url))
 }
 
 /// Key prefixes end up in every Redis key; keep them to a safe alphabet so they cannot break
@@ -331,6 +417,25 @@ mod tests {
         assert_eq!(config.session_lease, Duration::from_secs(30));
         assert_eq!(config.renew_interval, Duration::from_secs(10));
         assert_eq!(config.key_prefix, "daisi");
+        assert_eq!(config.tombstone_ttl, Duration::from_secs(60));
+        assert_eq!(config.tombstone_ttl, Config::for_tests().tombstone_ttl);
+    }
+
+    #[test]
+    fn the_tombstone_lifetime_follows_the_timing_and_is_checked() {
+        let env = Env::from_pairs([
+            ("DAISI_COORDINATOR_SESSION_LEASE", "20s"),
+            ("DAISI_COORDINATOR_RENEW_INTERVAL", "5s"),
+        ]);
+        let config = Config::from_env(&env).expect("valid").value;
+        assert_eq!(config.tombstone_ttl, Duration::from_secs(35));
+        let env = Env::from_pairs([
+            ("DAISI_COORDINATOR_SESSION_LEASE", "20s"),
+            ("DAISI_COORDINATOR_RENEW_INTERVAL", "5s"),
+            ("DAISI_COORDINATOR_TOMBSTONE_TTL", "29s"),
+        ]);
+        let err = Config::from_env(&env).expect_err("too short");
+        assert!(err.mentions("DAISI_COORDINATOR_TOMBSTONE_TTL"), "{err}");
     }
 
     #[test]
@@ -366,6 +471,50 @@ mod tests {
             assert!(err.mentions(&format!("{PREFIX}{var}")), "{var}: {err}");
         }
         assert_eq!(Config::for_tests().store, StoreKind::Memory);
+    }
+
+    #[test]
+    fn cluster_seeds_are_checked() {
+        let env = Env::from_pairs([(
+            "DAISI_COORDINATOR_REDIS_CLUSTER_URLS",
+            "redis://10.0.0.1:7000, redis://:pw@10.0.0.2:7001",
+        )]);
+        let config = Config::from_env(&env).expect("valid").value;
+        assert_eq!(config.redis_cluster_urls.len(), 2);
+        assert!(matches!(
+            config.redis_target(),
+            crate::store::RedisTarget::Cluster(seeds) if seeds.len() == 2
+        ));
+        assert!(!format!("{config:?}").contains("pw@"));
+        assert!(matches!(
+            Config::for_tests().redis_target(),
+            crate::store::RedisTarget::Single(_)
+        ));
+        for bad in [
+            "unix:///tmp/r.sock",
+            "redis://10.0.0.1",
+            "redis://10.0.0.1:7000/2",
+            "redis://10.0.0.1:7000,",
+        ] {
+            let env = Env::from_pairs([("DAISI_COORDINATOR_REDIS_CLUSTER_URLS", bad)]);
+            let err = Config::from_env(&env).expect_err(bad);
+            assert!(
+                err.mentions("DAISI_COORDINATOR_REDIS_CLUSTER_URLS"),
+                "{bad}: {err}"
+            );
+        }
+        let env = Env::from_pairs([
+            (
+                "DAISI_COORDINATOR_REDIS_CLUSTER_URLS",
+                "redis://10.0.0.1:7000",
+            ),
+            ("DAISI_COORDINATOR_REDIS_URL", "redis://10.0.0.9:6379"),
+        ]);
+        let err = Config::from_env(&env).expect_err("both set");
+        assert!(
+            err.mentions("DAISI_COORDINATOR_REDIS_CLUSTER_URLS"),
+            "{err}"
+        );
     }
 
     #[test]

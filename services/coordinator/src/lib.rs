@@ -79,6 +79,7 @@ pub fn store_settings(config: &Config) -> StoreSettings {
         session_lease: config.session_lease,
         pod_lease: config.pod_lease,
         selection_retention: config.selection_retention,
+        tombstone_ttl: config.tombstone_ttl,
     }
 }
 
@@ -98,14 +99,14 @@ pub async fn run(
         }
         config::StoreKind::Redis => {
             let redis = RedisSettings {
-                url: config.redis_url.0.to_string(),
+                target: config.redis_target(),
                 key_prefix: config.key_prefix.clone(),
                 timeout: config.redis_timeout,
                 chunk: config.max_batch,
                 tls: config.redis_tls.clone(),
             };
             let store = RedisStore::new(&redis, store_settings(&config))?;
-            let probe = store.connection();
+            let probe = (store.connection(), store.probe_key());
             serve(config, listeners, store, Some(probe), shutdown).await
         }
     }
@@ -126,7 +127,7 @@ async fn serve<S: SessionStore>(
     config: Config,
     listeners: Listeners,
     store: S,
-    redis_probe: Option<redis::aio::ConnectionManager>,
+    redis_probe: Option<(store::RedisConnection, String)>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let registry = Metrics::new("coordinator").map_err(|e| Error::Startup(e.to_string()))?;
@@ -137,10 +138,11 @@ async fn serve<S: SessionStore>(
     let stop = CancellationToken::new();
 
     let readiness = match redis_probe {
-        Some(connection) => {
+        Some((connection, key)) => {
             let readiness = Readiness::new(&["redis"]);
             tokio::spawn(redis_probe::watch(
                 connection,
+                key,
                 readiness.clone(),
                 config.redis_timeout,
                 stop.clone(),

@@ -17,8 +17,10 @@ pub const PREFIX: &str = "DAISI_ROUTER_";
 pub struct Config {
     /// Publish API, health, readiness and metrics.
     pub http_addr: SocketAddr,
-    /// NATS server(s) holding the JetStream stream. Not printed: it may carry credentials.
-    pub nats_url: SecretUrl,
+    /// NATS server(s) holding the JetStream stream: one, or several seeds of a NATS cluster
+    /// (the client moves to another one when its server goes away). Not printed: they may
+    /// carry credentials.
+    pub nats_urls: Vec<SecretUrl>,
     /// NATS credentials (`.creds` file or NKey seed) and TLS (CA, client certificate).
     pub nats_auth: crate::source::nats_auth::NatsAuth,
     /// JetStream stream the CDC publisher fills.
@@ -27,6 +29,9 @@ pub struct Config {
     pub subjects: SubjectModel,
     /// Create the stream on start when it does not exist.
     pub create_stream: bool,
+    /// Replicas of a stream the router creates (3 on a NATS cluster, so losing one node
+    /// loses no event and stops no consumer).
+    pub stream_replicas: usize,
     /// Durable pull consumer shared by every router replica (work sharing).
     pub consumer: String,
     /// The coordinator gRPC endpoint(s) (route and pod lookups): one Service URL, or several
@@ -131,6 +136,7 @@ struct Raw {
     stream: Option<String>,
     subject_prefix: Option<String>,
     create_stream: Option<String>,
+    stream_replicas: Option<String>,
     consumer: Option<String>,
     coordinator_url: Option<String>,
     publish_api_key: Option<String>,
@@ -173,10 +179,10 @@ impl Config {
     fn from_raw(raw: Raw) -> Result<Self, ConfigError> {
         let mut v = Validator::new(PREFIX);
         let http_addr = v.socket_addr("HTTP_ADDR", raw.http_addr.as_deref(), "0.0.0.0:8081");
-        let nats_url = v.url(
+        let nats_urls = v.url_list(
             "NATS_URL",
             raw.nats_url.as_deref(),
-            Some("nats://127.0.0.1:4222"),
+            "nats://127.0.0.1:4222",
             &["nats", "tls", "ws", "wss"],
         );
         let nats_auth = crate::source::nats_auth::NatsAuth::from_raw(
@@ -202,6 +208,14 @@ impl Config {
             |s| SubjectModel::new(s).map_err(|e| e.to_string()),
         );
         let create_stream = v.bool("CREATE_STREAM", raw.create_stream.as_deref(), true);
+        // JetStream allows 1 to 5 replicas; more than the cluster has nodes fails at creation.
+        let stream_replicas = v.int_in(
+            "STREAM_REPLICAS",
+            raw.stream_replicas.as_deref(),
+            1usize,
+            1,
+            5,
+        );
         let consumer = v.parse_with(
             "CONSUMER",
             raw.consumer.as_deref(),
@@ -366,11 +380,12 @@ impl Config {
         v.finish(|| {
             Some(Self {
                 http_addr: http_addr?,
-                nats_url: SecretUrl(nats_url?),
+                nats_urls: nats_urls?.into_iter().map(SecretUrl).collect(),
                 nats_auth,
                 stream: stream?,
                 subjects: subjects?,
                 create_stream: create_stream?,
+                stream_replicas: stream_replicas?,
                 consumer: consumer?,
                 coordinator_urls: coordinator_urls?,
                 publish_api_key: publish_api_key?,
@@ -459,6 +474,35 @@ mod tests {
         assert!(config.publish_api_key.is_none());
         assert!(config.dead_letter_subject.is_none());
         assert_eq!(config.http_addr.port(), 8081);
+    }
+
+    #[test]
+    fn nats_cluster_seeds_and_stream_replicas() {
+        let config = Config::from_env(&Env::default()).expect("defaults").value;
+        assert_eq!(config.nats_urls.len(), 1);
+        assert_eq!(config.stream_replicas, 1);
+        let env = Env::from_pairs([
+            (
+                "DAISI_ROUTER_NATS_URL",
+                "nats://n0:4222, nats://n1:4222,nats://n2:4222",
+            ),
+            ("DAISI_ROUTER_STREAM_REPLICAS", "3"),
+        ]);
+        let config = Config::from_env(&env).expect("valid").value;
+        assert_eq!(config.nats_urls.len(), 3);
+        assert_eq!(config.stream_replicas, 3);
+        assert_eq!(
+            crate::jetstream_settings(&config).url,
+            "nats://n0:4222,nats://n1:4222,nats://n2:4222"
+        );
+        for (var, bad) in [
+            ("DAISI_ROUTER_STREAM_REPLICAS", "6"),
+            ("DAISI_ROUTER_STREAM_REPLICAS", "0"),
+            ("DAISI_ROUTER_NATS_URL", "nats://n0:4222,,nats://n1:4222"),
+        ] {
+            let err = Config::from_env(&Env::from_pairs([(var, bad)])).expect_err(bad);
+            assert!(err.mentions(var), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -111,11 +111,17 @@ pub async fn run(
 /// The JetStream binding `config` describes.
 pub fn jetstream_settings(config: &Config) -> JetStreamSettings {
     JetStreamSettings {
-        url: config.nats_url.0.to_string(),
+        url: config
+            .nats_urls
+            .iter()
+            .map(|u| u.0.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
         auth: config.nats_auth.clone(),
         stream: config.stream.clone(),
         subjects: config.subjects.stream_subjects(),
         create_stream: config.create_stream,
+        stream_replicas: config.stream_replicas,
         consumer: config.consumer.clone(),
         ack_wait: config.ack_wait,
         max_ack_pending: config.max_ack_pending,

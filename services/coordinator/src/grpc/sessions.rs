@@ -79,6 +79,15 @@ impl<S: SessionStore> SessionService for Sessions<S> {
                 shared.metrics.acquired(false, false);
                 pb::acquire_response::Outcome::Refused(pb::AcquireRefused {
                     holder: Some(convert::holder_out(&holder)),
+                    reason: pb::SessionEndReason::Unspecified.into(),
+                })
+            }
+            AcquireOutcome::Ended { reason, current } => {
+                shared.metrics.acquired(false, false);
+                tracing::debug!(%key, reason = reason.as_str(), "acquire of an ended connection refused");
+                pb::acquire_response::Outcome::Refused(pb::AcquireRefused {
+                    holder: current.as_ref().map(convert::holder_out),
+                    reason: convert::reason_out(reason),
                 })
             }
         };

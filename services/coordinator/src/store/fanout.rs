@@ -7,9 +7,10 @@
 
 use super::types::KillCommand;
 use daisi_domain::PodId;
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use tokio::sync::mpsc;
 
 /// Commands buffered per stream before it is considered stuck.
@@ -64,9 +65,8 @@ impl Fanout {
         self.lock().clear();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Subscribers> {
-        // The map stays consistent even if a holder panicked: every mutation is one call.
-        self.subscribers.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Subscribers> {
+        self.subscribers.lock()
     }
 }
 

@@ -12,7 +12,9 @@ mod memory;
 pub mod redis;
 mod types;
 
-pub use self::redis::{RedisSettings, RedisStore, RedisTls};
+pub use self::redis::{
+    Connection as RedisConnection, RedisSettings, RedisStore, RedisTarget, RedisTls,
+};
 pub use daisi_domain::coordination::{Route, RouteParseError, RouteQuery};
 pub use error::StoreError;
 pub use fanout::CommandStream;
@@ -35,14 +37,18 @@ pub trait SessionStore: Send + Sync + 'static {
     fn settings(&self) -> &StoreSettings;
 
     /// Gives the session to a new connection. Takeover kills the previous holder (a
-    /// [`KillCommand`] for its pod); if-vacant refuses instead. A connection that already holds
-    /// the key gets its grant back with a fresh lease.
+    /// [`KillCommand`] for its pod) and tombstones it; if-vacant refuses instead. A connection
+    /// that already holds the key gets its grant back with a fresh lease. A tombstoned
+    /// connection (taken over or killed within [`StoreSettings::tombstone_ttl`]) is refused in
+    /// every mode ([`AcquireOutcome::Ended`]): nothing undoes a kill.
     fn acquire(
         &self,
         request: AcquireRequest,
     ) -> impl Future<Output = StoreResult<AcquireOutcome>> + Send;
 
-    /// Extends the leases of `sessions` held by `pod`; answers those it no longer holds.
+    /// Extends the leases of `sessions` held by `pod`; answers those it no longer holds. A
+    /// tombstoned connection is reported with its tombstone's reason (taken over, killed by an
+    /// operator), never as expired, even once the key is vacant again.
     fn renew(
         &self,
         pod: &PodId,
@@ -58,7 +64,8 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Released>> + Send;
 
     /// Stores the selected chat of a held user session and registers its chat route for
-    /// `pod`. `false` when the session is not held by that grant any more.
+    /// `pod`, on every call (idempotent: `true` always means the route is in place). `false`
+    /// when the session is not held by that grant any more.
     fn select_chat(
         &self,
         pod: &PodId,
@@ -79,8 +86,10 @@ pub trait SessionStore: Send + Sync + 'static {
         page: &PageRequest,
     ) -> impl Future<Output = StoreResult<Page<SessionInfo>>> + Send;
 
-    /// Deletes the session of `key` (only if `connection` holds it, when given) and sends its
-    /// holder a kill command with [`EndReason::KilledByAdmin`]. Answers the killed session.
+    /// Deletes the session of `key` (only if `connection` holds it, when given), tombstones its
+    /// holder and sends it a kill command with [`EndReason::KilledByAdmin`]. Answers the killed
+    /// session. A named `connection` that does not hold the key is tombstoned all the same (its
+    /// acquire may be in flight; it is then refused).
     fn kill_session(
         &self,
         key: &SessionKey,
@@ -90,7 +99,7 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Kill commands for `pod`, raised on any replica, from the moment this returns. The stream
     /// ends when this replica loses its subscription (commands may have been missed: the
-    /// caller reconnects, and the next renew reports lost sessions).
+    /// caller reconnects, and the next renew reports lost sessions with their true reason).
     fn watch_commands(
         &self,
         pod: &PodId,

@@ -19,6 +19,11 @@ pub struct StoreSettings {
     /// How long a user's selected chat is kept after its session's last renew or release, so a
     /// reconnect restores it.
     pub selection_retention: Duration,
+    /// How long a connection that was taken over or killed is remembered (its tombstone), so
+    /// that its next renew learns the true reason and no acquire brings it back, even when
+    /// the kill command never reached its edge. Must cover the edge's next successful renew:
+    /// at least the session lease plus two or three renew intervals.
+    pub tombstone_ttl: Duration,
 }
 
 impl StoreSettings {
@@ -68,6 +73,16 @@ pub enum AcquireOutcome {
     Granted(Grant),
     /// If-vacant only: someone else holds it; nothing changed.
     Refused(Holder),
+    /// The connection was taken over or killed within the tombstone lifetime (any mode):
+    /// nothing changed, and the caller must close it. A kill is never undone by a retried or
+    /// restoring acquire.
+    Ended {
+        /// Why the connection lost the session ([`EndReason::TakenOver`] or
+        /// [`EndReason::KilledByAdmin`]).
+        reason: EndReason,
+        /// Who holds the key now, if anyone.
+        current: Option<Holder>,
+    },
 }
 
 /// A granted session.

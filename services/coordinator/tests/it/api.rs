@@ -206,6 +206,31 @@ async fn operators_list_get_and_kill_sessions() {
         .unwrap()
         .into_inner();
     assert!(killed.killed);
+    // The killed connection's tombstone: renew tells the reason, a retried acquire is refused.
+    let renewed = c
+        .sessions()
+        .renew(pb::RenewRequest {
+            pod_id: "edge-1".to_owned(),
+            sessions: vec![held("u1", "conn-1", granted.fencing_token)],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(renewed.lost.len(), 1);
+    assert_eq!(
+        renewed.lost[0].reason,
+        pb::SessionEndReason::KilledByAdmin as i32
+    );
+    let mut again = acquire_request("u1", "edge-1", "conn-1");
+    again.mode = pb::AcquireMode::IfVacant as i32;
+    let answer = c.sessions().acquire(again).await.unwrap().into_inner();
+    match answer.outcome {
+        Some(pb::acquire_response::Outcome::Refused(refused)) => {
+            assert_eq!(refused.reason, pb::SessionEndReason::KilledByAdmin as i32);
+            assert_eq!(refused.holder, None, "nobody holds the session");
+        }
+        other => panic!("a killed connection must be refused: {other:?}"),
+    }
     let select = c
         .sessions()
         .select_chat(pb::SelectChatRequest {

@@ -5,6 +5,7 @@
 mod api;
 mod auth;
 mod binary;
+mod cluster;
 mod contract;
 mod done_when;
 mod support;

@@ -2,7 +2,8 @@
 //! heartbeat makes the edge ready; a failing one makes it not ready (new sockets would fail to
 //! acquire sessions anyway). When the coordinator answers REGISTERED while sockets are open,
 //! the pod was purged: its routes are registered again and each socket's session re-acquired
-//! with IF_VACANT, closing the sockets whose user has connected elsewhere meanwhile.
+//! with IF_VACANT, closing the sockets whose user has connected elsewhere meanwhile or that were
+//! killed (the coordinator refuses a tombstoned connection in any mode).
 
 use super::close_lost;
 use crate::coordinator::{
@@ -75,8 +76,9 @@ async fn restore(edge: &Edge) {
         .await;
 }
 
-/// Takes the session of a live socket back if nobody else holds it; closes the socket
-/// otherwise (the user connected elsewhere, or the coordinator cannot confirm it).
+/// Takes the session of a live socket back if nobody else holds it; closes the socket with
+/// 4402 otherwise (the user connected elsewhere, the connection was taken over or killed and
+/// its kill command never arrived, or the coordinator cannot confirm it).
 pub async fn reacquire(edge: &Edge, socket: Arc<SocketHandle>) {
     if socket.session_lost() || socket.outbox.is_closing() {
         return;

@@ -1,6 +1,13 @@
-//! One batched renew per interval for every session of the pod. Sessions reported lost to
-//! another connection or an operator are closed with 4402; sessions that merely lapsed (lease
-//! expired, pod purged) are re-acquired if still vacant, and closed otherwise.
+//! One batched renew per interval for every session of the pod. Sessions reported taken over
+//! or killed are closed with 4402. Sessions that merely lapsed (lease expired, pod purged) are
+//! re-acquired with IF_VACANT, and closed when that is refused.
+//!
+//! This is what makes a lost kill command harmless: the coordinator keeps a tombstone for every
+//! connection it took over or killed (for its tombstone lifetime, by default the session lease
+//! plus three renew intervals), reports such a connection with its true reason rather than
+//! `expired`, and refuses its re-acquire in any mode. So a killed socket whose kill never arrived
+//! (stream down, coordinator replica killed between the kill and its delivery) is closed by the
+//! first renew that reaches the coordinator, and is never handed a fresh grant.
 
 use super::{close_lost, pod};
 use crate::coordinator::{Coordinator, CoordinatorError, EndReason, LostSession};

@@ -29,7 +29,7 @@ use tokio::sync::watch;
 /// How the source binds to JetStream.
 #[derive(Clone)]
 pub struct JetStreamSettings {
-    /// Server URL(s) (may carry credentials).
+    /// Server URL(s), comma-separated: seeds of a cluster (may carry credentials).
     pub url: String,
     /// Credentials and TLS beyond the URL.
     pub auth: super::nats_auth::NatsAuth,
@@ -39,6 +39,8 @@ pub struct JetStreamSettings {
     pub subjects: String,
     /// Create the stream when it does not exist.
     pub create_stream: bool,
+    /// Replicas of a stream created here.
+    pub stream_replicas: usize,
     /// Durable consumer name, shared by every replica.
     pub consumer: String,
     /// Ack wait of the consumer.
@@ -202,6 +204,15 @@ fn describe_policy(policy: &DeliverPolicy) -> String {
     }
 }
 
+/// The comma-separated server list as the client takes it: every seed is tried at connect and
+/// on every reconnect (the client also learns the cluster's other servers from them).
+fn server_urls(list: &str) -> Vec<&str> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
 /// A JetStream durable pull consumer.
 pub struct JetStreamSource {
     settings: JetStreamSettings,
@@ -266,7 +277,7 @@ impl JetStreamSource {
                     }
                 }
             })
-            .connect(settings.url.as_str())
+            .connect(server_urls(&settings.url))
             .await
             .map_err(|e| e.to_string())?;
         let mut context = jetstream::new(client.clone());
@@ -300,6 +311,7 @@ impl JetStreamSource {
                     name: s.stream.clone(),
                     subjects: vec![s.subjects.clone()],
                     storage: stream::StorageType::File,
+                    num_replicas: s.stream_replicas,
                     retention: stream::RetentionPolicy::Limits,
                     // The CDC side normally provisions the stream; one we create keeps a day.
                     max_age: Duration::from_secs(24 * 3600),
@@ -617,6 +629,7 @@ mod tests {
             stream: "s".into(),
             subjects: "websocket.>".into(),
             create_stream: true,
+            stream_replicas: 1,
             consumer: "daisi-router".into(),
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 10,

@@ -6,6 +6,7 @@ mod ack_window;
 mod binary;
 mod delivery;
 mod faults;
+mod nats_cluster;
 mod publish_api;
 mod source_contract;
 mod start_position;

@@ -185,6 +185,7 @@ async fn jetstream(nats: &NatsServer, prefix: &str, max_deliver: i64) -> JetStre
         stream: format!("S_{prefix}"),
         subjects: format!("{prefix}.>"),
         create_stream: true,
+        stream_replicas: 1,
         consumer: "contract".into(),
         ack_wait: ACK_WAIT,
         max_ack_pending: 100,

@@ -11,9 +11,10 @@ use crate::store::{SessionStore, StoreResult};
 use daisi_domain::coordination::FencingToken;
 use daisi_domain::{ChatId, ConnectionId, PodId, SessionKey};
 use jiff::Timestamp;
+use parking_lot::{Mutex, MutexGuard};
 use state::{Session, State, after, chat_route, matches, page_of, parse_token};
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 /// The in-process store.
 #[derive(Debug, Clone)]
@@ -41,13 +42,16 @@ impl MemoryStore {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        // Every mutation completes under the lock without awaiting; a poisoned lock still holds
-        // consistent data.
-        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+        // Every mutation completes under the lock without awaiting.
+        self.inner.state.lock()
     }
 
     fn retention(&self, now: Timestamp) -> Timestamp {
         after(now, self.inner.settings.selection_retention)
+    }
+
+    fn tombstone_until(&self, now: Timestamp) -> Timestamp {
+        after(now, self.inner.settings.tombstone_ttl)
     }
 
     fn kill(&self, key: &SessionKey, holder: &Holder, reason: EndReason, message: &str) {
@@ -72,9 +76,17 @@ impl SessionStore for MemoryStore {
         let now = Timestamp::now();
         let lease_end = after(now, self.inner.settings.session_lease);
         let retain = self.retention(now);
+        let buried_until = self.tombstone_until(now);
         let mut state = self.state();
         state.require_pod(&request.pod, now)?;
         let current = state.live(&request.key, now).map(|s| s.clone());
+        // A connection that was taken over or killed never gets the session back.
+        if let Some(tombstone) = state.tombstone(&request.key, &request.connection, now) {
+            return Ok(AcquireOutcome::Ended {
+                reason: tombstone.reason,
+                current: current.map(|s| s.holder),
+            });
+        }
         let (fencing, previous, chat) = match current {
             Some(s) if s.holder.connection == request.connection && s.holder.pod == request.pod => {
                 if let Some(session) = state.sessions.get_mut(&request.key) {
@@ -90,6 +102,15 @@ impl SessionStore for MemoryStore {
                     Some(s) => s.chat.clone(),
                     None => state.selection(&request.key, now),
                 };
+                if let Some(previous) = &current {
+                    state.bury(
+                        &request.key,
+                        &previous.holder.connection,
+                        EndReason::TakenOver,
+                        now,
+                        buried_until,
+                    );
+                }
                 state.sequence += 1;
                 let fencing = FencingToken(state.sequence);
                 state.sessions.insert(
@@ -156,15 +177,20 @@ impl SessionStore for MemoryStore {
                     state.selections.insert(held.key.clone(), (chat, retain));
                 }
                 Ok(None) => {}
-                Err(current) => lost.push(LostSession {
-                    session: held.clone(),
-                    reason: if current.is_some() {
-                        EndReason::TakenOver
-                    } else {
-                        EndReason::Expired
-                    },
-                    current,
-                }),
+                Err(current) => {
+                    // The tombstone knows the true reason, even when the kill command was lost
+                    // and the new holder has released since.
+                    let reason = match state.tombstone(&held.key, &held.connection, now) {
+                        Some(tombstone) => tombstone.reason,
+                        None if current.is_some() => EndReason::TakenOver,
+                        None => EndReason::Expired,
+                    };
+                    lost.push(LostSession {
+                        session: held.clone(),
+                        reason,
+                        current,
+                    });
+                }
             }
         }
         Ok(lost)
@@ -201,17 +227,13 @@ impl SessionStore for MemoryStore {
         let Some(route) = chat_route(&session.key, chat) else {
             return Ok(false);
         };
-        let changed = match state.live(&session.key, now) {
-            Some(stored) if matches(stored, session) => {
-                let changed = stored.chat.as_ref() != Some(chat);
-                stored.chat = Some(chat.clone());
-                changed
-            }
+        match state.live(&session.key, now) {
+            Some(stored) if matches(stored, session) => stored.chat = Some(chat.clone()),
             _ => return Ok(false),
-        };
-        if changed {
-            state.add_route(pod, route);
         }
+        // Asserted on every call, not only on a change: a retry after a timed-out select, or
+        // after the route was unregistered meanwhile, never answers "held" without the route.
+        state.add_route(pod, route);
         state
             .selections
             .insert(session.key.clone(), (chat.clone(), retain));
@@ -257,12 +279,23 @@ impl SessionStore for MemoryStore {
     ) -> StoreResult<Option<SessionInfo>> {
         let now = Timestamp::now();
         let retain = self.retention(now);
+        let buried_until = self.tombstone_until(now);
         let mut state = self.state();
         let target = match state.live(key, now) {
             Some(s) if connection.is_none_or(|c| &s.holder.connection == c) => State::info(key, s),
-            _ => return Ok(None),
+            _ => {
+                // A named connection that does not hold the key (yet: its acquire may be in
+                // flight) is remembered as killed, so that acquire is refused.
+                if let Some(connection) = connection {
+                    let reason = EndReason::KilledByAdmin;
+                    state.bury(key, connection, reason, now, buried_until);
+                }
+                return Ok(None);
+            }
         };
         state.drop_session(key, retain);
+        let reason = EndReason::KilledByAdmin;
+        state.bury(key, &target.holder.connection, reason, now, buried_until);
         drop(state);
         self.kill(key, &target.holder, EndReason::KilledByAdmin, message);
         Ok(Some(target))

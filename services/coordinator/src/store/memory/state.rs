@@ -4,9 +4,9 @@
 use crate::store::Route;
 use crate::store::types::*;
 use crate::store::{StoreError, StoreResult};
-use daisi_domain::{ChatId, PodId, SessionKey};
+use daisi_domain::{ChatId, ConnectionId, PodId, SessionKey};
 use jiff::{SignedDuration, Timestamp};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 #[derive(Debug, Default)]
@@ -23,6 +23,21 @@ pub(super) struct State {
     pub(super) pod_routes: HashMap<PodId, BTreeSet<Route>>,
     /// Registered pods, including lapsed ones until the reaper purges them.
     pub(super) pods: BTreeMap<PodId, PodRecord>,
+    /// Connections that were taken over or killed, remembered until the instant stored with
+    /// them so that no renew or acquire brings them back (`StoreSettings::tombstone_ttl`).
+    tombstones: HashMap<(SessionKey, ConnectionId), Tombstone>,
+    /// The keys of `tombstones` in burial order, which is also expiry order (one lifetime for
+    /// all), so expired ones are dropped from the front.
+    burials: VecDeque<(Timestamp, SessionKey, ConnectionId)>,
+}
+
+/// Why a connection lost its session, kept for the tombstone lifetime.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Tombstone {
+    /// Taken over or killed by an operator.
+    pub(super) reason: EndReason,
+    /// Forgotten after this.
+    until: Timestamp,
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +78,50 @@ impl State {
             self.sessions.remove(key);
         }
         self.sessions.get_mut(key)
+    }
+
+    /// The live tombstone of `connection` for `key`.
+    pub(super) fn tombstone(
+        &self,
+        key: &SessionKey,
+        connection: &ConnectionId,
+        now: Timestamp,
+    ) -> Option<Tombstone> {
+        self.tombstones
+            .get(&(key.clone(), connection.clone()))
+            .filter(|t| t.until >= now)
+            .copied()
+    }
+
+    /// Remembers until `until` that `connection` lost `key`; the first reason wins while it
+    /// lives. Drops the expired tombstones first.
+    pub(super) fn bury(
+        &mut self,
+        key: &SessionKey,
+        connection: &ConnectionId,
+        reason: EndReason,
+        now: Timestamp,
+        until: Timestamp,
+    ) {
+        while self.burials.front().is_some_and(|(t, _, _)| *t < now) {
+            if let Some((t, k, c)) = self.burials.pop_front() {
+                let id = (k, c);
+                if self
+                    .tombstones
+                    .get(&id)
+                    .is_some_and(|stone| stone.until == t)
+                {
+                    self.tombstones.remove(&id);
+                }
+            }
+        }
+        let id = (key.clone(), connection.clone());
+        if self.tombstones.get(&id).is_some_and(|t| t.until >= now) {
+            return;
+        }
+        self.tombstones.insert(id, Tombstone { reason, until });
+        self.burials
+            .push_back((until, key.clone(), connection.clone()));
     }
 
     pub(super) fn selection(&self, key: &SessionKey, now: Timestamp) -> Option<ChatId> {

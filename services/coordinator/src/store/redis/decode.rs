@@ -31,6 +31,11 @@ pub(crate) fn millis(value: &str) -> StoreResult<Timestamp> {
     Timestamp::from_millisecond(ms).map_err(|_| corrupt("timestamp", value))
 }
 
+/// An [`EndReason`] by its wire name.
+pub(crate) fn reason(value: &str) -> StoreResult<EndReason> {
+    EndReason::parse(value).ok_or_else(|| corrupt("reason", value))
+}
+
 /// A holder from (pod, connection, fencing); `None` when the pod field is empty.
 pub(crate) fn holder(pod: &str, connection: &str, fence: &str) -> StoreResult<Option<Holder>> {
     if pod.is_empty() {
@@ -111,8 +116,7 @@ pub(crate) fn kill_command(payload: &str) -> StoreResult<KillCommand> {
     let pod = parse("pod_id", next("pod")?)?;
     let connection = parse("connection_id", next("connection")?)?;
     let fencing = fencing(next("fencing")?)?;
-    let reason_text = next("reason")?;
-    let reason = EndReason::parse(reason_text).ok_or_else(|| corrupt("reason", reason_text))?;
+    let reason = reason(next("reason")?)?;
     let key = parse("session key", next("session key")?)?;
     let issued_at = millis(next("issued at")?)?;
     let message = next("message")?.to_owned();

@@ -36,6 +36,11 @@ impl Keys {
         format!("{}:s:{key}", self.tag)
     }
 
+    /// Tombstones of the connections that lost `key` (taken over, killed).
+    pub(crate) fn tombstones(&self, key: &SessionKey) -> String {
+        format!("{}:t:{key}", self.tag)
+    }
+
     pub(crate) fn pod(&self, pod: &PodId) -> String {
         format!("{}:pod:{pod}", self.tag)
     }
@@ -83,6 +88,7 @@ mod tests {
         let names = [
             keys.sequence(),
             keys.session(&user),
+            keys.tombstones(&user),
             keys.pod(&pod),
             keys.pods(),
             keys.pod_sessions(&pod),

@@ -1,12 +1,14 @@
-//! [`RedisStore`]: the production store. Commands go through a redis-rs `ConnectionManager`
-//! (lazy, reconnecting in the background, connect and response timeouts from the
-//! configuration); every multi-key operation is one Lua script (`scripts`), so it is atomic
-//! under any interleaving of replicas; kill commands travel over pub/sub (`pubsub`).
+//! [`RedisStore`]: the production store, on one Redis or on a Redis Cluster (`connection`).
+//! Commands go through a lazy connection that reconnects in the background (connect and
+//! response timeouts from the configuration); every multi-key operation is one Lua script
+//! (`scripts`), so it is atomic under any interleaving of replicas; kill commands travel over
+//! pub/sub (`pubsub`).
 //!
 //! Every call is bounded by the configured timeout as a whole: while Redis is down a call fails
 //! with [`StoreError::Unavailable`] in about that time, instead of waiting for the manager's
 //! reconnect attempts.
 
+mod connection;
 mod decode;
 mod keys;
 mod ops;
@@ -16,9 +18,9 @@ mod scripts;
 use super::fanout::Fanout;
 use super::types::{HeldSession, StoreSettings};
 use super::{StoreError, StoreResult};
+pub use connection::{Connection, RedisTarget};
 use daisi_domain::PodId;
 use keys::Keys;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 use scripts::Scripts;
 use std::future::Future;
@@ -29,8 +31,8 @@ use tokio::sync::watch;
 /// Connection settings of a [`RedisStore`].
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
-    /// `redis://` or `unix://` URL. May carry a password: never logged.
-    pub url: String,
+    /// One Redis or a cluster's seed nodes. URLs may carry a password: never logged.
+    pub target: RedisTarget,
     /// Prefix of every key (several deployments can share one Redis).
     pub key_prefix: String,
     /// Upper bound of every call, and the connect timeout.
@@ -61,6 +63,30 @@ impl std::fmt::Debug for RedisTls {
     }
 }
 
+impl RedisTls {
+    /// The redis-rs form.
+    pub(crate) fn certificates(&self) -> redis::TlsCertificates {
+        redis::TlsCertificates {
+            client_tls: self
+                .client
+                .as_ref()
+                .map(|(cert, key)| redis::ClientTlsConfig {
+                    client_cert: cert.clone(),
+                    client_key: key.clone(),
+                }),
+            root_cert: self.ca.clone(),
+        }
+    }
+}
+
+/// A client of `url`, with `tls`'s CA and client certificate when given.
+pub(crate) fn client(url: &str, tls: Option<&RedisTls>) -> redis::RedisResult<redis::Client> {
+    match tls {
+        Some(tls) => redis::Client::build_with_tls(url, tls.certificates()),
+        None => redis::Client::open(url),
+    }
+}
+
 /// The Redis-backed store. Cheap to clone; clones share connections and the subscription.
 #[derive(Debug, Clone)]
 pub struct RedisStore {
@@ -70,7 +96,7 @@ pub struct RedisStore {
 #[derive(Debug)]
 struct Inner {
     settings: StoreSettings,
-    connection: ConnectionManager,
+    connection: Connection,
     keys: Keys,
     scripts: Scripts,
     timeout: Duration,
@@ -90,33 +116,19 @@ impl RedisStore {
     /// A store that connects lazily (so the coordinator starts, unready, while Redis is down)
     /// and subscribes to kill commands in the background. Must run inside a tokio runtime.
     pub fn new(redis: &RedisSettings, settings: StoreSettings) -> redis::RedisResult<Self> {
-        let client = match &redis.tls {
-            Some(tls) => redis::Client::build_with_tls(
-                redis.url.as_str(),
-                redis::TlsCertificates {
-                    client_tls: tls
-                        .client
-                        .as_ref()
-                        .map(|(cert, key)| redis::ClientTlsConfig {
-                            client_cert: cert.clone(),
-                            client_key: key.clone(),
-                        }),
-                    root_cert: tls.ca.clone(),
-                },
-            )?,
-            None => redis::Client::open(redis.url.as_str())?,
-        };
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(redis.timeout))
-            .set_response_timeout(Some(redis.timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let tls = redis.tls.as_ref();
+        let connection = Connection::open(&redis.target, redis.timeout, tls)?;
+        let subscription = redis
+            .target
+            .subscription_urls()
+            .iter()
+            .map(|url| client(url, tls))
+            .collect::<redis::RedisResult<Vec<_>>>()?;
         let keys = Keys::new(&redis.key_prefix);
         let fanout = Arc::new(Fanout::default());
         let (up, subscribed) = watch::channel(false);
         let subscriber = tokio::spawn(pubsub::run(
-            client,
+            subscription,
             keys.commands_channel(),
             fanout.clone(),
             redis.timeout,
@@ -137,9 +149,15 @@ impl RedisStore {
         })
     }
 
-    /// The command connection, for the readiness probe.
-    pub fn connection(&self) -> ConnectionManager {
+    /// The command connection, for the readiness probe and tests.
+    pub fn connection(&self) -> Connection {
         self.inner.connection.clone()
+    }
+
+    /// A key of this deployment's hash slot: the readiness probe reads it, so on a cluster the
+    /// probe asks the master that serves every call.
+    pub fn probe_key(&self) -> String {
+        self.inner.keys.sequence()
     }
 
     /// Whether the kill-command subscription is live.
@@ -169,8 +187,21 @@ impl RedisStore {
         key: &str,
         args: &[&str],
     ) -> redis::RedisResult<T> {
+        self.script_keys(script, &[key], args).await
+    }
+
+    /// Invokes a script with `KEYS = keys` and `ARGV = [tag, args...]`.
+    async fn script_keys<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        keys: &[&str],
+        args: &[&str],
+    ) -> redis::RedisResult<T> {
         let mut invocation = script.prepare_invoke();
-        invocation.key(key).arg(self.inner.keys.tag());
+        for key in keys {
+            invocation.key(*key);
+        }
+        invocation.arg(self.inner.keys.tag());
         for arg in args {
             invocation.arg(*arg);
         }
@@ -178,13 +209,15 @@ impl RedisStore {
         invocation.invoke_async(&mut connection).await
     }
 
-    /// Runs the renew or release script over `sessions` in chunks.
+    /// Runs the renew or release script over `sessions` in chunks: `KEYS[1]` is the pod's
+    /// session set, followed (with `tombstones`) by the tombstone key of each session.
     async fn batched(
         &self,
         script: &redis::Script,
         pod: &PodId,
         head: &[&str],
         sessions: &[HeldSession],
+        tombstones: bool,
     ) -> redis::RedisResult<Vec<Vec<String>>> {
         let key = self.inner.keys.pod_sessions(pod);
         let mut answers = Vec::new();
@@ -197,9 +230,23 @@ impl RedisStore {
             for (held, (key, fence)) in chunk.iter().zip(&encoded) {
                 args.extend([key.as_str(), held.connection.as_str(), fence.as_str()]);
             }
-            answers.push(self.script(script, &key, &args).await?);
+            let tomb_keys: Vec<String> = if tombstones {
+                chunk
+                    .iter()
+                    .map(|s| self.inner.keys.tombstones(&s.key))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let mut keys = vec![key.as_str()];
+            keys.extend(tomb_keys.iter().map(String::as_str));
+            answers.push(self.script_keys(script, &keys, &args).await?);
         }
         Ok(answers)
+    }
+
+    fn tombstone_ms(&self) -> u64 {
+        millis(self.inner.settings.tombstone_ttl)
     }
 }
 

@@ -51,6 +51,7 @@ impl SessionStore for RedisStore {
         let skey = request.key.to_string();
         let lease = millis(self.inner.settings.session_lease).to_string();
         let retention = self.retention_ms().to_string();
+        let tombstone = self.tombstone_ms().to_string();
         let mode = match request.mode {
             AcquireMode::Takeover => "takeover",
             AcquireMode::IfVacant => "if_vacant",
@@ -63,11 +64,13 @@ impl SessionStore for RedisStore {
             mode,
             lease.as_str(),
             retention.as_str(),
+            tombstone.as_str(),
         ];
         args.extend(routes.iter().map(String::as_str));
         let key = self.inner.keys.session(&request.key);
+        let tombstones = self.inner.keys.tombstones(&request.key);
         let answer: Vec<String> = self
-            .bounded(self.script(&self.inner.scripts.acquire, &key, &args))
+            .bounded(self.script_keys(&self.inner.scripts.acquire, &[&key, &tombstones], &args))
             .await?;
         check_pod(&answer, &request.pod)?;
         match (status_of(&answer), answer.as_slice()) {
@@ -75,6 +78,10 @@ impl SessionStore for RedisStore {
                 decode::holder(pod, conn, fence)?
                     .ok_or_else(|| StoreError::Corrupt("refused without a holder".to_owned()))?,
             )),
+            ("ended", [_, reason, pod, conn, fence]) => Ok(AcquireOutcome::Ended {
+                reason: decode::reason(reason)?,
+                current: decode::holder(pod, conn, fence)?,
+            }),
             ("granted", [_, fence, pod, conn, prev_fence, chat]) => {
                 Ok(AcquireOutcome::Granted(Grant {
                     fencing: decode::fencing(fence)?,
@@ -91,7 +98,7 @@ impl SessionStore for RedisStore {
         let retention = self.retention_ms().to_string();
         let head = [pod.as_str(), lease.as_str(), retention.as_str()];
         let answers = self
-            .bounded(self.batched(&self.inner.scripts.renew, pod, &head, sessions))
+            .bounded(self.batched(&self.inner.scripts.renew, pod, &head, sessions, true))
             .await?;
         let mut lost = Vec::new();
         for (chunk, answer) in sessions.chunks(self.inner.chunk).zip(&answers) {
@@ -107,8 +114,7 @@ impl SessionStore for RedisStore {
                     .ok_or_else(|| StoreError::Corrupt("renew index out of range".to_owned()))?;
                 lost.push(LostSession {
                     session: session.clone(),
-                    reason: EndReason::parse(reason)
-                        .ok_or_else(|| StoreError::Corrupt(format!("reason {reason:?}")))?,
+                    reason: decode::reason(reason)?,
                     current: decode::holder(holder_pod, conn, fence)?,
                 });
             }
@@ -120,7 +126,7 @@ impl SessionStore for RedisStore {
         let retention = self.retention_ms().to_string();
         let head = [pod.as_str(), retention.as_str()];
         let answers = self
-            .bounded(self.batched(&self.inner.scripts.release, pod, &head, sessions))
+            .bounded(self.batched(&self.inner.scripts.release, pod, &head, sessions, false))
             .await?;
         let mut released = Released::default();
         for (chunk, answer) in sessions.chunks(self.inner.chunk).zip(&answers) {
@@ -210,18 +216,18 @@ impl SessionStore for RedisStore {
     ) -> StoreResult<Option<SessionInfo>> {
         let skey = key.to_string();
         let retention = self.retention_ms().to_string();
+        let tombstone = self.tombstone_ms().to_string();
         let args = [
             skey.as_str(),
             connection.map_or("", ConnectionId::as_str),
             message,
             retention.as_str(),
+            tombstone.as_str(),
         ];
+        let session = self.inner.keys.session(key);
+        let tombstones = self.inner.keys.tombstones(key);
         let answer: Vec<String> = self
-            .bounded(self.script(
-                &self.inner.scripts.kill,
-                &self.inner.keys.session(key),
-                &args,
-            ))
+            .bounded(self.script_keys(&self.inner.scripts.kill, &[&session, &tombstones], &args))
             .await?;
         match answer.split_first() {
             Some((status, record)) if status == "killed" => Ok(decode::sessions(record)?.pop()),

@@ -3,6 +3,10 @@
 //! connection would cut it. Liveness is checked with a `PING` every [`PING_EVERY`] instead (a
 //! frozen Redis keeps the socket open but stops answering).
 //!
+//! On a Redis Cluster a classic `PUBLISH` (a script's included) reaches every node over the
+//! cluster bus, so one subscription on any node hears every kill command; the task subscribes
+//! to the seeds in turn, moving to the next one when a node fails.
+//!
 //! When the subscription breaks, every command stream on this replica is ended (their edges
 //! reconnect and get a fresh `subscribed`), and the task resubscribes with backoff until Redis
 //! is back. `up` tells [`super::RedisStore::watch_commands`] whether a stream opened now would
@@ -22,17 +26,18 @@ const PING_EVERY: Duration = Duration::from_secs(1);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// Runs the subscription until the task is aborted (when the store is dropped).
+/// Runs the subscription until the task is aborted (when the store is dropped). `clients`:
+/// the one Redis, or a cluster's seeds (tried in turn; never empty).
 pub(crate) async fn run(
-    client: redis::Client,
+    clients: Vec<redis::Client>,
     channel: String,
     fanout: Arc<Fanout>,
     timeout: Duration,
     up: watch::Sender<bool>,
 ) {
     let mut backoff = MIN_BACKOFF;
-    loop {
-        match tokio::time::timeout(timeout, subscribe(&client, &channel)).await {
+    for client in clients.iter().cycle() {
+        match tokio::time::timeout(timeout, subscribe(client, &channel)).await {
             Ok(Ok((mut sink, mut stream))) => {
                 backoff = MIN_BACKOFF;
                 up.send_replace(true);

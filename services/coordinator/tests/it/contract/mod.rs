@@ -1,14 +1,15 @@
-//! The store contract: one suite of behaviours, run against [`MemoryStore`] and against
-//! [`RedisStore`] on a private `redis-server` (one per test, so tests never see each other's
-//! keys). A `Factory` builds stores with the timing a test needs; `replicas` gives two stores
+//! The store contract: one suite of behaviours, run against [`MemoryStore`], against
+//! [`RedisStore`] on a private `redis-server`, and against [`RedisStore`] on a private Redis
+//! Cluster of three masters and three replicas (one server or cluster per test, so tests never
+//! see each other's keys). A `Factory` builds stores with the timing a test needs; `replicas` gives two stores
 //! that share state, like two coordinator replicas sharing one Redis.
 
 mod cases;
 
 use daisi_coordinator::store::{
-    MemoryStore, RedisSettings, RedisStore, SessionStore, StoreSettings,
+    MemoryStore, RedisSettings, RedisStore, RedisTarget, SessionStore, StoreSettings,
 };
-use daisi_testkit::RedisServer;
+use daisi_testkit::{RedisCluster, RedisServer};
 use std::time::Duration;
 
 /// Builds stores for one test.
@@ -28,6 +29,7 @@ pub(crate) fn relaxed() -> StoreSettings {
         session_lease: Duration::from_secs(30),
         pod_lease: Duration::from_secs(30),
         selection_retention: Duration::from_secs(3600),
+        tombstone_ttl: Duration::from_secs(60),
     }
 }
 
@@ -54,7 +56,7 @@ impl Redis {
 
     fn open(&self, settings: StoreSettings) -> RedisStore {
         let redis = RedisSettings {
-            url: self.server.url(),
+            target: RedisTarget::Single(self.server.url()),
             key_prefix: "contract".to_owned(),
             timeout: Duration::from_secs(1),
             // Small chunks, so the tests cover batches split over several script calls.
@@ -69,6 +71,35 @@ impl Factory for Redis {
     type Store = RedisStore;
     fn replicas(&self, settings: StoreSettings) -> (RedisStore, RedisStore) {
         (self.open(settings), self.open(settings))
+    }
+}
+
+pub(crate) struct Cluster {
+    cluster: RedisCluster,
+}
+
+impl Cluster {
+    pub(crate) fn start() -> Self {
+        Self {
+            cluster: RedisCluster::start().expect("the redis cluster starts"),
+        }
+    }
+}
+
+impl Factory for Cluster {
+    type Store = RedisStore;
+    fn replicas(&self, settings: StoreSettings) -> (RedisStore, RedisStore) {
+        let open = || {
+            let redis = RedisSettings {
+                target: RedisTarget::Cluster(self.cluster.urls()),
+                key_prefix: "contract".to_owned(),
+                timeout: Duration::from_secs(1),
+                chunk: 7,
+                tls: None,
+            };
+            RedisStore::new(&redis, settings).expect("valid redis settings")
+        };
+        (open(), open())
     }
 }
 
@@ -88,6 +119,14 @@ macro_rules! contract {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     super::cases::$case(&super::Redis::start()).await;
+                }
+            )*
+        }
+        mod redis_cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::cases::$case(&super::Cluster::start()).await;
                 }
             )*
         }
@@ -113,4 +152,9 @@ contract!(
     kills_reach_watchers_of_another_replica,
     concurrent_acquires_end_with_one_holder,
     large_batches_are_handled_in_one_call,
+    a_killed_connection_is_told_and_never_reacquires,
+    a_takeover_whose_kill_was_lost_is_told_on_the_next_renew,
+    select_chat_is_idempotent_and_reasserts_the_route,
+    a_kill_racing_an_admission_is_remembered,
+    tombstones_lapse_after_their_lifetime,
 );

@@ -1,13 +1,20 @@
 -- Acquire: ARGV 2 skey, 3 pod, 4 conn, 5 mode ('takeover' | 'if_vacant'), 6 lease ms,
--- 7 retention ms, 8.. routes to register. KEYS[1] = the session key (cluster routing).
+-- 7 retention ms, 8 tombstone ms, 9.. routes to register. KEYS[1] = the session key (cluster
+-- routing), KEYS[2] = the key's tombstones.
 -- Returns {'unknown_pod'} | {'refused', pod, conn, fence}
+--       | {'ended', reason, current pod, conn, fence} (a tombstoned connection, any mode)
 --       | {'granted', fence, prev pod, prev conn, prev fence, chat} ('' when none).
 local skey, pod, conn, mode = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local lease_ms, retention_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
+local lease_ms, retention_ms, tomb_ms = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local tombs = KEYS[2]
 local now = now_ms()
 if not pod_live(pod, now) then return { 'unknown_pod' } end
 local sk = k_session(skey)
 local cur = redis.call('HMGET', sk, 'pod', 'conn', 'fence', 'chat')
+-- A connection that was taken over or killed never gets the session back (a retried acquire
+-- or a restore after a pod purge would otherwise undo the kill).
+local ended = tombstone(tombs, conn, now)
+if ended then return { 'ended', ended, cur[1] or '', cur[2] or '', cur[3] or '' } end
 local chat = cur[4] or ''
 local fence
 local prev = { '', '', '' }
@@ -20,6 +27,7 @@ else
     if mode == 'if_vacant' then return { 'refused', cur[1], cur[2] or '', cur[3] or '' } end
     prev = { cur[1], cur[2] or '', cur[3] or '' }
     redis.call('SREM', k_pod_sessions(cur[1]), skey)
+    bury(tombs, prev[2], prev[3], 'taken_over', now, tomb_ms)
     publish_kill(prev[1], prev[2], prev[3], 'taken_over', skey, now,
       'taken over by another connection')
   end
@@ -30,7 +38,7 @@ else
   redis.call('SADD', k_pod_sessions(pod), skey)
   for _, ix in ipairs(index_keys(skey)) do redis.call('SADD', ix, skey) end
 end
-for i = 8, #ARGV do add_route(pod, ARGV[i]) end
+for i = 9, #ARGV do add_route(pod, ARGV[i]) end
 if chat ~= '' then
   local route = chat_route(skey, chat)
   if route then add_route(pod, route) end

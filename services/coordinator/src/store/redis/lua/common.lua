@@ -6,6 +6,10 @@
 --   P:seq             fencing-token sequence (one for all keys: strictly increasing per key)
 --   P:s:<skey>        session hash: pod, conn, fence, since (ms), chat; PEXPIRE = session lease
 --   P:sel:<skey>      selected chat kept after the session (TTL = selection retention)
+--   P:t:<skey>        tombstones of the key: hash conn -> "<until ms>|<fence>|<reason>" for
+--                     each connection taken over or killed within the tombstone lifetime
+--                     (PEXPIRE = that lifetime, refreshed by every burial). Scripts receive it
+--                     in KEYS, since its name is known before the script runs.
 --   P:ps:<pod>        set of session keys the pod holds (purge, renew cleanup)
 --   P:ix:c:<c>        set of user session keys of a company (admin listing)
 --   P:ix:a:<c>:<a>    set of user session keys of an agent (admin listing)
@@ -64,6 +68,30 @@ local function keep_selection(skey, chat, retention_ms)
   if chat and chat ~= '' then
     redis.call('SET', k_sel(skey), chat, 'PX', retention_ms)
   end
+end
+
+-- The live tombstone of `conn` in the tombstone hash `tk`: its reason and fence, or nil.
+local function tombstone(tk, conn, now)
+  local v = redis.call('HGET', tk, conn)
+  if not v then return nil end
+  local until_ms, fence, reason = string.match(v, '^(%d+)|(%d+)|(.+)$')
+  if not until_ms or tonumber(until_ms) < now then return nil end
+  return reason, fence
+end
+
+-- Remembers for `ttl_ms` that `conn` lost the session (taken over or killed), so renew reports
+-- the true reason and no acquire brings the connection back. The first reason wins while it
+-- lives. Expired entries are dropped here: the hash holds only the burials of the last `ttl_ms`.
+local function bury(tk, conn, fence, reason, now, ttl_ms)
+  local all = redis.call('HGETALL', tk)
+  for i = 1, #all, 2 do
+    local until_ms = tonumber(string.match(all[i + 1], '^(%d+)|'))
+    if not until_ms or until_ms < now then redis.call('HDEL', tk, all[i]) end
+  end
+  if not tombstone(tk, conn, now) then
+    redis.call('HSET', tk, conn, fmt(now + ttl_ms) .. '|' .. fence .. '|' .. reason)
+  end
+  redis.call('PEXPIRE', tk, ttl_ms)
 end
 
 -- Deletes a session and its index entries; the caller has checked who holds it.

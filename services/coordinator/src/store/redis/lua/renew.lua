@@ -1,7 +1,10 @@
 -- Renew: ARGV 2 pod, 3 lease ms, 4 retention ms, then (skey, conn, fence) triples.
--- KEYS[1] = the pod's session set (cluster routing).
+-- KEYS[1] = the pod's session set (cluster routing); KEYS[1 + n] = the tombstones of the key
+-- of triple n.
 -- Returns {'unknown_pod'} | {'ok', then per lost session: index (1-based), reason, pod, conn,
--- fence} where reason is 'taken_over' (with the current holder) or 'expired' (holder '').
+-- fence} with the current holder ('' when none). The reason is the tombstone's
+-- ('taken_over', 'killed_by_admin') when the connection has one, else 'taken_over' when
+-- another connection holds the key, else 'expired'.
 local pod = ARGV[2]
 local lease_ms, retention_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
@@ -20,7 +23,10 @@ for i = 5, #ARGV, 3 do
   else
     -- Forget the membership unless another connection of this very pod holds the key now.
     if cur[1] ~= pod then redis.call('SREM', k_pod_sessions(pod), skey) end
-    if cur[1] then
+    local ended = tombstone(KEYS[1 + n], conn, now)
+    if ended then
+      append(out, { fmt(n), ended, cur[1] or '', cur[2] or '', cur[3] or '' })
+    elseif cur[1] then
       append(out, { fmt(n), 'taken_over', cur[1], cur[2] or '', cur[3] or '' })
     else
       append(out, { fmt(n), 'expired', '', '', '' })
