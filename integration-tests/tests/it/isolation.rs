@@ -357,10 +357,7 @@ async fn s12_a_frozen_edge_never_slows_the_others_and_its_events_fail_fast() {
         );
         // The bound: the healthy edges never wait for the frozen one (that would take
         // the grace: 3 s and more). Measured medians are well under it (services/router/README.md).
-        anyhow::ensure!(
-            p99 <= 500,
-            "healthy edges' p99 during the freeze: {p99} ms"
-        );
+        anyhow::ensure!(p99 <= 500, "healthy edges' p99 during the freeze: {p99} ms");
         anyhow::ensure!(
             healthy_duplicates as f64 <= redelivered,
             "{healthy_duplicates} duplicates but only {redelivered} redeliveries"

@@ -112,3 +112,61 @@ impl std::fmt::Debug for AdminToken {
         f.write_str("AdminToken(<redacted>)")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef-x";
+    const OTHER: &str = "fedcba9876543210fedcba9876543210-y";
+
+    fn load(pairs: &[(&str, &str)]) -> Result<InternalSecurity, ConfigError> {
+        from_env(&Env::from_pairs(pairs.iter().copied()))
+    }
+
+    #[test]
+    fn nothing_configured_is_off_and_a_secret_turns_tokens_on() {
+        let off = load(&[]).expect("valid");
+        assert!(!off.is_on());
+        assert_eq!(off.describe(), "off");
+        let on = load(&[("DAISI_INTERNAL_TOKEN", SECRET)]).expect("valid");
+        assert!(on.is_on());
+        assert_eq!(on.describe(), "token");
+    }
+
+    #[test]
+    fn half_configurations_and_bad_values_are_refused() {
+        let half = load(&[("DAISI_INTERNAL_TLS_CERT", "/x.crt")]).expect_err("half TLS");
+        assert!(
+            half.mentions("DAISI_INTERNAL_TLS_KEY") && half.mentions("DAISI_INTERNAL_TLS_CA"),
+            "{half}"
+        );
+        let missing = load(&[
+            ("DAISI_INTERNAL_TLS_CERT", "/nonexistent/tls.crt"),
+            ("DAISI_INTERNAL_TLS_KEY", "/nonexistent/tls.key"),
+            ("DAISI_INTERNAL_TLS_CA", "/nonexistent/ca.crt"),
+        ])
+        .expect_err("missing files");
+        assert!(missing.mentions("DAISI_INTERNAL_TLS_CERT"), "{missing}");
+        let short = load(&[("DAISI_INTERNAL_TOKEN", "short")]).expect_err("short");
+        assert!(short.mentions("DAISI_INTERNAL_TOKEN"), "{short}");
+        assert!(
+            !short.to_string().contains("short\""),
+            "the value is not echoed: {short}"
+        );
+        let typo = load(&[("DAISI_INTERNAL_TOKN", SECRET)]).expect_err("typo");
+        assert!(typo.mentions("DAISI_INTERNAL_TOKN"), "{typo}");
+        let admin_alone = load(&[("DAISI_INTERNAL_ADMIN_TOKEN", OTHER)]).expect_err("alone");
+        assert!(
+            admin_alone.mentions("DAISI_INTERNAL_ADMIN_TOKEN"),
+            "{admin_alone}"
+        );
+        let same = load(&[
+            ("DAISI_INTERNAL_TOKEN", SECRET),
+            ("DAISI_INTERNAL_ADMIN_TOKEN", SECRET),
+        ])
+        .expect_err("same");
+        assert!(same.mentions("DAISI_INTERNAL_ADMIN_TOKEN"), "{same}");
+        assert!(!same.to_string().contains(SECRET), "{same}");
+    }
+}

@@ -8,4 +8,5 @@ mod binary;
 mod cluster;
 mod contract;
 mod done_when;
+mod rediss;
 mod support;
