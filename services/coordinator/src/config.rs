@@ -325,7 +325,11 @@ fn redis_tls(
             ("REDIS_TLS_CERT", &cert),
             ("REDIS_TLS_KEY", &key),
         ] {
-            v.ensure(value.is_none(), name, "needs a rediss:// REDIS_URL or REDIS_CLUSTER_URLS (TLS)");
+            v.ensure(
+                value.is_none(),
+                name,
+                "needs a rediss:// REDIS_URL or REDIS_CLUSTER_URLS (TLS)",
+            );
         }
         return Some(None);
     }
@@ -364,6 +368,8 @@ fn redis_tls(
         }
     };
     Some((ca.is_some() || client.is_some()).then_some(crate::store::RedisTls { ca, client }))
+}
+
 /// The session lease plus three renew intervals: an edge whose kill command was lost learns
 /// the truth at its next renew, and two more may fail (a coordinator restart, a Redis
 /// failover) before the tombstone is gone.
