@@ -12,12 +12,23 @@ pub struct StackPki {
     dir: PathBuf,
     files: HashMap<Component, TlsFiles>,
     admin: ClientAuth,
+    /// Whether `dir` is ours to remove.
+    owned: bool,
 }
 
 impl StackPki {
     /// A fresh CA and a certificate per service: coordinators are servers, edges are servers
     /// and their own pod as clients, routers are routers.
+    /// `DAISI_IT_INTERNAL_TLS=off` runs the stack without it (to compare measurements).
     pub fn generate(coordinators: u8, routers: u8, edges: u8) -> anyhow::Result<Self> {
+        if std::env::var("DAISI_IT_INTERNAL_TLS").is_ok_and(|v| v == "off") {
+            return Ok(Self {
+                dir: std::env::temp_dir(),
+                files: HashMap::new(),
+                admin: ClientAuth::none(),
+                owned: false,
+            });
+        }
         let dir =
             std::env::temp_dir().join(format!("daisi-it-pki-{}", uuid::Uuid::new_v4().simple()));
         let ca = DevCa::create(&dir)?;
@@ -34,7 +45,12 @@ impl StackPki {
         let admin = InternalSecurity::off()
             .with_tls(ca.admin()?)?
             .admin_client();
-        Ok(Self { dir, files, admin })
+        Ok(Self {
+            dir,
+            files,
+            admin,
+            owned: true,
+        })
     }
 
     /// `DAISI_INTERNAL_TLS_*` of `component` (host paths; the Docker launcher copies the
@@ -54,6 +70,8 @@ impl StackPki {
 
 impl Drop for StackPki {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.owned {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
