@@ -433,6 +433,40 @@ impl Stack {
         Err(last.unwrap_or_else(|| anyhow::anyhow!("no coordinator")))
     }
 
+    /// An operator's KillSession of a user's session through coordinator `via` (whoever holds
+    /// it); `true` when a session was killed.
+    pub async fn kill_session(
+        &self,
+        via: u8,
+        company: &str,
+        agent: &str,
+        user: &str,
+    ) -> anyhow::Result<bool> {
+        use pb::coordinator_admin_client::CoordinatorAdminClient;
+        step(format_args!(
+            "kill session {company}/{agent}/{user} through coordinator-{via}"
+        ));
+        let addr = self
+            .backend
+            .host_addr(Component::Coordinator(via), Port::Grpc)?;
+        let mut client = CoordinatorAdminClient::new(admin_channel(addr).await?);
+        let answer = client
+            .kill_session(pb::KillSessionRequest {
+                key: Some(pb::SessionKey {
+                    kind: Some(pb::session_key::Kind::User(pb::UserSessionKey {
+                        company_id: company.to_owned(),
+                        agent_id: agent.to_owned(),
+                        user_id: user.to_owned(),
+                    })),
+                }),
+                reason: "integration test".to_owned(),
+                connection_id: String::new(),
+            })
+            .await?
+            .into_inner();
+        Ok(answer.killed)
+    }
+
     /// The pods the coordinator lists for the (company, agent) route.
     pub async fn agent_route(&self, company: &str, agent: &str) -> anyhow::Result<Vec<String>> {
         let mut last = None;

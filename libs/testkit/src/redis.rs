@@ -44,12 +44,28 @@ pub enum RedisServerError {
 pub struct RedisServer {
     dir: PathBuf,
     socket: PathBuf,
+    /// TCP port on 127.0.0.1 as well, when not 0 (to compare with a cluster over TCP).
+    port: u16,
     child: Option<Child>,
 }
 
 impl RedisServer {
     /// Starts a server in a fresh temporary directory and waits until it answers `PING`.
     pub fn start() -> Result<Self, RedisServerError> {
+        Self::start_on_port(0)
+    }
+
+    /// Like [`RedisServer::start`], also listening on a free TCP port of 127.0.0.1
+    /// ([`RedisServer::tcp_url`]).
+    pub fn start_tcp() -> Result<Self, RedisServerError> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(RedisServerError::Spawn)?
+            .port();
+        Self::start_on_port(port)
+    }
+
+    fn start_on_port(port: u16) -> Result<Self, RedisServerError> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -69,6 +85,7 @@ impl RedisServer {
         let mut server = Self {
             dir,
             socket,
+            port,
             child: None,
         };
         server.spawn()?;
@@ -78,7 +95,8 @@ impl RedisServer {
     fn spawn(&mut self) -> Result<(), RedisServerError> {
         let _ = std::fs::remove_file(&self.socket);
         let child = Command::new("redis-server")
-            .args(["--port", "0", "--unixsocket"])
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--unixsocket")
             .arg(&self.socket)
             .args([
                 "--unixsocketperm",
@@ -109,6 +127,11 @@ impl RedisServer {
     /// The URL clients connect with (`unix:///…/r.sock`).
     pub fn url(&self) -> String {
         format!("unix://{}", self.socket.display())
+    }
+
+    /// `redis://127.0.0.1:PORT` for a server from [`RedisServer::start_tcp`].
+    pub fn tcp_url(&self) -> Option<String> {
+        (self.port != 0).then(|| format!("redis://127.0.0.1:{}", self.port))
     }
 
     /// Path of the unix socket.

@@ -1,23 +1,33 @@
-//! Store hot paths, in-memory and against a private `redis-server` (started here, on a unix
-//! socket): one acquire, a renew of 1,000 sessions (one edge pod's renew call), and a lookup of
-//! 1,000 route queries (a router's batch).
+//! Store hot paths, in-memory, against a private `redis-server` (started here, on a unix
+//! socket) and against a private Redis Cluster (3 masters, 3 replicas on loopback TCP): one
+//! acquire, a renew of 1,000 sessions (one edge pod's renew call), and a lookup of 1,000 route
+//! queries (a router's batch).
+//!
+//! `store_throughput`: 64 acquires, or 64 single-query lookups, in flight at once (what many
+//! edges and routers send together), on one Redis over TCP and on the cluster, so the two are
+//! compared over the same transport. Every key of a deployment shares one hash tag, so on the
+//! cluster all of them go to one master: this measures what the cluster costs, not what
+//! sharding would win.
 //!
 //! `cargo bench -p daisi-coordinator --bench store -- --quick`
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use daisi_coordinator::store::{
     AcquireMode, AcquireOutcome, AcquireRequest, HeldSession, MemoryStore, PodHeartbeat,
     RedisSettings, RedisStore, RedisTarget, Route, RouteQuery, SessionStore, StoreSettings,
 };
 use daisi_domain::{PodId, SessionKey};
-use daisi_testkit::RedisServer;
+use daisi_testkit::{RedisCluster, RedisServer};
+use futures_util::future::join_all;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::runtime::Runtime;
 
 const BATCH: usize = 1_000;
+/// Calls in flight at once in the throughput group.
+const IN_FLIGHT: usize = 64;
 
 fn settings() -> StoreSettings {
     StoreSettings {
@@ -118,6 +128,65 @@ fn bench_store<S: SessionStore>(c: &mut Criterion, rt: &Runtime, name: &str, sto
     group.finish();
 }
 
+/// `IN_FLIGHT` acquires (takeovers over 10,000 users) and `IN_FLIGHT` one-query lookups at once.
+fn bench_throughput<S: SessionStore>(c: &mut Criterion, rt: &Runtime, name: &str, store: &S) {
+    let pod: PodId = "bench-edge".parse().unwrap();
+    rt.block_on(register(store, &pod));
+    let routes: Vec<Route> = (0..BATCH)
+        .map(|i| format!("agent:c{i}:a{i}").parse().unwrap())
+        .collect();
+    rt.block_on(store.register_routes(&pod, &routes)).unwrap();
+    let mut group = c.benchmark_group("store_throughput");
+    group.throughput(Throughput::Elements(IN_FLIGHT as u64));
+    let counter = AtomicU64::new(0);
+    group.bench_function(BenchmarkId::new("acquire_x64", name), |b| {
+        b.iter(|| {
+            rt.block_on(join_all((0..IN_FLIGHT).map(|_| {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                acquire(store, &pod, (n % 10_000) as usize, n)
+            })))
+        });
+    });
+    let queries: Vec<Vec<RouteQuery>> = (0..BATCH)
+        .map(|i| {
+            vec![RouteQuery::Agent {
+                company: format!("c{i}").parse().unwrap(),
+                agent: format!("a{i}").parse().unwrap(),
+            }]
+        })
+        .collect();
+    let next = AtomicU64::new(0);
+    group.bench_function(BenchmarkId::new("lookup_x64", name), |b| {
+        b.iter(|| {
+            rt.block_on(join_all((0..IN_FLIGHT).map(|_| {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize % BATCH;
+                let query = &queries[i];
+                async move {
+                    let lookup = store.lookup_routes(query).await.unwrap();
+                    assert_eq!(lookup.results.len(), 1);
+                }
+            })))
+        });
+    });
+    group.finish();
+}
+
+fn open(rt: &Runtime, target: RedisTarget) -> RedisStore {
+    rt.block_on(async {
+        RedisStore::new(
+            &RedisSettings {
+                target,
+                key_prefix: "bench".to_owned(),
+                timeout: Duration::from_secs(5),
+                chunk: 1_000,
+                tls: None,
+            },
+            settings(),
+        )
+    })
+    .unwrap()
+}
+
 fn stores(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -128,23 +197,58 @@ fn stores(c: &mut Criterion) {
     bench_store(c, &rt, "memory", &memory);
 
     let server = RedisServer::start().unwrap();
-    let redis = rt
-        .block_on(async {
-            RedisStore::new(
-                &RedisSettings {
-                    target: RedisTarget::Single(server.url()),
-                    key_prefix: "bench".to_owned(),
-                    timeout: Duration::from_secs(5),
-                    chunk: 1_000,
-                    tls: None,
-                },
-                settings(),
-            )
-        })
-        .unwrap();
+    let redis = open(&rt, RedisTarget::Single(server.url()));
     bench_store(c, &rt, "redis", &redis);
     drop(redis);
     drop(server);
+
+    let server = RedisServer::start_tcp().unwrap();
+    let port = server
+        .tcp_url()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    let redis = open(&rt, RedisTarget::Single(server.tcp_url().unwrap()));
+    server_stats(&port, "CONFIG", &["RESETSTAT"]);
+    bench_throughput(c, &rt, "redis_tcp", &redis);
+    print_script_cost("redis_tcp", &port);
+    drop(redis);
+    drop(server);
+
+    let cluster = RedisCluster::start().unwrap();
+    let redis = open(&rt, RedisTarget::Cluster(cluster.urls()));
+    bench_store(c, &rt, "redis_cluster", &redis);
+    let serving = cluster.master_of("{bench}:seq").unwrap().to_string();
+    server_stats(&serving, "CONFIG", &["RESETSTAT"]);
+    bench_throughput(c, &rt, "redis_cluster", &redis);
+    print_script_cost("redis_cluster (the master serving {bench})", &serving);
+    for port in cluster.ports() {
+        let keys = cluster.dbsize(port).unwrap_or_default();
+        eprintln!("redis_cluster: node 127.0.0.1:{port} holds {keys} keys");
+    }
+    drop(redis);
+    drop(cluster);
+}
+
+/// `redis-cli -p PORT command args...` (benchmark bookkeeping; failures print nothing).
+fn server_stats(port: &str, command: &str, args: &[&str]) -> String {
+    std::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", port, command])
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// Redis' own time per script call over the throughput group (`INFO commandstats`): the cost
+/// that bounds one master's throughput, independent of this client's build profile.
+fn print_script_cost(name: &str, port: &str) {
+    let stats = server_stats(port, "INFO", &["commandstats"]);
+    for line in stats.lines().filter(|l| l.starts_with("cmdstat_evalsha")) {
+        eprintln!("{name}: {}", line.trim());
+    }
 }
 
 criterion_group! {

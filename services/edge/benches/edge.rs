@@ -1,7 +1,7 @@
 //! Hot paths inside the edge, without the network: one event fanned out to 1, 100 and 10,000
 //! local sockets (render once, queue to each), token validation with and without the cache,
-//! and socket registration (the local index alone, and the whole admission against the
-//! in-memory coordinator).
+//! and socket registration (the local index alone, and the whole admission against the real
+//! coordinator service over its in-memory store, in process, one gRPC round trip per acquire).
 //!
 //! `cargo bench -p daisi-edge --bench edge` (`make benchmark-edge`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -12,18 +12,49 @@ use daisi_domain::event::render_event_frame;
 use daisi_domain::token::{TokenKeyring, UserClaims};
 use daisi_domain::{AgentId, CompanyId, ConnectionId, SessionKey};
 use daisi_edge::coordinator::AnyCoordinator;
-use daisi_edge::coordinator::memory::MemoryCoordinator;
+use daisi_edge::coordinator::grpc::GrpcCoordinator;
 use daisi_edge::delivery::fanout::{Audience, fan_out};
 use daisi_edge::state::Edge;
 use daisi_edge::ws::handle::{SocketHandle, SocketKind};
 use daisi_edge::ws::outbox::Outbox;
 use std::hint::black_box;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 const KEY: &str = "3a7bd3e2360a3d29eea436e864a1b8d5f2f5d5e4dba8ac39d465fc3488db3915";
 const PAYLOAD: &[u8] = include_bytes!("../../../libs/domain/tests/data/cdc-payload.json");
 
+/// The runtime the coordinator client (and, for admissions, the coordinator) runs on.
+static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+});
+
+/// The real coordinator (memory store) on loopback; its gRPC URL.
+fn coordinator_in_process() -> String {
+    RUNTIME.block_on(async {
+        let config = daisi_coordinator::Config::for_tests();
+        let listeners = daisi_coordinator::Listeners::bind(&config).await.unwrap();
+        let url = format!("http://{}", listeners.grpc.local_addr().unwrap());
+        // Runs for the rest of the process.
+        tokio::spawn(daisi_coordinator::run(
+            config,
+            listeners,
+            daisi_runtime::CancellationToken::new(),
+        ));
+        url
+    })
+}
+
 fn edge(token_cache: &str) -> Edge {
+    // Nothing listens there: fan-out and token benches never call the coordinator.
+    edge_with(token_cache, "http://127.0.0.1:9")
+}
+
+fn edge_with(token_cache: &str, coordinator_url: &str) -> Edge {
     let env = Env::from_pairs([
         ("DAISI_EDGE_HTTP_ADDR", "127.0.0.1:0"),
         ("DAISI_EDGE_GRPC_ADDR", "127.0.0.1:0"),
@@ -36,7 +67,10 @@ fn edge(token_cache: &str) -> Edge {
         ("DAISI_EDGE_TOKEN_CACHE_SIZE", token_cache),
     ]);
     let config = daisi_edge::Config::from_env(&env).unwrap().value;
-    let coordinator = AnyCoordinator::Memory(Arc::new(MemoryCoordinator::default()));
+    let _runtime = RUNTIME.enter();
+    let client =
+        GrpcCoordinator::new(&[coordinator_url.parse().unwrap()], Duration::from_secs(2)).unwrap();
+    let coordinator = AnyCoordinator::Grpc(client);
     daisi_edge::state(config, coordinator, "127.0.0.1:50061".parse().unwrap())
         .unwrap()
         .0
@@ -139,13 +173,11 @@ fn registration(c: &mut Criterion) {
             assert!(edge.registry.remove(&s));
         });
     });
-    // Admission: session and routes acquired from the in-memory coordinator, indexed, `ready`
-    // queued; dropping the lease unindexes it and queues the release, flushed in batches.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let edge = self::edge("0");
+    // Admission: session and routes acquired from the coordinator (one gRPC round trip to the
+    // in-process service), indexed, `ready` queued; dropping the lease unindexes it and queues
+    // the release, flushed in batches.
+    let runtime = &*RUNTIME;
+    let edge = edge_with("0", &coordinator_in_process());
     runtime.block_on(daisi_edge::lifecycle::pod::heartbeat_once(&edge));
     let (company, agent) = ids();
     let mut n = 0u64;

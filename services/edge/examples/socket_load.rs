@@ -5,7 +5,8 @@
 //! cargo run -p daisi-edge --example socket_load -- 10000
 //! ```
 //!
-//! The edge runs in this process (in-memory coordinator); the clients run in a child process
+//! The edge runs in this process (with the real coordinator service over its in-memory store,
+//! also in process; it holds one session per socket, a few hundred bytes); the clients run in a child process
 //! (a second copy of this program) because one process cannot hold both ends of 10,000
 //! sockets under the 20,000 descriptor cap. Clients spread their source addresses over
 //! 127.0.0.2.. so loopback ports do not run out. Prints RSS before and after, per socket, and
@@ -15,12 +16,11 @@
 use daisi_config::Env;
 use daisi_domain::token::{TokenKeyring, UserClaims};
 use daisi_edge::coordinator::AnyCoordinator;
-use daisi_edge::coordinator::memory::MemoryCoordinator;
+use daisi_edge::coordinator::grpc::GrpcCoordinator;
 use daisi_edge::{Config, Listeners};
 use daisi_proto::edge::v1 as epb;
 use futures_util::StreamExt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncBufReadExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -73,7 +73,22 @@ async fn edge(n: usize) {
     let http = listeners.http.local_addr().unwrap();
     let grpc = listeners.grpc.local_addr().unwrap();
     let stop = daisi_runtime::CancellationToken::new();
-    let coordinator = AnyCoordinator::Memory(Arc::new(MemoryCoordinator::default()));
+    let coordinator_config = daisi_coordinator::Config::for_tests();
+    let coordinator_listeners = daisi_coordinator::Listeners::bind(&coordinator_config)
+        .await
+        .unwrap();
+    let coordinator_url = format!(
+        "http://{}",
+        coordinator_listeners.grpc.local_addr().unwrap()
+    );
+    tokio::spawn(daisi_coordinator::run(
+        coordinator_config,
+        coordinator_listeners,
+        stop.clone(),
+    ));
+    let coordinator = AnyCoordinator::Grpc(
+        GrpcCoordinator::new(&[coordinator_url.parse().unwrap()], Duration::from_secs(2)).unwrap(),
+    );
     let server = tokio::spawn(daisi_edge::run_with(
         config,
         listeners,

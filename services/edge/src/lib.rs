@@ -3,12 +3,12 @@
 //! events routers send it over gRPC.
 //!
 //! [`run`] takes its listeners and a shutdown token so the binary, the dev stack and the tests
-//! all start it the same way; [`run_with`] also takes the coordinator (tests use the in-memory
-//! one).
+//! all start it the same way; [`run_with`] also takes the coordinator client (tests put a fault
+//! injector in front of it).
 //!
 //! Module map: [`http`] (routes, accept loop, TLS), [`auth`] (API keys, tokens, cache), [`ws`]
 //! (upgrade, admission, socket task), [`registry`] (local index, route counts), [`delivery`]
-//! (gRPC fan-out), [`coordinator`] (trait, gRPC adapter, in-memory stand-in), [`lifecycle`]
+//! (gRPC fan-out), [`coordinator`] (trait, gRPC adapter, fault injector), [`lifecycle`]
 //! (heartbeat, kill switch, renew, release, drain).
 
 pub mod auth;
@@ -216,7 +216,7 @@ pub fn state(
         readiness,
         heartbeat_now: tokio::sync::Notify::new(),
         renew_now: tokio::sync::Notify::new(),
-        heartbeat_lock: tokio::sync::Mutex::new(()),
+        heartbeats: lifecycle::pod::Heartbeats::default(),
         renew_every_ms: AtomicU64::new(10_000),
         socket_tasks: TaskTracker::new(),
         sockets_stop: CancellationToken::new(),

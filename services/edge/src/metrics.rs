@@ -63,7 +63,9 @@ pub struct EdgeMetrics {
     pub slow_consumer_closes: IntCounter,
     /// Frames waiting in send queues, summed over sockets.
     pub queue_depth: IntGauge,
-    /// Kill commands received, by result (`closed`, `ignored`).
+    /// Kill commands by result: `closed`, `already_closing`, `ignored`, `remembered` (socket
+    /// not indexed yet), `applied_at_admission` (a remembered kill hit its socket at indexing),
+    /// `closed_locally` (same-pod takeover).
     pub kills: IntCounterVec,
     /// Session acquire latency, by outcome.
     pub acquire_seconds: HistogramVec,

@@ -44,8 +44,8 @@ pub struct EdgeState {
     pub heartbeat_now: Notify,
     /// Asks the renew loop for an immediate renew (kill commands may have been missed).
     pub renew_now: Notify,
-    /// Serializes heartbeats, so a burst of connects to a forgotten pod restores it once.
-    pub heartbeat_lock: tokio::sync::Mutex<()>,
+    /// The heartbeat in flight (shared by concurrent callers) and the restore it started.
+    pub heartbeats: crate::lifecycle::pod::Heartbeats,
     /// Renew period handed out by the coordinator, in milliseconds.
     pub renew_every_ms: AtomicU64,
     /// Every socket task holds a token of it, so the drain can wait for them.

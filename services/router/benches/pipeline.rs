@@ -3,7 +3,9 @@
 //! to a stub edge over gRPC on loopback.
 //!
 //! - `router_event/single`: one event at a time on an idle router, stream to edge: the floor
-//!   every event pays (batch delay, lane hand-offs, one `Deliver` round trip).
+//!   every event pays (lane hand-offs, one `Deliver` round trip; no batch delay by default).
+//! - `router_event/single_delay_2ms`: the same with `DAISI_ROUTER_BATCH_DELAY=2ms`, the fixed
+//!   lane delay natural batching replaced (the "before" of that lever, in the same run).
 //! - `router_event/burst`: a burst of events published at once; the time per event while
 //!   the pipeline is full (batching at work).
 //!
@@ -45,7 +47,7 @@ struct Bench {
 }
 
 impl Bench {
-    async fn start() -> Self {
+    async fn start(batch_delay: &str) -> Self {
         let coordinator = Coordinator::default();
         let coordinator_server = coordinator.serve().await;
         let edge = Edge::counting("edge-bench");
@@ -62,6 +64,7 @@ impl Bench {
                 coordinator_server.url().as_str(),
             ),
             ("DAISI_ROUTER_MAX_ACK_PENDING", "20000"),
+            ("DAISI_ROUTER_BATCH_DELAY", batch_delay),
         ]);
         let config = Config::from_env(&env).unwrap().value;
         let stream = MemoryStream::new(MemorySettings {
@@ -108,19 +111,23 @@ fn per_event(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let mut bench = runtime.block_on(Bench::start());
+    let mut bench = runtime.block_on(Bench::start("0s"));
+    let mut delayed = runtime.block_on(Bench::start("2ms"));
     let mut group = c.benchmark_group("router_event");
-    group.bench_function("single", |b| {
-        b.iter_custom(|iters| {
-            runtime.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    total += bench.run(1).await;
-                }
-                total
-            })
+    for (name, bench) in [("single", &mut bench), ("single_delay_2ms", &mut delayed)] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                runtime.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        total += bench.run(1).await;
+                    }
+                    total
+                })
+            });
         });
-    });
+    }
+    delayed.stop.cancel();
     group.throughput(Throughput::Elements(BURST));
     group.bench_function("burst", |b| {
         b.iter_custom(|iters| {

@@ -61,7 +61,8 @@ pub struct Config {
     pub heartbeat: Duration,
     /// Most events in one `Deliver` call to an edge.
     pub batch_max_events: usize,
-    /// How long a batch for an edge may wait to fill before it is sent.
+    /// How long a batch for an edge may wait to fill before it is sent; zero (the default)
+    /// is natural batching: sent at once, what arrives during a call forms the next batch.
     pub batch_delay: Duration,
     /// Ordered lanes per edge: events of one (company, agent) share a lane, lanes run in
     /// parallel.
@@ -288,11 +289,8 @@ impl Config {
             1,
             daisi_proto::limits::MAX_DELIVER_BATCH,
         );
-        let batch_delay = v.duration(
-            "BATCH_DELAY",
-            raw.batch_delay.as_deref(),
-            Duration::from_millis(2),
-        );
+        let batch_delay =
+            v.duration_or_zero("BATCH_DELAY", raw.batch_delay.as_deref(), Duration::ZERO);
         let edge_lanes = v.int_in("EDGE_LANES", raw.edge_lanes.as_deref(), 4usize, 1, 64);
         let deliver_timeout = v.duration(
             "DELIVER_TIMEOUT",

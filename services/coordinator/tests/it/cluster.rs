@@ -56,6 +56,23 @@ fn cluster_config(cluster: &RedisCluster) -> Config {
     config
 }
 
+/// `used_memory` summed over the masters.
+fn used_memory(cluster: &RedisCluster) -> u64 {
+    cluster
+        .topology()
+        .unwrap()
+        .iter()
+        .filter(|n| n.master && !n.failed)
+        .map(|n| {
+            let info = cluster.command(n.port, &["INFO", "memory"]).unwrap();
+            info.lines()
+                .find_map(|l| l.trim().strip_prefix("used_memory:"))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap()
+        })
+        .sum()
+}
+
 /// What one edge believes it holds: user index -> (connection, fencing token).
 type Held = HashMap<usize, (String, u64)>;
 
@@ -158,6 +175,7 @@ async fn sessions_survive_a_master_failover_with_one_holder_each() {
     heartbeat(&b, pods[1]).await.unwrap();
     let clients = vec![a.sessions(), b.sessions()];
 
+    let memory_before = used_memory(&cluster);
     // 10,000 users, half on each edge, calls spread over both coordinators.
     let started = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -208,6 +226,12 @@ async fn sessions_survive_a_master_failover_with_one_holder_each() {
     assert!(
         on_serving >= USERS as u64,
         "every session key is on the serving master"
+    );
+    let grown = used_memory(&cluster).saturating_sub(memory_before);
+    eprintln!(
+        "redis memory of the sessions: {grown} bytes on the masters = {} bytes per session \
+         (hash + pod set + 2 index sets)",
+        grown / USERS as u64
     );
 
     // Edges go on taking sessions over (users reconnecting to the other edge) while the
@@ -314,6 +338,7 @@ async fn sessions_survive_a_master_failover_with_one_holder_each() {
             session_lease: Duration::from_secs(120),
             pod_lease: Duration::from_secs(120),
             selection_retention: Duration::from_secs(3600),
+            tombstone_ttl: Duration::from_secs(60),
         },
     )
     .unwrap();

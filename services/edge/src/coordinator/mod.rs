@@ -1,13 +1,15 @@
 //! What the edge needs from the session coordinator, as a small trait in the edge's own terms.
 //!
 //! Business code (sockets, lifecycle loops) only sees [`Coordinator`] and the plain types
-//! below; [`grpc`] is the tonic transport to the real coordinator and [`memory`] an in-process
-//! stand-in for unit tests and the dev stack. [`AnyCoordinator`] picks one at start-up, a
-//! closed set rather than a trait object because async trait methods are not object safe.
+//! below; [`grpc`] is the tonic transport to the real coordinator and [`faults`] a fault
+//! injector in front of it for tests. There is no second implementation of the session
+//! semantics here: tests, benches and examples run the coordinator's own service over its
+//! in-memory store, in process, as `daisi dev` does. [`AnyCoordinator`] picks one at start-up,
+//! a closed set rather than a trait object because async trait methods are not object safe.
 
 mod convert;
+pub mod faults;
 pub mod grpc;
-pub mod memory;
 
 use daisi_domain::{ChatId, ConnectionId, PodId, SessionKey};
 
@@ -257,20 +259,21 @@ pub trait Coordinator: Send + Sync {
     ) -> impl Future<Output = Result<CommandStream, CoordinatorError>> + Send;
 }
 
-/// The coordinator the edge runs against: the real one over gRPC, or the in-memory one.
+/// The coordinator the edge runs against: the real one over gRPC, directly or behind the
+/// fault injector.
 #[derive(Debug, Clone)]
 pub enum AnyCoordinator {
     /// tonic client of `daisi.coordinator.v1`.
     Grpc(grpc::GrpcCoordinator),
-    /// In-process stand-in (tests, dev).
-    Memory(std::sync::Arc<memory::MemoryCoordinator>),
+    /// The gRPC client behind a fault injector (tests).
+    Faulty(faults::FaultInjector),
 }
 
 macro_rules! dispatch {
     ($self:ident, $c:ident => $call:expr) => {
         match $self {
             AnyCoordinator::Grpc($c) => $call.await,
-            AnyCoordinator::Memory($c) => $call.await,
+            AnyCoordinator::Faulty($c) => $call.await,
         }
     };
 }

@@ -1,10 +1,12 @@
 //! The kill switch: one `WatchPodCommands` stream per pod, reopened with exponential backoff
 //! (and jitter) whenever it ends, errs or goes silent for three ping intervals. A kill closes
 //! the named socket with the compat SessionConflict frame and 4402, unless the socket holds a
-//! newer grant than the one killed.
+//! newer grant than the one killed. A kill that names a socket not indexed yet is remembered
+//! for a few seconds and applied at indexing (`registry::pending_kills`).
 
 use super::close_lost;
 use crate::coordinator::{Coordinator, CoordinatorError, Kill, PodCommand};
+use crate::registry::KillTarget;
 use crate::state::Edge;
 use crate::ws::outbox::CloseCause;
 use futures_util::StreamExt;
@@ -16,17 +18,24 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Silence tolerated before the first `subscribed` tells the real ping interval.
 const FIRST_MESSAGE_WITHIN: Duration = Duration::from_secs(30);
 
-/// Applies one kill command.
+/// Applies one kill command. A kill for a connection not indexed yet (its acquire reply is
+/// still on its way) is remembered and applied when the socket is indexed.
 pub fn apply_kill(edge: &Edge, kill: &Kill) {
-    let result = match edge.registry.by_connection(&kill.connection) {
-        Some(socket) if socket.key == kill.key && socket.fencing() <= kill.fencing => {
+    let result = match edge
+        .registry
+        .kill_target(&kill.connection, &kill.key, kill.fencing)
+    {
+        KillTarget::Socket(socket)
+            if socket.key == kill.key && socket.fencing() <= kill.fencing =>
+        {
             if close_lost(&socket, CloseCause::SessionConflict) {
                 "closed"
             } else {
                 "already_closing"
             }
         }
-        _ => "ignored",
+        KillTarget::Remembered => "remembered",
+        KillTarget::Socket(_) | KillTarget::Invalid => "ignored",
     };
     tracing::debug!(connection = %kill.connection, reason = kill.reason.as_str(), result, "kill command");
     edge.metrics.kills.with_label_values(&[result]).inc();

@@ -13,8 +13,10 @@ use crate::state::{COORDINATOR, Edge};
 use crate::ws::handle::SocketHandle;
 use crate::ws::outbox::CloseCause;
 use futures_util::StreamExt;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use parking_lot::Mutex;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -23,9 +25,54 @@ const RETRY: Duration = Duration::from_secs(1);
 /// Re-acquisitions in flight during a restore.
 const RESTORE_CONCURRENCY: usize = 64;
 
-/// One heartbeat (plus the restore it may call for); `None` when it failed.
+/// The heartbeat in flight, shared by every caller that asks while it runs (a burst of
+/// connects to a forgotten pod makes one call, not one each), and the restore it may start.
+/// Nothing is locked across the call: callers clone the shared future under a short mutex
+/// and await it outside; the restore runs in a task of its own, so connects wait for the
+/// registration only, never for thousands of re-acquisitions.
+#[derive(Default)]
+pub struct Heartbeats {
+    flight: Mutex<Option<(u64, Flight)>>,
+    flights: AtomicU64,
+    restoring: AtomicBool,
+    restore_again: AtomicBool,
+}
+
+type Flight = Shared<BoxFuture<'static, Option<HeartbeatOutcome>>>;
+
+impl std::fmt::Debug for Heartbeats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Heartbeats")
+            .field("in_flight", &self.flight.lock().is_some())
+            .field("restoring", &self.restoring.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// One heartbeat (joining the one in flight, if any); `None` when it failed. A REGISTERED
+/// answer while sockets are open starts the restore in the background.
 pub async fn heartbeat_once(edge: &Edge) -> Option<HeartbeatOutcome> {
-    let _one_at_a_time = edge.heartbeat_lock.lock().await;
+    let (id, flight) = {
+        let mut slot = edge.heartbeats.flight.lock();
+        match slot.as_ref() {
+            Some((id, flight)) => (*id, flight.clone()),
+            None => {
+                let id = edge.heartbeats.flights.fetch_add(1, Ordering::Relaxed);
+                let flight = heartbeat_call(edge.clone()).boxed().shared();
+                *slot = Some((id, flight.clone()));
+                (id, flight)
+            }
+        }
+    };
+    let outcome = flight.await;
+    let mut slot = edge.heartbeats.flight.lock();
+    if slot.as_ref().is_some_and(|(current, _)| *current == id) {
+        *slot = None;
+    }
+    outcome
+}
+
+async fn heartbeat_call(edge: Edge) -> Option<HeartbeatOutcome> {
     let (users, admins) = edge.registry.counts();
     let load = Load {
         user_sockets: u32::try_from(users).unwrap_or(u32::MAX),
@@ -38,7 +85,7 @@ pub async fn heartbeat_once(edge: &Edge) -> Option<HeartbeatOutcome> {
             if outcome.registered {
                 tracing::info!(pod_id = %edge.pod.pod, sockets = users + admins, "registered with the coordinator");
                 if !edge.registry.is_empty() {
-                    restore(edge).await;
+                    start_restore(&edge);
                 }
             }
             edge.readiness.set(COORDINATOR, true);
@@ -52,18 +99,48 @@ pub async fn heartbeat_once(edge: &Edge) -> Option<HeartbeatOutcome> {
     }
 }
 
+/// Runs [`restore`] in the background: one at a time, and once more if asked again while one
+/// runs (the pod may have been purged again meanwhile).
+fn start_restore(edge: &Edge) {
+    let heartbeats = &edge.heartbeats;
+    heartbeats.restore_again.store(true, Ordering::SeqCst);
+    if heartbeats.restoring.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let edge = edge.clone();
+    tokio::spawn(async move {
+        let heartbeats = &edge.heartbeats;
+        loop {
+            heartbeats.restore_again.store(false, Ordering::SeqCst);
+            restore(&edge).await;
+            heartbeats.restoring.store(false, Ordering::SeqCst);
+            // Asked again meanwhile, and no newer runner took over: go again.
+            if !heartbeats.restore_again.load(Ordering::SeqCst)
+                || heartbeats.restoring.swap(true, Ordering::SeqCst)
+            {
+                return;
+            }
+        }
+    });
+}
+
 /// Re-registers every route this pod holds. Registration is idempotent, so this is safe
 /// whenever the coordinator may have forgotten the pod (purge, lapsed lease), whichever signal
-/// (heartbeat REGISTERED or a renew reporting purged sessions) arrives first.
+/// (heartbeat REGISTERED or a renew reporting purged sessions) arrives first. A route whose
+/// last socket left while the call was in flight is handed back to the route syncer.
 pub async fn restore_routes(edge: &Edge) {
-    let _gate = edge.registry.routes.gate().await;
-    let routes = edge.registry.routes.all();
-    if let Err(error) = edge
+    let book = &edge.registry.routes;
+    let ticket = book.ticket();
+    let routes = book.all();
+    let result = edge
         .coordinator
-        .register_routes(&edge.pod.pod, routes)
-        .await
-    {
-        tracing::warn!(%error, "route restore failed; retrying with the next heartbeat");
+        .register_routes(&edge.pod.pod, routes.clone())
+        .await;
+    match result {
+        Ok(()) => book.restored(&ticket, &routes),
+        Err(error) => {
+            tracing::warn!(%error, "route restore failed; retrying with the next heartbeat");
+        }
     }
 }
 

@@ -5,11 +5,13 @@
 //! Adding and removing sockets also keeps the [`RouteBook`] counts, so the routes registered
 //! with the coordinator always cover the sockets in here.
 
+pub mod pending_kills;
 pub mod routes;
 
 use crate::coordinator::{HeldSession, Route};
 use crate::ws::handle::{SocketHandle, SocketKind};
-use daisi_domain::{AgentId, ChatId, CompanyId, ConnectionId};
+use daisi_domain::{AgentId, ChatId, CompanyId, ConnectionId, SessionKey};
+use pending_kills::PendingKills;
 pub use routes::RouteBook;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +27,19 @@ struct Index {
     chats: HashMap<(CompanyId, AgentId, ChatId), Sockets>,
     admins: Sockets,
     users: usize,
+    /// Kills that named a connection before it was indexed.
+    pending_kills: PendingKills,
+}
+
+/// Where a kill command landed.
+#[derive(Debug)]
+pub enum KillTarget {
+    /// The socket holding the connection.
+    Socket(Arc<SocketHandle>),
+    /// Not indexed (yet): remembered, and applied if the socket is indexed soon.
+    Remembered,
+    /// The connection id is not one this edge issues.
+    Invalid,
 }
 
 /// The local index and route counts.
@@ -87,9 +102,16 @@ impl Registry {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Adds a socket whose routes were registered (and counted) by its acquire.
-    pub fn insert(&self, socket: Arc<SocketHandle>) {
+    /// Adds a socket whose routes were registered (and counted) by its acquire. `true` when a
+    /// kill of its grant arrived before it was indexed: the caller closes it.
+    pub fn insert(&self, socket: Arc<SocketHandle>) -> bool {
         let mut index = self.write();
+        let killed = index.pending_kills.take(
+            &socket.connection,
+            &socket.key,
+            socket.fencing(),
+            std::time::Instant::now(),
+        );
         index
             .by_connection
             .insert(socket.connection.clone(), socket.id);
@@ -114,6 +136,28 @@ impl Registry {
             }
         }
         index.by_id.insert(socket.id, socket);
+        killed
+    }
+
+    /// The socket a kill of `connection` (holding `key`, grant up to `fencing`) is for; when it
+    /// is not indexed, the kill is remembered for [`Registry::insert`] (under the same lock, so
+    /// a socket indexed concurrently either is found here or finds the kill there).
+    pub fn kill_target(&self, connection: &str, key: &SessionKey, fencing: u64) -> KillTarget {
+        let Ok(connection) = connection.parse::<ConnectionId>() else {
+            return KillTarget::Invalid;
+        };
+        let mut index = self.write();
+        if let Some(socket) = index
+            .by_connection
+            .get(&connection)
+            .and_then(|id| index.by_id.get(id))
+        {
+            return KillTarget::Socket(socket.clone());
+        }
+        index
+            .pending_kills
+            .remember(connection, key.clone(), fencing, std::time::Instant::now());
+        KillTarget::Remembered
     }
 
     /// Removes a socket and releases its route counts; `false` if it was not there.
@@ -150,9 +194,9 @@ impl Registry {
     }
 
     /// Moves a user socket from its selected chat to `chat`; the caller registered the new
-    /// chat route (under the route gate) and this counts it. `false`, changing nothing, when
-    /// the socket is no longer indexed: its removal already released the chat it had, and a
-    /// selection that lands after it must not count a route for it.
+    /// chat route and counted it in (`RouteBook::count_in`). `false`, changing nothing, when
+    /// the socket is no longer indexed: its removal already released the chat it had, and the
+    /// caller releases the count it took for the new one.
     pub fn select_chat(&self, socket: &Arc<SocketHandle>, chat: ChatId) -> bool {
         let Some((company, agent)) = socket.user_agent() else {
             return false;
@@ -161,7 +205,6 @@ impl Registry {
         if !index.by_id.contains_key(&socket.id) {
             return false;
         }
-        self.routes.retain(chat_route(company, agent, &chat));
         let previous = socket.swap_selected_chat(Some(chat.clone()));
         if let Some(previous) = &previous {
             let key = (company.clone(), agent.clone(), previous.clone());

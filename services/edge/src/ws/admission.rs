@@ -4,12 +4,12 @@
 //! the socket ran and closed or the upgrade never completed.
 
 use super::handle::{SocketHandle, SocketKind};
-use super::outbox::{CloseCause, CloseRequest, Outbox};
+use super::outbox::{CloseCause, Outbox};
 use crate::coordinator::{
     AcquireMode, AcquireOutcome, AcquireRequest, Coordinator, CoordinatorError,
 };
-use crate::lifecycle::pod;
-use crate::registry::{base_route, chat_route};
+use crate::lifecycle::{close_lost, pod};
+use crate::registry::{KillTarget, base_route, chat_route};
 use crate::state::Edge;
 use axum::extract::ws::Utf8Bytes;
 use daisi_domain::protocol::READY_FRAME;
@@ -99,6 +99,40 @@ impl Drop for SocketLease {
     }
 }
 
+/// [`admit`] in a task of its own, which outlives the caller. hyper drops the upgrade handler
+/// when the client goes away (and the door's deadline drops the whole connection), which would
+/// cancel an admission between the coordinator granting the session and the socket being
+/// indexed: the grant (and the routes it registered) would be held by nobody until the lease
+/// lapsed, and the previous connection would have been killed for nothing. Run here, the
+/// admission always finishes; when nobody waits for the lease any more, dropping it releases
+/// the session and the routes like any closed socket's.
+pub async fn admit_detached(
+    edge: &Edge,
+    kind: SocketKind,
+    key: SessionKey,
+) -> Result<SocketLease, Refusal> {
+    let (reply, lease) = tokio::sync::oneshot::channel();
+    let task_edge = edge.clone();
+    // Tracked with the socket tasks: the drain waits for an admission like for a socket.
+    edge.socket_tasks.spawn(async move {
+        let admitted = admit(&task_edge, kind, key).await;
+        if let Err(Ok(lease)) = reply.send(admitted) {
+            tracing::debug!(connection = %lease.handle.connection, "client gone during admission; releasing");
+            task_edge
+                .metrics
+                .rejected
+                .with_label_values(&["client_gone"])
+                .inc();
+            drop(lease);
+        }
+    });
+    lease.await.unwrap_or_else(|_| {
+        Err(Refusal::CoordinatorDown(
+            "admission task ended without an answer".to_owned(),
+        ))
+    })
+}
+
 /// Admits a socket of `kind` holding `key`.
 pub async fn admit(edge: &Edge, kind: SocketKind, key: SessionKey) -> Result<SocketLease, Refusal> {
     if edge.draining() {
@@ -129,8 +163,11 @@ async fn acquire_and_index(
     connection: ConnectionId,
 ) -> Result<SocketLease, Refusal> {
     let base = base_route(&kind);
+    let routes = &edge.registry.routes;
     for attempt in 0..2 {
-        let gate = edge.registry.routes.gate().await;
+        // Orders the routes this acquire registers against unregister batches without holding
+        // anything across the call (`registry::routes`).
+        let ticket = routes.ticket();
         let request = AcquireRequest {
             key: key.clone(),
             connection: connection.clone(),
@@ -147,8 +184,7 @@ async fn acquire_and_index(
             Ok(AcquireOutcome::Refused) => return Err(Refusal::Conflict),
             Err(CoordinatorError::UnknownPod) if attempt == 0 => {
                 // The coordinator lost this pod (restart, lapsed lease): register, then retry.
-                // The gate is released first: the heartbeat's restore takes it too.
-                drop(gate);
+                drop(ticket);
                 pod::heartbeat_once(edge).await;
                 continue;
             }
@@ -170,17 +206,40 @@ async fn acquire_and_index(
             fencing,
             outbox,
         ));
-        edge.registry.routes.retain(base);
+        let mut registered = vec![base.clone()];
         if let (Some(chat), Some((company, agent))) = (&selected_chat, handle.user_agent()) {
-            edge.registry
-                .routes
-                .retain(chat_route(company, agent, chat));
+            registered.push(chat_route(company, agent, chat));
             handle.swap_selected_chat(Some(chat.clone()));
+        }
+        let again = routes.count_in(&ticket, &registered);
+        drop(ticket);
+        if let Err(error) = routes
+            .register_again(&edge.coordinator, &edge.pod.pod, again)
+            .await
+        {
+            // Not admitted after all: undo the counts and give the grant back.
+            for route in &registered {
+                routes.release(route);
+            }
+            edge.releases.push(handle.held());
+            return Err(match error {
+                CoordinatorError::Rejected(e) => Refusal::CoordinatorRefused(e),
+                other => Refusal::CoordinatorDown(other.to_string()),
+            });
         }
         // `ready` goes first; events arriving before the socket task starts queue behind it.
         handle.outbox.push(Utf8Bytes::from_static(READY_FRAME));
-        edge.registry.insert(handle.clone());
-        drop(gate);
+        let killed_before_indexing = edge.registry.insert(handle.clone());
+        if killed_before_indexing {
+            // Taken over (or killed) while the acquire reply was on its way: the close request
+            // overrides the queued `ready`, so the client gets the SessionConflict frame and
+            // 4402 and never streams next to the new holder.
+            close_lost(&handle, CloseCause::SessionConflict);
+            edge.metrics
+                .kills
+                .with_label_values(&["applied_at_admission"])
+                .inc();
+        }
         if let Some(previous) = previous.filter(|p| p.pod == edge.pod.pod.as_str()) {
             close_local_previous(edge, &handle, &previous.connection, previous.fencing);
         }
@@ -198,22 +257,20 @@ async fn acquire_and_index(
 }
 
 /// Same-pod takeover: the coordinator also sends a kill on the stream, but closing here saves
-/// the round trip (kill handling is idempotent).
+/// the round trip (kill handling is idempotent). A previous connection still being admitted
+/// here gets the kill when it is indexed.
 fn close_local_previous(edge: &Edge, new: &SocketHandle, connection: &str, fencing: u64) {
-    if let Some(old) = edge.registry.by_connection(connection)
-        && old.id != new.id
-        && old.key == new.key
-        && old.fencing() <= fencing
-    {
-        old.mark_session_lost();
-        if old
-            .outbox
-            .close(CloseRequest::session_conflict(CloseCause::SessionConflict))
+    match edge.registry.kill_target(connection, &new.key, fencing) {
+        KillTarget::Socket(old)
+            if old.id != new.id && old.key == new.key && old.fencing() <= fencing =>
         {
-            edge.metrics
-                .kills
-                .with_label_values(&["closed_locally"])
-                .inc();
+            if close_lost(&old, CloseCause::SessionConflict) {
+                edge.metrics
+                    .kills
+                    .with_label_values(&["closed_locally"])
+                    .inc();
+            }
         }
+        KillTarget::Socket(_) | KillTarget::Remembered | KillTarget::Invalid => {}
     }
 }

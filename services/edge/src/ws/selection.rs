@@ -121,9 +121,10 @@ async fn select(edge: &Edge, socket: &Arc<SocketHandle>, chat: ChatId) -> Outcom
         count(edge, "abandoned");
         return Outcome::Stop;
     }
-    // Routes registered by the call are counted before the gate is released (see
-    // `registry::routes`).
-    let gate = edge.registry.routes.gate().await;
+    // See `registry::routes` for why a ticket, and not a lock, orders this registration
+    // against the route syncer's unregister batches.
+    let routes = &edge.registry.routes;
+    let ticket = routes.ticket();
     let result = edge
         .coordinator
         .select_chat(&edge.pod.pod, &socket.held(), &chat)
@@ -131,21 +132,29 @@ async fn select(edge: &Edge, socket: &Arc<SocketHandle>, chat: ChatId) -> Outcom
     match result {
         Ok(true) => {
             let route = chat_route(company, agent, &chat);
+            let again = routes.count_in(&ticket, std::slice::from_ref(&route));
+            drop(ticket);
+            if let Err(error) = routes
+                .register_again(&edge.coordinator, &edge.pod.pod, again)
+                .await
+            {
+                routes.release(&route);
+                count(edge, "failed");
+                tracing::warn!(%error, "select_chat route registration failed");
+                return Outcome::Failed;
+            }
             if edge.registry.select_chat(socket, chat) {
                 count(edge, "selected");
+                Outcome::Done
             } else {
-                // The socket left the index while the call was in flight: count the route in
-                // and out again, so it is unregistered like any other unused route.
-                edge.registry.routes.retain(route.clone());
-                edge.registry.routes.release(&route);
+                // The socket left the index while the call was in flight: the route goes out
+                // again, unregistered like any other unused route.
+                routes.release(&route);
                 count(edge, "abandoned");
-                return Outcome::Stop;
+                Outcome::Stop
             }
-            drop(gate);
-            Outcome::Done
         }
         Ok(false) => {
-            drop(gate);
             count(edge, "session_lost");
             socket.mark_session_lost();
             socket
@@ -154,7 +163,6 @@ async fn select(edge: &Edge, socket: &Arc<SocketHandle>, chat: ChatId) -> Outcom
             Outcome::Stop
         }
         Err(error) => {
-            drop(gate);
             count(edge, "failed");
             tracing::warn!(%error, "select_chat failed");
             if matches!(error, CoordinatorError::UnknownPod) {

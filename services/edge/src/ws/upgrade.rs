@@ -19,12 +19,14 @@ use http::HeaderMap;
 use serde::Deserialize;
 
 /// Labels of `edge_upgrades_rejected_total`, one per [`Refusal`] (created at zero at start).
-pub const REFUSAL_LABELS: [&str; 5] = [
+/// `client_gone` counts admissions that finished after their client left (and were undone).
+pub const REFUSAL_LABELS: [&str; 6] = [
     "draining",
     "capacity",
     "coordinator_unavailable",
     "coordinator_refused",
     "conflict",
+    "client_gone",
 ];
 
 /// The subprotocol of the contract.
@@ -166,7 +168,7 @@ async fn accept(
     kind: SocketKind,
     key: SessionKey,
 ) -> Response {
-    let lease = match admission::admit(&edge, kind, key).await {
+    let lease = match admission::admit_detached(&edge, kind, key).await {
         Ok(lease) => lease,
         Err(refusal) => return refused(&edge, &refusal),
     };

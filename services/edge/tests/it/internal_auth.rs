@@ -45,7 +45,7 @@ fn code(result: Result<Vec<epb::EventResult>, tonic::Status>) -> Code {
 #[tokio::test]
 async fn with_bearer_tokens_the_edge_registers_and_only_routers_deliver() {
     let security = InternalSecurity::with_tokens(SECRET, None);
-    let coord = Coord::start_with(security.clone()).await;
+    let coord = Coord::start_with(|c| c.internal = security.clone()).await;
     // Ready means registered with the coordinator: its pod token was accepted.
     let edge = TestEdge::start(&coord.url, "edge-tok", |c| c.internal = security.clone()).await;
     let mut u1 = user(edge.http, "c1", "a1", "u1").await;
@@ -83,7 +83,7 @@ async fn with_mutual_tls_the_edge_registers_and_only_routers_deliver() {
         std::env::temp_dir().join(format!("daisi-edge-auth-{}", uuid::Uuid::new_v4().simple()));
     let ca = DevCa::create(&dir).unwrap();
     let tls = |files| InternalSecurity::off().with_tls(files).unwrap();
-    let coord = Coord::start_with(tls(ca.coordinator().unwrap())).await;
+    let coord = Coord::start_with(|c| c.internal = tls(ca.coordinator().unwrap())).await;
     let edge_security = tls(ca.edge("edge-tls").unwrap());
     let edge = TestEdge::start(&coord.url, "edge-tls", |c| c.internal = edge_security).await;
     let mut u1 = user(edge.http, "c1", "a1", "u1").await;

@@ -2,6 +2,7 @@
 //! 127.0.0.1:0, the real coordinator in-process, and the binary.
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+mod admission;
 mod binary;
 mod closing;
 mod delivery;

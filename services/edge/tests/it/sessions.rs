@@ -1,16 +1,11 @@
 //! Exclusive sessions against the real coordinator (memory store): takeover on the same pod
 //! and across two edges (4402 to the old socket, the new one keeps receiving), an operator's
 //! kill through the pod command stream, and the renew loop closing sessions lost without a
-//! kill command (in-memory coordinator, which can lose a kill on purpose).
+//! kill command (the fault injector drops the edge's kill commands).
 
 use crate::support::*;
-use daisi_edge::coordinator::memory::MemoryCoordinator;
-use daisi_edge::coordinator::{
-    AcquireMode, AcquireRequest, AnyCoordinator, Coordinator, Load, PodIdentity,
-};
 use daisi_proto::coordinator::v1 as cpb;
 use daisi_proto::edge::v1::DeliveryScope;
-use std::sync::Arc;
 use std::time::Duration;
 
 const CONFLICT_FRAME: &str = r#"{"type":"error","payload":{"code":"SessionConflict","message":"Session conflict","details":"Session taken over by another connection"}}"#;
@@ -117,34 +112,14 @@ async fn operator_kill_arrives_through_the_command_stream() {
 
 #[tokio::test]
 async fn renew_closes_sessions_lost_without_a_kill() {
-    let memory = Arc::new(MemoryCoordinator::new(Duration::from_millis(200)));
-    let edge =
-        TestEdge::start_with(AnyCoordinator::Memory(memory.clone()), "edge-renew", |_| {}).await;
+    let coord = Coord::start_with(|c| c.renew_interval = Duration::from_millis(200)).await;
+    let (coordinator, faults) = coord.faulty();
+    let edge = TestEdge::start_with(coordinator, "edge-renew", |_| {}).await;
+    let thief = TestEdge::start(&coord.url, "edge-thief", |_| {}).await;
     let mut c = user(edge.http, "c1", "a1", "u1").await;
-    // Another pod takes the session while this edge's command stream is down, so the kill is
-    // lost; the next renew must notice.
-    memory.mute_commands(true);
-    let thief = PodIdentity {
-        pod: "edge-thief".parse().unwrap(),
-        instance: "i".into(),
-        delivery_address: "http://127.0.0.1:9".into(),
-    };
-    memory.heartbeat(&thief, Load::default()).await.unwrap();
-    memory
-        .acquire(
-            &thief.pod,
-            AcquireRequest {
-                key: daisi_domain::SessionKey::user(
-                    "c1".parse().unwrap(),
-                    "a1".parse().unwrap(),
-                    "u1".parse().unwrap(),
-                ),
-                connection: daisi_domain::ConnectionId::generate(),
-                mode: AcquireMode::Takeover,
-                routes: vec![],
-            },
-        )
-        .await
-        .unwrap();
+    // Another pod takes the session while this edge's kill commands are lost; the next renew
+    // must notice.
+    faults.drop_kills(true);
+    let _new = user(thief.http, "c1", "a1", "u1").await;
     assert_taken_over(&c.closed_within(Duration::from_secs(3)).await);
 }

@@ -4,6 +4,8 @@
 use daisi_config::Env;
 use daisi_domain::token::{AdminClaims, TokenKeyring, UserClaims};
 use daisi_edge::coordinator::AnyCoordinator;
+use daisi_edge::coordinator::faults::{FaultInjector, Faults};
+use daisi_edge::coordinator::grpc::GrpcCoordinator;
 use daisi_edge::{Config, Listeners};
 use daisi_proto::coordinator::v1 as cpb;
 use daisi_proto::edge::v1 as epb;
@@ -43,13 +45,13 @@ pub struct Coord {
 impl Coord {
     /// Starts one.
     pub async fn start() -> Self {
-        Self::start_with(daisi_runtime::internal::InternalSecurity::off()).await
+        Self::start_with(|_| {}).await
     }
 
-    /// Starts one with internal authentication `internal`.
-    pub async fn start_with(internal: daisi_runtime::internal::InternalSecurity) -> Self {
+    /// Starts one with its settings changed by `tweak`.
+    pub async fn start_with(tweak: impl FnOnce(&mut daisi_coordinator::Config)) -> Self {
         let mut config = daisi_coordinator::Config::for_tests();
-        config.internal = internal;
+        tweak(&mut config);
         let listeners = daisi_coordinator::Listeners::bind(&config)
             .await
             .expect("bind coordinator");
@@ -86,6 +88,38 @@ impl Coord {
             .into_inner();
         let holder = response.session?.holder?;
         Some((holder.pod_id, holder.connection_id))
+    }
+}
+
+impl Coord {
+    /// The routes `pod` has registered, as `Debug` strings (sorted).
+    pub async fn routes_of(&self, pod: &str) -> Vec<String> {
+        let entries = self
+            .admin()
+            .await
+            .get_routes(cpb::GetRoutesRequest {
+                selector: Some(cpb::get_routes_request::Selector::PodId(pod.into())),
+                page_size: 1_000,
+                page_token: String::new(),
+            })
+            .await
+            .expect("get routes")
+            .into_inner()
+            .entries;
+        let mut routes: Vec<String> = entries
+            .into_iter()
+            .map(|e| format!("{:?}", e.route))
+            .collect();
+        routes.sort();
+        routes
+    }
+
+    /// A client of this coordinator behind a fault injector, for `TestEdge::start_with`.
+    pub fn faulty(&self) -> (AnyCoordinator, std::sync::Arc<Faults>) {
+        let url = url::Url::parse(&self.url).expect("coordinator url");
+        let grpc = GrpcCoordinator::new(&[url], Duration::from_secs(1)).expect("grpc client");
+        let (injector, faults) = FaultInjector::new(grpc);
+        (AnyCoordinator::Faulty(injector), faults)
     }
 }
 

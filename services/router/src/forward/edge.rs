@@ -7,9 +7,11 @@
 //! socket sees the events of a key in the order the pipeline queued them, which is stream
 //! order. Lanes run in parallel, so different keys do not wait for each other.
 //!
-//! **Batching.** A lane sends what is queued, up to the batch size and the request byte limit,
-//! after waiting at most the batch delay for more: a busy edge gets large batches, an idle one
-//! gets single events after a short delay.
+//! **Batching.** Natural batching: a lane with no call in flight sends what is queued at once,
+//! up to the batch size and the request byte limit; events that arrive while its call is in
+//! flight wait in the lane and form the next batch. An idle edge gets each event without
+//! delay, a busy one gets batches as large as its round trip lets pile up. An optional batch
+//! delay (off by default) makes a lane wait that long for more before sending.
 //!
 //! **Detection by deadline.** A `Deliver` that gets no answer within its deadline is a failure
 //! like a refused connection. A call still running after the probe timeout is checked with a
@@ -62,7 +64,7 @@ const PROBE_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duratio
 pub struct EdgeSettings {
     /// Most events per call.
     pub batch_max_events: usize,
-    /// Longest wait for a batch to fill.
+    /// Longest wait for a batch to fill; zero (the default) sends what is queued at once.
     pub batch_delay: Duration,
     /// Ordered lanes per edge.
     pub lanes: usize,
@@ -270,11 +272,14 @@ async fn run_lane<C: EdgeClient, R: RouteResolver>(
         };
         let mut bytes = first.event.encoded_len();
         let mut batch = vec![first];
-        let deadline = Instant::now() + shared.settings.batch_delay;
+        let delay = shared.settings.batch_delay;
+        let deadline = Instant::now() + delay;
         while batch.len() < max_events {
             let next = match rx.try_recv() {
                 Ok(o) => Some(o),
                 Err(mpsc::error::TryRecvError::Disconnected) => None,
+                // Natural batching: nothing more queued, send now.
+                Err(mpsc::error::TryRecvError::Empty) if delay.is_zero() => None,
                 Err(mpsc::error::TryRecvError::Empty) => {
                     tokio::time::timeout_at(deadline, rx.recv())
                         .await

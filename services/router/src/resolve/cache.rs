@@ -18,6 +18,13 @@
 //! keeps already connected sockets receiving through a short Redis or coordinator outage. A
 //! query with no entry that recent makes the lookup fail, and the caller stops acknowledging
 //! those events, which stay in the stream. `stale_if_error = 0` turns this off.
+//!
+//! **Refresh ahead.** An entry used when it is older than half its `ttl` is looked up again in
+//! the background (batched, at most [`REFRESHES`] lookups in flight), while the use itself is
+//! answered from the entry, which is still fresh. A key used at least every `ttl / 2` therefore
+//! never waits for the coordinator once warm; the staleness bound is unchanged, since only
+//! entries younger than `ttl` are ever served (the refreshed one is stamped when its lookup is
+//! sent, like any other).
 
 use super::{Lookup, Pod, PodStatus, ResolveError, RouteQuery, RouteResolver};
 use daisi_domain::PodId;
@@ -29,11 +36,15 @@ use tokio::time::Instant;
 
 /// Entries above which expired ones are swept on the next lookup.
 const SWEEP_ABOVE: usize = 50_000;
+/// Background refresh lookups in flight at most.
+const REFRESHES: usize = 4;
 
 #[derive(Debug, Clone)]
 struct Entry {
     sent_at: Instant,
     pods: Arc<[Pod]>,
+    /// A background lookup of this query is in flight.
+    refreshing: bool,
 }
 
 /// A [`RouteResolver`] with a time-bounded cache of lookups.
@@ -43,6 +54,7 @@ pub struct RouteCache<R> {
     ttl: Duration,
     stale_if_error: Duration,
     entries: Mutex<HashMap<RouteQuery, Entry>>,
+    refreshes: Arc<tokio::sync::Semaphore>,
 }
 
 impl<R: RouteResolver> RouteCache<R> {
@@ -54,6 +66,7 @@ impl<R: RouteResolver> RouteCache<R> {
             ttl,
             stale_if_error,
             entries: Mutex::new(HashMap::new()),
+            refreshes: Arc::new(tokio::sync::Semaphore::new(REFRESHES)),
         }
     }
 
@@ -66,18 +79,27 @@ impl<R: RouteResolver> RouteCache<R> {
         self.entries.lock()
     }
 
-    /// The pods of each query, from fresh entries or one batched lookup of the others.
-    pub async fn pods(&self, queries: &[RouteQuery]) -> Result<Vec<Arc<[Pod]>>, ResolveError> {
+    /// The pods of each query, from fresh entries or one batched lookup of the others; fresh
+    /// entries past half their life are refreshed in the background.
+    pub async fn pods(
+        self: &Arc<Self>,
+        queries: &[RouteQuery],
+    ) -> Result<Vec<Arc<[Pod]>>, ResolveError> {
         let now = Instant::now();
         let mut answers: Vec<Option<Arc<[Pod]>>> = Vec::with_capacity(queries.len());
         let mut missing: Vec<RouteQuery> = Vec::new();
+        let mut ageing: Vec<RouteQuery> = Vec::new();
         {
-            let entries = self.lock();
+            let mut entries = self.lock();
             let mut seen = std::collections::HashSet::new();
             for query in queries {
-                match entries.get(query) {
+                match entries.get_mut(query) {
                     Some(e) if now.duration_since(e.sent_at) < self.ttl => {
                         answers.push(Some(e.pods.clone()));
+                        if !e.refreshing && now.duration_since(e.sent_at) >= self.ttl / 2 {
+                            e.refreshing = true;
+                            ageing.push(query.clone());
+                        }
                     }
                     _ => {
                         answers.push(None);
@@ -87,6 +109,9 @@ impl<R: RouteResolver> RouteCache<R> {
                     }
                 }
             }
+        }
+        if !ageing.is_empty() {
+            self.refresh_ahead(ageing);
         }
         if missing.is_empty() {
             return Ok(answers.into_iter().flatten().collect());
@@ -119,13 +144,7 @@ impl<R: RouteResolver> RouteCache<R> {
             .map(|(q, pods)| (q, Arc::from(pods)))
             .collect();
         for (query, pods) in &fetched {
-            entries.insert(
-                (*query).clone(),
-                Entry {
-                    sent_at,
-                    pods: pods.clone(),
-                },
-            );
+            store(&mut entries, query, sent_at, pods.clone());
         }
         drop(entries);
         Ok(queries
@@ -137,6 +156,40 @@ impl<R: RouteResolver> RouteCache<R> {
                     .unwrap_or_else(|| Arc::from(Vec::new()))
             })
             .collect())
+    }
+
+    /// Looks `queries` up again in a task of its own; their entries stay in use meanwhile.
+    /// Without a free refresh slot nothing happens: the entries expire and are looked up on
+    /// the event path as without refresh ahead.
+    fn refresh_ahead(self: &Arc<Self>, queries: Vec<RouteQuery>) {
+        let Ok(permit) = self.refreshes.clone().try_acquire_owned() else {
+            self.unmark(&queries);
+            return;
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            let sent_at = Instant::now();
+            match this.inner.lookup(&queries).await {
+                Ok(Lookup { results }) if results.len() == queries.len() => {
+                    let mut entries = this.lock();
+                    for (query, pods) in queries.iter().zip(results) {
+                        store(&mut entries, query, sent_at, Arc::from(pods));
+                    }
+                }
+                // Nothing learned: the entries expire as usual.
+                _ => this.unmark(&queries),
+            }
+            drop(permit);
+        });
+    }
+
+    fn unmark(&self, queries: &[RouteQuery]) {
+        let mut entries = self.lock();
+        for query in queries {
+            if let Some(e) = entries.get_mut(query) {
+                e.refreshing = false;
+            }
+        }
     }
 
     /// Every query answered from fresh entries or, for the missing ones, entries within the
@@ -169,6 +222,33 @@ impl<R: RouteResolver> RouteCache<R> {
         pods: &[PodId],
     ) -> Result<HashMap<PodId, PodStatus>, ResolveError> {
         self.inner.resolve_pods(pods).await
+    }
+}
+
+/// Records the answer of a lookup sent at `sent_at`, unless a later one is already there.
+fn store(
+    entries: &mut HashMap<RouteQuery, Entry>,
+    query: &RouteQuery,
+    sent_at: Instant,
+    pods: Arc<[Pod]>,
+) {
+    match entries.get_mut(query) {
+        Some(e) if e.sent_at > sent_at => {}
+        Some(e) => {
+            e.sent_at = sent_at;
+            e.pods = pods;
+            e.refreshing = false;
+        }
+        None => {
+            entries.insert(
+                query.clone(),
+                Entry {
+                    sent_at,
+                    pods,
+                    refreshing: false,
+                },
+            );
+        }
     }
 }
 
@@ -218,27 +298,94 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn fresh_entries_are_served_and_expire_after_ttl() {
         let backend = Arc::new(Counting::default());
-        let cache = RouteCache::new(backend.clone(), Duration::from_secs(1), Duration::ZERO);
+        let cache = Arc::new(RouteCache::new(
+            backend.clone(),
+            Duration::from_secs(1),
+            Duration::ZERO,
+        ));
         let first = cache.pods(&[q("a"), q("b"), q("a")]).await.unwrap();
         assert_eq!(first.len(), 3);
         assert_eq!(first[0], first[2]);
         assert_eq!(*backend.queried.lock(), [2], "duplicates asked once");
-        tokio::time::advance(Duration::from_millis(900)).await;
+        tokio::time::advance(Duration::from_millis(400)).await;
         cache.pods(&[q("a"), q("c")]).await.unwrap();
         assert_eq!(*backend.queried.lock(), [2, 1], "only the miss");
-        tokio::time::advance(Duration::from_millis(200)).await;
+        tokio::time::advance(Duration::from_millis(700)).await;
         let again = cache.pods(&[q("a")]).await.unwrap();
         assert_eq!(again[0][0].id.as_str(), "pod2", "expired entry refetched");
+    }
+
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_entry_used_past_half_its_ttl_is_refreshed_in_the_background() {
+        let backend = Arc::new(Counting::default());
+        let cache = Arc::new(RouteCache::new(
+            backend.clone(),
+            Duration::from_secs(1),
+            Duration::ZERO,
+        ));
+        cache.pods(&[q("a")]).await.unwrap();
+        tokio::time::advance(Duration::from_millis(600)).await;
+        let used = cache.pods(&[q("a"), q("a")]).await.unwrap();
+        assert_eq!(used[0][0].id.as_str(), "pod0", "answered from the entry");
+        settle().await;
+        assert_eq!(
+            *backend.queried.lock(),
+            [1, 1],
+            "one refresh, in the background"
+        );
+        cache.pods(&[q("a")]).await.unwrap();
+        settle().await;
+        assert_eq!(
+            *backend.queried.lock(),
+            [1, 1],
+            "refreshed entries are young"
+        );
+        // Past the first entry's ttl, the refreshed one serves without a lookup.
+        tokio::time::advance(Duration::from_millis(500)).await;
+        let later = cache.pods(&[q("a")]).await.unwrap();
+        assert_eq!(later[0][0].id.as_str(), "pod1");
+        assert_eq!(backend.calls.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_refresh_leaves_the_entry_to_expire_at_its_ttl() {
+        let backend = Arc::new(Counting::default());
+        let cache = Arc::new(RouteCache::new(
+            backend.clone(),
+            Duration::from_secs(1),
+            Duration::ZERO,
+        ));
+        cache.pods(&[q("a")]).await.unwrap();
+        backend.fail.store(true, Ordering::Relaxed);
+        tokio::time::advance(Duration::from_millis(600)).await;
+        assert!(cache.pods(&[q("a")]).await.is_ok(), "still fresh");
+        settle().await;
+        tokio::time::advance(Duration::from_millis(400)).await;
+        assert!(
+            matches!(
+                cache.pods(&[q("a")]).await,
+                Err(ResolveError::Unavailable(_))
+            ),
+            "never served past its ttl"
+        );
+        backend.fail.store(false, Ordering::Relaxed);
+        assert!(cache.pods(&[q("a")]).await.is_ok());
     }
 
     #[tokio::test(start_paused = true)]
     async fn stale_entries_are_served_only_within_the_window_while_the_coordinator_is_down() {
         let backend = Arc::new(Counting::default());
-        let cache = RouteCache::new(
+        let cache = Arc::new(RouteCache::new(
             backend.clone(),
             Duration::from_secs(1),
             Duration::from_secs(5),
-        );
+        ));
         cache.pods(&[q("a")]).await.unwrap();
         backend.fail.store(true, Ordering::Relaxed);
         tokio::time::advance(Duration::from_secs(3)).await;
@@ -269,7 +416,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn stale_entries_are_never_served_when_the_window_is_zero() {
         let backend = Arc::new(Counting::default());
-        let cache = RouteCache::new(backend.clone(), Duration::from_secs(1), Duration::ZERO);
+        let cache = Arc::new(RouteCache::new(
+            backend.clone(),
+            Duration::from_secs(1),
+            Duration::ZERO,
+        ));
         cache.pods(&[q("a")]).await.unwrap();
         backend.fail.store(true, Ordering::Relaxed);
         assert!(cache.pods(&[q("a")]).await.is_ok(), "fresh: served");

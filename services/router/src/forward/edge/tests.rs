@@ -14,17 +14,37 @@ const CAP: usize = 10;
 const PROBE: Duration = Duration::from_millis(500);
 const GRACE: Duration = Duration::from_secs(5);
 
-/// An edge that answers every call at once, or (silent) never answers anything.
-#[derive(Default)]
+/// An edge that answers every call at once, or (silent) never answers anything, or (gated)
+/// answers each call once the test hands it a permit.
 struct Scripted {
     silent: AtomicBool,
+    gated: AtomicBool,
+    gate: tokio::sync::Semaphore,
     delivered: AtomicUsize,
+    /// When each call started and how many events it carried.
+    calls: Mutex<Vec<(Instant, usize)>>,
+}
+
+impl Default for Scripted {
+    fn default() -> Self {
+        Self {
+            silent: AtomicBool::new(false),
+            gated: AtomicBool::new(false),
+            gate: tokio::sync::Semaphore::new(0),
+            delivered: AtomicUsize::new(0),
+            calls: Mutex::new(Vec::new()),
+        }
+    }
 }
 
 impl EdgeClient for Scripted {
     async fn deliver(&self, call: DeliverCall<'_>) -> Result<Vec<EventOutcome>, DeliverError> {
+        self.calls.lock().push((Instant::now(), call.events.len()));
         if self.silent.load(Ordering::Acquire) {
             std::future::pending::<()>().await;
+        }
+        if self.gated.load(Ordering::Acquire) {
+            self.gate.acquire().await.expect("gate open").forget();
         }
         self.delivered
             .fetch_add(call.events.len(), Ordering::AcqRel);
@@ -77,6 +97,10 @@ struct Rig {
 
 impl Rig {
     fn new() -> Self {
+        Self::with_delay(Duration::ZERO)
+    }
+
+    fn with_delay(batch_delay: Duration) -> Self {
         let registry = daisi_telemetry::Metrics::new("router").unwrap();
         let metrics = RouterMetrics::register(&registry).unwrap();
         let (ledger, verdicts) = Ledger::new(metrics.clone());
@@ -86,7 +110,7 @@ impl Rig {
             Arc::from("http://edge"),
             EdgeSettings {
                 batch_max_events: 4,
-                batch_delay: Duration::from_millis(1),
+                batch_delay,
                 lanes: 2,
                 unreachable_grace: GRACE,
                 max_pending: CAP,
@@ -112,8 +136,16 @@ impl Rig {
         }
     }
 
-    /// Sends `n` events (each its own message) for the edge.
+    /// Sends `n` events (each its own message) for the edge, spread over its lanes.
     fn send(&mut self, n: usize) {
+        for _ in 0..n {
+            let key = self.next + 1;
+            self.send_keyed(key, 1);
+        }
+    }
+
+    /// Sends `n` events of one key (one lane).
+    fn send_keyed(&mut self, key: u64, n: usize) {
         for _ in 0..n {
             self.next += 1;
             let event = Arc::new(OutEvent {
@@ -132,7 +164,7 @@ impl Rig {
                 published_at: None,
             });
             let tracker = self.ledger.tracker(self.next, 1);
-            self.edge.send(self.next, Obligation { event, tracker });
+            self.edge.send(key, Obligation { event, tracker });
         }
     }
 
@@ -245,5 +277,49 @@ async fn an_unreachable_edge_recovers_when_a_probe_is_answered() {
         count(&rig.verdicts(), |v| *v == Verdict::Delivered),
         4,
         "new events reach the thawed edge"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_lane_sends_at_once_and_a_busy_one_batches_what_arrived_meanwhile() {
+    let mut rig = Rig::new();
+    rig.client.gated.store(true, Ordering::Release);
+    let sent_at = Instant::now();
+    rig.send_keyed(7, 1);
+    // Let the lane run without letting time pass: the call must start with no timer.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        *rig.client.calls.lock(),
+        [(sent_at, 1)],
+        "an idle lane sends a lone event at once"
+    );
+    // While that call is in flight, three more arrive on the same lane: one batch.
+    rig.send_keyed(7, 3);
+    rig.client.gate.add_permits(2);
+    rig.run_for(Duration::from_millis(10)).await;
+    let sizes: Vec<usize> = rig.client.calls.lock().iter().map(|c| c.1).collect();
+    assert_eq!(
+        sizes,
+        [1, 3],
+        "what arrived during the call forms the next batch"
+    );
+    assert_eq!(count(&rig.verdicts(), |v| *v == Verdict::Delivered), 4);
+    assert_eq!(rig.edge.pending(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_delay_still_waits_for_more() {
+    let mut rig = Rig::with_delay(Duration::from_millis(2));
+    let sent_at = Instant::now();
+    rig.send_keyed(7, 1);
+    rig.run_for(Duration::from_millis(1)).await;
+    rig.send_keyed(7, 1);
+    rig.run_for(Duration::from_millis(10)).await;
+    assert_eq!(
+        *rig.client.calls.lock(),
+        [(sent_at + Duration::from_millis(2), 2)],
+        "one call after the delay, with both events"
     );
 }

@@ -1,0 +1,179 @@
+//! A fault injector in front of the real coordinator client, for tests and examples that need
+//! a coordinator misbehaving in a way a process signal cannot produce on cue: slow acquire
+//! replies (the acquire ran, its answer is late), slow route unregistrations and lost kill
+//! commands (a broken pub/sub).
+//!
+//! It holds no session semantics of its own: every call is delegated to the [`GrpcCoordinator`]
+//! it wraps (in tests, the real coordinator service over its in-memory store), so the edge is
+//! tested against the one implementation of the contract.
+
+use super::grpc::GrpcCoordinator;
+use super::{
+    AcquireOutcome, AcquireRequest, CommandStream, Coordinator, CoordinatorError, HeartbeatOutcome,
+    HeldSession, Load, LostSession, PodCommand, PodIdentity, Route,
+};
+use daisi_domain::{ChatId, PodId};
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The switches, shared between the injector and the test that flips them.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Added after each acquire returned from the coordinator, in milliseconds.
+    acquire_reply_delay_ms: AtomicU64,
+    /// Kill commands on the pod's stream are dropped while set.
+    drop_kills: AtomicBool,
+    /// Acquires that reached the coordinator and whose reply is being held back.
+    acquires_held: AtomicU64,
+    /// Added before each route unregistration is sent, in milliseconds.
+    unregister_delay_ms: AtomicU64,
+}
+
+impl Faults {
+    /// Holds every acquire reply back for `delay` (zero: no delay).
+    pub fn delay_acquire_replies(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.acquire_reply_delay_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Holds every route unregistration back for `delay` before it is sent (a slow batch that
+    /// lands after later registrations).
+    pub fn delay_unregisters(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.unregister_delay_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Drops kill commands (`true`) or delivers them again (`false`).
+    pub fn drop_kills(&self, drop: bool) {
+        self.drop_kills.store(drop, Ordering::Relaxed);
+    }
+
+    /// Acquires the coordinator has answered whose reply is being held back now.
+    pub fn acquires_held(&self) -> u64 {
+        self.acquires_held.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts a held-back reply for as long as it lives (the caller may be cancelled meanwhile).
+struct Held<'a>(&'a Faults);
+
+impl<'a> Held<'a> {
+    fn count(faults: &'a Faults) -> Self {
+        faults.acquires_held.fetch_add(1, Ordering::Relaxed);
+        Self(faults)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.acquires_held.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// [`Coordinator`] delegating to a [`GrpcCoordinator`], with [`Faults`] applied.
+#[derive(Debug, Clone)]
+pub struct FaultInjector {
+    inner: GrpcCoordinator,
+    faults: Arc<Faults>,
+}
+
+impl FaultInjector {
+    /// Wraps `inner`; the returned [`Faults`] flips the switches.
+    pub fn new(inner: GrpcCoordinator) -> (Self, Arc<Faults>) {
+        let faults = Arc::new(Faults::default());
+        (
+            Self {
+                inner,
+                faults: faults.clone(),
+            },
+            faults,
+        )
+    }
+}
+
+impl Coordinator for FaultInjector {
+    async fn heartbeat(
+        &self,
+        pod: &PodIdentity,
+        load: Load,
+    ) -> Result<HeartbeatOutcome, CoordinatorError> {
+        self.inner.heartbeat(pod, load).await
+    }
+
+    async fn deregister(&self, pod: &PodIdentity) -> Result<(), CoordinatorError> {
+        self.inner.deregister(pod).await
+    }
+
+    async fn acquire(
+        &self,
+        pod: &PodId,
+        request: AcquireRequest,
+    ) -> Result<AcquireOutcome, CoordinatorError> {
+        let outcome = self.inner.acquire(pod, request).await;
+        let delay = self.faults.acquire_reply_delay_ms.load(Ordering::Relaxed);
+        if delay > 0 {
+            let _held = Held::count(&self.faults);
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        outcome
+    }
+
+    async fn renew(
+        &self,
+        pod: &PodId,
+        sessions: Vec<HeldSession>,
+    ) -> Result<Vec<LostSession>, CoordinatorError> {
+        self.inner.renew(pod, sessions).await
+    }
+
+    async fn release(
+        &self,
+        pod: &PodId,
+        sessions: Vec<HeldSession>,
+    ) -> Result<(), CoordinatorError> {
+        self.inner.release(pod, sessions).await
+    }
+
+    async fn select_chat(
+        &self,
+        pod: &PodId,
+        session: &HeldSession,
+        chat: &ChatId,
+    ) -> Result<bool, CoordinatorError> {
+        self.inner.select_chat(pod, session, chat).await
+    }
+
+    async fn register_routes(
+        &self,
+        pod: &PodId,
+        routes: Vec<Route>,
+    ) -> Result<(), CoordinatorError> {
+        self.inner.register_routes(pod, routes).await
+    }
+
+    async fn unregister_routes(
+        &self,
+        pod: &PodId,
+        routes: Vec<Route>,
+    ) -> Result<(), CoordinatorError> {
+        let delay = self.faults.unregister_delay_ms.load(Ordering::Relaxed);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        self.inner.unregister_routes(pod, routes).await
+    }
+
+    async fn watch(&self, pod: &PodIdentity) -> Result<CommandStream, CoordinatorError> {
+        let stream = self.inner.watch(pod).await?;
+        let faults = self.faults.clone();
+        Ok(stream
+            .filter(move |command| {
+                let lost = matches!(command, Ok(PodCommand::Kill(_)))
+                    && faults.drop_kills.load(Ordering::Relaxed);
+                std::future::ready(!lost)
+            })
+            .boxed())
+    }
+}

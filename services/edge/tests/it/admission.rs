@@ -1,0 +1,147 @@
+//! Admissions that race the rest of the system, against the real coordinator (memory store)
+//! whose acquire replies are held back by the edge's fault injector: the acquire runs on the
+//! coordinator, and its answer reaches the edge late.
+//!
+//! - A takeover on another edge lands while the reply is on its way: the kill reaches the
+//!   first edge before its socket is indexed, and that socket is still closed with 4402.
+//! - The client drops its TCP connection while the reply is on its way: nothing is left
+//!   behind, neither the session nor the route (checked through the coordinator's admin API).
+
+use crate::support::*;
+use daisi_proto::edge::v1::DeliveryScope;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+/// How long acquire replies are held back: long enough for a takeover elsewhere to complete.
+const HELD: Duration = Duration::from_millis(1_500);
+
+fn user_path(company: &str, agent: &str, user: &str) -> String {
+    format!(
+        "/ws/{company}/{agent}?token={}",
+        enc(&user_token(company, agent, user))
+    )
+}
+
+async fn acquire_held(faults: &daisi_edge::coordinator::faults::Faults) {
+    eventually(
+        "the acquire reached the coordinator and its reply is held",
+        || async { faults.acquires_held() == 1 },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_kill_that_overtakes_the_acquire_reply_still_closes_the_socket() {
+    let coord = Coord::start().await;
+    let (coordinator, faults) = coord.faulty();
+    let slow = TestEdge::start_with(coordinator, "edge-slow", |_| {}).await;
+    let other = TestEdge::start(&coord.url, "edge-other", |_| {}).await;
+    faults.delay_acquire_replies(HELD);
+
+    let http = slow.http;
+    let first =
+        tokio::spawn(async move { open(http, &user_path("c1", "a1", "u1"), Some(API_KEY)).await });
+    acquire_held(&faults).await;
+    // The newcomer on the other edge takes the session; its kill for the first connection
+    // reaches edge-slow while that socket is not indexed yet.
+    let mut second = user(other.http, "c1", "a1", "u1").await;
+    assert_eq!(
+        coord.holder("c1", "a1", "u1").await.expect("held").0,
+        "edge-other"
+    );
+
+    let mut first = match first.await.expect("join") {
+        Ok(client) => client,
+        Err(refused) => panic!("refused instead of closed: {refused:?}"),
+    };
+    let closed = first.closed_within(HELD + WAIT).await;
+    assert_eq!(closed.code, Some(4402), "{closed:?}");
+    // Before `ready`, or right after it: never an event.
+    assert!(
+        closed
+            .frames
+            .iter()
+            .all(|f| f == r#"{"type":"ready"}"# || f.contains("SessionConflict")),
+        "{closed:?}"
+    );
+    assert!(
+        metric(
+            &slow.metrics().await,
+            "daisi_edge_kill_commands_total",
+            &["applied_at_admission"]
+        ) >= 1
+    );
+    // The newcomer is the one that streams.
+    let reached = other
+        .deliver(vec![event(
+            1,
+            "c1",
+            "a1",
+            DeliveryScope::AgentUsers,
+            "",
+            "chat",
+            "{}",
+        )])
+        .await[0]
+        .sockets_reached;
+    assert_eq!(reached, 1);
+    assert!(second.next_text().await.contains(r#""event_type":"chat""#));
+    eventually("edge-slow holds no socket", || async {
+        metric(&slow.metrics().await, "daisi_edge_sockets", &["user"]) == 0
+    })
+    .await;
+    assert_eq!(
+        coord.holder("c1", "a1", "u1").await.expect("still held").0,
+        "edge-other"
+    );
+}
+
+#[tokio::test]
+async fn a_client_gone_during_its_acquire_leaves_no_session_and_no_route() {
+    let coord = Coord::start().await;
+    let (coordinator, faults) = coord.faulty();
+    let edge = TestEdge::start_with(coordinator, "edge-gone", |_| {}).await;
+    faults.delay_acquire_replies(HELD);
+
+    let mut tcp = tokio::net::TcpStream::connect(edge.http).await.unwrap();
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: json.v1\r\nX-API-Key: {API_KEY}\r\n\r\n",
+        user_path("c1", "a1", "u1"),
+        edge.http
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    acquire_held(&faults).await;
+    assert_eq!(
+        coord.holder("c1", "a1", "u1").await.expect("granted").0,
+        "edge-gone"
+    );
+    assert_eq!(coord.routes_of("edge-gone").await.len(), 1);
+    // The client goes away while the grant is on its way back.
+    drop(tcp);
+
+    // The reply arrives after HELD; the release batch (200 ms) and the route batch (500 ms)
+    // follow.
+    let deadline = HELD + WAIT;
+    let started = tokio::time::Instant::now();
+    while coord.holder("c1", "a1", "u1").await.is_some()
+        || !coord.routes_of("edge-gone").await.is_empty()
+    {
+        assert!(
+            started.elapsed() < deadline,
+            "left behind: session {:?}, routes {:?}",
+            coord.holder("c1", "a1", "u1").await,
+            coord.routes_of("edge-gone").await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = edge.metrics().await;
+    assert_eq!(metric(&metrics, "daisi_edge_sockets", &["user"]), 0);
+    assert_eq!(
+        metric(
+            &metrics,
+            "daisi_edge_upgrades_rejected_total",
+            &["client_gone"]
+        ),
+        1
+    );
+}
