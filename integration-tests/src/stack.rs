@@ -442,14 +442,13 @@ impl Stack {
         agent: &str,
         user: &str,
     ) -> anyhow::Result<bool> {
-        use pb::coordinator_admin_client::CoordinatorAdminClient;
         step(format_args!(
             "kill session {company}/{agent}/{user} through coordinator-{via}"
         ));
         let addr = self
             .backend
             .host_addr(Component::Coordinator(via), Port::Grpc)?;
-        let mut client = CoordinatorAdminClient::new(admin_channel(addr).await?);
+        let mut client = admin_client(addr, self.pki.admin()).await?;
         let answer = client
             .kill_session(pb::KillSessionRequest {
                 key: Some(pb::SessionKey {

@@ -107,7 +107,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let coordinator = coordinator::grpc::GrpcCoordinator::new(
+    let coordinator = coordinator::grpc::GrpcCoordinator::with_auth(
         &config.coordinator_urls,
         config.coordinator_timeout,
         &config.internal.pod_client(config.pod_id.as_str()),

@@ -36,8 +36,12 @@ impl GrpcCoordinator {
     /// A client of the coordinator replicas at `urls`. Connects lazily: the edge starts (and
     /// reports not ready) while the coordinator is down, and reconnects whenever the
     /// connection breaks, moving to the next replica when one is unreachable.
-    /// Calls carry `auth`, the credentials of this pod.
-    pub fn new(
+    pub fn new(urls: &[Url], timeout: Duration) -> Result<Self, CoordinatorError> {
+        Self::with_auth(urls, timeout, &ClientAuth::none())
+    }
+
+    /// Like [`GrpcCoordinator::new`]; calls carry `auth`, the credentials of this pod.
+    pub fn with_auth(
         urls: &[Url],
         timeout: Duration,
         auth: &ClientAuth,
