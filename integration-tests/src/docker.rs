@@ -9,6 +9,7 @@ use anyhow::Context;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
+use testcontainers::CopyTargetOptions;
 use testcontainers::core::{ContainerPort, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
@@ -126,6 +127,17 @@ impl DockerBackend {
             .with_container_name(self.name(component))
             .with_startup_timeout(Duration::from_secs(60));
         for (k, v) in env {
+            // Certificate files live on the host: copied into the container, the setting
+            // points at the copy (readable by the image's non-root user).
+            if let Some(setting) = k.strip_prefix("DAISI_INTERNAL_TLS_") {
+                let target = format!("/etc/daisi/internal/{}.pem", setting.to_ascii_lowercase());
+                request = request.with_copy_to(
+                    CopyTargetOptions::new(target.clone()).with_mode(0o644),
+                    std::path::PathBuf::from(v),
+                );
+                request = request.with_env_var(k.clone(), target);
+                continue;
+            }
             request = request.with_env_var(k.clone(), v.clone());
         }
         request = match component {

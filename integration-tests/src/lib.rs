@@ -19,11 +19,15 @@
 //! `client.expect_event(...)`, `stack.kill_edge(1)`, `stack.pause_redis()`,
 //! `stack.freeze(Component::Edge(3))`, `stack.publish_paced(...)`. When a scenario
 //! fails, the stack prints the logs of every service as it is torn down.
+//!
+//! Every stack runs with mutual TLS between its services: a CA made for the run signs each
+//! service's certificate (`pki.rs`), and the test's admin calls present an admin certificate.
 
 mod backend;
 mod client;
 mod docker;
 pub mod observability;
+mod pki;
 mod process;
 mod secrets;
 mod stack;

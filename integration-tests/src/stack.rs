@@ -2,11 +2,13 @@
 
 use crate::backend::{Backend, LauncherKind};
 use crate::client::{Refused, WsClient};
+use crate::pki::StackPki;
 use crate::secrets::{Secrets, User};
 use crate::topology::{Component, Port, Timing, service_env};
 use crate::trail::step;
 use anyhow::Context;
 use daisi_proto::coordinator::v1 as pb;
+use daisi_runtime::internal::ClientAuth;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -62,6 +64,8 @@ impl StackOptions {
 pub struct Stack {
     backend: Backend,
     secrets: Secrets,
+    /// The run's CA and certificates (mutual TLS between services).
+    pki: StackPki,
     options: StackOptions,
     nats: Option<async_nats::Client>,
 }
@@ -115,9 +119,11 @@ impl Stack {
     pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
         let kind = LauncherKind::from_env()?;
         step(format_args!("starting a stack on {kind:?}: {options:?}"));
+        let pki = StackPki::generate(options.coordinators, options.routers, options.edges)?;
         let mut stack = Self {
             backend: Backend::new(kind).await?,
             secrets: Secrets::generate(),
+            pki,
             options,
             nats: None,
         };
@@ -147,6 +153,7 @@ impl Stack {
             &self.options.timing,
             self.options.coordinators,
         );
+        env.extend(self.pki.env(component));
         let overrides = match component {
             Component::Router(_) => &self.options.router_env[..],
             Component::Edge(_) => &self.options.edge_env[..],
@@ -482,7 +489,7 @@ impl Stack {
             let addr = self
                 .backend
                 .host_addr(Component::Coordinator(i), Port::Grpc)?;
-            match list_sessions(addr, company).await {
+            match list_sessions(addr, self.pki.admin(), company).await {
                 Ok(sessions) => return Ok(sessions),
                 Err(e) => last = Some(e),
             }
@@ -499,14 +506,13 @@ impl Stack {
         agent: &str,
         user: &str,
     ) -> anyhow::Result<bool> {
-        use pb::coordinator_admin_client::CoordinatorAdminClient;
         step(format_args!(
             "kill session {company}/{agent}/{user} through coordinator-{via}"
         ));
         let addr = self
             .backend
             .host_addr(Component::Coordinator(via), Port::Grpc)?;
-        let mut client = CoordinatorAdminClient::new(admin_channel(addr).await?);
+        let mut client = admin_client(addr, self.pki.admin()).await?;
         let answer = client
             .kill_session(pb::KillSessionRequest {
                 key: Some(pb::SessionKey {
@@ -531,7 +537,7 @@ impl Stack {
             let addr = self
                 .backend
                 .host_addr(Component::Coordinator(i), Port::Grpc)?;
-            match agent_route_pods(addr, company, agent).await {
+            match agent_route_pods(addr, self.pki.admin(), company, agent).await {
                 Ok(pods) => return Ok(pods),
                 Err(e) => last = Some(e),
             }
@@ -587,23 +593,33 @@ impl Stack {
 }
 
 /// A channel to a coordinator's admin API that cannot hang a scenario.
-async fn admin_channel(addr: SocketAddr) -> anyhow::Result<tonic::transport::Channel> {
+async fn admin_client(
+    addr: SocketAddr,
+    auth: &ClientAuth,
+) -> anyhow::Result<
+    pb::coordinator_admin_client::CoordinatorAdminClient<
+        tonic::service::interceptor::InterceptedService<tonic::transport::Channel, ClientAuth>,
+    >,
+> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5));
+    let channel = auth.connect(&endpoint).await?;
     Ok(
-        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(5))
-            .connect()
-            .await?,
+        pb::coordinator_admin_client::CoordinatorAdminClient::with_interceptor(
+            channel,
+            auth.clone(),
+        ),
     )
 }
 
 async fn agent_route_pods(
     addr: SocketAddr,
+    auth: &ClientAuth,
     company: &str,
     agent: &str,
 ) -> anyhow::Result<Vec<String>> {
-    use pb::coordinator_admin_client::CoordinatorAdminClient;
-    let mut client = CoordinatorAdminClient::new(admin_channel(addr).await?);
+    let mut client = admin_client(addr, auth).await?;
     let route = pb::Route {
         kind: Some(pb::route::Kind::Agent(pb::AgentRoute {
             company_id: company.to_owned(),
@@ -622,9 +638,12 @@ async fn agent_route_pods(
     Ok(entries.into_iter().map(|e| e.pod_id).collect())
 }
 
-async fn list_sessions(addr: SocketAddr, company: &str) -> anyhow::Result<Vec<(String, String)>> {
-    use pb::coordinator_admin_client::CoordinatorAdminClient;
-    let mut client = CoordinatorAdminClient::new(admin_channel(addr).await?);
+async fn list_sessions(
+    addr: SocketAddr,
+    auth: &ClientAuth,
+    company: &str,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut client = admin_client(addr, auth).await?;
     let mut out = Vec::new();
     let mut page_token = String::new();
     loop {

@@ -24,6 +24,10 @@ With Helm's engine (the `helm` binary when on PATH, else the `helm_python` modul
     KUBERNETES_VERSIONS, strictly (unknown fields are errors), with `kubernetes-validate`;
     the Prometheus operator's kinds, which those schemas lack, get a structural check and the
     PrometheusRule's groups go through `promtool check rules`;
+  * internal gRPC authentication (the shared secret from the Secret, the admin credential on
+    the coordinator only, internal TLS files mounted where the variables point) and the
+    NetworkPolicies (edge delivery from routers only, coordinator gRPC from edges, routers and
+    the labelled ops namespaces, the mint port from the namespace and mintFrom);
   * renders that must fail do (no secrets, a chart-owned key in `config`, a short grace period,
     values the schema rejects, an autoscaled partitioned router, an Ingress without hosts).
 
@@ -53,7 +57,7 @@ TEMPLATES = [
     "coordinator-deployment.yaml", "coordinator-service.yaml",
     "router-deployment.yaml", "router-service.yaml",
     "hpa.yaml", "ingress.yaml", "servicemonitor.yaml", "prometheusrule.yaml",
-    "tests/ready.yaml",
+    "networkpolicy.yaml", "tests/ready.yaml",
 ]
 # Kubernetes versions whose schemas every manifest must satisfy: the oldest the chart's
 # features need (the native preStop sleep is 1.30) and the newest kubernetes-validate knows.
@@ -256,9 +260,79 @@ def output_checks(label: str, docs: list[dict], values: dict) -> None:
             for path in rule["http"]["paths"]:
                 backend = path["backend"]["service"]["name"]
                 check(backend in services, f"{label}: Ingress backend {backend} is no Service")
+    internal_checks(label, docs, workloads)
     tests = [d for d in docs
              if d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]
     check(len(tests) == 1, f"{label}: expected one `helm test` pod, found {len(tests)}")
+
+
+def internal_checks(label: str, docs: list[dict], workloads: dict) -> None:
+    """Internal gRPC authentication and the NetworkPolicies (issue 11)."""
+    tls_files = {"DAISI_INTERNAL_TLS_CERT": "tls.crt", "DAISI_INTERNAL_TLS_KEY": "tls.key",
+                 "DAISI_INTERNAL_TLS_CA": "ca.crt"}
+    tls_on = []
+    for component, d in workloads.items():
+        pod = d["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        env = env_of(container)
+        where = f"{label}: {component}"
+        ref = env["DAISI_INTERNAL_TOKEN"]["valueFrom"]["secretKeyRef"]
+        check(ref["key"] == "internal-token" and ref.get("optional") is True,
+              f"{where}: DAISI_INTERNAL_TOKEN must come from the Secret, optional")
+        check(("DAISI_INTERNAL_ADMIN_TOKEN" in env) == (component == "coordinator"),
+              f"{where}: only the coordinator holds the admin credential")
+        present = [n for n in tls_files if n in env]
+        check(present in ([], list(tls_files)), f"{where}: half an internal TLS setting {present}")
+        if present:
+            tls_on.append(component)
+            mounts = {m["name"]: m for m in container.get("volumeMounts", [])}
+            check("internal-tls" in mounts, f"{where}: internal TLS files are not mounted")
+            for name, file in tls_files.items():
+                check(env[name]["value"] == f"{mounts['internal-tls']['mountPath']}/{file}",
+                      f"{where}: {name} does not point at the mounted {file}")
+            secret = {v["name"]: v for v in pod["volumes"]}["internal-tls"]["secret"]
+            check(bool(secret["secretName"]), f"{where}: internal TLS Secret without a name")
+    check(tls_on in ([], sorted(COMPONENTS), list(workloads)),
+          f"{label}: internal TLS on for {tls_on} only")
+    policies = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d["spec"]
+                for d in docs if d["kind"] == "NetworkPolicy"}
+    check(sorted(policies) == sorted(COMPONENTS), f"{label}: NetworkPolicies for {sorted(policies)}")
+    if sorted(policies) != sorted(COMPONENTS):
+        return
+
+    def sources(spec: dict, port: str) -> list[dict] | None:
+        """Peers allowed on `port` (None: from anywhere)."""
+        peers: list[dict] = []
+        for rule in spec["ingress"]:
+            if any(p["port"] == port for p in rule.get("ports", [])):
+                if "from" not in rule:
+                    return None
+                peers += rule["from"]
+        return peers
+
+    def component_of(peer: dict) -> str | None:
+        labels = peer.get("podSelector", {}).get("matchLabels", {})
+        return labels.get("app.kubernetes.io/component")
+
+    for component, spec in policies.items():
+        check(spec["policyTypes"] == ["Ingress"], f"{label}: {component} policy types")
+        check(sources(spec, "http") is None, f"{label}: {component} http must stay reachable")
+    edge_grpc = sources(policies["edge"], "grpc") or []
+    check([component_of(p) for p in edge_grpc] == ["router"],
+          f"{label}: edge delivery must be reachable from routers only: {edge_grpc}")
+    coordinator = sources(policies["coordinator"], "grpc") or []
+    check(sorted(filter(None, map(component_of, coordinator))) == ["edge", "router"],
+          f"{label}: coordinator gRPC must admit edges and routers: {coordinator}")
+    check(any("namespaceSelector" in p and "podSelector" not in p for p in coordinator),
+          f"{label}: coordinator gRPC must admit the labelled ops namespaces")
+    check(all("namespaceSelector" not in p or p["namespaceSelector"].get("matchLabels")
+              for p in coordinator), f"{label}: an unlabelled namespaceSelector admits everyone")
+    mint = sources(policies["edge"], "mint")
+    check(mint is not None and {"podSelector": {}} in mint,
+          f"{label}: the mint port must be limited to this namespace and mintFrom")
+    check("ingress" in policies["router"] and all(
+        "grpc" not in [p["port"] for p in r.get("ports", [])] for r in policies["router"]["ingress"]),
+        f"{label}: routers serve no gRPC")
 
 
 def validate_kubernetes(label: str, docs: list[dict]) -> None:
@@ -354,6 +428,16 @@ def render_checks(engine: Engine, values: dict) -> int:
               "DAISI_ROUTER_PARTITION is set by the chart")
     both = {**base, "router": {"partitions": 2, "autoscaling": {"enabled": True}}}
     must_fail(engine, "autoscaled partitioned router", both, "exclude each other")
+    no_tls_secret = {**base, "internalTls": {"enabled": True}}
+    must_fail(engine, "internal TLS without a Secret", no_tls_secret, "internalTls.secretName")
+    short_internal = {"secrets": {**base["secrets"], "internalToken": "short"}}
+    must_fail(engine, "short internal token", short_internal, "internalToken")
+    same_admin = {"secrets": {**base["secrets"],
+                              "internalAdminToken": base["secrets"]["internalToken"]}}
+    must_fail(engine, "admin token = shared secret", same_admin, "must differ")
+    owned_prev = {**base, "edge": {"config": {"PREVIOUS_SECRET_TOKEN": "x"}}}
+    must_fail(engine, "previous key in config", owned_prev,
+              "DAISI_EDGE_PREVIOUS_SECRET_TOKEN is set by the chart")
     no_hosts = {**base, "ingress": {"enabled": True}}
     must_fail(engine, "ingress without hosts", no_hosts, "ingress.hosts")
     # Redis Cluster: the seeds replace the single URL; a seed without a port is refused.

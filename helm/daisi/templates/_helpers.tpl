@@ -97,6 +97,37 @@ Takes (dict "name" "DAISI_COORDINATOR_REDIS_URL" "source" .Values.redis "what" "
 {{- end }}
 {{- end -}}
 
+{{/* The internal-TLS Secret of a component ("" without internal TLS). */}}
+{{- define "daisi.internalTlsSecret" -}}
+{{- $t := .root.Values.internalTls -}}
+{{- if $t.enabled -}}
+{{- $own := index $t (printf "%sSecretName" .component) -}}
+{{- required (printf "internalTls.enabled needs internalTls.secretName or internalTls.%sSecretName" .component) ($own | default $t.secretName) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Internal gRPC authentication (libs/runtime/src/internal): certificate paths of the mounted
+Secret, the shared secret of bearer tokens and, on the coordinator, the admin credential.
+*/}}
+{{- define "daisi.internalAuthEnv" -}}
+{{- $t := .root.Values.internalTls -}}
+{{- if $t.enabled }}
+- name: DAISI_INTERNAL_TLS_CERT
+  value: {{ printf "%s/tls.crt" $t.mountPath | quote }}
+- name: DAISI_INTERNAL_TLS_KEY
+  value: {{ printf "%s/tls.key" $t.mountPath | quote }}
+- name: DAISI_INTERNAL_TLS_CA
+  value: {{ printf "%s/ca.crt" $t.mountPath | quote }}
+- name: DAISI_INTERNAL_TLS_RELOAD_INTERVAL
+  value: {{ $t.reloadInterval | quote }}
+{{- end }}
+{{ include "daisi.secretEnv" (dict "root" .root "name" "DAISI_INTERNAL_TOKEN" "key" "internal-token" "optional" true) }}
+{{- if eq .component "coordinator" }}
+{{ include "daisi.secretEnv" (dict "root" .root "name" "DAISI_INTERNAL_ADMIN_TOKEN" "key" "internal-admin-token" "optional" true) }}
+{{- end }}
+{{- end -}}
+
 {{/* Logging and tracing variables (libs/telemetry), the same for every component. */}}
 {{- define "daisi.telemetryEnv" -}}
 {{- $t := .root.Values.telemetry -}}
@@ -215,6 +246,9 @@ topologySpreadConstraints:
   {{- end }}
 {{- end }}
 {{- $volumes := concat (.root.Values.extraVolumes | default list) ($c.extraVolumes | default list) }}
+{{- with include "daisi.internalTlsSecret" . }}
+{{- $volumes = append $volumes (dict "name" "internal-tls" "secret" (dict "secretName" . "defaultMode" 288)) }}
+{{- end }}
 {{- with $volumes }}
 volumes:
   {{- toYaml . | nindent 2 }}
@@ -248,6 +282,9 @@ readinessProbe:
     port: http
   {{- toYaml $probes.readiness | nindent 2 }}
 {{- $mounts := concat (.root.Values.extraVolumeMounts | default list) ($c.extraVolumeMounts | default list) }}
+{{- if include "daisi.internalTlsSecret" . }}
+{{- $mounts = append $mounts (dict "name" "internal-tls" "mountPath" .root.Values.internalTls.mountPath "readOnly" true) }}
+{{- end }}
 {{- with $mounts }}
 volumeMounts:
   {{- toYaml . | nindent 2 }}

@@ -43,6 +43,13 @@ impl ConfigError {
         &self.problems
     }
 
+    /// Both lists of problems in one error.
+    #[must_use]
+    pub fn merged(mut self, other: Self) -> Self {
+        self.problems.extend(other.problems);
+        self
+    }
+
     /// Whether any problem concerns `var` (full name). Handy in tests and tooling.
     pub fn mentions(&self, var: &str) -> bool {
         self.problems.iter().any(|p| p.var == var)

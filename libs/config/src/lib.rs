@@ -18,6 +18,19 @@ mod validator;
 
 pub use env::{Env, Loaded, load};
 pub use error::{ConfigError, Problem};
+
+/// Both results, or every problem of both: settings read in two parts (a service's own and a
+/// shared group) still report all problems at once.
+pub fn join<A, B>(
+    a: Result<A, ConfigError>,
+    b: Result<B, ConfigError>,
+) -> Result<(A, B), ConfigError> {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (Err(a), Err(b)) => Err(a.merged(b)),
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
+    }
+}
 pub use secrecy::{ExposeSecret, SecretString};
 pub use secret::{SecretDigest, secrets_equal};
 pub use validator::Validator;

@@ -19,6 +19,7 @@
 //! gRPC status such as UNAVAILABLE because Redis is down) do not rotate: every replica shares
 //! that backend, and switching would only add reconnects.
 
+use crate::internal::ClientAuth;
 use backon::{ConstantBuilder, Retryable};
 use std::future::Future;
 use std::pin::Pin;
@@ -44,6 +45,8 @@ pub struct FailoverChannel {
     /// a dead replica (and may be retried on the next one) rather than a refusal.
     rotations: Arc<AtomicU64>,
     attempt_timeout: Duration,
+    /// Sent with every call (the caller's internal bearer token), when there is one.
+    authorization: Option<http::HeaderValue>,
 }
 
 #[derive(Debug)]
@@ -87,6 +90,16 @@ impl FailoverChannel {
         urls: &[Url],
         configure: impl Fn(Endpoint) -> Endpoint,
     ) -> Result<Self, EndpointError> {
+        Self::with_auth(urls, &ClientAuth::none(), configure)
+    }
+
+    /// Like [`FailoverChannel::new`], dialing and calling with `auth`'s credentials (TLS
+    /// client certificate, bearer token).
+    pub fn with_auth(
+        urls: &[Url],
+        auth: &ClientAuth,
+        configure: impl Fn(Endpoint) -> Endpoint,
+    ) -> Result<Self, EndpointError> {
         if urls.is_empty() {
             return Err(EndpointError::Empty);
         }
@@ -96,7 +109,7 @@ impl FailoverChannel {
                 Endpoint::from_shared(url.to_string())
                     .map(|e| Replica {
                         url: url.to_string(),
-                        channel: configure(e).connect_lazy(),
+                        channel: auth.connect_lazy(&configure(e)),
                     })
                     .map_err(|source| EndpointError::Invalid {
                         url: url.to_string(),
@@ -109,6 +122,7 @@ impl FailoverChannel {
             current: Arc::new(AtomicUsize::new(0)),
             rotations: Arc::new(AtomicU64::new(0)),
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
+            authorization: auth.authorization().cloned(),
         })
     }
 
@@ -213,7 +227,12 @@ impl Service<http::Request<Body>> for FailoverChannel {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        if let Some(value) = &self.authorization {
+            request
+                .headers_mut()
+                .insert(http::header::AUTHORIZATION, value.clone());
+        }
         let index = self.current.load(Ordering::Acquire) % self.channels.len();
         let this = self.clone();
         Box::pin(async move {

@@ -10,6 +10,7 @@ pub mod fd_limit;
 pub mod grpc;
 pub mod health;
 pub mod http;
+pub mod internal;
 pub mod shutdown;
 
 pub use bootstrap::main_with;

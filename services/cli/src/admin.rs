@@ -7,8 +7,10 @@ use clap::{Args, Subcommand};
 use daisi_domain::{AdminId, AgentId, ChatId, CompanyId, UserId};
 use daisi_proto::coordinator::v1 as pb;
 use daisi_proto::coordinator::v1::coordinator_admin_client::CoordinatorAdminClient;
+use daisi_runtime::internal::{ClientAuth, InternalSecurity};
 use serde_json::{Value, json};
 use std::process::ExitCode;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 #[derive(Debug, Subcommand)]
@@ -94,16 +96,23 @@ pub(crate) struct RoutesArgs {
     target: CoordinatorArgs,
 }
 
-async fn client(target: &CoordinatorArgs) -> anyhow::Result<CoordinatorAdminClient<Channel>> {
+type AdminClient = CoordinatorAdminClient<InterceptedService<Channel, ClientAuth>>;
+
+/// A client of the admin API with the operator's credentials from `DAISI_INTERNAL_*` (the
+/// admin token, or a certificate for `admin.daisi.internal`), as the services read them.
+async fn client(target: &CoordinatorArgs) -> anyhow::Result<AdminClient> {
+    let security = InternalSecurity::from_env(&daisi_config::Env::from_process())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let auth = security.admin_client();
     let endpoint = Channel::from_shared(target.coordinator.to_string())
         .context("coordinator URL")?
         .connect_timeout(std::time::Duration::from_secs(3))
         .timeout(std::time::Duration::from_secs(10));
-    let channel = endpoint
-        .connect()
+    let channel = auth
+        .connect(&endpoint)
         .await
         .with_context(|| format!("cannot reach the coordinator at {}", target.coordinator))?;
-    Ok(CoordinatorAdminClient::new(channel))
+    Ok(CoordinatorAdminClient::with_interceptor(channel, auth))
 }
 
 fn status(error: tonic::Status) -> anyhow::Error {

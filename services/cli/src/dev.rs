@@ -155,10 +155,10 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     let secrets = Secrets::from(&process_env)?;
     let env = environment(&args, &secrets);
 
-    let coordinator = daisi_coordinator::Config::from_env(&env)
+    let mut coordinator = daisi_coordinator::Config::from_env(&env)
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .value;
-    let router = daisi_router::Config::from_env(&env)
+    let mut router = daisi_router::Config::from_env(&env)
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .value;
     let mut edge = daisi_edge::Config::from_env(&env)
@@ -185,6 +185,11 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         .map_err(busy)?;
     let router_listeners = daisi_router::Listeners::bind(&router).await.map_err(busy)?;
     let edge_listeners = daisi_edge::Listeners::bind(&edge).await.map_err(busy)?;
+    let pki = if process_env_sets_internal(&process_env) {
+        None
+    } else {
+        Some(DevPki::install(&mut coordinator, &mut router, &mut edge)?)
+    };
     // The edge's gRPC port is chosen by the OS; routers must be told the real one.
     let edge_grpc = edge_listeners.grpc.local_addr()?;
     edge.advertise_url = Url::parse(&format!("http://{edge_grpc}"))?;
@@ -222,7 +227,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     }
 
     wait_ready(&args).await?;
-    banner(&args, &secrets)?;
+    banner(&args, &secrets, pki.as_ref())?;
 
     let code = tokio::select! {
         _ = signals.wait() => {
@@ -278,7 +283,50 @@ async fn wait_ready(args: &DevArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn banner(args: &DevArgs, s: &Secrets) -> anyhow::Result<()> {
+/// Whether the user configured internal authentication themselves (`DAISI_INTERNAL_*`).
+fn process_env_sets_internal(env: &Env) -> bool {
+    ["TLS_CERT", "TLS_KEY", "TLS_CA", "TOKEN"]
+        .iter()
+        .any(|name| {
+            env.get(&format!("DAISI_INTERNAL_{name}"))
+                .is_some_and(|v| !v.trim().is_empty())
+        })
+}
+
+/// The dev stack's own CA: each service gets its certificate (mutual TLS, as in production),
+/// and the operator's admin certificate is printed for `daisi sessions` and friends.
+struct DevPki {
+    dir: std::path::PathBuf,
+    admin: daisi_runtime::internal::TlsFiles,
+}
+
+impl DevPki {
+    fn install(
+        coordinator: &mut daisi_coordinator::Config,
+        router: &mut daisi_router::Config,
+        edge: &mut daisi_edge::Config,
+    ) -> anyhow::Result<Self> {
+        use daisi_runtime::internal::{DevCa, InternalSecurity};
+        let dir = std::env::temp_dir().join(format!("daisi-dev-pki-{}", std::process::id()));
+        let ca = DevCa::create(&dir)?;
+        coordinator.internal = InternalSecurity::off().with_tls(ca.coordinator()?)?;
+        router.internal = InternalSecurity::off().with_tls(ca.router()?)?;
+        edge.internal = InternalSecurity::off().with_tls(ca.edge(edge.pod_id.as_str())?)?;
+        Ok(Self {
+            dir,
+            admin: ca.admin()?,
+        })
+    }
+}
+
+impl Drop for DevPki {
+    fn drop(&mut self) {
+        // Throw-away keys: gone with the stack.
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn banner(args: &DevArgs, s: &Secrets, pki: Option<&DevPki>) -> anyhow::Result<()> {
     let ring = crate::token::keyring(Some(&s.user_key), "", "")?;
     let claims = daisi_domain::token::UserClaims::expiring_in(
         args.company.parse()?,
@@ -339,9 +387,26 @@ fn banner(args: &DevArgs, s: &Secrets) -> anyhow::Result<()> {
             .as_ref()
             .map_or("in-memory", |_| "NATS JetStream"),
     );
+    let internal = match pki {
+        Some(pki) => format!(
+            "Internal gRPC uses mutual TLS with a CA made for this run ({dir}). The admin commands\n\
+             ({me} sessions|pods|routes) need the operator certificate:\n{exports}",
+            dir = pki.dir.display(),
+            exports = pki
+                .admin
+                .env()
+                .iter()
+                .map(|(k, v)| format!("  export {k}={v}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        None => "Internal gRPC uses the DAISI_INTERNAL_* settings from the environment.".to_owned(),
+    };
     output::line(&format!(
         r#"
 daisi dev is running ({backends}). Ctrl-C stops it.
+
+{internal}
 
   console      {console}
   websocket    ws://{edge}/ws/{company}/{agent}?token=<user token>   (header X-API-Key or query x-api-key)

@@ -179,6 +179,7 @@ fn open(rt: &Runtime, target: RedisTarget) -> RedisStore {
                 key_prefix: "bench".to_owned(),
                 timeout: Duration::from_secs(5),
                 chunk: 1_000,
+                tls: None,
             },
             settings(),
         )

@@ -1,6 +1,7 @@
 //! Settings of the session coordinator, read from `DAISI_COORDINATOR_*` variables.
 
 use daisi_config::{ConfigError, Env, Loaded, Validator};
+use daisi_runtime::internal::InternalSecurity;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,6 +19,9 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// Where sessions, routes and pods live. Not printed: it may carry a password.
     pub redis_url: RedisUrl,
+    /// CA and client certificate of a `rediss://` Redis (`REDIS_CA`, `REDIS_TLS_CERT`,
+    /// `REDIS_TLS_KEY`); `None` for `redis://`, or `rediss://` with the system's CAs.
+    pub redis_tls: Option<crate::store::RedisTls>,
     /// Seed nodes of a Redis Cluster (`redis://host:port`, several so start-up does not depend
     /// on one node). Non-empty: the store runs on the cluster and `redis_url` is unused.
     pub redis_cluster_urls: Vec<RedisUrl>,
@@ -43,6 +47,8 @@ pub struct Config {
     pub selection_retention: Duration,
     /// Keep-alive period of `WatchPodCommands` streams; edges reconnect after three silent ones.
     pub watch_ping_interval: Duration,
+    /// Authentication of internal gRPC (`DAISI_INTERNAL_*`, shared by every service).
+    pub internal: InternalSecurity,
     /// How long a connection that was taken over or killed is remembered, so its next renew
     /// closes it (with the true reason) even when the kill command was lost, and no acquire
     /// brings it back. At least the session lease plus two renew intervals; by default the
@@ -68,6 +74,7 @@ impl Config {
             grpc_addr: loopback,
             http_addr: loopback,
             redis_url: RedisUrl(Url::parse("redis://127.0.0.1:6379").expect("a literal URL")),
+            redis_tls: None,
             redis_cluster_urls: Vec::new(),
             key_prefix: "daisi".to_owned(),
             session_lease: Duration::from_secs(30),
@@ -79,6 +86,7 @@ impl Config {
             store: StoreKind::Memory,
             selection_retention: Duration::from_secs(3600),
             watch_ping_interval: Duration::from_secs(10),
+            internal: InternalSecurity::off(),
             tombstone_ttl: Duration::from_secs(60),
         }
     }
@@ -119,6 +127,9 @@ struct Raw {
     grpc_addr: Option<String>,
     http_addr: Option<String>,
     redis_url: Option<String>,
+    redis_ca: Option<String>,
+    redis_tls_cert: Option<String>,
+    redis_tls_key: Option<String>,
     redis_cluster_urls: Option<String>,
     key_prefix: Option<String>,
     session_lease: Option<String>,
@@ -136,21 +147,23 @@ struct Raw {
 impl Config {
     /// Reads and checks the coordinator settings from `env`.
     pub fn from_env(env: &Env) -> Result<Loaded<Self>, ConfigError> {
-        daisi_config::load::<Raw>(PREFIX, env)?.try_map(Self::from_raw)
+        let internal = InternalSecurity::from_env(env);
+        let loaded = daisi_config::load::<Raw>(PREFIX, env).and_then(|l| l.try_map(Self::from_raw));
+        daisi_config::join(loaded, internal).map(|(mut loaded, internal)| {
+            loaded.value.internal = internal;
+            loaded
+        })
     }
 
     fn from_raw(raw: Raw) -> Result<Self, ConfigError> {
         let mut v = Validator::new(PREFIX);
         let grpc_addr = v.socket_addr("GRPC_ADDR", raw.grpc_addr.as_deref(), "0.0.0.0:50051");
         let http_addr = v.socket_addr("HTTP_ADDR", raw.http_addr.as_deref(), "0.0.0.0:9091");
-        // No `rediss://`: this build's Redis client has no TLS, and refusing the URL here is
-        // better than a connection that fails at run time. Use a TLS sidecar (stunnel,
-        // Envoy) on loopback or a private network instead.
         let redis_url = v.url(
             "REDIS_URL",
             raw.redis_url.as_deref(),
             Some("redis://127.0.0.1:6379"),
-            &["redis", "redis+unix", "unix"],
+            &["redis", "rediss", "redis+unix", "unix"],
         );
         // Cluster nodes announce TCP addresses, so seeds are `redis://host:port` only.
         let redis_cluster_urls = match raw.redis_cluster_urls.as_deref().map(str::trim) {
@@ -164,6 +177,11 @@ impl Config {
                 format!("set either {PREFIX}REDIS_URL (one Redis) or {PREFIX}REDIS_CLUSTER_URLS (a Redis Cluster), not both"),
             );
         }
+        let tls_url = redis_url.as_ref().is_some_and(|u| u.scheme() == "rediss")
+            || redis_cluster_urls
+                .as_ref()
+                .is_some_and(|seeds| seeds.iter().any(|u| u.0.scheme() == "rediss"));
+        let redis_tls = redis_tls(&mut v, tls_url, &raw);
         let key_prefix = v.parse_with(
             "KEY_PREFIX",
             raw.key_prefix.as_deref(),
@@ -263,6 +281,7 @@ impl Config {
                 grpc_addr: grpc_addr?,
                 http_addr: http_addr?,
                 redis_url: RedisUrl(redis_url?),
+                redis_tls: redis_tls?,
                 redis_cluster_urls: redis_cluster_urls?,
                 key_prefix: key_prefix?,
                 session_lease: session_lease?,
@@ -274,10 +293,81 @@ impl Config {
                 store: store?,
                 selection_retention: selection_retention?,
                 watch_ping_interval: watch_ping_interval?,
+                internal: InternalSecurity::off(),
                 tombstone_ttl: tombstone_ttl?,
             })
         })
     }
+}
+
+/// The CA and client certificate files of a `rediss://` Redis, read now so a bad path stops
+/// the start. `Some(None)`: nothing to add (plain `redis://`, or the system's CAs).
+#[allow(clippy::option_option)]
+fn redis_tls(
+    v: &mut Validator,
+    tls_url: bool,
+    raw: &Raw,
+) -> Option<Option<crate::store::RedisTls>> {
+    let present = |s: &Option<String>| {
+        s.as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let (ca, cert, key) = (
+        present(&raw.redis_ca),
+        present(&raw.redis_tls_cert),
+        present(&raw.redis_tls_key),
+    );
+    if !tls_url {
+        for (name, value) in [
+            ("REDIS_CA", &ca),
+            ("REDIS_TLS_CERT", &cert),
+            ("REDIS_TLS_KEY", &key),
+        ] {
+            v.ensure(
+                value.is_none(),
+                name,
+                "needs a rediss:// REDIS_URL or REDIS_CLUSTER_URLS (TLS)",
+            );
+        }
+        return Some(None);
+    }
+    let mut read = |name: &str, path: &Option<String>, what: &str| -> Option<Option<Vec<u8>>> {
+        let Some(path) = path else { return Some(None) };
+        match std::fs::read(path) {
+            Ok(bytes)
+                if String::from_utf8_lossy(&bytes).contains(&format!("-----BEGIN {what}")) =>
+            {
+                Some(Some(bytes))
+            }
+            Ok(_) => {
+                v.problem(name, format!("`{path}` holds no PEM {what}"));
+                None
+            }
+            Err(e) => {
+                v.problem(name, format!("cannot read `{path}`: {e}"));
+                None
+            }
+        }
+    };
+    let ca = read("REDIS_CA", &ca, "CERTIFICATE")?;
+    let cert_bytes = read("REDIS_TLS_CERT", &cert, "CERTIFICATE")?;
+    // Keys come as PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY.
+    let key_bytes = read("REDIS_TLS_KEY", &key, "")?;
+    let client = match (cert_bytes, key_bytes) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        (Some(_), None) => {
+            v.problem("REDIS_TLS_KEY", "is required with REDIS_TLS_CERT");
+            return None;
+        }
+        (None, Some(_)) => {
+            v.problem("REDIS_TLS_CERT", "is required with REDIS_TLS_KEY");
+            return None;
+        }
+    };
+    Some((ca.is_some() || client.is_some()).then_some(crate::store::RedisTls { ca, client }))
 }
 
 /// The session lease plus three renew intervals: an edge whose kill command was lost learns
@@ -291,9 +381,9 @@ pub fn default_tombstone_ttl(session_lease: Duration, renew_interval: Duration) 
 /// have only database 0). The error never repeats the value (it may carry a password).
 fn parse_cluster_seed(value: &str) -> Result<RedisUrl, String> {
     let url = Url::parse(value).map_err(|e| format!("not a URL ({e})"))?;
-    if url.scheme() != "redis" {
+    if !matches!(url.scheme(), "redis" | "rediss") {
         return Err(format!(
-            "scheme `{}` is not supported; use redis://host:port",
+            "scheme `{}` is not supported; use redis://host:port or rediss://host:port",
             url.scheme()
         ));
     }

@@ -103,6 +103,7 @@ pub async fn run(
                 key_prefix: config.key_prefix.clone(),
                 timeout: config.redis_timeout,
                 chunk: config.max_batch,
+                tls: config.redis_tls.clone(),
             };
             let store = RedisStore::new(&redis, store_settings(&config))?;
             let probe = (store.connection(), store.probe_key());
@@ -184,14 +185,19 @@ async fn serve<S: SessionStore>(
         reaper::interval(config.pod_lease),
         stop.clone(),
     ));
-    let services = grpc::services(Arc::new(grpc::Shared {
-        store,
-        metrics,
-        renew_interval: config.renew_interval,
-        watch_ping_interval: config.watch_ping_interval,
-        replica_id: daisi_domain::ConnectionId::generate().into_string(),
-        stop: stop.clone(),
-    }));
+    let services = grpc::services(
+        Arc::new(grpc::Shared {
+            store,
+            metrics,
+            renew_interval: config.renew_interval,
+            watch_ping_interval: config.watch_ping_interval,
+            replica_id: daisi_domain::ConnectionId::generate().into_string(),
+            stop: stop.clone(),
+        }),
+        &config.internal,
+    );
+    config.internal.log_posture(SERVICE);
+    let reloader = config.internal.spawn_reloader(stop.clone());
 
     let sequencer = tokio::spawn({
         let (shutdown, stop, readiness) = (shutdown.clone(), stop.clone(), readiness.clone());
@@ -221,7 +227,7 @@ async fn serve<S: SessionStore>(
         .add_service(services.pods)
         .add_service(services.admin)
         .serve_with_incoming_shutdown(
-            daisi_runtime::grpc::incoming(listeners.grpc),
+            config.internal.incoming(listeners.grpc),
             stop.clone().cancelled_owned(),
         );
     let http = daisi_runtime::http::serve(
@@ -236,6 +242,9 @@ async fn serve<S: SessionStore>(
     );
     stop.cancel();
     let _ = tokio::join!(mirror, reaper, sequencer);
+    if let Some(reloader) = reloader {
+        let _ = reloader.await;
+    }
     result.map(|_| ())
 }
 

@@ -108,9 +108,10 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let coordinator = coordinator::grpc::GrpcCoordinator::new(
+    let coordinator = coordinator::grpc::GrpcCoordinator::with_auth(
         &config.coordinator_urls,
         config.coordinator_timeout,
+        &config.internal.pod_client(config.pod_id.as_str()),
     )
     .map_err(|e| Error::Startup(e.to_string()))?;
     run_with(
@@ -296,12 +297,23 @@ pub async fn run_with(
         vec!["daisi.edge.v1.EdgeDelivery".to_owned()],
         servers_stop.clone(),
     ));
+    let internal = &edge.config.internal;
+    internal.log_posture(SERVICE);
+    if let Some(reloader) = internal.spawn_reloader(servers_stop.clone()) {
+        tasks.spawn(async move {
+            let _ = reloader.await;
+        });
+    }
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(health_service)
-            .add_service(delivery::Delivery::server(edge.clone()))
+            // Only routers push events into sockets.
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                delivery::Delivery::server(edge.clone()),
+                internal.authenticate(daisi_runtime::internal::Need::Router),
+            ))
             .serve_with_incoming_shutdown(
-                daisi_runtime::grpc::incoming(listeners.grpc),
+                internal.incoming(listeners.grpc),
                 servers_stop.clone().cancelled_owned(),
             ),
     );

@@ -3,6 +3,7 @@
 use crate::start_position::StartPosition;
 use daisi_config::{ConfigError, Env, Loaded, SecretString, Validator};
 use daisi_domain::subject::{DEFAULT_PREFIX, SubjectModel};
+use daisi_runtime::internal::InternalSecurity;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -20,6 +21,8 @@ pub struct Config {
     /// (the client moves to another one when its server goes away). Not printed: they may
     /// carry credentials.
     pub nats_urls: Vec<SecretUrl>,
+    /// NATS credentials (`.creds` file or NKey seed) and TLS (CA, client certificate).
+    pub nats_auth: crate::source::nats_auth::NatsAuth,
     /// JetStream stream the CDC publisher fills.
     pub stream: String,
     /// Subject model (`{prefix}.{company}.{agent}.{kind}[.{chat}]`).
@@ -85,6 +88,9 @@ pub struct Config {
     pub partitioning: Option<Partitioning>,
     /// Where the durable consumer starts when it does not exist yet.
     pub start_position: StartPosition,
+    /// Authentication of internal gRPC (`DAISI_INTERNAL_*`, shared by every service): the
+    /// router's credential towards coordinators and edges.
+    pub internal: InternalSecurity,
 }
 
 /// Which partition of a partitioned stream this replica consumes.
@@ -123,6 +129,11 @@ impl std::fmt::Debug for SecretUrl {
 struct Raw {
     http_addr: Option<String>,
     nats_url: Option<String>,
+    nats_creds: Option<String>,
+    nats_nkey_seed: Option<String>,
+    nats_tls_ca: Option<String>,
+    nats_tls_cert: Option<String>,
+    nats_tls_key: Option<String>,
     stream: Option<String>,
     subject_prefix: Option<String>,
     create_stream: Option<String>,
@@ -158,7 +169,12 @@ struct Raw {
 impl Config {
     /// Reads and checks the router settings from `env`.
     pub fn from_env(env: &Env) -> Result<Loaded<Self>, ConfigError> {
-        daisi_config::load::<Raw>(PREFIX, env)?.try_map(Self::from_raw)
+        let internal = InternalSecurity::from_env(env);
+        let loaded = daisi_config::load::<Raw>(PREFIX, env).and_then(|l| l.try_map(Self::from_raw));
+        daisi_config::join(loaded, internal).map(|(mut loaded, internal)| {
+            loaded.value.internal = internal;
+            loaded
+        })
     }
 
     fn from_raw(raw: Raw) -> Result<Self, ConfigError> {
@@ -169,6 +185,16 @@ impl Config {
             raw.nats_url.as_deref(),
             "nats://127.0.0.1:4222",
             &["nats", "tls", "ws", "wss"],
+        );
+        let nats_auth = crate::source::nats_auth::NatsAuth::from_raw(
+            &mut v,
+            &crate::source::nats_auth::RawNatsAuth {
+                creds: raw.nats_creds.as_deref(),
+                nkey_seed: raw.nats_nkey_seed.as_deref(),
+                tls_ca: raw.nats_tls_ca.as_deref(),
+                tls_cert: raw.nats_tls_cert.as_deref(),
+                tls_key: raw.nats_tls_key.as_deref(),
+            },
         );
         let stream = v.parse_with(
             "STREAM",
@@ -353,6 +379,7 @@ impl Config {
             Some(Self {
                 http_addr: http_addr?,
                 nats_urls: nats_urls?.into_iter().map(SecretUrl).collect(),
+                nats_auth,
                 stream: stream?,
                 subjects: subjects?,
                 create_stream: create_stream?,
@@ -380,6 +407,7 @@ impl Config {
                 max_publish_bytes: max_publish_bytes?,
                 partitioning: partitioning?,
                 start_position: start_position?,
+                internal: InternalSecurity::off(),
             })
         })
     }

@@ -117,6 +117,7 @@ pub fn jetstream_settings(config: &Config) -> JetStreamSettings {
             .map(|u| u.0.to_string())
             .collect::<Vec<_>>()
             .join(","),
+        auth: config.nats_auth.clone(),
         stream: config.stream.clone(),
         subjects: config.subjects.stream_subjects(),
         create_stream: config.create_stream,
@@ -167,7 +168,9 @@ pub async fn run_with<S: EventSource>(
     let registry = Metrics::new("router").map_err(|e| startup(&e))?;
     let metrics = RouterMetrics::register(&registry).map_err(|e| startup(&e))?;
     let readiness = Readiness::new(&["nats", "coordinator"]);
-    let resolver = GrpcResolver::new(&config.coordinator_urls, config.coordinator_timeout)
+    config.internal.log_posture(SERVICE);
+    let auth = config.internal.router_client();
+    let resolver = GrpcResolver::new(&config.coordinator_urls, config.coordinator_timeout, &auth)
         .map_err(|e| startup(&e))?;
     let routes = Arc::new(RouteCache::new(
         resolver,
@@ -177,6 +180,7 @@ pub async fn run_with<S: EventSource>(
     let client = Arc::new(GrpcEdgeClient::new(
         CHANNELS_PER_EDGE,
         config.deliver_timeout,
+        auth,
     ));
 
     let intake_stop = CancellationToken::new();

@@ -18,8 +18,10 @@ use daisi_proto::coordinator::v1::{
     route_service_server::RouteServiceServer, session_service_server::SessionServiceServer,
 };
 use daisi_runtime::CancellationToken;
+use daisi_runtime::internal::{Authenticate, InternalSecurity, Need};
 use std::sync::Arc;
 use std::time::Duration;
+use tonic::service::interceptor::InterceptedService;
 
 /// What every service shares.
 #[derive(Debug)]
@@ -36,20 +38,37 @@ pub(crate) struct Shared<S> {
     pub(crate) stop: CancellationToken,
 }
 
-/// The four services, ready for `Server::add_service`.
+type Guarded<T> = InterceptedService<T, Authenticate>;
+
+/// The four services, each behind internal authentication, ready for `Server::add_service`.
+/// Pod, session and route calls need any internal credential here and the right pod's in
+/// the handlers (`Caller::check_pod`); the admin API needs the admin credential.
 #[derive(Debug)]
 pub(crate) struct Services<S: SessionStore> {
-    pub(crate) sessions: SessionServiceServer<sessions::Sessions<S>>,
-    pub(crate) routes: RouteServiceServer<routes::Routes<S>>,
-    pub(crate) pods: PodServiceServer<pods::Pods<S>>,
-    pub(crate) admin: CoordinatorAdminServer<admin::Admin<S>>,
+    pub(crate) sessions: Guarded<SessionServiceServer<sessions::Sessions<S>>>,
+    pub(crate) routes: Guarded<RouteServiceServer<routes::Routes<S>>>,
+    pub(crate) pods: Guarded<PodServiceServer<pods::Pods<S>>>,
+    pub(crate) admin: Guarded<CoordinatorAdminServer<admin::Admin<S>>>,
 }
 
-pub(crate) fn services<S: SessionStore>(shared: Arc<Shared<S>>) -> Services<S> {
+pub(crate) fn services<S: SessionStore>(
+    shared: Arc<Shared<S>>,
+    security: &InternalSecurity,
+) -> Services<S> {
+    let any = security.authenticate(Need::Authenticated);
     Services {
-        sessions: SessionServiceServer::new(sessions::Sessions(shared.clone())),
-        routes: RouteServiceServer::new(routes::Routes(shared.clone())),
-        pods: PodServiceServer::new(pods::Pods(shared.clone())),
-        admin: CoordinatorAdminServer::new(admin::Admin(shared)),
+        sessions: InterceptedService::new(
+            SessionServiceServer::new(sessions::Sessions(shared.clone())),
+            any.clone(),
+        ),
+        routes: InterceptedService::new(
+            RouteServiceServer::new(routes::Routes(shared.clone())),
+            any.clone(),
+        ),
+        pods: InterceptedService::new(PodServiceServer::new(pods::Pods(shared.clone())), any),
+        admin: InterceptedService::new(
+            CoordinatorAdminServer::new(admin::Admin(shared)),
+            security.authenticate(Need::Admin),
+        ),
     }
 }

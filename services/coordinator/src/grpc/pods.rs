@@ -7,6 +7,7 @@ use crate::store::{HeartbeatOutcome, PodHeartbeat, SessionStore};
 use daisi_domain::PodId;
 use daisi_proto::coordinator::v1::{self as pb, pod_service_server::PodService};
 use daisi_proto::limits;
+use daisi_runtime::internal::Caller;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -36,9 +37,12 @@ impl<S: SessionStore> PodService for Pods<S> {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
+        let pod: PodId = id("", &request.pod_id)?;
+        caller.check_pod(pod.as_str())?;
         let heartbeat = PodHeartbeat {
-            pod: id("", &request.pod_id)?,
+            pod,
             instance: convert::instance_id(&request.instance_id)?,
             delivery_address: delivery_address(&request.delivery_address)?,
             load: convert::load_in(request.load),
@@ -80,8 +84,10 @@ impl<S: SessionStore> PodService for Pods<S> {
         &self,
         request: Request<pb::DeregisterRequest>,
     ) -> Result<Response<pb::DeregisterResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         let pod: PodId = id("", &request.pod_id)?;
+        caller.check_pod(pod.as_str())?;
         let instance = convert::instance_id(&request.instance_id)?;
         let shared = &self.0;
         let purged = shared

@@ -7,6 +7,7 @@ use crate::store::SessionStore;
 use daisi_domain::PodId;
 use daisi_proto::coordinator::v1::{self as pb, route_service_server::RouteService};
 use daisi_proto::limits;
+use daisi_runtime::internal::Caller;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -20,8 +21,10 @@ impl<S: SessionStore> RouteService for Routes<S> {
         &self,
         request: Request<pb::RegisterRoutesRequest>,
     ) -> Result<Response<pb::RegisterRoutesResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         let pod: PodId = id("", &request.pod_id)?;
+        caller.check_pod(pod.as_str())?;
         within("routes", request.routes.len(), limits::MAX_ROUTE_BATCH)?;
         let routes = convert::routes("routes", &request.routes)?;
         let shared = &self.0;
@@ -40,8 +43,10 @@ impl<S: SessionStore> RouteService for Routes<S> {
         &self,
         request: Request<pb::UnregisterRoutesRequest>,
     ) -> Result<Response<pb::UnregisterRoutesResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         let pod: PodId = id("", &request.pod_id)?;
+        caller.check_pod(pod.as_str())?;
         within("routes", request.routes.len(), limits::MAX_ROUTE_BATCH)?;
         let routes = convert::routes("routes", &request.routes)?;
         let shared = &self.0;

@@ -7,6 +7,7 @@ use crate::store::{AcquireMode, AcquireOutcome, AcquireRequest, SessionStore};
 use daisi_domain::{ChatId, PodId, SessionKey};
 use daisi_proto::coordinator::v1::{self as pb, session_service_server::SessionService};
 use daisi_proto::limits;
+use daisi_runtime::internal::Caller;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -25,9 +26,11 @@ impl<S: SessionStore> SessionService for Sessions<S> {
         &self,
         request: Request<pb::AcquireRequest>,
     ) -> Result<Response<pb::AcquireResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         let key = convert::session_key("key", request.key.as_ref())?;
         let pod: PodId = id("", &request.pod_id)?;
+        caller.check_pod(pod.as_str())?;
         let connection = id("", &request.connection_id)?;
         // Unknown modes are treated as unspecified, i.e. takeover (proto convention).
         let mode = match pb::AcquireMode::try_from(request.mode) {
@@ -97,8 +100,10 @@ impl<S: SessionStore> SessionService for Sessions<S> {
         &self,
         request: Request<pb::RenewRequest>,
     ) -> Result<Response<pb::RenewResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         let pod: PodId = id("", &request.pod_id)?;
+        caller.check_pod(pod.as_str())?;
         within("sessions", request.sessions.len(), limits::MAX_RENEW_BATCH)?;
         let sessions = convert::held_sessions(request.sessions)?;
         let shared = &self.0;
@@ -128,8 +133,10 @@ impl<S: SessionStore> SessionService for Sessions<S> {
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         let pod: PodId = id("", &request.pod_id)?;
+        caller.check_pod(pod.as_str())?;
         within(
             "sessions",
             request.sessions.len(),
@@ -153,12 +160,14 @@ impl<S: SessionStore> SessionService for Sessions<S> {
         &self,
         request: Request<pb::SelectChatRequest>,
     ) -> Result<Response<pb::SelectChatResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         let key = convert::session_key("key", request.key.as_ref())?;
         if matches!(key, SessionKey::Admin { .. }) {
             return Err(invalid("key: admin sessions do not select chats"));
         }
         let pod: PodId = id("", &request.pod_id)?;
+        caller.check_pod(pod.as_str())?;
         let held = crate::store::HeldSession {
             key,
             connection: id("", &request.connection_id)?,
@@ -180,8 +189,10 @@ impl<S: SessionStore> SessionService for Sessions<S> {
         &self,
         request: Request<pb::WatchPodCommandsRequest>,
     ) -> Result<Response<Self::WatchPodCommandsStream>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         let pod: PodId = id("", &request.pod_id)?;
+        caller.check_pod(pod.as_str())?;
         let instance = (!request.instance_id.is_empty())
             .then(|| convert::instance_id(&request.instance_id))
             .transpose()?;

@@ -12,7 +12,9 @@ mod memory;
 pub mod redis;
 mod types;
 
-pub use self::redis::{Connection as RedisConnection, RedisSettings, RedisStore, RedisTarget};
+pub use self::redis::{
+    Connection as RedisConnection, RedisSettings, RedisStore, RedisTarget, RedisTls,
+};
 pub use daisi_domain::coordination::{Route, RouteParseError, RouteQuery};
 pub use error::StoreError;
 pub use fanout::CommandStream;

@@ -332,6 +332,7 @@ async fn sessions_survive_a_master_failover_with_one_holder_each() {
             key_prefix: PREFIX.to_owned(),
             timeout: Duration::from_secs(2),
             chunk: 1_000,
+            tls: None,
         },
         StoreSettings {
             session_lease: Duration::from_secs(120),

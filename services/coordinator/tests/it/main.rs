@@ -3,8 +3,10 @@
 #![allow(clippy::unwrap_used)]
 
 mod api;
+mod auth;
 mod binary;
 mod cluster;
 mod contract;
 mod done_when;
+mod rediss;
 mod support;

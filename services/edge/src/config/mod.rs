@@ -11,6 +11,7 @@ pub use tuning::{Limits, SlowConsumerPolicy, SocketTuning, TlsFiles};
 use daisi_config::{ConfigError, Env, Loaded, SecretString, Validator};
 use daisi_domain::PodId;
 use daisi_domain::token::{TokenKey, TokenKeyring};
+use daisi_runtime::internal::InternalSecurity;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -76,6 +77,9 @@ pub struct Config {
     pub dedup_window: usize,
     /// `json.v2`: token expiry on live sockets and recovery after a reconnect.
     pub recovery: Recovery,
+    /// Authentication of internal gRPC (`DAISI_INTERNAL_*`, shared by every service): the
+    /// edge's credential towards the coordinator, and what `EdgeDelivery` demands of routers.
+    pub internal: InternalSecurity,
 }
 
 #[derive(Debug, Deserialize)]
@@ -150,7 +154,13 @@ impl Config {
     /// the `HOSTNAME` (the pod name in Kubernetes).
     pub fn from_env(env: &Env) -> Result<Loaded<Self>, ConfigError> {
         let hostname = env.get("HOSTNAME").map(str::to_owned);
-        daisi_config::load::<Raw>(PREFIX, env)?.try_map(|raw| Self::from_raw(raw, hostname))
+        let internal = InternalSecurity::from_env(env);
+        let loaded = daisi_config::load::<Raw>(PREFIX, env)
+            .and_then(|l| l.try_map(|raw| Self::from_raw(raw, hostname)));
+        daisi_config::join(loaded, internal).map(|(mut loaded, internal)| {
+            loaded.value.internal = internal;
+            loaded
+        })
     }
 
     fn from_raw(raw: Raw, hostname: Option<String>) -> Result<Self, ConfigError> {
@@ -303,6 +313,7 @@ impl Config {
                 token_cache_size: token_cache_size?,
                 dedup_window: dedup_window?,
                 recovery: recovery?,
+                internal: InternalSecurity::off(),
             })
         })
     }

@@ -14,6 +14,7 @@ use daisi_domain::{ChatId, PodId};
 use daisi_proto::coordinator::v1 as pb;
 use daisi_proto::limits;
 use daisi_runtime::failover::{CallError, FailoverChannel};
+use daisi_runtime::internal::ClientAuth;
 use futures_util::StreamExt;
 use pb::pod_service_client::PodServiceClient;
 use pb::route_service_client::RouteServiceClient;
@@ -36,7 +37,16 @@ impl GrpcCoordinator {
     /// reports not ready) while the coordinator is down, and reconnects whenever the
     /// connection breaks, moving to the next replica when one is unreachable.
     pub fn new(urls: &[Url], timeout: Duration) -> Result<Self, CoordinatorError> {
-        let channel = FailoverChannel::new(urls, |endpoint| {
+        Self::with_auth(urls, timeout, &ClientAuth::none())
+    }
+
+    /// Like [`GrpcCoordinator::new`]; calls carry `auth`, the credentials of this pod.
+    pub fn with_auth(
+        urls: &[Url],
+        timeout: Duration,
+        auth: &ClientAuth,
+    ) -> Result<Self, CoordinatorError> {
+        let channel = FailoverChannel::with_auth(urls, auth, |endpoint| {
             endpoint
                 .connect_timeout(timeout.min(Duration::from_secs(1)))
                 .tcp_nodelay(true)

@@ -12,6 +12,7 @@ mod flood;
 mod front_door;
 mod http_routes;
 mod json_v2;
+mod internal_auth;
 mod many_sockets;
 mod minting;
 mod recovery;

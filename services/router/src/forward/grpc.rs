@@ -8,6 +8,7 @@ use daisi_domain::subject::Scope;
 use daisi_proto::edge::v1 as pb;
 use daisi_proto::edge::v1::edge_delivery_client::EdgeDeliveryClient;
 use daisi_proto::limits::EDGE_MAX_DECODING_BYTES;
+use daisi_runtime::internal::ClientAuth;
 use daisi_telemetry::propagation::{inject_grpc, set_request_id_grpc};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -22,7 +24,7 @@ use tonic_health::pb::health_client::HealthClient;
 #[derive(Debug)]
 struct Pool {
     channels: Vec<Channel>,
-    clients: Vec<EdgeDeliveryClient<Channel>>,
+    clients: Vec<EdgeDeliveryClient<InterceptedService<Channel, ClientAuth>>>,
     next: AtomicUsize,
 }
 
@@ -32,15 +34,19 @@ pub struct GrpcEdgeClient {
     pools: Mutex<HashMap<String, Arc<Pool>>>,
     channels_per_edge: usize,
     timeout: Duration,
+    /// The router's credentials (TLS client certificate, bearer token).
+    auth: ClientAuth,
 }
 
 impl GrpcEdgeClient {
     /// A client keeping `channels_per_edge` channels per edge, each call bounded by `timeout`.
-    pub fn new(channels_per_edge: usize, timeout: Duration) -> Self {
+    /// Calls carry `auth`.
+    pub fn new(channels_per_edge: usize, timeout: Duration, auth: ClientAuth) -> Self {
         Self {
             pools: Mutex::new(HashMap::new()),
             channels_per_edge: channels_per_edge.max(1),
             timeout,
+            auth,
         }
     }
 
@@ -58,12 +64,12 @@ impl GrpcEdgeClient {
             .keep_alive_timeout(Duration::from_secs(5))
             .http2_adaptive_window(true);
         let channels: Vec<Channel> = (0..self.channels_per_edge)
-            .map(|_| endpoint.connect_lazy())
+            .map(|_| self.auth.connect_lazy(&endpoint))
             .collect();
         let clients = channels
             .iter()
             .map(|channel| {
-                EdgeDeliveryClient::new(channel.clone())
+                EdgeDeliveryClient::with_interceptor(channel.clone(), self.auth.clone())
                     .max_encoding_message_size(EDGE_MAX_DECODING_BYTES)
             })
             .collect();

@@ -8,6 +8,7 @@ use daisi_proto::coordinator::v1::pod_service_client::PodServiceClient;
 use daisi_proto::coordinator::v1::route_service_client::RouteServiceClient;
 use daisi_proto::limits::{MAX_LOOKUP_BATCH, MAX_RESOLVE_BATCH};
 use daisi_runtime::failover::{CallError, FailoverChannel};
+use daisi_runtime::internal::ClientAuth;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -27,9 +28,10 @@ impl GrpcResolver {
     /// over between); connects lazily and reconnects by itself. Every call is bounded by
     /// `timeout`; a replica that does not answer within the per-attempt deadline (half of it
     /// with several replicas) is left and the lookup sent to the next one.
-    pub fn new(urls: &[Url], timeout: Duration) -> Result<Self, String> {
+    /// Calls carry `auth`, the router's credentials.
+    pub fn new(urls: &[Url], timeout: Duration, auth: &ClientAuth) -> Result<Self, String> {
         let attempt = FailoverChannel::attempt_timeout_for(timeout, urls.len());
-        let channel = FailoverChannel::new(urls, |endpoint| {
+        let channel = FailoverChannel::with_auth(urls, auth, |endpoint| {
             endpoint
                 .connect_timeout(attempt)
                 .tcp_nodelay(true)

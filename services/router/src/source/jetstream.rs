@@ -31,6 +31,8 @@ use tokio::sync::watch;
 pub struct JetStreamSettings {
     /// Server URL(s), comma-separated: seeds of a cluster (may carry credentials).
     pub url: String,
+    /// Credentials and TLS beyond the URL.
+    pub auth: super::nats_auth::NatsAuth,
     /// Stream name.
     pub stream: String,
     /// Subjects of the stream when it has to be created, and the consumer's filter.
@@ -244,7 +246,8 @@ impl JetStreamSource {
     pub async fn connect(settings: JetStreamSettings) -> Result<Self, String> {
         let state = Arc::new(watch::Sender::new(SourceState::Connecting));
         let events = state.clone();
-        let client = async_nats::ConnectOptions::new()
+        let options = settings.auth.apply(async_nats::ConnectOptions::new())?;
+        let client = options
             .name(&settings.client_name)
             .retry_on_initial_connect()
             .max_reconnects(None)
@@ -635,6 +638,7 @@ mod tests {
 
     fn settings(partition: Option<(u32, u32)>) -> JetStreamSettings {
         JetStreamSettings {
+            auth: Default::default(),
             url: String::new(),
             stream: "s".into(),
             subjects: "websocket.>".into(),

@@ -11,6 +11,7 @@
 
 pub mod jetstream;
 pub mod memory;
+pub mod nats_auth;
 
 use bytes::Bytes;
 use std::future::Future;

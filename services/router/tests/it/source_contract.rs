@@ -180,6 +180,7 @@ async fn memory_source_keeps_the_contract() {
 
 async fn jetstream(nats: &NatsServer, prefix: &str, max_deliver: i64) -> JetStreamSource {
     JetStreamSource::connect(JetStreamSettings {
+        auth: Default::default(),
         url: nats.url(),
         stream: format!("S_{prefix}"),
         subjects: format!("{prefix}.>"),

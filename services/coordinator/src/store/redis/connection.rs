@@ -57,10 +57,14 @@ impl std::fmt::Debug for Connection {
 impl Connection {
     /// A lazy connection to `target`, every attempt and answer bounded by `timeout`. Must run
     /// inside a tokio runtime.
-    pub(crate) fn open(target: &RedisTarget, timeout: Duration) -> RedisResult<Self> {
+    pub(crate) fn open(
+        target: &RedisTarget,
+        timeout: Duration,
+        tls: Option<&super::RedisTls>,
+    ) -> RedisResult<Self> {
         match target {
             RedisTarget::Single(url) => {
-                let client = redis::Client::open(url.as_str())?;
+                let client = super::client(url, tls)?;
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(timeout))
                     .set_response_timeout(Some(timeout))
@@ -73,7 +77,11 @@ impl Connection {
             RedisTarget::Cluster(seeds) => {
                 // Retries cover MOVED/ASK redirections and a failover's TRYAGAIN/CLUSTERDOWN;
                 // the store's own timeout still bounds each call as a whole.
-                let client = ClusterClient::builder(seeds.iter().map(String::as_str))
+                let mut builder = ClusterClient::builder(seeds.iter().map(String::as_str));
+                if let Some(tls) = tls {
+                    builder = builder.certs(tls.certificates());
+                }
+                let client = builder
                     .retries(3)
                     .min_retry_wait(50)
                     .max_retry_wait(500)

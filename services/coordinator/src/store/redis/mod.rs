@@ -40,6 +40,51 @@ pub struct RedisSettings {
     /// Most sessions one renew or release script call handles; larger batches are split so a
     /// single script never blocks Redis for long (about a millisecond per 1,000 sessions).
     pub chunk: usize,
+    /// For `rediss://` URLs: a private CA and a client certificate (PEM), when the server
+    /// needs them. Without it a `rediss://` URL trusts the system's CA store.
+    pub tls: Option<RedisTls>,
+}
+
+/// TLS material of a `rediss://` connection, read at start-up.
+#[derive(Clone, Default)]
+pub struct RedisTls {
+    /// PEM CA certificate(s) that sign the server's certificate.
+    pub ca: Option<Vec<u8>>,
+    /// PEM client certificate and key, for servers that require one (`tls-auth-clients`).
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTls")
+            .field("ca", &self.ca.is_some())
+            .field("client_certificate", &self.client.is_some())
+            .finish()
+    }
+}
+
+impl RedisTls {
+    /// The redis-rs form.
+    pub(crate) fn certificates(&self) -> redis::TlsCertificates {
+        redis::TlsCertificates {
+            client_tls: self
+                .client
+                .as_ref()
+                .map(|(cert, key)| redis::ClientTlsConfig {
+                    client_cert: cert.clone(),
+                    client_key: key.clone(),
+                }),
+            root_cert: self.ca.clone(),
+        }
+    }
+}
+
+/// A client of `url`, with `tls`'s CA and client certificate when given.
+pub(crate) fn client(url: &str, tls: Option<&RedisTls>) -> redis::RedisResult<redis::Client> {
+    match tls {
+        Some(tls) => redis::Client::build_with_tls(url, tls.certificates()),
+        None => redis::Client::open(url),
+    }
 }
 
 /// The Redis-backed store. Cheap to clone; clones share connections and the subscription.
@@ -71,12 +116,13 @@ impl RedisStore {
     /// A store that connects lazily (so the coordinator starts, unready, while Redis is down)
     /// and subscribes to kill commands in the background. Must run inside a tokio runtime.
     pub fn new(redis: &RedisSettings, settings: StoreSettings) -> redis::RedisResult<Self> {
-        let connection = Connection::open(&redis.target, redis.timeout)?;
+        let tls = redis.tls.as_ref();
+        let connection = Connection::open(&redis.target, redis.timeout, tls)?;
         let subscription = redis
             .target
             .subscription_urls()
             .iter()
-            .map(|url| redis::Client::open(url.as_str()))
+            .map(|url| client(url, tls))
             .collect::<redis::RedisResult<Vec<_>>>()?;
         let keys = Keys::new(&redis.key_prefix);
         let fanout = Arc::new(Fanout::default());

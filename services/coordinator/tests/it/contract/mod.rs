@@ -61,6 +61,7 @@ impl Redis {
             timeout: Duration::from_secs(1),
             // Small chunks, so the tests cover batches split over several script calls.
             chunk: 7,
+            tls: None,
         };
         RedisStore::new(&redis, settings).expect("valid redis settings")
     }
@@ -94,6 +95,7 @@ impl Factory for Cluster {
                 key_prefix: "contract".to_owned(),
                 timeout: Duration::from_secs(1),
                 chunk: 7,
+                tls: None,
             };
             RedisStore::new(&redis, settings).expect("valid redis settings")
         };
