@@ -37,5 +37,5 @@ mod trail;
 pub use backend::LauncherKind;
 pub use client::{Closed, Refused, WAIT, WsClient};
 pub use secrets::{Secrets, User};
-pub use stack::{Edge, Stack, StackOptions, scenario};
+pub use stack::{AdminClient, Edge, Stack, StackOptions, scenario};
 pub use topology::{Component, Timing};

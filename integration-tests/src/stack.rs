@@ -482,6 +482,15 @@ impl Stack {
             .await
     }
 
+    /// A client of coordinator `i`'s admin API with the stack's operator credential (the
+    /// internal gRPC of the stack is authenticated), with connect and call deadlines.
+    pub async fn admin_client(&self, i: u8) -> anyhow::Result<AdminClient> {
+        let addr = self
+            .backend
+            .host_addr(Component::Coordinator(i), Port::Grpc)?;
+        admin_client(addr, self.pki.admin()).await
+    }
+
     /// Sessions the coordinator knows for `company`, as (session key text, holder pod).
     pub async fn sessions(&self, company: &str) -> anyhow::Result<Vec<(String, String)>> {
         let mut last = None;
@@ -592,15 +601,13 @@ impl Stack {
     }
 }
 
+/// A coordinator admin API client carrying the stack's operator credential.
+pub type AdminClient = pb::coordinator_admin_client::CoordinatorAdminClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, ClientAuth>,
+>;
+
 /// A channel to a coordinator's admin API that cannot hang a scenario.
-async fn admin_client(
-    addr: SocketAddr,
-    auth: &ClientAuth,
-) -> anyhow::Result<
-    pb::coordinator_admin_client::CoordinatorAdminClient<
-        tonic::service::interceptor::InterceptedService<tonic::transport::Channel, ClientAuth>,
-    >,
-> {
+async fn admin_client(addr: SocketAddr, auth: &ClientAuth) -> anyhow::Result<AdminClient> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(5));

@@ -7,7 +7,7 @@
 //!
 //! Runs alone (`.config/nextest.toml`): it is the load.
 
-use daisi_integration_tests::{Stack, StackOptions, User, scenario};
+use daisi_integration_tests::{AdminClient, Stack, StackOptions, User, scenario};
 use daisi_proto::coordinator::v1 as pb;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::json;
@@ -219,11 +219,8 @@ async fn user_loop(
 
 /// (session key, holder pod, selected chat) of every session of company c1.
 async fn coordinator_sessions(
-    addr: SocketAddr,
+    client: &mut AdminClient,
 ) -> anyhow::Result<BTreeSet<(String, String, String)>> {
-    let mut client =
-        pb::coordinator_admin_client::CoordinatorAdminClient::connect(format!("http://{addr}"))
-            .await?;
     let mut out = BTreeSet::new();
     let mut page_token = String::new();
     loop {
@@ -253,10 +250,10 @@ async fn coordinator_sessions(
 }
 
 /// The routes of `pod`, as text.
-async fn coordinator_routes(addr: SocketAddr, pod: &str) -> anyhow::Result<BTreeSet<String>> {
-    let mut client =
-        pb::coordinator_admin_client::CoordinatorAdminClient::connect(format!("http://{addr}"))
-            .await?;
+async fn coordinator_routes(
+    client: &mut AdminClient,
+    pod: &str,
+) -> anyhow::Result<BTreeSet<String>> {
     let mut out = BTreeSet::new();
     let mut page_token = String::new();
     loop {
@@ -293,7 +290,7 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 }
 
 async fn compare(stack: &Stack, live: &[Live]) -> anyhow::Result<()> {
-    let coordinator = stack.coordinator_addr(1)?;
+    let mut coordinator = stack.admin_client(1).await?;
     let expected_sessions: BTreeSet<(String, String, String)> = live
         .iter()
         .map(|l| (l.key.clone(), l.pod.clone(), l.chat.clone()))
@@ -306,10 +303,10 @@ async fn compare(stack: &Stack, live: &[Live]) -> anyhow::Result<()> {
     }
     let deadline = Instant::now() + CONVERGE_WITHIN;
     loop {
-        let sessions = coordinator_sessions(coordinator).await?;
+        let sessions = coordinator_sessions(&mut coordinator).await?;
         let mut routes = BTreeMap::new();
         for pod in ["edge-1", "edge-2"] {
-            routes.insert(pod, coordinator_routes(coordinator, pod).await?);
+            routes.insert(pod, coordinator_routes(&mut coordinator, pod).await?);
         }
         let want_routes: BTreeMap<&str, BTreeSet<String>> = ["edge-1", "edge-2"]
             .into_iter()

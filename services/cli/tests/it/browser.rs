@@ -164,10 +164,15 @@ async fn the_console_connects_shows_events_and_a_takeover() {
         Ok::<_, fantoccini::error::CmdError>(())
     }
     .await;
+    // What the page showed, for the failure message.
+    let page_log = match browser.find(Locator::Css("body")).await {
+        Ok(body) => body.text().await.unwrap_or_default(),
+        Err(e) => format!("(page unreadable: {e})"),
+    };
     let _ = browser.close().await;
     if let Err(e) = result {
         panic!(
-            "browser test failed: {e}; daisi dev logs:\n{}",
+            "browser test failed: {e}; the page showed:\n{page_log}\ndaisi dev logs:\n{}",
             dev.process.logs()
         );
     }

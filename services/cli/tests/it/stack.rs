@@ -33,6 +33,9 @@ pub(crate) struct Dev {
     mint: String,
     router: String,
     coordinator: String,
+    /// The operator credential `daisi dev` prints (`export DAISI_INTERNAL_...`): its internal
+    /// gRPC runs with mutual TLS under a CA made for the run, so admin commands need it.
+    internal: Vec<(String, String)>,
 }
 
 impl Dev {
@@ -78,12 +81,14 @@ impl Dev {
         )
         .await
         .unwrap();
+        let internal = operator_credential(&process).await;
         let dev = Self {
             process,
             edge,
             mint,
             router,
             coordinator,
+            internal,
         };
         for addr in [&dev.edge, &dev.router] {
             let mut ready = false;
@@ -121,6 +126,9 @@ impl Dev {
             ("DAISI_ROUTER_URL".into(), format!("http://{}", self.router)),
             ("DAISI_EDGE_URL".into(), format!("http://{}", self.edge)),
         ]
+        .into_iter()
+        .chain(self.internal.iter().cloned())
+        .collect()
     }
 
     /// Runs `daisi args...` to completion; returns exit code and output.
@@ -212,6 +220,33 @@ impl Tail {
     pub(crate) fn kill(&mut self) {
         let _ = self.child.start_kill();
     }
+}
+
+/// The `export DAISI_INTERNAL_...=...` lines of `daisi dev`'s banner, waited for (at most
+/// 10 s) since the banner follows the services' start.
+async fn operator_credential(process: &ServiceProcess) -> Vec<(String, String)> {
+    for _ in 0..100 {
+        let logs = process.logs();
+        if logs.contains("daisi dev is running") {
+            let exports: Vec<(String, String)> = logs
+                .lines()
+                .filter_map(|line| line.trim().strip_prefix("export "))
+                .filter_map(|kv| kv.split_once('='))
+                .filter(|(k, _)| k.starts_with("DAISI_INTERNAL_"))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            assert!(
+                !exports.is_empty(),
+                "daisi dev printed no operator credential:\n{logs}"
+            );
+            return exports;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "daisi dev printed no banner within 10 s:\n{}",
+        process.logs()
+    );
 }
 
 /// Waits until `daisi sessions list` shows `n` sessions of company `c1`. With a `tail`, first
