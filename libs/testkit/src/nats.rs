@@ -1,6 +1,6 @@
 //! A private `nats-server -js` per test: its own random port and store directory, stopped
 //! (gracefully or with SIGKILL) and restarted on the same port and store, killed and cleaned
-//! up on drop. Needs `nats-server` (>= 2.10) on `PATH`. [`NatsCluster`] runs several such
+//! up on drop. Needs `nats-server` (>= 2.10) on `PATH`. [`NatsCluster`](crate::NatsCluster) runs several such
 //! servers as one JetStream cluster.
 
 use nix::sys::signal::{Signal, kill};

@@ -20,7 +20,7 @@
 //! those events, which stay in the stream. `stale_if_error = 0` turns this off.
 //!
 //! **Refresh ahead.** An entry used when it is older than half its `ttl` is looked up again in
-//! the background (batched, at most [`REFRESHES`] lookups in flight), while the use itself is
+//! the background (batched, at most `REFRESHES` lookups in flight), while the use itself is
 //! answered from the entry, which is still fresh. A key used at least every `ttl / 2` therefore
 //! never waits for the coordinator once warm; the staleness bound is unchanged, since only
 //! entries younger than `ttl` are ever served (the refreshed one is stamped when its lookup is
