@@ -37,6 +37,9 @@ pub struct Faults {
     late_acquire_ms: AtomicU64,
     /// Late acquires not applied yet.
     late_acquires: AtomicU64,
+    /// When non-zero: each acquire's answer is dropped and the acquire sent again this many
+    /// milliseconds later (a failover retry).
+    acquire_retry_ms: AtomicU64,
 }
 
 impl Faults {
@@ -75,6 +78,14 @@ impl Faults {
     /// coordinator yet.
     pub fn late_acquires_pending(&self) -> u64 {
         self.late_acquires.load(Ordering::Relaxed)
+    }
+
+    /// Each acquire runs, its answer is dropped, and it is sent again `delay` later, as the
+    /// channel's failover retry does when a replica goes silent (zero: off). Counted in
+    /// [`Faults::acquires_held`] meanwhile.
+    pub fn retry_acquires_after(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.acquire_retry_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Acquires the coordinator has answered whose reply is being held back now.
@@ -151,6 +162,14 @@ impl Coordinator for FaultInjector {
             return Err(CoordinatorError::Unavailable(
                 "injected: acquire stuck on its way".to_owned(),
             ));
+        }
+        let retry = self.faults.acquire_retry_ms.load(Ordering::Relaxed);
+        if retry > 0 {
+            let first = self.inner.acquire(pod, request.clone()).await;
+            let _held = Held::count(&self.faults);
+            tracing::debug!(?first, "acquire answer dropped; sending it again");
+            tokio::time::sleep(Duration::from_millis(retry)).await;
+            return self.inner.acquire(pod, request).await;
         }
         let outcome = self.inner.acquire(pod, request).await;
         if self.faults.lose_acquire_answers.load(Ordering::Relaxed) {
