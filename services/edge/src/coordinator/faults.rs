@@ -1,8 +1,9 @@
 //! A fault injector in front of the real coordinator client, for tests and examples that need
 //! a coordinator misbehaving in a way a process signal cannot produce on cue: slow acquire
-//! replies (the acquire ran, its answer is late), lost acquire replies (the acquire ran, the
-//! edge saw a failure), acquires applied after the edge gave up on them (a request stuck in a
-//! stopped replica), slow route unregistrations and lost kill commands (a broken pub/sub).
+//! replies (the acquire ran, its answer is late), lost acquire and select replies (the call
+//! ran, the edge saw a failure), acquires applied after the edge gave up on them (a request
+//! stuck in a stopped replica), slow route unregistrations and lost kill commands (a broken
+//! pub/sub).
 //!
 //! It holds no session semantics of its own: every call is delegated to the [`GrpcCoordinator`]
 //! it wraps (in tests, the real coordinator service over its in-memory store), so the edge is
@@ -40,6 +41,8 @@ pub struct Faults {
     /// When non-zero: each acquire's answer is dropped and the acquire sent again this many
     /// milliseconds later (a failover retry).
     acquire_retry_ms: AtomicU64,
+    /// How many of the next select calls run but lose their answers.
+    select_answers_to_lose: AtomicU64,
 }
 
 impl Faults {
@@ -86,6 +89,11 @@ impl Faults {
     pub fn retry_acquires_after(&self, delay: Duration) {
         let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
         self.acquire_retry_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The next `n` select calls run on the coordinator, but the edge sees `Unavailable`.
+    pub fn lose_select_answers(&self, n: u64) {
+        self.select_answers_to_lose.store(n, Ordering::Relaxed);
     }
 
     /// Acquires the coordinator has answered whose reply is being held back now.
@@ -207,7 +215,18 @@ impl Coordinator for FaultInjector {
         session: &HeldSession,
         chat: &ChatId,
     ) -> Result<bool, CoordinatorError> {
-        self.inner.select_chat(pod, session, chat).await
+        let outcome = self.inner.select_chat(pod, session, chat).await;
+        let lose = self
+            .faults
+            .select_answers_to_lose
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        if lose {
+            return Err(CoordinatorError::Unavailable(format!(
+                "injected: select answer lost ({outcome:?})"
+            )));
+        }
+        outcome
     }
 
     async fn register_routes(
