@@ -157,4 +157,5 @@ contract!(
     select_chat_is_idempotent_and_reasserts_the_route,
     a_kill_racing_an_admission_is_remembered,
     tombstones_lapse_after_their_lifetime,
+    a_sweep_spares_what_a_re_registered_pod_holds,
 );
