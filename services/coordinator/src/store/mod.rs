@@ -136,13 +136,17 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Page<RouteEntry>>> + Send;
 
     /// Registers or extends the lease of a pod; a new instance (or a lapsed lease) purges the
-    /// previous registration's sessions and routes first.
+    /// previous registration's sessions and routes. The purge never touches what the new
+    /// registration acquires or registers meanwhile. `purged` counts what this call removed: a
+    /// store may finish a large purge later (the Redis store sweeps for at most its timeout
+    /// here and leaves the rest to the reaper).
     fn heartbeat(
         &self,
         heartbeat: &PodHeartbeat,
     ) -> impl Future<Output = StoreResult<HeartbeatOutcome>> + Send;
 
-    /// Removes `pod` if `instance` is its current instance, purging its sessions and routes.
+    /// Removes `pod` if `instance` is its current instance, purging its sessions and routes
+    /// (counted and finished as in [`SessionStore::heartbeat`]).
     fn deregister(
         &self,
         pod: &PodId,
@@ -158,7 +162,9 @@ pub trait SessionStore: Send + Sync + 'static {
         page: &PageRequest,
     ) -> impl Future<Output = StoreResult<Page<PodRecord>>> + Send;
 
-    /// Purges every pod whose lease lapsed, with its sessions and routes. Safe to run on every
-    /// replica at once: each pod is purged by exactly one caller.
+    /// Purges every pod whose lease lapsed, with its sessions and routes, and finishes purges
+    /// a crashed replica left midway. Safe to run on every replica at once: each pod is
+    /// purged by exactly one caller, never one that registered again meanwhile, and nothing
+    /// a new registration of the pod holds is touched.
     fn reap_expired_pods(&self) -> impl Future<Output = StoreResult<Vec<(PodId, Purged)>>> + Send;
 }

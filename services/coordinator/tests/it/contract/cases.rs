@@ -1043,4 +1043,166 @@ pub(crate) async fn an_abandoned_connection_is_released_and_never_granted(f: &im
         0
     );
     assert!(store.get_session(&key).await.unwrap().is_some());
+
+/// A lapsed pod with many sessions and routes is purged (swept chunk by chunk on Redis) while
+/// the pod registers again and its new instance acquires sessions, half of them keys the old
+/// instance held, and registers routes, one of them a route the old instance had: the purge
+/// removes everything of the old instance and nothing of the new one, and every old session
+/// is either purged or taken over, exactly once.
+pub(crate) async fn a_sweep_spares_what_a_re_registered_pod_holds(f: &impl Factory) {
+    const OLD: usize = 300;
+    const OLD_ROUTES: usize = 30;
+    const NEW: usize = 100;
+    let lease = Duration::from_secs(2);
+    let (a, b) = f.replicas(StoreSettings {
+        pod_lease: lease,
+        ..relaxed()
+    });
+    let agent = |i: usize| Route::Agent {
+        company: "c1".parse().unwrap(),
+        agent: format!("a{i}").parse().unwrap(),
+    };
+    let p = register(&a, "edge-1").await;
+    let old_life = PodHeartbeat {
+        pod: p.clone(),
+        instance: "edge-1-i1".to_owned(),
+        delivery_address: "http://edge-1:50061".to_owned(),
+        load: None,
+    };
+    let keys: Vec<usize> = (0..OLD).collect();
+    for batch in keys.chunks(50) {
+        assert_eq!(
+            a.heartbeat(&old_life).await.unwrap(),
+            HeartbeatOutcome::Renewed
+        );
+        futures_util::future::join_all(batch.iter().map(|&i| {
+            let key = user(&format!("u{i}"));
+            let routes = vec![agent(i % OLD_ROUTES)];
+            let (a, p) = (&a, &p);
+            async move { take_with(a, &key, p, &format!("old{i}"), routes).await }
+        }))
+        .await;
+    }
+    tokio::time::sleep(lease + Duration::from_millis(300)).await;
+
+    let new_life = PodHeartbeat {
+        instance: "edge-1-i2".to_owned(),
+        ..old_life
+    };
+    let new_routes = vec![agent(0), agent(1000)];
+    let reaper = async {
+        let reaped = a.reap_expired_pods().await.unwrap();
+        assert!(reaped.iter().all(|(q, _)| q == &p), "{reaped:?}");
+        reaped
+    };
+    let newcomer = async {
+        // Wait until the reaper has claimed the pod (its routes vanish from the listing), so
+        // the new instance's acquires race the sweep rather than follow it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !b
+            .list_routes(
+                &RouteSelector::Pod(p.clone()),
+                &PageRequest {
+                    size: 1000,
+                    token: None,
+                },
+            )
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+        {
+            assert!(tokio::time::Instant::now() < deadline, "never claimed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let HeartbeatOutcome::Registered { purged } = b.heartbeat(&new_life).await.unwrap() else {
+            panic!("a new instance registers");
+        };
+        let mut taken_over = 0;
+        let mut grants = Vec::new();
+        for i in 0..NEW {
+            if i % 20 == 0 {
+                b.heartbeat(&new_life).await.unwrap();
+            }
+            for (key, c) in [
+                (user(&format!("u{i}")), format!("new-u{i}")),
+                (user(&format!("n{i}")), format!("new-n{i}")),
+            ] {
+                let grant = take_with(&b, &key, &p, &c, new_routes.clone()).await;
+                if let Some(previous) = &grant.previous {
+                    assert_eq!(previous.connection, conn(&format!("old{i}")));
+                    taken_over += 1;
+                }
+                grants.push(held(&key, &c, &grant));
+            }
+        }
+        (purged, taken_over, grants)
+    };
+    let (reaped, (at_registration, taken_over, grants)) = tokio::join!(reaper, newcomer);
+
+    // A sweep the reaper left unfinished is completed by a later pass.
+    let mut purged = at_registration;
+    for (_, counts) in reaped {
+        purged.sessions += counts.sessions;
+        purged.routes += counts.routes;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while purged.sessions as usize + taken_over < OLD {
+        assert!(tokio::time::Instant::now() < deadline, "sweep never ends");
+        b.heartbeat(&new_life).await.unwrap();
+        for (_, counts) in a.reap_expired_pods().await.unwrap() {
+            purged.sessions += counts.sessions;
+            purged.routes += counts.routes;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(purged.sessions as usize + taken_over, OLD);
+    assert_eq!(purged.routes as usize, OLD_ROUTES);
+
+    b.heartbeat(&new_life).await.unwrap();
+    assert!(b.renew(&p, &grants).await.unwrap().is_empty());
+    for session in &grants {
+        let info = b.get_session(&session.key).await.unwrap().expect("held");
+        assert_eq!(info.holder.connection, session.connection);
+    }
+    for i in NEW..OLD {
+        assert_eq!(b.get_session(&user(&format!("u{i}"))).await.unwrap(), None);
+    }
+    let lookup = b
+        .lookup_routes(&[
+            RouteQuery::Agent {
+                company: "c1".parse().unwrap(),
+                agent: "a0".parse().unwrap(),
+            },
+            RouteQuery::Agent {
+                company: "c1".parse().unwrap(),
+                agent: "a1000".parse().unwrap(),
+            },
+            RouteQuery::Agent {
+                company: "c1".parse().unwrap(),
+                agent: "a1".parse().unwrap(),
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        lookup.results,
+        vec![vec![p.clone()], vec![p.clone()], vec![]]
+    );
+    let mut routes: Vec<Route> = b
+        .list_routes(
+            &RouteSelector::Pod(p),
+            &PageRequest {
+                size: 1000,
+                token: None,
+            },
+        )
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|entry| entry.route)
+        .collect();
+    routes.sort_by_key(ToString::to_string);
+    assert_eq!(routes, new_routes);
 }

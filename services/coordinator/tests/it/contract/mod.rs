@@ -158,4 +158,5 @@ contract!(
     a_kill_racing_an_admission_is_remembered,
     tombstones_lapse_after_their_lifetime,
     an_abandoned_connection_is_released_and_never_granted,
+    a_sweep_spares_what_a_re_registered_pod_holds,
 );

@@ -33,7 +33,11 @@ else
   end
   if chat == '' then chat = redis.call('GET', k_sel(skey)) or '' end
   fence = fmt(redis.call('INCR', K_SEQ))
-  redis.call('HSET', sk, 'pod', pod, 'conn', conn, 'fence', fence, 'since', fmt(now), 'chat', chat)
+  -- The instance lets a sweep of this pod's previous registration tell its sessions apart
+  -- from the ones its next instance holds (common.lua, claim_pod).
+  local inst = redis.call('HGET', k_pod(pod), 'inst') or ''
+  redis.call('HSET', sk, 'pod', pod, 'inst', inst, 'conn', conn, 'fence', fence, 'since', fmt(now),
+    'chat', chat)
   redis.call('PEXPIRE', sk, lease_ms)
   redis.call('SADD', k_pod_sessions(pod), skey)
   for _, ix in ipairs(index_keys(skey)) do redis.call('SADD', ix, skey) end
