@@ -158,4 +158,5 @@ contract!(
     a_kill_racing_an_admission_is_remembered,
     tombstones_lapse_after_their_lifetime,
     a_sweep_spares_what_a_re_registered_pod_holds,
+    a_session_of_a_lapsed_pod_is_vacant_at_once,
 );

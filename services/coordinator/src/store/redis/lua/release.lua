@@ -11,7 +11,7 @@ local n = 0
 for i = 4, #ARGV, 3 do
   n = n + 1
   local skey, conn, fence = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local cur = redis.call('HMGET', k_session(skey), 'pod', 'conn', 'fence', 'chat')
+  local cur = held_record(skey, now, retention_ms, { 'pod', 'conn', 'fence', 'chat', 'gen' })
   if cur[2] == conn and cur[3] == fence then
     drop_session(skey, cur[1], cur[4], retention_ms)
     released = released + 1
