@@ -61,7 +61,10 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Vec<LostSession>>> + Send;
 
     /// Compare-and-delete of `sessions`: each is removed only if its connection and fencing
-    /// token still match, so a taken-over session keeps its new holder.
+    /// token still match, so a taken-over session keeps its new holder. A session released
+    /// with [`FencingToken::ABANDONED`] is removed if its connection holds it on `pod` with
+    /// any token, and the connection is tombstoned ([`EndReason::Expired`]) in any case: an
+    /// acquire of it whose answer was lost cannot grant it later.
     fn release(
         &self,
         pod: &PodId,

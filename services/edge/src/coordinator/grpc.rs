@@ -304,6 +304,34 @@ impl Coordinator for GrpcCoordinator {
         Ok(())
     }
 
+    async fn list_routes(&self, pod: &PodId) -> Result<Vec<Route>, CoordinatorError> {
+        let mut routes = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = pb::ListPodRoutesRequest {
+                pod_id: pod.to_string(),
+                page_size: limits::MAX_PAGE_SIZE,
+                page_token,
+            };
+            let page = self
+                .call(|| {
+                    let (mut client, request) = (self.routes(), request.clone());
+                    async move { client.list_pod_routes(request).await }
+                })
+                .await?;
+            // A route this edge cannot parse is not one it registered.
+            routes.extend(
+                page.routes
+                    .iter()
+                    .filter_map(|r| daisi_proto::convert::route("routes", r).ok()),
+            );
+            if page.next_page_token.is_empty() {
+                return Ok(routes);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
     async fn watch(&self, pod: &PodIdentity) -> Result<CommandStream, CoordinatorError> {
         let request = pb::WatchPodCommandsRequest {
             pod_id: pod.pod.to_string(),

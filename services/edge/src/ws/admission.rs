@@ -6,7 +6,7 @@
 use super::handle::{SocketHandle, SocketKind};
 use super::outbox::{CloseCause, Outbox};
 use crate::coordinator::{
-    AcquireMode, AcquireOutcome, AcquireRequest, Coordinator, CoordinatorError, HeldSession, Route,
+    AcquireMode, AcquireOutcome, AcquireRequest, Coordinator, CoordinatorError, HeldSession,
 };
 use crate::lifecycle::{close_lost, pod};
 use crate::registry::{KillTarget, base_route, chat_route};
@@ -214,7 +214,12 @@ async fn acquire_and_index(
                 continue;
             }
             Err(CoordinatorError::Unavailable(e)) => {
-                undo_lost_acquire(edge, &key, &connection, &base);
+                // The acquire may have been applied (now, or later: a request stuck in a
+                // stopped coordinator replica), leaving a session and routes nobody holds.
+                edge.releases.abandon(
+                    HeldSession::abandoned(key.clone(), connection.clone()),
+                    base.clone(),
+                );
                 return Err(Refusal::CoordinatorDown(e));
             }
             Err(CoordinatorError::UnknownPod) => {
@@ -293,45 +298,6 @@ async fn acquire_and_index(
         });
     }
     Err(Refusal::CoordinatorDown("pod not registered".to_owned()))
-}
-
-/// An acquire whose answer was lost (deadline, broken connection) may still have been granted,
-/// with its routes registered: a session nobody holds, routes no socket needs. In the
-/// background: the base route is handed to the route syncer (unregistered unless a socket
-/// needs it), and the grant, if this connection holds it, is taken back with an IF_VACANT
-/// acquire (idempotent for its holder; refused if the user connected elsewhere) and released
-/// with its restored chat route. If the coordinator stays unreachable, the lease lapses.
-fn undo_lost_acquire(edge: &Edge, key: &SessionKey, connection: &ConnectionId, base: &Route) {
-    let (edge, key, connection, base) =
-        (edge.clone(), key.clone(), connection.clone(), base.clone());
-    tokio::spawn(async move {
-        let routes = &edge.registry.routes;
-        routes.retain(base.clone());
-        routes.release(&base);
-        let request = AcquireRequest {
-            key: key.clone(),
-            connection: connection.clone(),
-            mode: AcquireMode::IfVacant,
-            routes: Vec::new(),
-        };
-        if let Ok(AcquireOutcome::Granted {
-            fencing,
-            selected_chat,
-            ..
-        }) = edge.coordinator.acquire(&edge.pod.pod, request).await
-        {
-            if let (Some(chat), SessionKey::User { company, agent, .. }) = (&selected_chat, &key) {
-                let route = chat_route(company, agent, chat);
-                routes.retain(route.clone());
-                routes.release(&route);
-            }
-            edge.releases.push(HeldSession {
-                key,
-                connection,
-                fencing,
-            });
-        }
-    });
 }
 
 /// Same-pod takeover: the coordinator also sends a kill on the stream, but closing here saves

@@ -205,11 +205,23 @@ impl SessionStore for MemoryStore {
     async fn release(&self, pod: &PodId, sessions: &[HeldSession]) -> StoreResult<Released> {
         let now = Timestamp::now();
         let retain = self.retention(now);
+        let buried_until = self.tombstone_until(now);
         let mut state = self.state();
         state.require_pod(pod, now)?;
         let mut released = Released::default();
         for held in sessions {
-            let held_now = state.live(&held.key, now).is_some_and(|s| matches(s, held));
+            let held_now = state.live(&held.key, now).is_some_and(|s| {
+                matches(s, held)
+                    || (held.fencing == FencingToken::ABANDONED
+                        && s.holder.connection == held.connection
+                        && &s.holder.pod == pod)
+            });
+            if held.fencing == FencingToken::ABANDONED {
+                // An acquire whose outcome the edge does not know: whenever it lands, it is
+                // refused from now on.
+                let reason = EndReason::Expired;
+                state.bury(&held.key, &held.connection, reason, now, buried_until);
+            }
             if held_now {
                 state.drop_session(&held.key, retain);
                 released.count += 1;

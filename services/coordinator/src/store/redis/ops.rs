@@ -99,7 +99,7 @@ impl SessionStore for RedisStore {
         let retention = self.retention_ms().to_string();
         let head = [pod.as_str(), lease.as_str(), retention.as_str()];
         let answers = self
-            .bounded(self.batched(&self.inner.scripts.renew, pod, &head, sessions, true))
+            .bounded(self.batched(&self.inner.scripts.renew, pod, &head, sessions))
             .await?;
         let mut lost = Vec::new();
         for (chunk, answer) in sessions.chunks(self.inner.chunk).zip(&answers) {
@@ -125,9 +125,10 @@ impl SessionStore for RedisStore {
 
     async fn release(&self, pod: &PodId, sessions: &[HeldSession]) -> StoreResult<Released> {
         let retention = self.retention_ms().to_string();
-        let head = [pod.as_str(), retention.as_str()];
+        let tombstone = self.tombstone_ms().to_string();
+        let head = [pod.as_str(), retention.as_str(), tombstone.as_str()];
         let answers = self
-            .bounded(self.batched(&self.inner.scripts.release, pod, &head, sessions, false))
+            .bounded(self.batched(&self.inner.scripts.release, pod, &head, sessions))
             .await?;
         let mut released = Released::default();
         for (chunk, answer) in sessions.chunks(self.inner.chunk).zip(&answers) {

@@ -985,6 +985,65 @@ pub(crate) async fn tombstones_lapse_after_their_lifetime(f: &impl Factory) {
     ));
 }
 
+pub(crate) async fn an_abandoned_connection_is_released_and_never_granted(f: &impl Factory) {
+    let store = f.store(relaxed());
+    let (p1, p2) = (
+        register(&store, "edge-1").await,
+        register(&store, "edge-2").await,
+    );
+    let abandoned = |key: &SessionKey, c: &str| HeldSession {
+        key: key.clone(),
+        connection: conn(c),
+        fencing: FencingToken::ABANDONED,
+    };
+    // The acquire ran, its answer was lost: the abandon releases the grant, whatever its token.
+    let key = user("u1");
+    take(&store, &key, &p1, "c1").await;
+    let released = store.release(&p1, &[abandoned(&key, "c1")]).await.unwrap();
+    assert_eq!(released.count, 1);
+    assert_eq!(store.get_session(&key).await.unwrap(), None);
+    assert_eq!(
+        store.acquire(takeover(&key, &p1, "c1")).await.unwrap(),
+        AcquireOutcome::Ended {
+            reason: EndReason::Expired,
+            current: None,
+        },
+        "a retry of the abandoned acquire is refused"
+    );
+
+    // The acquire lands after the abandon: refused, and it takes nothing over.
+    let key = user("u2");
+    let holder = take(&store, &key, &p2, "c7").await;
+    let released = store.release(&p1, &[abandoned(&key, "c2")]).await.unwrap();
+    assert_eq!(released.count, 0);
+    assert_eq!(released.not_held, vec![abandoned(&key, "c2")]);
+    assert_eq!(
+        store.acquire(takeover(&key, &p1, "c2")).await.unwrap(),
+        AcquireOutcome::Ended {
+            reason: EndReason::Expired,
+            current: Some(Holder {
+                pod: p2.clone(),
+                connection: conn("c7"),
+                fencing: holder.fencing,
+            }),
+        }
+    );
+    let session = store.get_session(&key).await.unwrap().unwrap();
+    assert_eq!(session.holder.connection, conn("c7"));
+
+    // Another pod's abandon of the same connection id releases nothing of this one.
+    let key = user("u3");
+    take(&store, &key, &p2, "c3").await;
+    assert_eq!(
+        store
+            .release(&p1, &[abandoned(&key, "c3")])
+            .await
+            .unwrap()
+            .count,
+        0
+    );
+    assert!(store.get_session(&key).await.unwrap().is_some());
+
 /// A lapsed pod with many sessions and routes is purged (swept chunk by chunk on Redis) while
 /// the pod registers again and its new instance acquires sessions, half of them keys the old
 /// instance held, and registers routes, one of them a route the old instance had: the purge
