@@ -1043,6 +1043,7 @@ pub(crate) async fn an_abandoned_connection_is_released_and_never_granted(f: &im
         0
     );
     assert!(store.get_session(&key).await.unwrap().is_some());
+}
 
 /// A lapsed pod with many sessions and routes is purged (swept chunk by chunk on Redis) while
 /// the pod registers again and its new instance acquires sessions, half of them keys the old
