@@ -32,6 +32,11 @@ pub type StoreResult<T> = Result<T, StoreError>;
 ///
 /// Calls naming a pod (except removals and [`SessionStore::deregister`]) fail with
 /// [`StoreError::UnknownPod`] unless the pod is registered and within its lease.
+///
+/// A session is held while its lease runs *and* the pod registration that acquired it lives
+/// (the pod's current registration, within its lease; a pod that lapsed and heartbeats again
+/// starts a new registration). The sessions of a lapsed or re-registered pod are vacant at
+/// once, before any purge: every call treats them as absent, and taking one kills nobody.
 pub trait SessionStore: Send + Sync + 'static {
     /// The timing this store applies.
     fn settings(&self) -> &StoreSettings;

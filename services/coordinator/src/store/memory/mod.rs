@@ -35,7 +35,7 @@ impl MemoryStore {
         Self {
             inner: Arc::new(Inner {
                 settings,
-                state: Mutex::new(State::default()),
+                state: Mutex::new(State::new(settings.selection_retention)),
                 fanout: Arc::new(Fanout::default()),
             }),
         }
@@ -113,6 +113,11 @@ impl SessionStore for MemoryStore {
                 }
                 state.sequence += 1;
                 let fencing = FencingToken(state.sequence);
+                let registration = state
+                    .registrations
+                    .get(&request.pod)
+                    .copied()
+                    .unwrap_or_default();
                 state.sessions.insert(
                     request.key.clone(),
                     Session {
@@ -124,6 +129,7 @@ impl SessionStore for MemoryStore {
                         since: now,
                         expires: lease_end,
                         chat: chat.clone(),
+                        registration,
                     },
                 );
                 (fencing, current.map(|s| s.holder), chat)
@@ -277,7 +283,11 @@ impl SessionStore for MemoryStore {
         let items = state
             .sessions
             .iter()
-            .filter(|(k, s)| after_key.as_ref().is_none_or(|t| *k > t) && s.expires >= now)
+            .filter(|(k, s)| {
+                after_key.as_ref().is_none_or(|t| *k > t)
+                    && s.expires >= now
+                    && state.holder_live(s, now)
+            })
             .filter(|(k, _)| wanted(k))
             .map(|(k, s)| (k.clone(), State::info(k, s)));
         Ok(page_of(items, page.size))
@@ -426,6 +436,9 @@ impl SessionStore for MemoryStore {
                 now,
             ),
         };
+        if matches!(outcome, HeartbeatOutcome::Registered { .. }) {
+            state.register(&heartbeat.pod);
+        }
         state.pods.insert(
             heartbeat.pod.clone(),
             PodRecord {

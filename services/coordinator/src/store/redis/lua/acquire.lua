@@ -10,7 +10,8 @@ local tombs = KEYS[2]
 local now = now_ms()
 if not pod_live(pod, now) then return { 'unknown_pod' } end
 local sk = k_session(skey)
-local cur = redis.call('HMGET', sk, 'pod', 'conn', 'fence', 'chat')
+-- A session whose holder's pod lapsed or registered again is vacant: nobody is killed.
+local cur = held_record(skey, now, retention_ms, { 'pod', 'conn', 'fence', 'chat', 'gen' })
 -- A connection that was taken over or killed never gets the session back (a retried acquire
 -- or a restore after a pod purge would otherwise undo the kill).
 local ended = tombstone(tombs, conn, now)
@@ -33,10 +34,9 @@ else
   end
   if chat == '' then chat = redis.call('GET', k_sel(skey)) or '' end
   fence = fmt(redis.call('INCR', K_SEQ))
-  -- The instance lets a sweep of this pod's previous registration tell its sessions apart
-  -- from the ones its next instance holds (common.lua, claim_pod).
-  local inst = redis.call('HGET', k_pod(pod), 'inst') or ''
-  redis.call('HSET', sk, 'pod', pod, 'inst', inst, 'conn', conn, 'fence', fence, 'since', fmt(now),
+  -- The registration number ties the session to this life of the pod (holder_live).
+  local gen = redis.call('HGET', k_pod(pod), 'gen') or ''
+  redis.call('HSET', sk, 'pod', pod, 'gen', gen, 'conn', conn, 'fence', fence, 'since', fmt(now),
     'chat', chat)
   redis.call('PEXPIRE', sk, lease_ms)
   redis.call('SADD', k_pod_sessions(pod), skey)

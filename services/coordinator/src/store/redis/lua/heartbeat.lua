@@ -16,7 +16,9 @@ end
 -- previous registration is handed to a sweep (the caller runs it), never purged here.
 local sweep = ''
 if cur[1] then sweep = claim_pod(pod, now, lock_ms) end
-redis.call('HSET', pk, 'inst', inst, 'addr', addr, 'reg', fmt(now), 'hb', fmt(now),
+-- A new registration number: sessions of every earlier life are vacant from now on.
+local gen = fmt(redis.call('INCR', K_REG_SEQ))
+redis.call('HSET', pk, 'inst', inst, 'gen', gen, 'addr', addr, 'reg', fmt(now), 'hb', fmt(now),
   'exp', fmt(exp), 'us', ARGV[7], 'as', ARGV[8])
 redis.call('ZADD', K_PODS, exp, pod)
 return { 'registered', sweep }
