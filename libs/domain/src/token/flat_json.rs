@@ -82,9 +82,11 @@ impl<'a> Cursor<'a> {
         let bytes = self.text.as_bytes();
         let start = self.at;
         let mut end = start;
-        // Eight bytes at a time past words with nothing to stop at; then byte by byte.
+        // Eight bytes at a time while eight remain; the lowest flagged byte is the first stop.
         while let Some(word) = bytes.get(end..end + 8).and_then(|w| w.try_into().ok()) {
-            if may_stop(u64::from_le_bytes(word)) {
+            let stops = stops(u64::from_le_bytes(word));
+            if stops != 0 {
+                end += (stops.trailing_zeros() / 8) as usize;
                 break;
             }
             end += 8;
@@ -102,17 +104,18 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Whether any byte of `word` is a quote, a backslash or a control byte (below 0x20). Never
-/// `false` when one is (the byte loop after it finds which).
-fn may_stop(word: u64) -> bool {
+/// The bytes of `word` (little-endian) that are a quote, a backslash or a control byte (below
+/// 0x20): zero when there is none, else the high bit of the first such byte is the lowest bit
+/// set (bits above it may be set spuriously; the caller only uses the lowest).
+fn stops(word: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
-    // Non-zero exactly when some byte of `x` is below `n` (n <= 128): the classic "has less
-    // than" word trick.
+    // The classic "has a byte less than n" word trick (n <= 128); the borrow that may flag
+    // bytes above a match never reaches below it.
     let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGH_BITS;
     let quote = below(word ^ (ONES * u64::from(b'"')), 1);
     let backslash = below(word ^ (ONES * u64::from(b'\\')), 1);
-    (quote | backslash | below(word, 0x20)) != 0
+    quote | backslash | below(word, 0x20)
 }
 
 #[cfg(test)]
@@ -145,17 +148,19 @@ mod tests {
     }
 
     #[test]
-    fn word_test_finds_every_stop_byte_in_every_position() {
+    fn word_test_finds_the_first_stop_byte_in_every_position() {
         for stop in [b'"', b'\\', 0, 0x1f] {
             for at in 0..8 {
+                // Stop bytes after the first one, too, must not move the answer.
                 let mut word = *b"abcdefgh";
-                word[at] = stop;
-                assert!(may_stop(u64::from_le_bytes(word)), "{stop:#x} at {at}");
+                word[at..].fill(stop);
+                let found = stops(u64::from_le_bytes(word));
+                assert_eq!(found.trailing_zeros() / 8, at as u32, "{stop:#x} at {at}");
             }
         }
         for b in 0x20..=0xffu8 {
             let plain = b != b'"' && b != b'\\';
-            assert_eq!(may_stop(u64::from_le_bytes([b; 8])), !plain, "{b:#x}");
+            assert_eq!(stops(u64::from_le_bytes([b; 8])) == 0, plain, "{b:#x}");
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod api_key;
 pub mod token_cache;
+pub mod token_digest;
 
 use crate::config::Config;
 use api_key::{ApiKey, KeyCheck};

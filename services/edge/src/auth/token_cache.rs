@@ -1,14 +1,9 @@
 //! A bounded cache of validated tokens, so a reconnect storm does not redo base64 and AES-GCM
 //! for tokens seen seconds ago.
 //!
-//! **Key.** A 128-bit POLYVAL digest of the token text (with its length) under a random key
-//! drawn when the cache is made. POLYVAL is the universal hash inside AES-GCM-SIV: for two
-//! different texts of at most `l` blocks, the chance that they get the same digest under a
-//! random key is at most `(l + 1) / 2^128`. The key never leaves the process and digests are
-//! never shown, so a token can only hit an entry it was not cached for by such a chance: one
-//! cannot aim at someone else's entry without holding that token already. It costs a few
-//! carry-less multiplications per 16 bytes (SHA-256, the former key, cost more than the rest
-//! of a cached lookup together), and the cache never holds a usable token, only digests.
+//! **Key.** A keyed digest of the token text (see [`super::token_digest`]): 2^-128 chance
+//! for two different tokens to share one, the key never leaves the process, and the cache
+//! never holds a usable token, only digests.
 //!
 //! **Bounds.** At most `capacity` entries (oldest inserted evicted first, per shard), and an
 //! entry is never used past the token's own `expires_at`: an expired token is refused exactly
@@ -19,25 +14,12 @@
 //! upgrades rarely meet on a lock), one map lookup, one expiry comparison and an `Arc` clone:
 //! a hit allocates nothing.
 
+use super::token_digest::{Digest, TokenHasher};
 use jiff::Timestamp;
 use parking_lot::Mutex;
-use polyval::Polyval;
-use polyval::universal_hash::UniversalHash;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
-
-/// A token's digest. Already uniformly spread: the map hashes it by its first eight bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Digest([u8; 16]);
-
-impl Hash for Digest {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&self.0[..8]);
-        state.write_u64(u64::from_le_bytes(first));
-    }
-}
 
 /// Passes the digest's own bits through (the digest is keyed and random-looking already).
 #[derive(Default)]
@@ -74,8 +56,8 @@ pub struct TokenCache<C> {
     shards: Box<[Mutex<Shard<C>>]>,
     /// Entries per shard: their sum never exceeds the configured capacity.
     shard_capacity: usize,
-    /// POLYVAL under this cache's random key, cloned for each digest.
-    keyed: Polyval,
+    /// The digest under this cache's random keys; `None` when the cache is disabled.
+    hasher: Option<TokenHasher>,
 }
 
 impl<C> std::fmt::Debug for TokenCache<C> {
@@ -109,24 +91,15 @@ pub enum Cached<C> {
     Miss,
 }
 
-/// A random POLYVAL key; `None` if the system has no randomness to give.
-fn random_key() -> Option<polyval::Key> {
-    let mut key = [0u8; 16];
-    getrandom::fill(&mut key).ok()?;
-    // The zero element would send every text to the same digest.
-    key[0] |= 1;
-    Some(key.into())
-}
-
 impl<C> TokenCache<C> {
     /// A cache of at most `capacity` tokens (0 disables it; so does a system without a random
     /// source, which is logged).
     pub fn new(capacity: usize) -> Self {
-        let key = random_key();
-        if key.is_none() && capacity > 0 {
+        let hasher = (capacity > 0).then(TokenHasher::random).flatten();
+        if hasher.is_none() && capacity > 0 {
             tracing::warn!("no system randomness for the token cache key: token cache disabled");
         }
-        let shards = match (key.is_some(), capacity) {
+        let shards = match (hasher.is_some(), capacity) {
             (false, _) | (_, 0) => 0,
             (true, c) if c < SHARDED_FROM => 1,
             (true, _) => SHARDS,
@@ -141,30 +114,21 @@ impl<C> TokenCache<C> {
                 })
                 .collect(),
             shard_capacity: capacity.checked_div(shards).unwrap_or(0),
-            keyed: Polyval::new(&key.unwrap_or_default()),
+            hasher,
         }
     }
 
-    fn digest(&self, token: &str) -> Digest {
-        let mut hash = self.keyed.clone();
-        hash.update_padded(token.as_bytes());
-        // The length block tells apart texts that differ only by trailing zero padding.
-        let mut length = [0u8; 16];
-        length[..8].copy_from_slice(&(token.len() as u64).to_le_bytes());
-        hash.update(&[length.into()]);
-        Digest(hash.finalize().into())
-    }
-
-    /// The shard of `digest`, by its last bits (the map hashes the first eight bytes).
+    /// The shard of `digest` (by bits the map does not hash).
     fn shard(&self, digest: &Digest) -> Option<&Mutex<Shard<C>>> {
-        let last = usize::from(digest.0[15]);
-        // The shard count is a power of two (or zero, then `get` answers `None`).
-        self.shards.get(last & self.shards.len().wrapping_sub(1))
+        // The shard count is a power of two (or zero, then this is `None`).
+        let mask = self.shards.len().wrapping_sub(1);
+        self.shards.get(digest.shard_bits() & mask)
     }
 
-    /// Where `token` lives in this cache; `None` when the cache is disabled.
+    /// Where `token` lives in this cache; `None` when the cache is disabled or the token too
+    /// long to be valid.
     pub fn slot(&self, token: &str) -> Option<Slot> {
-        (!self.shards.is_empty()).then(|| Slot(self.digest(token)))
+        self.hasher.as_ref()?.digest(token.as_bytes()).map(Slot)
     }
 
     /// The claims cached at `slot`, looked up at `now`.
@@ -312,7 +276,7 @@ mod tests {
     fn two_caches_use_different_keys() {
         let a = TokenCache::<u8>::new(1);
         let b = TokenCache::<u8>::new(1);
-        assert_ne!(a.digest("same token"), b.digest("same token"));
-        assert_eq!(a.digest("same token"), a.digest("same token"));
+        assert_ne!(a.slot("same token"), b.slot("same token"));
+        assert_eq!(a.slot("same token"), a.slot("same token"));
     }
 }
