@@ -204,7 +204,12 @@ impl Coordinator for GrpcCoordinator {
                 previous: holder_from_pb(granted.previous.as_ref()),
                 selected_chat: granted.selected_chat_id.parse().ok(),
             }),
-            Some(pb::acquire_response::Outcome::Refused(_)) => Ok(AcquireOutcome::Refused),
+            Some(pb::acquire_response::Outcome::Refused(refused)) => Ok(match refused.reason {
+                0 => AcquireOutcome::Refused,
+                reason => AcquireOutcome::Ended {
+                    reason: reason_from_pb(reason),
+                },
+            }),
             None => Err(CoordinatorError::Rejected(
                 "acquire answered without an outcome".to_owned(),
             )),

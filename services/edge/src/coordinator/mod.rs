@@ -105,6 +105,13 @@ pub enum AcquireOutcome {
     },
     /// IF_VACANT only: someone else holds it.
     Refused,
+    /// This very connection lost the session a moment ago (taken over, killed, abandoned:
+    /// the coordinator's tombstone), in any mode. Never retried: the socket is closed with
+    /// 4402.
+    Ended {
+        /// Why, as the tombstone says.
+        reason: EndReason,
+    },
 }
 
 /// Why a session ended for its holder.

@@ -245,3 +245,59 @@ async fn an_acquire_applied_after_the_edge_gave_up_is_refused() {
         .sockets_reached;
     assert_eq!(reached, 1);
 }
+
+#[tokio::test]
+async fn an_acquire_refused_for_a_killed_connection_closes_with_4402() {
+    let coord = Coord::start().await;
+    let (coordinator, faults) = coord.faulty();
+    let edge = TestEdge::start_with(coordinator, "edge-retry", |_| {}).await;
+    // The first answer is lost; the acquire is sent again 1.5 s later.
+    faults.retry_acquires_after(HELD);
+    let http = edge.http;
+    let client =
+        tokio::spawn(async move { open(http, &user_path("c1", "a1", "u1"), Some(API_KEY)).await });
+    acquire_held(&faults).await;
+    // An operator kills the session meanwhile: the connection is tombstoned, and the retried
+    // acquire is refused with reason KILLED_BY_ADMIN.
+    let key = daisi_proto::coordinator::v1::SessionKey {
+        kind: Some(daisi_proto::coordinator::v1::session_key::Kind::User(
+            daisi_proto::coordinator::v1::UserSessionKey {
+                company_id: "c1".into(),
+                agent_id: "a1".into(),
+                user_id: "u1".into(),
+            },
+        )),
+    };
+    let killed = coord
+        .admin()
+        .await
+        .kill_session(daisi_proto::coordinator::v1::KillSessionRequest {
+            key: Some(key),
+            reason: "test".into(),
+            connection_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(killed.killed);
+
+    let mut client = match client.await.expect("join") {
+        Ok(client) => client,
+        Err(refused) => panic!("answered {refused:?} instead of closing with 4402"),
+    };
+    let closed = client.closed_within(HELD + WAIT).await;
+    assert_eq!(closed.code, Some(4402), "{closed:?}");
+    assert_eq!(
+        closed.reason,
+        "SessionConflict: Session taken over by another connection"
+    );
+    assert_eq!(closed.frames.len(), 1, "no ready, no event: {closed:?}");
+    assert!(closed.frames[0].contains("SessionConflict"), "{closed:?}");
+    faults.retry_acquires_after(Duration::ZERO);
+    // The route the first attempt registered is unregistered (route batch, 500 ms).
+    nothing_left(&coord, "edge-retry", WAIT).await;
+    assert_eq!(
+        metric(&edge.metrics().await, "daisi_edge_sockets", &["user"]),
+        0
+    );
+}
