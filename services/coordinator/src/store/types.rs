@@ -14,7 +14,8 @@ use super::Route;
 pub struct StoreSettings {
     /// A session lapses when it is not renewed for this long (its pod crashed).
     pub session_lease: Duration,
-    /// A pod is purged when it does not heartbeat for this long.
+    /// A pod is purged when it does not heartbeat for this long; its sessions are vacant from
+    /// that moment (before the purge).
     pub pod_lease: Duration,
     /// How long a user's selected chat is kept after its session's last renew or release, so a
     /// reconnect restores it.
@@ -197,6 +198,20 @@ pub struct KillCommand {
     /// When it was raised.
     pub issued_at: Timestamp,
 }
+
+/// One entry of a pod's inbox: a kill command kept for the pod's heartbeats, so a command its
+/// stream missed is still applied ([`super::SessionStore::pod_inbox`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxEntry {
+    /// Increasing per store; the pod acknowledges entries up to a sequence.
+    pub sequence: u64,
+    /// The command, as streamed.
+    pub command: KillCommand,
+}
+
+/// Most entries kept in one pod's inbox (the newest). A pod that falls this far behind has lost
+/// far more than kills; its sessions' renews still tell it each true reason.
+pub const INBOX_LIMIT: usize = 1_000;
 
 /// Self-reported load of a pod.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

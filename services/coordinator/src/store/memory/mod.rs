@@ -35,7 +35,7 @@ impl MemoryStore {
         Self {
             inner: Arc::new(Inner {
                 settings,
-                state: Mutex::new(State::default()),
+                state: Mutex::new(State::new(settings.selection_retention)),
                 fanout: Arc::new(Fanout::default()),
             }),
         }
@@ -54,16 +54,21 @@ impl MemoryStore {
         after(now, self.inner.settings.tombstone_ttl)
     }
 
+    /// Sends a kill command to the holder's pod: through the fan-out, and into its inbox.
     fn kill(&self, key: &SessionKey, holder: &Holder, reason: EndReason, message: &str) {
-        self.inner.fanout.dispatch(&KillCommand {
+        let now = Timestamp::now();
+        let command = KillCommand {
             pod: holder.pod.clone(),
             key: key.clone(),
             connection: holder.connection.clone(),
             fencing: holder.fencing,
             reason,
             message: message.to_owned(),
-            issued_at: Timestamp::now(),
-        });
+            issued_at: now,
+        };
+        self.inner.fanout.dispatch(&command);
+        let until = self.tombstone_until(now);
+        self.state().push_inbox(command, until);
     }
 }
 
@@ -113,6 +118,11 @@ impl SessionStore for MemoryStore {
                 }
                 state.sequence += 1;
                 let fencing = FencingToken(state.sequence);
+                let registration = state
+                    .registrations
+                    .get(&request.pod)
+                    .copied()
+                    .unwrap_or_default();
                 state.sessions.insert(
                     request.key.clone(),
                     Session {
@@ -124,6 +134,7 @@ impl SessionStore for MemoryStore {
                         since: now,
                         expires: lease_end,
                         chat: chat.clone(),
+                        registration,
                     },
                 );
                 (fencing, current.map(|s| s.holder), chat)
@@ -277,7 +288,11 @@ impl SessionStore for MemoryStore {
         let items = state
             .sessions
             .iter()
-            .filter(|(k, s)| after_key.as_ref().is_none_or(|t| *k > t) && s.expires >= now)
+            .filter(|(k, s)| {
+                after_key.as_ref().is_none_or(|t| *k > t)
+                    && s.expires >= now
+                    && state.holder_live(s, now)
+            })
             .filter(|(k, _)| wanted(k))
             .map(|(k, s)| (k.clone(), State::info(k, s)));
         Ok(page_of(items, page.size))
@@ -315,6 +330,10 @@ impl SessionStore for MemoryStore {
 
     async fn watch_commands(&self, pod: &PodId) -> StoreResult<CommandStream> {
         Ok(self.inner.fanout.subscribe(pod))
+    }
+
+    async fn pod_inbox(&self, pod: &PodId, acked: u64) -> StoreResult<Vec<InboxEntry>> {
+        Ok(self.state().inbox(pod, acked, Timestamp::now()))
     }
 
     async fn register_routes(&self, pod: &PodId, routes: &[Route]) -> StoreResult<()> {
@@ -426,6 +445,9 @@ impl SessionStore for MemoryStore {
                 now,
             ),
         };
+        if matches!(outcome, HeartbeatOutcome::Registered { .. }) {
+            state.register(&heartbeat.pod);
+        }
         state.pods.insert(
             heartbeat.pod.clone(),
             PodRecord {

@@ -14,6 +14,7 @@ mod keys;
 mod ops;
 mod pubsub;
 mod scripts;
+mod sweep;
 
 use super::fanout::Fanout;
 use super::types::{HeldSession, StoreSettings};
@@ -38,7 +39,8 @@ pub struct RedisSettings {
     /// Upper bound of every call, and the connect timeout.
     pub timeout: Duration,
     /// Most sessions one renew or release script call handles; larger batches are split so a
-    /// single script never blocks Redis for long (about a millisecond per 1,000 sessions).
+    /// single script never blocks Redis for long (about a millisecond per 1,000 sessions). A
+    /// pod sweep pops at most this many, and at most 200, sessions or routes per call.
     pub chunk: usize,
     /// For `rediss://` URLs: a private CA and a client certificate (PEM), when the server
     /// needs them. Without it a `rediss://` URL trusts the system's CA store.

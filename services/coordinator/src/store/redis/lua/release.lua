@@ -14,7 +14,7 @@ local n = 0
 for i = 5, #ARGV, 3 do
   n = n + 1
   local skey, conn, fence = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local cur = redis.call('HMGET', k_session(skey), 'pod', 'conn', 'fence', 'chat')
+  local cur = held_record(skey, now, retention_ms, { 'pod', 'conn', 'fence', 'chat', 'gen' })
   local abandon = fence == '0'
   if abandon then bury(KEYS[1 + n], conn, '0', 'expired', now, tomb_ms) end
   if cur[2] == conn and (cur[3] == fence or (abandon and cur[1] == pod)) then
