@@ -112,15 +112,16 @@ pub(super) fn sockets(v: &mut Validator, raw: &Raw) -> Option<SocketTuning> {
             _ => SlowConsumerPolicy::DropOldest,
         });
     // tungstenite allocates (and zero-fills) the whole read buffer per socket up front, and
-    // client messages (`ready`, `select_chat`, pings) are a few hundred bytes: 1 KiB instead of
-    // tungstenite's 128 KiB. A larger client message still reads (the buffer grows for that
-    // frame). The write buffer is a threshold, not an allocation: event frames are written
-    // once this much is queued, or at the flush of each batch.
+    // client messages (`ready`, `select_chat`, pings, a `refresh` with its token) are a few
+    // hundred bytes: 512 bytes instead of tungstenite's 128 KiB (1 KiB cost 0.5 KiB more RSS per
+    // idle socket, docs/performance.md). A larger client message still reads (the buffer grows
+    // for that frame). The write buffer is a threshold, not an allocation, and only concerns
+    // control frames: text frames are written straight to the connection (`ws::stream`).
     let read_buffer = v.int_in(
         "WS_READ_BUFFER",
         raw.ws_read_buffer.as_deref(),
-        1024usize,
-        512,
+        512usize,
+        256,
         1 << 20,
     );
     let write_buffer = v.int_in(

@@ -6,11 +6,11 @@
 use crate::state::Edge;
 use crate::ws::handle::{SocketHandle, SocketKind};
 use crate::ws::outbox::Pushed;
-use axum::extract::ws::Utf8Bytes;
 use daisi_domain::event::render_event_frame_v2;
 use daisi_domain::protocol::{GapCause, Subprotocol};
 use daisi_domain::{AgentId, ChatId, CompanyId};
 use std::cell::OnceCell;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// The frames of one event: `json.v1` as rendered, `json.v2` on demand.
 #[derive(Debug)]

@@ -5,7 +5,6 @@ pub mod dedup;
 pub mod fanout;
 
 use crate::state::Edge;
-use axum::extract::ws::Utf8Bytes;
 use daisi_domain::event::render_event_frame;
 use daisi_domain::protocol::GapCause;
 use daisi_proto::edge::v1 as pb;
@@ -13,6 +12,7 @@ use daisi_proto::limits;
 use dedup::{Dedup, Seen};
 use fanout::{Audience, EventFrames};
 use pb::edge_delivery_server::{EdgeDelivery, EdgeDeliveryServer};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tonic::{Request, Response, Status};
 
 /// The delivery service of one edge.

@@ -224,12 +224,20 @@ impl Pass {
 }
 
 /// A connection's stream that records when bytes arrive, so the door evicts the quietest
-/// connections first. It stays around the socket after the upgrade (one atomic store per read).
+/// connections first. A plain-TCP socket leaves it at the upgrade ([`Activity::into_inner`]);
+/// behind TLS it stays around the socket (one atomic store per read).
 #[derive(Debug)]
 pub struct Activity<IO> {
     io: IO,
     entry: Arc<Entry>,
     epoch: Instant,
+}
+
+impl<IO> Activity<IO> {
+    /// The stream itself: the door's bookkeeping ends with the pre-upgrade phase.
+    pub fn into_inner(self) -> IO {
+        self.io
+    }
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Activity<IO> {

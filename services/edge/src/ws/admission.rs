@@ -12,12 +12,12 @@ use crate::coordinator::{
 use crate::lifecycle::{close_lost, pod};
 use crate::registry::{KillTarget, base_route, chat_route};
 use crate::state::Edge;
-use axum::extract::ws::Utf8Bytes;
 use daisi_domain::protocol::{READY_FRAME, Subprotocol};
 use daisi_domain::{ConnectionId, SessionKey};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 /// Why a socket was not admitted; each maps to a plain HTTP answer.

@@ -7,9 +7,9 @@
 use super::handle::SocketHandle;
 use super::{refresh, selection};
 use crate::state::Edge;
-use axum::extract::ws::Utf8Bytes;
 use daisi_domain::protocol::{ClientMessage, ServerMessage, Subprotocol, parse_client_message_as};
 use std::sync::Arc;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// The frame to send back, if any.
 pub fn handle(edge: &Edge, socket: &Arc<SocketHandle>, text: Utf8Bytes) -> Option<Utf8Bytes> {

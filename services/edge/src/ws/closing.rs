@@ -13,7 +13,7 @@
 //! not sit in every idle socket's future.
 
 use super::outbox::{CloseCause, CloseRequest};
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use super::stream::{self, Socket};
 use daisi_domain::ErrorBody;
 use daisi_domain::error_code::close;
 use daisi_domain::protocol::ServerMessage;
@@ -21,6 +21,8 @@ use futures_util::{SinkExt, StreamExt};
 use std::borrow::Cow;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 /// How long the answer to a client's Close may take to leave.
 pub const REPLY_DEADLINE: Duration = Duration::from_secs(1);
@@ -33,7 +35,7 @@ pub const MESSAGE_TOO_BIG: u16 = 1009;
 
 /// Sends the client's Close back (tungstenite queued it, echoing the client's code) and
 /// flushes it. Best effort, bounded.
-pub async fn answer(socket: &mut WebSocket) {
+pub async fn answer(socket: &mut Socket) {
     match tokio::time::timeout(REPLY_DEADLINE, socket.flush()).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => tracing::debug!(%error, "close reply not sent"),
@@ -44,11 +46,13 @@ pub async fn answer(socket: &mut WebSocket) {
 /// Error frame (if any), then the close frame, then a short wait for the client's Close.
 /// Best effort, bounded by `write_timeout` (at most [`SEND_DEADLINE`]) plus
 /// [`HANDSHAKE_DEADLINE`].
-pub async fn initiate(socket: &mut WebSocket, request: CloseRequest, write_timeout: Duration) {
+pub async fn initiate(socket: &mut Socket, request: CloseRequest, write_timeout: Duration) {
     let send = async {
         if let Some(body) = request.error {
-            let frame = ServerMessage::Error(body).to_json();
-            socket.feed(Message::Text(frame.into())).await?;
+            let frame = Utf8Bytes::from(ServerMessage::Error(body).to_json());
+            stream::write_text(socket, std::slice::from_ref(&frame))
+                .await
+                .map_err(WsError::Io)?;
         }
         let reason: Utf8Bytes = match request.reason {
             Cow::Borrowed(s) => Utf8Bytes::from_static(s),
@@ -56,7 +60,7 @@ pub async fn initiate(socket: &mut WebSocket, request: CloseRequest, write_timeo
         };
         socket
             .send(Message::Close(Some(CloseFrame {
-                code: request.code,
+                code: request.code.into(),
                 reason,
             })))
             .await
@@ -83,16 +87,11 @@ pub async fn initiate(socket: &mut WebSocket, request: CloseRequest, write_timeo
 }
 
 /// Whether a read failed because the client's frame or message exceeded the size limit.
-pub fn is_too_big(error: &axum::Error) -> bool {
-    // axum wraps tungstenite's error as the source of its own.
-    std::error::Error::source(error)
-        .and_then(|source| source.downcast_ref::<WsError>())
-        .is_some_and(|error| {
-            matches!(
-                error,
-                WsError::Capacity(CapacityError::MessageTooLong { .. })
-            )
-        })
+pub fn is_too_big(error: &WsError) -> bool {
+    matches!(
+        error,
+        WsError::Capacity(CapacityError::MessageTooLong { .. })
+    )
 }
 
 /// No pong (or any frame) for `pong_wait`: 1011 "Pong timeout" (compat.md).
@@ -142,17 +141,15 @@ mod tests {
 
     #[test]
     fn size_errors_are_recognised_by_type() {
-        let too_long = axum::Error::new(WsError::Capacity(CapacityError::MessageTooLong {
+        let too_long = WsError::Capacity(CapacityError::MessageTooLong {
             size: 20_000,
             max_size: 16_384,
-        }));
+        });
         assert!(is_too_big(&too_long));
         // Errors whose text mentions limits or capacity are not size errors.
-        let io = axum::Error::new(WsError::Io(std::io::Error::other(
-            "capacity limit: message too long",
-        )));
+        let io = WsError::Io(std::io::Error::other("capacity limit: message too long"));
         assert!(!is_too_big(&io));
-        let headers = axum::Error::new(WsError::Capacity(CapacityError::TooManyHeaders));
+        let headers = WsError::Capacity(CapacityError::TooManyHeaders);
         assert!(!is_too_big(&headers));
     }
 }

@@ -20,14 +20,15 @@ use super::heartbeat::{Due, Heartbeat};
 use super::outbox::CloseRequest;
 use super::rate_limit::{RateLimiter, Verdict};
 use super::recovery;
+use super::stream::{self, Socket};
 use crate::state::Edge;
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use daisi_domain::ErrorBody;
 use daisi_domain::protocol::{Position, ServerMessage, Subprotocol};
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 /// Frames written per flush.
 const BATCH: usize = 64;
@@ -53,8 +54,8 @@ enum Step {
 }
 
 /// Runs the socket until it closes, after replaying what it missed since `recover` (a
-/// reconnecting `json.v2` client). Boxed by the caller: many of these futures are alive.
-pub async fn run(lease: SocketLease, mut socket: WebSocket, recover: Option<Position>) {
+/// reconnecting `json.v2` client). This future is the socket task's whole state.
+pub async fn run(lease: SocketLease, mut socket: Socket, recover: Option<Position>) {
     lease.started();
     let edge = lease.edge().clone();
     let handle = lease.handle.clone();
@@ -97,7 +98,7 @@ pub async fn run(lease: SocketLease, mut socket: WebSocket, recover: Option<Posi
 async fn serve(
     edge: &Edge,
     handle: &Arc<SocketHandle>,
-    socket: &mut WebSocket,
+    socket: &mut Socket,
     write_timeout: Duration,
 ) -> End {
     let config = &edge.config;
@@ -139,8 +140,10 @@ async fn serve(
             edge.metrics.frames.text_out.inc_by(n);
             continue;
         }
-        // Going idle: an idle socket keeps no batch buffer (a batch allocates anew).
+        // Going idle: an idle socket keeps no batch buffer (a batch allocates anew), nor the
+        // room its send queue grew to.
         batch.shrink_to_fit();
+        handle.outbox.trim();
         if v2 || handle.expiry_enforced() {
             // A refresh or a rate-limited resync may have moved the next wake-up.
             let next = wake_at(&heartbeat, handle);
@@ -230,6 +233,8 @@ fn on_message(
         Message::Binary(_) => frames.binary_in.inc(),
         Message::Ping(_) => frames.ping_in.inc(),
         Message::Pong(_) => frames.pong_in.inc(),
+        // tungstenite never yields raw frames when reading.
+        Message::Frame(_) => return Step::Continue,
     }
     match limiter.check(now) {
         Verdict::Allow => {}
@@ -258,11 +263,13 @@ fn on_message(
         // tungstenite queued the pong; flush so it leaves now.
         Message::Ping(_) => Step::Flush,
         // compat: binary frames are ignored (they still cost their share of the budget).
-        Message::Binary(_) | Message::Pong(_) | Message::Close(_) => Step::Continue,
+        Message::Binary(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => {
+            Step::Continue
+        }
     }
 }
 
-fn read_failed(error: &axum::Error) -> End {
+fn read_failed(error: &WsError) -> End {
     if closing::is_too_big(error) {
         return End::Close(closing::too_big(), "message_too_big");
     }
@@ -271,17 +278,13 @@ fn read_failed(error: &axum::Error) -> End {
 }
 
 async fn write_batch(
-    socket: &mut WebSocket,
+    socket: &mut Socket,
     batch: &mut Vec<Utf8Bytes>,
     timeout: Duration,
 ) -> Result<(), ()> {
-    let write = async {
-        for frame in batch.drain(..) {
-            socket.feed(Message::Text(frame)).await?;
-        }
-        socket.flush().await
-    };
-    match tokio::time::timeout(timeout, write).await {
+    let written = tokio::time::timeout(timeout, stream::write_text(socket, batch)).await;
+    batch.clear();
+    match written {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
     }

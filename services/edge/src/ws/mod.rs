@@ -1,6 +1,6 @@
 //! Client WebSockets: the upgrade handlers, admission (session before upgrade), the per-socket
 //! task with its heartbeat, send queue, rate limit, client-frame handling and closing
-//! handshake, and the chat selection that runs beside it.
+//! handshake, the chat selection that runs beside it, and the connection under it.
 
 pub mod admission;
 pub mod client_frames;
@@ -14,4 +14,5 @@ pub mod rate_limit;
 pub mod recovery;
 pub mod refresh;
 pub mod selection;
+pub mod stream;
 pub mod upgrade;

@@ -15,7 +15,6 @@
 //! without a gap and without a duplicate ([`Outbox::release`]).
 
 use crate::config::SlowConsumerPolicy;
-use axum::extract::ws::Utf8Bytes;
 use daisi_domain::ErrorBody;
 use daisi_domain::protocol::GapCause;
 use parking_lot::Mutex;
@@ -24,6 +23,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// At most one resync frame per socket per this interval: a client reloading its state should
 /// not be told again while it reloads.
@@ -370,6 +370,14 @@ impl Outbox {
         let mut state = self.state();
         let n = state.frames.len().min(max);
         out.extend(state.frames.drain(..n));
+    }
+
+    /// Gives back the room the queue grew to, once it is empty: an idle socket keeps none.
+    pub fn trim(&self) {
+        let mut state = self.state();
+        if state.frames.is_empty() && state.frames.capacity() > 0 {
+            state.frames = VecDeque::new();
+        }
     }
 
     /// Frames waiting.

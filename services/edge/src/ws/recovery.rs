@@ -18,16 +18,17 @@
 
 use super::gap;
 use super::handle::{SocketHandle, SocketKind};
+use super::stream::{self, Socket};
 use crate::history::HistoryEvent;
 use crate::state::Edge;
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use daisi_domain::event::{render_event_frame, render_event_frame_v2};
 use daisi_domain::protocol::{GapCause, Position};
 use daisi_domain::subject::{Scope, SubjectModel};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Labels of `edge_recoveries_total`.
 pub const OUTCOMES: [&str; 3] = ["replayed", "resync", "failed"];
@@ -51,7 +52,7 @@ pub struct Broken;
 pub async fn run(
     edge: &Edge,
     handle: &Arc<SocketHandle>,
-    socket: &mut WebSocket,
+    socket: &mut Socket,
     since: Position,
     write_timeout: Duration,
 ) -> Result<(), Broken> {
@@ -90,7 +91,7 @@ pub async fn run(
 async fn replay(
     edge: &Edge,
     handle: &SocketHandle,
-    socket: &mut WebSocket,
+    socket: &mut Socket,
     since: Position,
     last: &mut u64,
     write_timeout: Duration,
@@ -169,7 +170,7 @@ async fn replay(
 
 /// Writes the batch; the last replayed sequence moves only once its frame left.
 async fn flush(
-    socket: &mut WebSocket,
+    socket: &mut Socket,
     frames: &mut Vec<Utf8Bytes>,
     write_timeout: Duration,
     last: &mut u64,
@@ -183,20 +184,16 @@ async fn flush(
 }
 
 async fn write(
-    socket: &mut WebSocket,
+    socket: &mut Socket,
     frames: &mut Vec<Utf8Bytes>,
     timeout: Duration,
 ) -> Result<(), ()> {
     if frames.is_empty() {
         return Ok(());
     }
-    let write = async {
-        for frame in frames.drain(..) {
-            socket.feed(Message::Text(frame)).await?;
-        }
-        socket.flush().await
-    };
-    match tokio::time::timeout(timeout, write).await {
+    let written = tokio::time::timeout(timeout, stream::write_text(socket, frames)).await;
+    frames.clear();
+    match written {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
     }

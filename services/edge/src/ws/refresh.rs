@@ -6,10 +6,10 @@
 
 use super::handle::{SocketHandle, SocketKind};
 use crate::state::Edge;
-use axum::extract::ws::Utf8Bytes;
 use daisi_domain::protocol::ServerMessage;
 use daisi_domain::{ErrorBody, ErrorCode, SessionKey};
 use jiff::Timestamp;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Labels of `edge_token_refreshes_total`.
 pub const OUTCOMES: [&str; 4] = ["accepted", "other_user", "not_newer", "invalid"];

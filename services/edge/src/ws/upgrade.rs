@@ -2,24 +2,33 @@
 //! before the upgrade, so failures are plain HTTP answers with the contract's error bodies.
 //! Order: origin, path ids, API key, token, path/claims agreement, upgrade headers, then the
 //! session (capacity, drain, coordinator).
+//!
+//! The edge answers the WebSocket handshake itself ([`Handshake`]) instead of through axum's
+//! `WebSocketUpgrade`, so the socket task owns the connection ([`super::stream`]): one task
+//! per socket whose future is the socket loop, and text frames written without tungstenite's
+//! per-socket write buffer.
 
-use super::admission::{self, Refusal};
+use super::admission::{self, Refusal, SocketLease};
 use super::connection;
 use super::handle::SocketKind;
+use super::stream;
 use crate::auth::Denied;
 use crate::config::ExpiryEnforcement;
 use crate::http::{error, origin};
 use crate::state::Edge;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{Path, Query, State};
-use axum::response::Response;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::response::{IntoResponse, Response};
 use daisi_domain::protocol::{Position, Subprotocol};
 use daisi_domain::token::AdminClaims;
 use daisi_domain::{AgentId, CompanyId, ErrorBody, SessionKey};
 use http::HeaderMap;
+use http::request::Parts;
+use http::{HeaderValue, Method, StatusCode, header};
+use hyper::upgrade::OnUpgrade;
 use serde::Deserialize;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// Labels of `edge_upgrades_rejected_total`, one per [`Refusal`] (created at zero at start).
 /// `client_gone` counts admissions that finished after their client left (and were undone).
@@ -49,6 +58,103 @@ pub struct SocketParams {
     /// `json.v2`: the last position the client saw, `<epoch>:<seq>`; the edge replays what
     /// the socket missed since then.
     since: Option<String>,
+}
+
+/// A WebSocket opening handshake (RFC 6455 §4.2.1) over HTTP/1.1: what the answer and the
+/// upgraded connection need.
+pub struct Handshake {
+    /// `Sec-WebSocket-Key`.
+    key: HeaderValue,
+    /// The connection once hyper hands it over.
+    on_upgrade: OnUpgrade,
+    /// The subprotocol chosen from the client's offer, if any.
+    protocol: Option<&'static str>,
+}
+
+impl std::fmt::Debug for Handshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handshake")
+            .field("protocol", &self.protocol)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The request is not a WebSocket handshake the edge accepts.
+#[derive(Debug)]
+pub struct NotAHandshake;
+
+impl IntoResponse for NotAHandshake {
+    fn into_response(self) -> Response {
+        bad_request(&ErrorBody::bad_request("WebSocket upgrade required"))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Handshake {
+    type Rejection = NotAHandshake;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Self::from_parts(parts).ok_or(NotAHandshake)
+    }
+}
+
+impl Handshake {
+    fn from_parts(parts: &mut Parts) -> Option<Self> {
+        let headers = &parts.headers;
+        let upgrade_requested = headers.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        });
+        let websocket = headers
+            .get(header::UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+        let version_13 = headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .is_some_and(|v| v.as_bytes() == b"13");
+        if parts.method != Method::GET
+            || parts.version > http::Version::HTTP_11
+            || !upgrade_requested
+            || !websocket
+            || !version_13
+        {
+            return None;
+        }
+        let key = headers.get(header::SEC_WEBSOCKET_KEY)?.clone();
+        let offered = |name: &str| {
+            headers
+                .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+                .iter()
+                .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+                .any(|p| p.trim_ascii() == name.as_bytes())
+        };
+        let protocol = SUBPROTOCOLS.into_iter().find(|p| offered(p));
+        let on_upgrade = parts.extensions.remove::<OnUpgrade>()?;
+        Some(Self {
+            key,
+            on_upgrade,
+            protocol,
+        })
+    }
+
+    /// `101 Switching Protocols`, with the chosen subprotocol.
+    fn switching_protocols(&self) -> Response {
+        let mut response = Response::new(axum::body::Body::empty());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = response.headers_mut();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(self.key.as_bytes())) {
+            headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        }
+        if let Some(protocol) = self.protocol {
+            headers.insert(
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static(protocol),
+            );
+        }
+        response
+    }
 }
 
 /// What the upgrade learned beyond who the socket is.
@@ -110,7 +216,7 @@ pub async fn user_socket(
     path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     query: Result<Query<SocketParams>, QueryRejection>,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    upgrade: Result<Handshake, NotAHandshake>,
 ) -> Response {
     if !origin::allowed(&edge.config.origins, &headers) {
         return origin_refused(&edge);
@@ -145,8 +251,9 @@ pub async fn user_socket(
         return denied(&edge, &crate::auth::Authenticator::path_mismatch());
     }
     authenticated(&edge, "user");
-    let Ok(upgrade) = upgrade else {
-        return bad_request(&ErrorBody::bad_request("WebSocket upgrade required"));
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(not) => return not.into_response(),
     };
     let extras = match since(&params) {
         Ok(since) => Extras {
@@ -168,7 +275,7 @@ pub async fn admin_socket(
     State(edge): State<Edge>,
     headers: HeaderMap,
     query: Result<Query<SocketParams>, QueryRejection>,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    upgrade: Result<Handshake, NotAHandshake>,
 ) -> Response {
     if !origin::allowed(&edge.config.origins, &headers) {
         return origin_refused(&edge);
@@ -189,8 +296,9 @@ pub async fn admin_socket(
         Err(d) => return denied(&edge, &d),
     };
     authenticated(&edge, "admin");
-    let Ok(upgrade) = upgrade else {
-        return bad_request(&ErrorBody::bad_request("WebSocket upgrade required"));
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(not) => return not.into_response(),
     };
     let extras = match since(&params) {
         Ok(since) => Extras {
@@ -212,14 +320,12 @@ pub async fn admin_socket(
 
 async fn accept(
     edge: Edge,
-    upgrade: WebSocketUpgrade,
+    upgrade: Handshake,
     kind: SocketKind,
     key: SessionKey,
     extras: Extras,
 ) -> Response {
-    let upgrade = upgrade.protocols(SUBPROTOCOLS);
-    let protocol =
-        Subprotocol::from_selected(upgrade.selected_protocol().map(http::HeaderValue::as_bytes));
+    let protocol = Subprotocol::from_selected(upgrade.protocol.map(str::as_bytes));
     let enforce_expiry = match edge.config.recovery.expiry {
         ExpiryEnforcement::All => true,
         ExpiryEnforcement::V2 => protocol == Subprotocol::V2,
@@ -238,15 +344,33 @@ async fn accept(
     };
     let tuning = &edge.config.sockets;
     let max = edge.config.limits.max_message_size;
-    upgrade
+    let config = WebSocketConfig::default()
         .read_buffer_size(tuning.read_buffer)
         .write_buffer_size(tuning.write_buffer)
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_failed_upgrade(|error| tracing::debug!(%error, "websocket upgrade failed"))
-        // Boxed: thousands of these futures live at once, and their size is dominated by the
-        // socket; a box keeps the spawned task's own footprint small.
-        .on_upgrade(move |socket| Box::pin(connection::run(lease, socket, recover)))
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max));
+    let response = upgrade.switching_protocols();
+    tokio::spawn(socket_task(upgrade.on_upgrade, config, lease, recover));
+    response
+}
+
+/// The socket's task: the connection once hyper hands it over (after the 101 left), then the
+/// socket loop. Dropping the lease (upgrade failed, or the socket ended) releases the session.
+async fn socket_task(
+    on_upgrade: OnUpgrade,
+    config: WebSocketConfig,
+    lease: SocketLease,
+    recover: Option<Position>,
+) {
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(error) => {
+            tracing::debug!(%error, "websocket upgrade failed");
+            return;
+        }
+    };
+    let socket = stream::from_upgraded(upgraded, config).await;
+    connection::run(lease, socket, recover).await;
 }
 
 fn refused(edge: &Edge, refusal: &Refusal) -> Response {
