@@ -89,6 +89,7 @@ async fn heartbeat_call(edge: Edge) -> Option<HeartbeatOutcome> {
             // Kills the command stream missed (a lost pub/sub message, a broken stream):
             // applying one the stream delivered already is a no-op.
             for kill in &outcome.commands {
+                edge.metrics.inbox_kills.inc();
                 super::kill_watch::apply_kill(&edge, kill);
             }
             edge.heartbeats
