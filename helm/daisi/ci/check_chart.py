@@ -231,6 +231,19 @@ def output_checks(label: str, docs: list[dict], values: dict) -> None:
     check(edge_env["DAISI_EDGE_ADVERTISE_URL"]["value"].startswith(("http://$(POD_IP):",
                                                                     "http://[$(POD_IP)]:")),
           f"{label}: edge advertise url must use the pod IP")
+    # json.v2 recovery replays from the stream the routers consume: same NATS, same stream.
+    if values.get("edge", {}).get("recovery", {}).get("enabled", True):
+        def source(entry: dict | None) -> tuple:
+            entry = entry or {}
+            return (entry.get("value"), entry.get("valueFrom"))
+        check(source(edge_env.get("DAISI_EDGE_NATS_URL")) == source(router_env["DAISI_ROUTER_NATS_URL"]),
+              f"{label}: the edge's recovery NATS differs from the router's")
+        for edge_name, router_name in (("DAISI_EDGE_NATS_STREAM", "DAISI_ROUTER_STREAM"),
+                                       ("DAISI_EDGE_SUBJECT_PREFIX", "DAISI_ROUTER_SUBJECT_PREFIX")):
+            check(edge_env.get(edge_name, {}).get("value") == router_env.get(router_name, {}).get("value"),
+                  f"{label}: {edge_name} differs from {router_name}")
+    else:
+        check("DAISI_EDGE_NATS_URL" not in edge_env, f"{label}: recovery off but NATS set")
     services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
     check(any(s["spec"].get("clusterIP") == "None" for s in services.values()),
           f"{label}: no headless Service for the edge gRPC port")

@@ -140,7 +140,7 @@ async fn cut_and_recover(stack: &mut Stack, cut: Cut) -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s13_a_json_v2_client_cut_off_for_3s_gets_every_event_once_in_order() {
+async fn s17_a_json_v2_client_cut_off_for_3s_gets_every_event_once_in_order() {
     let options = StackOptions {
         routers: 1,
         ..StackOptions::default()
@@ -152,7 +152,7 @@ async fn s13_a_json_v2_client_cut_off_for_3s_gets_every_event_once_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s14_a_json_v2_client_whose_edge_is_killed_recovers_on_the_other_edge() {
+async fn s18_a_json_v2_client_whose_edge_is_killed_recovers_on_the_other_edge() {
     let options = StackOptions {
         routers: 1,
         ..StackOptions::default()
@@ -164,7 +164,7 @@ async fn s14_a_json_v2_client_whose_edge_is_killed_recovers_on_the_other_edge() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s15_a_json_v2_reconnect_beyond_the_window_gets_resync_then_live_events() {
+async fn s19_a_json_v2_reconnect_beyond_the_window_gets_resync_then_live_events() {
     scenario(StackOptions::default(), async |stack: &mut Stack| {
         let user = stack.user("c1", "a1", "u1");
         let edge = stack.edge(1);

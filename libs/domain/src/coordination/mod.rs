@@ -29,6 +29,10 @@ use crate::{
 pub struct FencingToken(pub u64);
 
 impl FencingToken {
+    /// Never granted (grants start at 1). Released with it, a connection gives up whatever
+    /// grant it holds or is about to be given: the release of an acquire whose answer was lost.
+    pub const ABANDONED: Self = Self(0);
+
     /// The token after this one (saturating; 2^64 grants will not happen).
     #[must_use]
     pub fn next(self) -> Self {

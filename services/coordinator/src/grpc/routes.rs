@@ -1,9 +1,10 @@
-//! `RouteService`: register and unregister a pod's routes, and the routers' batched lookup.
+//! `RouteService`: register, unregister and list a pod's routes, and the routers' batched
+//! lookup.
 
 use super::Shared;
 use super::convert::{self, id, within};
 use super::status::from_store;
-use crate::store::SessionStore;
+use crate::store::{RouteSelector, SessionStore};
 use daisi_domain::PodId;
 use daisi_proto::coordinator::v1::{self as pb, route_service_server::RouteService};
 use daisi_proto::limits;
@@ -88,6 +89,34 @@ impl<S: SessionStore> RouteService for Routes<S> {
                 })
                 .collect(),
             pods: lookup.pods.iter().map(convert::pod_out).collect(),
+        }))
+    }
+
+    async fn list_pod_routes(
+        &self,
+        request: Request<pb::ListPodRoutesRequest>,
+    ) -> Result<Response<pb::ListPodRoutesResponse>, Status> {
+        let caller = Caller::of(&request);
+        let request = request.into_inner();
+        let pod: PodId = id("", &request.pod_id)?;
+        caller.check_pod(pod.as_str())?;
+        let page = convert::page(request.page_size, request.page_token);
+        let shared = &self.0;
+        let page = shared
+            .metrics
+            .timed(
+                "list_routes",
+                shared.store.list_routes(&RouteSelector::Pod(pod), &page),
+            )
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(pb::ListPodRoutesResponse {
+            routes: page
+                .items
+                .iter()
+                .map(|e| pb::Route::from(&e.route))
+                .collect(),
+            next_page_token: page.next.unwrap_or_default(),
         }))
     }
 }

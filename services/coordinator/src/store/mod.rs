@@ -32,6 +32,11 @@ pub type StoreResult<T> = Result<T, StoreError>;
 ///
 /// Calls naming a pod (except removals and [`SessionStore::deregister`]) fail with
 /// [`StoreError::UnknownPod`] unless the pod is registered and within its lease.
+///
+/// A session is held while its lease runs *and* the pod registration that acquired it lives
+/// (the pod's current registration, within its lease; a pod that lapsed and heartbeats again
+/// starts a new registration). The sessions of a lapsed or re-registered pod are vacant at
+/// once, before any purge: every call treats them as absent, and taking one kills nobody.
 pub trait SessionStore: Send + Sync + 'static {
     /// The timing this store applies.
     fn settings(&self) -> &StoreSettings;
@@ -56,7 +61,10 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Vec<LostSession>>> + Send;
 
     /// Compare-and-delete of `sessions`: each is removed only if its connection and fencing
-    /// token still match, so a taken-over session keeps its new holder.
+    /// token still match, so a taken-over session keeps its new holder. A session released
+    /// with [`FencingToken::ABANDONED`] is removed if its connection holds it on `pod` with
+    /// any token, and the connection is tombstoned ([`EndReason::Expired`]) in any case: an
+    /// acquire of it whose answer was lost cannot grant it later.
     fn release(
         &self,
         pod: &PodId,
@@ -133,13 +141,17 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Page<RouteEntry>>> + Send;
 
     /// Registers or extends the lease of a pod; a new instance (or a lapsed lease) purges the
-    /// previous registration's sessions and routes first.
+    /// previous registration's sessions and routes. The purge never touches what the new
+    /// registration acquires or registers meanwhile. `purged` counts what this call removed: a
+    /// store may finish a large purge later (the Redis store sweeps for at most its timeout
+    /// here and leaves the rest to the reaper).
     fn heartbeat(
         &self,
         heartbeat: &PodHeartbeat,
     ) -> impl Future<Output = StoreResult<HeartbeatOutcome>> + Send;
 
-    /// Removes `pod` if `instance` is its current instance, purging its sessions and routes.
+    /// Removes `pod` if `instance` is its current instance, purging its sessions and routes
+    /// (counted and finished as in [`SessionStore::heartbeat`]).
     fn deregister(
         &self,
         pod: &PodId,
@@ -155,7 +167,9 @@ pub trait SessionStore: Send + Sync + 'static {
         page: &PageRequest,
     ) -> impl Future<Output = StoreResult<Page<PodRecord>>> + Send;
 
-    /// Purges every pod whose lease lapsed, with its sessions and routes. Safe to run on every
-    /// replica at once: each pod is purged by exactly one caller.
+    /// Purges every pod whose lease lapsed, with its sessions and routes, and finishes purges
+    /// a crashed replica left midway. Safe to run on every replica at once: each pod is
+    /// purged by exactly one caller, never one that registered again meanwhile, and nothing
+    /// a new registration of the pod holds is touched.
     fn reap_expired_pods(&self) -> impl Future<Output = StoreResult<Vec<(PodId, Purged)>>> + Send;
 }

@@ -14,7 +14,8 @@ use super::Route;
 pub struct StoreSettings {
     /// A session lapses when it is not renewed for this long (its pod crashed).
     pub session_lease: Duration,
-    /// A pod is purged when it does not heartbeat for this long.
+    /// A pod is purged when it does not heartbeat for this long; its sessions are vacant from
+    /// that moment (before the purge).
     pub pod_lease: Duration,
     /// How long a user's selected chat is kept after its session's last renew or release, so a
     /// reconnect restores it.

@@ -338,3 +338,65 @@ async fn a_replaced_instance_loses_its_command_stream() {
     .unwrap();
     assert_eq!(ended, Some(Code::FailedPrecondition));
 }
+
+#[tokio::test]
+async fn a_pod_lists_its_own_routes_page_by_page() {
+    let c = Replica::start(Config::for_tests()).await;
+    heartbeat(&c, "edge-1").await.unwrap();
+    heartbeat(&c, "edge-2").await.unwrap();
+    let chat = |id: usize| pb::Route {
+        kind: Some(pb::route::Kind::Chat(pb::ChatRoute {
+            company_id: "c1".to_owned(),
+            agent_id: "a1".to_owned(),
+            chat_id: format!("ch{id}"),
+        })),
+    };
+    let mine: Vec<pb::Route> = std::iter::once(agent_route())
+        .chain((0..4).map(chat))
+        .collect();
+    for (pod, routes) in [("edge-1", mine.clone()), ("edge-2", vec![chat(9)])] {
+        c.routes()
+            .register_routes(pb::RegisterRoutesRequest {
+                pod_id: pod.to_owned(),
+                routes,
+            })
+            .await
+            .unwrap();
+    }
+    let mut listed = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = c
+            .routes()
+            .list_pod_routes(pb::ListPodRoutesRequest {
+                pod_id: "edge-1".to_owned(),
+                page_size: 2,
+                page_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.routes.len() <= 2);
+        listed.extend(page.routes);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let key = |r: &pb::Route| format!("{r:?}");
+    listed.sort_by_key(key);
+    listed.dedup();
+    let mut expected = mine;
+    expected.sort_by_key(key);
+    assert_eq!(listed, expected);
+    let error = c
+        .routes()
+        .list_pod_routes(pb::ListPodRoutesRequest {
+            pod_id: "edge 1".to_owned(),
+            page_size: 0,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+}

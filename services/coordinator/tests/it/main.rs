@@ -8,5 +8,6 @@ mod binary;
 mod cluster;
 mod contract;
 mod done_when;
+mod redis_later;
 mod rediss;
 mod support;

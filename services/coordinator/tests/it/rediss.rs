@@ -1,6 +1,6 @@
 //! `rediss://` (issue 11): the coordinator reaches a real `redis-server` over TLS with a
 //! private CA and a client certificate (the server runs with `tls-auth-clients yes`), set
-//! through its settings.
+//! through its settings; started after the coordinator.
 
 use crate::support::{Replica, eventually};
 use daisi_config::Env;
@@ -38,6 +38,28 @@ async fn the_coordinator_uses_rediss_with_a_private_ca_and_a_client_certificate(
         .issue("client", &["coordinator.example".to_owned()])
         .unwrap();
     let port = free_port();
+
+    let url = format!("rediss://127.0.0.1:{port}");
+    let (ca_path, cert, key) = (
+        server.ca.display().to_string(),
+        client.cert.display().to_string(),
+        client.key.display().to_string(),
+    );
+    let env = Env::from_pairs([
+        ("DAISI_COORDINATOR_GRPC_ADDR", "127.0.0.1:0"),
+        ("DAISI_COORDINATOR_HTTP_ADDR", "127.0.0.1:0"),
+        ("DAISI_COORDINATOR_STORE", "redis"),
+        ("DAISI_COORDINATOR_REDIS_URL", url.as_str()),
+        ("DAISI_COORDINATOR_REDIS_CA", ca_path.as_str()),
+        ("DAISI_COORDINATOR_REDIS_TLS_CERT", cert.as_str()),
+        ("DAISI_COORDINATOR_REDIS_TLS_KEY", key.as_str()),
+    ]);
+    let config = Config::from_env(&env).expect("rediss settings").value;
+    // Ready means the store's PING went through TLS with the client certificate.
+    let replica = Replica::start(config).await;
+    // Redis comes up after the coordinator (redis_later.rs): the TLS connection made while it was
+    // down must not keep the coordinator unready.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let child = Command::new("redis-server")
         .args(["--port", "0", "--tls-port", &port.to_string()])
         .arg("--tls-cert-file")
@@ -61,25 +83,6 @@ async fn the_coordinator_uses_rediss_with_a_private_ca_and_a_client_certificate(
         .spawn()
         .expect("redis-server (Debian's is built with TLS)");
     let _redis = TlsRedis { child };
-
-    let url = format!("rediss://127.0.0.1:{port}");
-    let (ca_path, cert, key) = (
-        server.ca.display().to_string(),
-        client.cert.display().to_string(),
-        client.key.display().to_string(),
-    );
-    let env = Env::from_pairs([
-        ("DAISI_COORDINATOR_GRPC_ADDR", "127.0.0.1:0"),
-        ("DAISI_COORDINATOR_HTTP_ADDR", "127.0.0.1:0"),
-        ("DAISI_COORDINATOR_STORE", "redis"),
-        ("DAISI_COORDINATOR_REDIS_URL", url.as_str()),
-        ("DAISI_COORDINATOR_REDIS_CA", ca_path.as_str()),
-        ("DAISI_COORDINATOR_REDIS_TLS_CERT", cert.as_str()),
-        ("DAISI_COORDINATOR_REDIS_TLS_KEY", key.as_str()),
-    ]);
-    let config = Config::from_env(&env).expect("rediss settings").value;
-    // Ready means the store's PING went through TLS with the client certificate.
-    let replica = Replica::start(config).await;
     eventually(Duration::from_secs(20), || async {
         daisi_testkit::get_json(replica.http, "/ready")
             .await

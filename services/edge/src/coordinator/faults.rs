@@ -1,7 +1,9 @@
 //! A fault injector in front of the real coordinator client, for tests and examples that need
 //! a coordinator misbehaving in a way a process signal cannot produce on cue: slow acquire
-//! replies (the acquire ran, its answer is late), slow route unregistrations and lost kill
-//! commands (a broken pub/sub).
+//! replies (the acquire ran, its answer is late), lost acquire and select replies (the call
+//! ran, the edge saw a failure), acquires applied after the edge gave up on them (a request
+//! stuck in a stopped replica), slow route unregistrations and lost kill commands (a broken
+//! pub/sub).
 //!
 //! It holds no session semantics of its own: every call is delegated to the [`GrpcCoordinator`]
 //! it wraps (in tests, the real coordinator service over its in-memory store), so the edge is
@@ -29,6 +31,18 @@ pub struct Faults {
     acquires_held: AtomicU64,
     /// Added before each route unregistration is sent, in milliseconds.
     unregister_delay_ms: AtomicU64,
+    /// Acquires run on the coordinator, but the edge gets `Unavailable` instead of the answer.
+    lose_acquire_answers: AtomicBool,
+    /// When non-zero: the edge gets `Unavailable` at once, and the acquire reaches the
+    /// coordinator this many milliseconds later.
+    late_acquire_ms: AtomicU64,
+    /// Late acquires not applied yet.
+    late_acquires: AtomicU64,
+    /// When non-zero: each acquire's answer is dropped and the acquire sent again this many
+    /// milliseconds later (a failover retry).
+    acquire_retry_ms: AtomicU64,
+    /// How many of the next select calls run but lose their answers.
+    select_answers_to_lose: AtomicU64,
 }
 
 impl Faults {
@@ -48,6 +62,38 @@ impl Faults {
     /// Drops kill commands (`true`) or delivers them again (`false`).
     pub fn drop_kills(&self, drop: bool) {
         self.drop_kills.store(drop, Ordering::Relaxed);
+    }
+
+    /// Acquires still run on the coordinator, but their answers are lost (`true`): the edge
+    /// sees `Unavailable`.
+    pub fn lose_acquire_answers(&self, lose: bool) {
+        self.lose_acquire_answers.store(lose, Ordering::Relaxed);
+    }
+
+    /// Acquires fail at once with `Unavailable` and reach the coordinator `delay` later (zero:
+    /// off), as a request stuck in a stopped coordinator replica would.
+    pub fn apply_acquires_late(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.late_acquire_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Late acquires (see [`Faults::apply_acquires_late`]) that have not reached the
+    /// coordinator yet.
+    pub fn late_acquires_pending(&self) -> u64 {
+        self.late_acquires.load(Ordering::Relaxed)
+    }
+
+    /// Each acquire runs, its answer is dropped, and it is sent again `delay` later, as the
+    /// channel's failover retry does when a replica goes silent (zero: off). Counted in
+    /// [`Faults::acquires_held`] meanwhile.
+    pub fn retry_acquires_after(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.acquire_retry_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The next `n` select calls run on the coordinator, but the edge sees `Unavailable`.
+    pub fn lose_select_answers(&self, n: u64) {
+        self.select_answers_to_lose.store(n, Ordering::Relaxed);
     }
 
     /// Acquires the coordinator has answered whose reply is being held back now.
@@ -111,7 +157,34 @@ impl Coordinator for FaultInjector {
         pod: &PodId,
         request: AcquireRequest,
     ) -> Result<AcquireOutcome, CoordinatorError> {
+        let late = self.faults.late_acquire_ms.load(Ordering::Relaxed);
+        if late > 0 {
+            let (inner, faults, pod) = (self.inner.clone(), self.faults.clone(), pod.clone());
+            faults.late_acquires.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(late)).await;
+                let outcome = inner.acquire(&pod, request).await;
+                tracing::debug!(?outcome, "late acquire applied");
+                faults.late_acquires.fetch_sub(1, Ordering::Relaxed);
+            });
+            return Err(CoordinatorError::Unavailable(
+                "injected: acquire stuck on its way".to_owned(),
+            ));
+        }
+        let retry = self.faults.acquire_retry_ms.load(Ordering::Relaxed);
+        if retry > 0 {
+            let first = self.inner.acquire(pod, request.clone()).await;
+            let _held = Held::count(&self.faults);
+            tracing::debug!(?first, "acquire answer dropped; sending it again");
+            tokio::time::sleep(Duration::from_millis(retry)).await;
+            return self.inner.acquire(pod, request).await;
+        }
         let outcome = self.inner.acquire(pod, request).await;
+        if self.faults.lose_acquire_answers.load(Ordering::Relaxed) {
+            return Err(CoordinatorError::Unavailable(format!(
+                "injected: acquire answer lost ({outcome:?})"
+            )));
+        }
         let delay = self.faults.acquire_reply_delay_ms.load(Ordering::Relaxed);
         if delay > 0 {
             let _held = Held::count(&self.faults);
@@ -142,7 +215,18 @@ impl Coordinator for FaultInjector {
         session: &HeldSession,
         chat: &ChatId,
     ) -> Result<bool, CoordinatorError> {
-        self.inner.select_chat(pod, session, chat).await
+        let outcome = self.inner.select_chat(pod, session, chat).await;
+        let lose = self
+            .faults
+            .select_answers_to_lose
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        if lose {
+            return Err(CoordinatorError::Unavailable(format!(
+                "injected: select answer lost ({outcome:?})"
+            )));
+        }
+        outcome
     }
 
     async fn register_routes(
@@ -163,6 +247,10 @@ impl Coordinator for FaultInjector {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         self.inner.unregister_routes(pod, routes).await
+    }
+
+    async fn list_routes(&self, pod: &PodId) -> Result<Vec<Route>, CoordinatorError> {
+        self.inner.list_routes(pod).await
     }
 
     async fn watch(&self, pod: &PodIdentity) -> Result<CommandStream, CoordinatorError> {

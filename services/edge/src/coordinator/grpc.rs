@@ -191,7 +191,12 @@ impl Coordinator for GrpcCoordinator {
                 previous: holder_from_pb(granted.previous.as_ref()),
                 selected_chat: granted.selected_chat_id.parse().ok(),
             }),
-            Some(pb::acquire_response::Outcome::Refused(_)) => Ok(AcquireOutcome::Refused),
+            Some(pb::acquire_response::Outcome::Refused(refused)) => Ok(match refused.reason {
+                0 => AcquireOutcome::Refused,
+                reason => AcquireOutcome::Ended {
+                    reason: reason_from_pb(reason),
+                },
+            }),
             None => Err(CoordinatorError::Rejected(
                 "acquire answered without an outcome".to_owned(),
             )),
@@ -302,6 +307,34 @@ impl Coordinator for GrpcCoordinator {
             .await?;
         }
         Ok(())
+    }
+
+    async fn list_routes(&self, pod: &PodId) -> Result<Vec<Route>, CoordinatorError> {
+        let mut routes = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = pb::ListPodRoutesRequest {
+                pod_id: pod.to_string(),
+                page_size: limits::MAX_PAGE_SIZE,
+                page_token,
+            };
+            let page = self
+                .call(|| {
+                    let (mut client, request) = (self.routes(), request.clone());
+                    async move { client.list_pod_routes(request).await }
+                })
+                .await?;
+            // A route this edge cannot parse is not one it registered.
+            routes.extend(
+                page.routes
+                    .iter()
+                    .filter_map(|r| daisi_proto::convert::route("routes", r).ok()),
+            );
+            if page.next_page_token.is_empty() {
+                return Ok(routes);
+            }
+            page_token = page.next_page_token;
+        }
     }
 
     async fn watch(&self, pod: &PodIdentity) -> Result<CommandStream, CoordinatorError> {

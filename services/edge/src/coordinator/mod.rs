@@ -44,6 +44,20 @@ pub struct HeldSession {
     pub fencing: u64,
 }
 
+impl HeldSession {
+    /// Released, gives up whatever grant `connection` holds or is about to be given (fencing
+    /// token 0, never granted): the release of an acquire whose answer was lost. The
+    /// coordinator also tombstones the connection, so that acquire, if it is applied late, is
+    /// refused.
+    pub fn abandoned(key: SessionKey, connection: ConnectionId) -> Self {
+        Self {
+            key,
+            connection,
+            fencing: 0,
+        }
+    }
+}
+
 /// How an acquire treats a key held by another connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AcquireMode {
@@ -91,6 +105,13 @@ pub enum AcquireOutcome {
     },
     /// IF_VACANT only: someone else holds it.
     Refused,
+    /// This very connection lost the session a moment ago (taken over, killed, abandoned:
+    /// the coordinator's tombstone), in any mode. Never retried: the socket is closed with
+    /// 4402.
+    Ended {
+        /// Why, as the tombstone says.
+        reason: EndReason,
+    },
 }
 
 /// Why a session ended for its holder.
@@ -252,6 +273,12 @@ pub trait Coordinator: Send + Sync {
         routes: Vec<Route>,
     ) -> impl Future<Output = Result<(), CoordinatorError>> + Send;
 
+    /// Every route of this pod, as the coordinator holds them (paged underneath).
+    fn list_routes(
+        &self,
+        pod: &PodId,
+    ) -> impl Future<Output = Result<Vec<Route>, CoordinatorError>> + Send;
+
     /// Opens the pod's command stream.
     fn watch(
         &self,
@@ -338,6 +365,10 @@ impl Coordinator for AnyCoordinator {
         routes: Vec<Route>,
     ) -> Result<(), CoordinatorError> {
         dispatch!(self, c => c.unregister_routes(pod, routes))
+    }
+
+    async fn list_routes(&self, pod: &PodId) -> Result<Vec<Route>, CoordinatorError> {
+        dispatch!(self, c => c.list_routes(pod))
     }
 
     async fn watch(&self, pod: &PodIdentity) -> Result<CommandStream, CoordinatorError> {

@@ -173,7 +173,7 @@ pub async fn reacquire(edge: &Edge, socket: Arc<SocketHandle>) {
             // json.v2 socket may have missed some.
             crate::ws::gap::announce(edge, &socket, daisi_domain::protocol::GapCause::PodPurge);
         }
-        Ok(AcquireOutcome::Refused) => {
+        Ok(AcquireOutcome::Refused | AcquireOutcome::Ended { .. }) => {
             close_lost(&socket, CloseCause::SessionConflict);
         }
         Err(error) => {

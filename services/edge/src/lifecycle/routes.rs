@@ -1,26 +1,54 @@
 //! Unregisters routes whose last local socket left, in batches: it waits a moment after the
 //! first idle route so a burst of disconnects (or a quick reconnect) costs one call or none.
+//!
+//! It also reconciles: now and then, and soon after an acquire whose answer was lost, it lists
+//! the routes the coordinator holds for this pod and unregisters those no local socket needs
+//! (a lost acquire may have registered its agent route and the chat route of a restored
+//! selection). A stray route only costs deliveries that reach nobody, but it would otherwise
+//! stay for the life of the pod.
 
+use crate::coordinator::Coordinator;
 use crate::state::Edge;
 use std::time::Duration;
+use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 /// Delay that gathers idle routes into one batch.
 const GATHER: Duration = Duration::from_millis(500);
 
+/// Reconciliation period when nothing asks for one.
+const RECONCILE_EVERY: Duration = Duration::from_secs(60);
+
 /// Runs until `stop`.
 pub async fn run(edge: Edge, stop: CancellationToken) {
+    let routes = &edge.registry.routes;
+    let mut every = tokio::time::interval_at(Instant::now() + RECONCILE_EVERY, RECONCILE_EVERY);
+    every.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        let reconcile = tokio::select! {
             () = stop.cancelled() => return,
-            () = edge.registry.routes.idle() => {}
-        }
+            () = routes.idle() => false,
+            () = routes.reconcile_requested() => true,
+            _ = every.tick() => true,
+        };
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(GATHER) => {}
         }
-        edge.registry
-            .routes
+        if reconcile {
+            match edge.coordinator.list_routes(&edge.pod.pod).await {
+                Ok(registered) => {
+                    let strays = routes.strays(registered);
+                    if strays > 0 {
+                        tracing::info!(strays, "unregistering routes no socket needs");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "route reconciliation failed; retried at the next")
+                }
+            }
+        }
+        routes
             .unregister_unused(&edge.coordinator, &edge.pod.pod)
             .await;
     }

@@ -44,6 +44,8 @@ pub struct RouteBook {
     idle: Notify,
     /// The newest generation whose unregister call has returned.
     finished: watch::Sender<u64>,
+    /// Asks the syncer for a reconciliation soon (an acquire's outcome was unknown).
+    reconcile: Notify,
 }
 
 impl Default for RouteBook {
@@ -55,6 +57,7 @@ impl Default for RouteBook {
             }),
             idle: Notify::new(),
             finished: watch::Sender::new(0),
+            reconcile: Notify::new(),
         }
     }
 }
@@ -220,6 +223,36 @@ impl RouteBook {
     /// Waits until some route became unused.
     pub async fn idle(&self) {
         self.idle.notified().await;
+    }
+
+    /// Asks for a [`RouteBook::strays`] pass soon: routes may have been registered that no
+    /// local socket counts (an acquire whose answer was lost).
+    pub fn request_reconcile(&self) {
+        self.reconcile.notify_one();
+    }
+
+    /// Waits until a reconciliation was asked for.
+    pub async fn reconcile_requested(&self) {
+        self.reconcile.notified().await;
+    }
+
+    /// Reconciliation: of the routes the coordinator lists for this pod, those no local socket
+    /// counts go to the syncer like any route whose last socket left; answers how many. A
+    /// registration in flight is safe: its route is either counted by now or, taken by the
+    /// batch, registered again by its caller (generations, see the module docs).
+    pub fn strays(&self, registered: impl IntoIterator<Item = Route>) -> usize {
+        let mut state = self.state.lock();
+        let mut strays = 0;
+        for route in registered {
+            if !state.counts.contains_key(&route) && state.unused.insert(route) {
+                strays += 1;
+            }
+        }
+        drop(state);
+        if strays > 0 {
+            self.idle.notify_one();
+        }
+        strays
     }
 
     /// Unregisters the routes that are still unused, in one batch. On failure they are kept
@@ -420,5 +453,21 @@ mod tests {
         assert_eq!(registered(&s.url).await, ["a"]);
         book.unregister_unused(&s.coordinator, &s.pod.pod).await;
         assert!(registered(&s.url).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn reconciliation_unregisters_only_routes_no_socket_counts() {
+        let s = setup().await;
+        // `a` has a socket; `b` was registered by an acquire whose answer was lost.
+        s.coordinator
+            .register_routes(&s.pod.pod, vec![agent("a"), agent("b")])
+            .await
+            .expect("register");
+        let book = RouteBook::default();
+        book.retain(agent("a"));
+        let listed = s.coordinator.list_routes(&s.pod.pod).await.expect("list");
+        assert_eq!(book.strays(listed), 1);
+        book.unregister_unused(&s.coordinator, &s.pod.pod).await;
+        assert_eq!(registered(&s.url).await, ["a"]);
     }
 }

@@ -6,7 +6,8 @@
 use super::handle::{SocketHandle, SocketKind};
 use super::outbox::{CloseCause, Outbox};
 use crate::coordinator::{
-    AcquireMode, AcquireOutcome, AcquireRequest, Coordinator, CoordinatorError, HeldSession, Route,
+    AcquireMode, AcquireOutcome, AcquireRequest, Coordinator, CoordinatorError, EndReason,
+    HeldSession,
 };
 use crate::lifecycle::{close_lost, pod};
 use crate::registry::{KillTarget, base_route, chat_route};
@@ -207,6 +208,18 @@ async fn acquire_and_index(
                 selected_chat,
             }) => (fencing, previous, selected_chat),
             Ok(AcquireOutcome::Refused) => return Err(Refusal::Conflict),
+            Ok(AcquireOutcome::Ended { reason }) => {
+                // This connection was killed or taken over while its acquire was on its way
+                // (an operator's kill naming it, a retry after a takeover): closed like a
+                // socket whose session ended, never retried.
+                // An earlier attempt of this acquire (a failover retry) may have registered
+                // routes: the base route goes to the syncer, a restored chat route to the
+                // reconciliation.
+                routes.retain(base.clone());
+                routes.release(&base);
+                routes.request_reconcile();
+                return Ok(ended(edge, kind, key, connection, options, reason));
+            }
             Err(CoordinatorError::UnknownPod) if attempt == 0 => {
                 // The coordinator lost this pod (restart, lapsed lease): register, then retry.
                 drop(ticket);
@@ -214,7 +227,12 @@ async fn acquire_and_index(
                 continue;
             }
             Err(CoordinatorError::Unavailable(e)) => {
-                undo_lost_acquire(edge, &key, &connection, &base);
+                // The acquire may have been applied (now, or later: a request stuck in a
+                // stopped coordinator replica), leaving a session and routes nobody holds.
+                edge.releases.abandon(
+                    HeldSession::abandoned(key.clone(), connection.clone()),
+                    base.clone(),
+                );
                 return Err(Refusal::CoordinatorDown(e));
             }
             Err(CoordinatorError::UnknownPod) => {
@@ -295,43 +313,39 @@ async fn acquire_and_index(
     Err(Refusal::CoordinatorDown("pod not registered".to_owned()))
 }
 
-/// An acquire whose answer was lost (deadline, broken connection) may still have been granted,
-/// with its routes registered: a session nobody holds, routes no socket needs. In the
-/// background: the base route is handed to the route syncer (unregistered unless a socket
-/// needs it), and the grant, if this connection holds it, is taken back with an IF_VACANT
-/// acquire (idempotent for its holder; refused if the user connected elsewhere) and released
-/// with its restored chat route. If the coordinator stays unreachable, the lease lapses.
-fn undo_lost_acquire(edge: &Edge, key: &SessionKey, connection: &ConnectionId, base: &Route) {
-    let (edge, key, connection, base) =
-        (edge.clone(), key.clone(), connection.clone(), base.clone());
-    tokio::spawn(async move {
-        let routes = &edge.registry.routes;
-        routes.retain(base.clone());
-        routes.release(&base);
-        let request = AcquireRequest {
-            key: key.clone(),
-            connection: connection.clone(),
-            mode: AcquireMode::IfVacant,
-            routes: Vec::new(),
-        };
-        if let Ok(AcquireOutcome::Granted {
-            fencing,
-            selected_chat,
-            ..
-        }) = edge.coordinator.acquire(&edge.pod.pod, request).await
-        {
-            if let (Some(chat), SessionKey::User { company, agent, .. }) = (&selected_chat, &key) {
-                let route = chat_route(company, agent, chat);
-                routes.retain(route.clone());
-                routes.release(&route);
-            }
-            edge.releases.push(HeldSession {
-                key,
-                connection,
-                fencing,
-            });
-        }
-    });
+/// A socket admitted only to be closed with 4402 and the compat SessionConflict frame, as
+/// any socket whose session ended: it holds no grant and is never indexed, so no event
+/// reaches it and it releases nothing.
+fn ended(
+    edge: &Edge,
+    kind: SocketKind,
+    key: SessionKey,
+    connection: ConnectionId,
+    options: SocketOptions,
+    reason: EndReason,
+) -> SocketLease {
+    let outbox = Outbox::new(
+        edge.config.sockets.send_queue,
+        edge.config.sockets.slow_consumer,
+    );
+    let handle = Arc::new(
+        SocketHandle::new(edge.registry.next_id(), connection, kind, key, 0, outbox)
+            .with_protocol(options.protocol),
+    );
+    close_lost(&handle, CloseCause::SessionConflict);
+    edge.metrics
+        .kills
+        .with_label_values(&["applied_at_admission"])
+        .inc();
+    tracing::debug!(connection = %handle.connection, reason = reason.as_str(), "acquire refused: the connection's session ended");
+    SocketLease {
+        edge: edge.clone(),
+        handle,
+        reason: std::sync::Mutex::new("session_conflict"),
+        started: AtomicBool::new(false),
+        connected_at: std::sync::OnceLock::new(),
+        _task: edge.socket_tasks.token(),
+    }
 }
 
 /// Same-pod takeover: the coordinator also sends a kill on the stream, but closing here saves

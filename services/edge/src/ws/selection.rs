@@ -9,6 +9,9 @@
 //! - the latest request wins: requests made while a call is in flight replace each other, and
 //!   only the last one is sent once the call ends (counted as `coalesced`);
 //! - asking for the chat already selected, or already asked for, is a no-op (compat.md);
+//! - a call whose answer is lost (deadline, broken connection, pod unknown for a moment) is
+//!   made again, up to [`RETRIES`] times, unless a newer request waits: select is idempotent
+//!   for the coordinator, so a repeat of a call that landed only re-asserts the route;
 //! - a failure is reported with one `SubscriptionFailure` error frame, unless a newer request
 //!   is waiting to replace it; a lost session closes the socket with 4402, as before.
 //!
@@ -24,6 +27,14 @@ use daisi_domain::protocol::ServerMessage;
 use daisi_domain::{ChatId, ErrorBody};
 use parking_lot::Mutex;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Calls made again after a lost answer before the client is told the selection failed. Each
+/// is bounded by the coordinator timeout (and moves to another replica when one is silent).
+const RETRIES: u32 = 2;
+
+/// Pause before the first repeat, doubled for the next.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// A socket's selection slot: empty unless a selection task runs for it.
 #[derive(Debug, Default)]
@@ -124,11 +135,28 @@ async fn select(edge: &Edge, socket: &Arc<SocketHandle>, chat: ChatId) -> Outcom
     // See `registry::routes` for why a ticket, and not a lock, orders this registration
     // against the route syncer's unregister batches.
     let routes = &edge.registry.routes;
-    let ticket = routes.ticket();
-    let result = edge
-        .coordinator
-        .select_chat(&edge.pod.pod, &socket.held(), &chat)
-        .await;
+    let mut attempt = 0;
+    let (ticket, result) = loop {
+        let ticket = routes.ticket();
+        let result = edge
+            .coordinator
+            .select_chat(&edge.pod.pod, &socket.held(), &chat)
+            .await;
+        let lost = matches!(
+            result,
+            Err(CoordinatorError::Unavailable(_) | CoordinatorError::UnknownPod)
+        );
+        if !lost || attempt == RETRIES || newer_waits(socket) || socket.outbox.is_closing() {
+            break (ticket, result);
+        }
+        drop(ticket);
+        if matches!(result, Err(CoordinatorError::UnknownPod)) {
+            edge.heartbeat_now.notify_one();
+        }
+        tokio::time::sleep(RETRY_PAUSE * 2u32.pow(attempt)).await;
+        attempt += 1;
+        count(edge, "retried");
+    };
     match result {
         Ok(true) => {
             let route = chat_route(company, agent, &chat);
@@ -176,6 +204,16 @@ async fn select(edge: &Edge, socket: &Arc<SocketHandle>, chat: ChatId) -> Outcom
             Outcome::Failed
         }
     }
+}
+
+/// A newer request replaces the one in flight: repeating this one is pointless.
+fn newer_waits(socket: &SocketHandle) -> bool {
+    socket
+        .selection
+        .pending
+        .lock()
+        .as_ref()
+        .is_some_and(|p| p.next.is_some())
 }
 
 /// Counts a running selection task in `edge_chat_selections_pending`, and uncounts it however

@@ -6,6 +6,9 @@
 //!   first edge before its socket is indexed, and that socket is still closed with 4402.
 //! - The client drops its TCP connection while the reply is on its way: nothing is left
 //!   behind, neither the session nor the route (checked through the coordinator's admin API).
+//! - The reply is lost (the edge sees a failure) after the acquire ran, or the acquire reaches
+//!   the coordinator only after the edge gave up on it: again nothing is left behind, and a
+//!   late acquire takes nothing over.
 
 use crate::support::*;
 use daisi_proto::edge::v1::DeliveryScope;
@@ -143,5 +146,158 @@ async fn a_client_gone_during_its_acquire_leaves_no_session_and_no_route() {
             &["client_gone"]
         ),
         1
+    );
+}
+
+/// Waits until the coordinator holds neither a session of `u1` nor a route of `pod`.
+async fn nothing_left(coord: &Coord, pod: &str, within: Duration) {
+    let started = tokio::time::Instant::now();
+    while coord.holder("c1", "a1", "u1").await.is_some() || !coord.routes_of(pod).await.is_empty() {
+        assert!(
+            started.elapsed() < within,
+            "left behind: session {:?}, routes {:?}",
+            coord.holder("c1", "a1", "u1").await,
+            coord.routes_of(pod).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// u1 selects a chat and leaves: the selection is kept by the coordinator, so the next acquire
+/// of u1 restores it and registers its chat route along with the agent route.
+async fn leave_a_selection(coord: &Coord, edge: &TestEdge, pod: &str) {
+    let mut client = user(edge.http, "c1", "a1", "u1").await;
+    client
+        .send_text(r#"{"type":"select_chat","payload":{"chat_id":"ch1"}}"#)
+        .await;
+    eventually("the chat route is registered", || async {
+        coord.routes_of(pod).await.len() == 2
+    })
+    .await;
+    client.close().await;
+    nothing_left(coord, pod, WAIT).await;
+}
+
+#[tokio::test]
+async fn an_acquire_whose_answer_is_lost_leaves_no_session_and_no_route() {
+    let coord = Coord::start().await;
+    let (coordinator, faults) = coord.faulty();
+    let edge = TestEdge::start_with(coordinator, "edge-lost", |_| {}).await;
+    leave_a_selection(&coord, &edge, "edge-lost").await;
+
+    // The acquire is applied (session, agent route, restored chat route); its answer is lost.
+    faults.lose_acquire_answers(true);
+    let refused = open(edge.http, &user_path("c1", "a1", "u1"), Some(API_KEY))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(refused.status, 503, "{refused:?}");
+    faults.lose_acquire_answers(false);
+
+    // The abandon goes with the next release batch (200 ms); the route batch (500 ms) and the
+    // reconciliation it asks for (500 ms) follow.
+    nothing_left(&coord, "edge-lost", WAIT).await;
+    // The user connects again normally, with the selection restored.
+    let _client = user(edge.http, "c1", "a1", "u1").await;
+    assert_eq!(coord.routes_of("edge-lost").await.len(), 2);
+}
+
+#[tokio::test]
+async fn an_acquire_applied_after_the_edge_gave_up_is_refused() {
+    let coord = Coord::start().await;
+    let (coordinator, faults) = coord.faulty();
+    let stuck = TestEdge::start_with(coordinator, "edge-stuck", |_| {}).await;
+    let other = TestEdge::start(&coord.url, "edge-other", |_| {}).await;
+
+    // The acquire is stuck on its way; the edge refuses the client and abandons it.
+    faults.apply_acquires_late(Duration::from_millis(1_500));
+    let refused = open(stuck.http, &user_path("c1", "a1", "u1"), Some(API_KEY))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(refused.status, 503, "{refused:?}");
+    faults.apply_acquires_late(Duration::ZERO);
+    // Meanwhile the user connects elsewhere.
+    let mut client = user(other.http, "c1", "a1", "u1").await;
+    eventually("the stuck acquire reached the coordinator", || async {
+        faults.late_acquires_pending() == 0
+    })
+    .await;
+
+    // It was refused: it took nothing over and registered nothing.
+    assert_eq!(
+        coord.holder("c1", "a1", "u1").await.expect("held").0,
+        "edge-other"
+    );
+    assert!(coord.routes_of("edge-stuck").await.is_empty());
+    assert_eq!(client.maybe_text(Duration::from_millis(300)).await, None);
+    let reached = other
+        .deliver(vec![event(
+            1,
+            "c1",
+            "a1",
+            DeliveryScope::AgentUsers,
+            "",
+            "chat",
+            "{}",
+        )])
+        .await[0]
+        .sockets_reached;
+    assert_eq!(reached, 1);
+}
+
+#[tokio::test]
+async fn an_acquire_refused_for_a_killed_connection_closes_with_4402() {
+    let coord = Coord::start().await;
+    let (coordinator, faults) = coord.faulty();
+    let edge = TestEdge::start_with(coordinator, "edge-retry", |_| {}).await;
+    // The first answer is lost; the acquire is sent again 1.5 s later.
+    faults.retry_acquires_after(HELD);
+    let http = edge.http;
+    let client =
+        tokio::spawn(async move { open(http, &user_path("c1", "a1", "u1"), Some(API_KEY)).await });
+    acquire_held(&faults).await;
+    // An operator kills the session meanwhile: the connection is tombstoned, and the retried
+    // acquire is refused with reason KILLED_BY_ADMIN.
+    let key = daisi_proto::coordinator::v1::SessionKey {
+        kind: Some(daisi_proto::coordinator::v1::session_key::Kind::User(
+            daisi_proto::coordinator::v1::UserSessionKey {
+                company_id: "c1".into(),
+                agent_id: "a1".into(),
+                user_id: "u1".into(),
+            },
+        )),
+    };
+    let killed = coord
+        .admin()
+        .await
+        .kill_session(daisi_proto::coordinator::v1::KillSessionRequest {
+            key: Some(key),
+            reason: "test".into(),
+            connection_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(killed.killed);
+
+    let mut client = match client.await.expect("join") {
+        Ok(client) => client,
+        Err(refused) => panic!("answered {refused:?} instead of closing with 4402"),
+    };
+    let closed = client.closed_within(HELD + WAIT).await;
+    assert_eq!(closed.code, Some(4402), "{closed:?}");
+    assert_eq!(
+        closed.reason,
+        "SessionConflict: Session taken over by another connection"
+    );
+    assert_eq!(closed.frames.len(), 1, "no ready, no event: {closed:?}");
+    assert!(closed.frames[0].contains("SessionConflict"), "{closed:?}");
+    faults.retry_acquires_after(Duration::ZERO);
+    // The route the first attempt registered is unregistered (route batch, 500 ms).
+    nothing_left(&coord, "edge-retry", WAIT).await;
+    assert_eq!(
+        metric(&edge.metrics().await, "daisi_edge_sockets", &["user"]),
+        0
     );
 }

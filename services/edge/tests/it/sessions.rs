@@ -123,3 +123,63 @@ async fn renew_closes_sessions_lost_without_a_kill() {
     let _new = user(thief.http, "c1", "a1", "u1").await;
     assert_taken_over(&c.closed_within(Duration::from_secs(3)).await);
 }
+
+/// How many chat routes `pod` holds.
+async fn chats_of(coord: &Coord, pod: &str) -> usize {
+    coord
+        .routes_of(pod)
+        .await
+        .iter()
+        .filter(|r| r.contains("Chat("))
+        .count()
+}
+
+#[tokio::test]
+async fn a_select_whose_answers_are_lost_is_made_again_before_failing() {
+    let coord = Coord::start().await;
+    let (coordinator, faults) = coord.faulty();
+    let edge = TestEdge::start_with(coordinator, "edge-select", |_| {}).await;
+    let mut c = user(edge.http, "c1", "a1", "u1").await;
+
+    // Two answers lost in a row: the third call is answered, and the client never hears of it.
+    faults.lose_select_answers(2);
+    c.send_text(r#"{"type":"select_chat","payload":{"chat_id":"A"}}"#)
+        .await;
+    eventually("the chat route is registered", || async {
+        chats_of(&coord, "edge-select").await == 1
+    })
+    .await;
+    // A fresh sequence each time: the edge drops a repeat of a delivered one.
+    let seq = std::sync::atomic::AtomicU64::new(1);
+    eventually("the selection is applied", || async {
+        let n = seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let event = event(
+            n,
+            "c1",
+            "a1",
+            DeliveryScope::ChatUsers,
+            "A",
+            "message",
+            "{}",
+        );
+        edge.deliver(vec![event]).await[0].sockets_reached == 1
+    })
+    .await;
+    let text = c.next_text().await;
+    assert!(text.contains(r#""event_type":"message""#), "{text}");
+    assert!(
+        metric(
+            &edge.metrics().await,
+            "daisi_edge_chat_selections_total",
+            &["retried"]
+        ) == 2
+    );
+
+    // Every answer lost: after its repeats the client is told, once.
+    faults.lose_select_answers(10);
+    c.send_text(r#"{"type":"select_chat","payload":{"chat_id":"B"}}"#)
+        .await;
+    let text = c.next_text().await;
+    assert!(text.contains("SubscriptionFailure"), "{text}");
+    assert_eq!(c.maybe_text(Duration::from_millis(300)).await, None);
+}

@@ -35,7 +35,7 @@ impl MemoryStore {
         Self {
             inner: Arc::new(Inner {
                 settings,
-                state: Mutex::new(State::default()),
+                state: Mutex::new(State::new(settings.selection_retention)),
                 fanout: Arc::new(Fanout::default()),
             }),
         }
@@ -113,6 +113,11 @@ impl SessionStore for MemoryStore {
                 }
                 state.sequence += 1;
                 let fencing = FencingToken(state.sequence);
+                let registration = state
+                    .registrations
+                    .get(&request.pod)
+                    .copied()
+                    .unwrap_or_default();
                 state.sessions.insert(
                     request.key.clone(),
                     Session {
@@ -124,6 +129,7 @@ impl SessionStore for MemoryStore {
                         since: now,
                         expires: lease_end,
                         chat: chat.clone(),
+                        registration,
                     },
                 );
                 (fencing, current.map(|s| s.holder), chat)
@@ -199,11 +205,23 @@ impl SessionStore for MemoryStore {
     async fn release(&self, pod: &PodId, sessions: &[HeldSession]) -> StoreResult<Released> {
         let now = Timestamp::now();
         let retain = self.retention(now);
+        let buried_until = self.tombstone_until(now);
         let mut state = self.state();
         state.require_pod(pod, now)?;
         let mut released = Released::default();
         for held in sessions {
-            let held_now = state.live(&held.key, now).is_some_and(|s| matches(s, held));
+            let held_now = state.live(&held.key, now).is_some_and(|s| {
+                matches(s, held)
+                    || (held.fencing == FencingToken::ABANDONED
+                        && s.holder.connection == held.connection
+                        && &s.holder.pod == pod)
+            });
+            if held.fencing == FencingToken::ABANDONED {
+                // An acquire whose outcome the edge does not know: whenever it lands, it is
+                // refused from now on.
+                let reason = EndReason::Expired;
+                state.bury(&held.key, &held.connection, reason, now, buried_until);
+            }
             if held_now {
                 state.drop_session(&held.key, retain);
                 released.count += 1;
@@ -265,7 +283,11 @@ impl SessionStore for MemoryStore {
         let items = state
             .sessions
             .iter()
-            .filter(|(k, s)| after_key.as_ref().is_none_or(|t| *k > t) && s.expires >= now)
+            .filter(|(k, s)| {
+                after_key.as_ref().is_none_or(|t| *k > t)
+                    && s.expires >= now
+                    && state.holder_live(s, now)
+            })
             .filter(|(k, _)| wanted(k))
             .map(|(k, s)| (k.clone(), State::info(k, s)));
         Ok(page_of(items, page.size))
@@ -414,6 +436,9 @@ impl SessionStore for MemoryStore {
                 now,
             ),
         };
+        if matches!(outcome, HeartbeatOutcome::Registered { .. }) {
+            state.register(&heartbeat.pod);
+        }
         state.pods.insert(
             heartbeat.pod.clone(),
             PodRecord {

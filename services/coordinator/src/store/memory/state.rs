@@ -23,6 +23,13 @@ pub(super) struct State {
     pub(super) pod_routes: HashMap<PodId, BTreeSet<Route>>,
     /// Registered pods, including lapsed ones until the reaper purges them.
     pub(super) pods: BTreeMap<PodId, PodRecord>,
+    /// Pod -> number of its current registration (a new one per instance and per return
+    /// after a lapse); sessions carry the one that granted them.
+    pub(super) registrations: HashMap<PodId, u64>,
+    /// Last registration number handed out.
+    pub(super) registration_sequence: u64,
+    /// How long a chat selection outlives a session dropped because its holder died.
+    pub(super) selection_retention: Duration,
     /// Connections that were taken over or killed, remembered until the instant stored with
     /// them so that no renew or acquire brings them back (`StoreSettings::tombstone_ttl`).
     tombstones: HashMap<(SessionKey, ConnectionId), Tombstone>,
@@ -50,6 +57,9 @@ pub(super) struct Session {
     pub(super) expires: Timestamp,
     /// The user's selected chat.
     pub(super) chat: Option<ChatId>,
+    /// The registration of the holder's pod that granted it: the session is valid only while
+    /// that registration is current and within its lease.
+    pub(super) registration: u64,
 }
 
 pub(super) fn after(now: Timestamp, span: Duration) -> Timestamp {
@@ -58,6 +68,13 @@ pub(super) fn after(now: Timestamp, span: Duration) -> Timestamp {
 }
 
 impl State {
+    pub(super) fn new(selection_retention: Duration) -> Self {
+        Self {
+            selection_retention,
+            ..Self::default()
+        }
+    }
+
     pub(super) fn pod_live(&self, pod: &PodId, now: Timestamp) -> bool {
         self.pods
             .get(pod)
@@ -72,10 +89,34 @@ impl State {
         }
     }
 
-    /// The session of `key` unless its lease lapsed (lapsed ones are dropped here).
+    /// Whether the registration that granted `session` is its pod's current one, within its
+    /// lease: the session of a lapsed or re-registered pod is vacant at once.
+    pub(super) fn holder_live(&self, session: &Session, now: Timestamp) -> bool {
+        self.pod_live(&session.holder.pod, now)
+            && self.registrations.get(&session.holder.pod) == Some(&session.registration)
+    }
+
+    /// Starts a new registration of `pod` and answers its number.
+    pub(super) fn register(&mut self, pod: &PodId) -> u64 {
+        self.registration_sequence += 1;
+        self.registrations
+            .insert(pod.clone(), self.registration_sequence);
+        self.registration_sequence
+    }
+
+    /// The session of `key` unless its lease lapsed or its holder died (both dropped here; the
+    /// latter keeps its chat selection, as a purge would).
     pub(super) fn live(&mut self, key: &SessionKey, now: Timestamp) -> Option<&mut Session> {
         if self.sessions.get(key).is_some_and(|s| s.expires < now) {
             self.sessions.remove(key);
+        }
+        if self
+            .sessions
+            .get(key)
+            .is_some_and(|s| !self.holder_live(s, now))
+        {
+            let retain_until = after(now, self.selection_retention);
+            self.drop_session(key, retain_until);
         }
         self.sessions.get_mut(key)
     }
@@ -182,6 +223,7 @@ impl State {
             self.remove_route(pod, route);
         }
         self.pods.remove(pod);
+        self.registrations.remove(pod);
         Purged {
             sessions: count(keys.len()),
             routes: count(routes.len()),

@@ -3,15 +3,18 @@
 //! and commands are sent the same way to both.
 //!
 //! Both connect lazily (the coordinator starts, unready, while Redis is down) and reconnect in
-//! the background. The cluster client learns the topology from any reachable seed, follows
+//! the background; the readiness probe replaces a connection that stays silent
+//! ([`Connection::reconnect`]). The cluster client learns the topology from any reachable seed, follows
 //! `MOVED`/`ASK` redirections and refreshes its slot map after a failover. Every key of a
 //! deployment shares one hash tag (`keys.rs`), so each script runs on the one master that
 //! serves that slot.
 
+use parking_lot::RwLock;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Where the store's Redis is.
@@ -36,20 +39,31 @@ impl RedisTarget {
 }
 
 /// A command connection to one Redis or to a Redis Cluster. Cheap to clone; clones share the
-/// underlying connections.
+/// underlying connections, and a [`Connection::reconnect`] made through one clone is seen by
+/// all of them.
 #[derive(Clone)]
-pub enum Connection {
-    /// One Redis.
+pub struct Connection {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    /// Builds a fresh lazy client connection (the same settings every time).
+    open: Box<dyn Fn() -> RedisResult<Live> + Send + Sync>,
+    /// The connection calls go through. Read (and cloned) per call; never held across an await.
+    live: RwLock<Live>,
+}
+
+#[derive(Clone)]
+enum Live {
     Single(ConnectionManager),
-    /// A Redis Cluster.
     Cluster(ClusterConnection),
 }
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Single(_) => f.write_str("Connection::Single"),
-            Self::Cluster(_) => f.write_str("Connection::Cluster"),
+        match &*self.inner.live.read() {
+            Live::Single(_) => f.write_str("Connection::Single"),
+            Live::Cluster(_) => f.write_str("Connection::Cluster"),
         }
     }
 }
@@ -62,17 +76,20 @@ impl Connection {
         timeout: Duration,
         tls: Option<&super::RedisTls>,
     ) -> RedisResult<Self> {
-        match target {
+        let open: Box<dyn Fn() -> RedisResult<Live> + Send + Sync> = match target {
             RedisTarget::Single(url) => {
                 let client = super::client(url, tls)?;
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(timeout))
-                    .set_response_timeout(Some(timeout))
-                    .set_number_of_retries(2)
-                    .set_max_delay(Duration::from_secs(1));
-                Ok(Self::Single(ConnectionManager::new_lazy_with_config(
-                    client, config,
-                )?))
+                Box::new(move || {
+                    let config = ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(timeout))
+                        .set_response_timeout(Some(timeout))
+                        .set_number_of_retries(2)
+                        .set_max_delay(Duration::from_secs(1));
+                    Ok(Live::Single(ConnectionManager::new_lazy_with_config(
+                        client.clone(),
+                        config,
+                    )?))
+                })
             }
             RedisTarget::Cluster(seeds) => {
                 // Retries cover MOVED/ASK redirections and a failover's TRYAGAIN/CLUSTERDOWN;
@@ -86,22 +103,43 @@ impl Connection {
                     .min_retry_wait(50)
                     .max_retry_wait(500)
                     .build()?;
-                let config = ClusterConfig::new()
-                    .set_connection_timeout(timeout)
-                    .set_response_timeout(timeout);
-                Ok(Self::Cluster(
-                    client.get_pending_async_connection_with_config(config),
-                ))
+                Box::new(move || {
+                    let config = ClusterConfig::new()
+                        .set_connection_timeout(timeout)
+                        .set_response_timeout(timeout);
+                    Ok(Live::Cluster(
+                        client.get_pending_async_connection_with_config(config),
+                    ))
+                })
             }
-        }
+        };
+        let live = RwLock::new(open()?);
+        Ok(Self {
+            inner: Arc::new(Shared { open, live }),
+        })
+    }
+
+    /// Replaces the client connection by a fresh lazy one, for every clone. The readiness probe
+    /// calls it when Redis has not answered for a while: a `ConnectionManager` created while
+    /// Redis was unreachable was seen never to connect once Redis came up (the coordinator
+    /// stayed unready; services/coordinator/tests/it/redis_later.rs). Calls in flight finish on
+    /// the old connection.
+    pub(crate) fn reconnect(&self) -> RedisResult<()> {
+        let fresh = (self.inner.open)()?;
+        *self.inner.live.write() = fresh;
+        Ok(())
+    }
+
+    fn live(&self) -> Live {
+        self.inner.live.read().clone()
     }
 }
 
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Self::Single(c) => c.req_packed_command(cmd),
-            Self::Cluster(c) => c.req_packed_command(cmd),
+        match self.live() {
+            Live::Single(mut c) => Box::pin(async move { c.req_packed_command(cmd).await }),
+            Live::Cluster(mut c) => Box::pin(async move { c.req_packed_command(cmd).await }),
         }
     }
 
@@ -111,16 +149,20 @@ impl ConnectionLike for Connection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        match self.live() {
+            Live::Single(mut c) => {
+                Box::pin(async move { c.req_packed_commands(pipeline, offset, count).await })
+            }
+            Live::Cluster(mut c) => {
+                Box::pin(async move { c.req_packed_commands(pipeline, offset, count).await })
+            }
         }
     }
 
     fn get_db(&self) -> i64 {
-        match self {
-            Self::Single(c) => c.get_db(),
-            Self::Cluster(c) => c.get_db(),
+        match &*self.inner.live.read() {
+            Live::Single(c) => c.get_db(),
+            Live::Cluster(c) => c.get_db(),
         }
     }
 }

@@ -61,6 +61,11 @@ impl Keys {
         format!("{}:r:{route}", self.tag)
     }
 
+    /// The record of sweep `id` (its session and route sets are `<record>:s` and `:r`).
+    pub(crate) fn sweep(&self, id: &str) -> String {
+        format!("{}:sw:{id}", self.tag)
+    }
+
     pub(crate) fn session_index(&self, filter: &SessionFilter) -> String {
         match filter {
             SessionFilter::Company(c) => format!("{}:ix:c:{c}", self.tag),
@@ -95,6 +100,7 @@ mod tests {
             keys.pod_routes(&pod),
             keys.route(&"agent:c1:a1".parse().unwrap()),
             keys.session_index(&SessionFilter::Admins),
+            keys.sweep("7"),
             keys.commands_channel(),
         ];
         for name in names {

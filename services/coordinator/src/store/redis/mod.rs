@@ -14,6 +14,7 @@ mod keys;
 mod ops;
 mod pubsub;
 mod scripts;
+mod sweep;
 
 use super::fanout::Fanout;
 use super::types::{HeldSession, StoreSettings};
@@ -38,7 +39,8 @@ pub struct RedisSettings {
     /// Upper bound of every call, and the connect timeout.
     pub timeout: Duration,
     /// Most sessions one renew or release script call handles; larger batches are split so a
-    /// single script never blocks Redis for long (about a millisecond per 1,000 sessions).
+    /// single script never blocks Redis for long (about a millisecond per 1,000 sessions). A
+    /// pod sweep pops at most this many, and at most 200, sessions or routes per call.
     pub chunk: usize,
     /// For `rediss://` URLs: a private CA and a client certificate (PEM), when the server
     /// needs them. Without it a `rediss://` URL trusts the system's CA store.
@@ -210,14 +212,13 @@ impl RedisStore {
     }
 
     /// Runs the renew or release script over `sessions` in chunks: `KEYS[1]` is the pod's
-    /// session set, followed (with `tombstones`) by the tombstone key of each session.
+    /// session set, followed by the tombstone key of each session.
     async fn batched(
         &self,
         script: &redis::Script,
         pod: &PodId,
         head: &[&str],
         sessions: &[HeldSession],
-        tombstones: bool,
     ) -> redis::RedisResult<Vec<Vec<String>>> {
         let key = self.inner.keys.pod_sessions(pod);
         let mut answers = Vec::new();
@@ -230,14 +231,10 @@ impl RedisStore {
             for (held, (key, fence)) in chunk.iter().zip(&encoded) {
                 args.extend([key.as_str(), held.connection.as_str(), fence.as_str()]);
             }
-            let tomb_keys: Vec<String> = if tombstones {
-                chunk
-                    .iter()
-                    .map(|s| self.inner.keys.tombstones(&s.key))
-                    .collect()
-            } else {
-                Vec::new()
-            };
+            let tomb_keys: Vec<String> = chunk
+                .iter()
+                .map(|s| self.inner.keys.tombstones(&s.key))
+                .collect();
             let mut keys = vec![key.as_str()];
             keys.extend(tomb_keys.iter().map(String::as_str));
             answers.push(self.script_keys(script, &keys, &args).await?);

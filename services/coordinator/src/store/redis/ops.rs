@@ -1,6 +1,7 @@
 //! The [`SessionStore`] operations of [`RedisStore`]: each one script call (renew and release
 //! one per chunk), its answer decoded into store types.
 
+use super::sweep::{SWEEP_LOCK, Swept};
 use super::{RedisStore, decode, millis};
 use crate::store::fanout::CommandStream;
 use crate::store::types::*;
@@ -9,7 +10,7 @@ use crate::store::{SessionStore, StoreError, StoreResult};
 use daisi_domain::{ChatId, ConnectionId, PodId, SessionKey};
 use std::collections::HashSet;
 
-/// Pods purged per reaper call.
+/// Pods (and orphaned sweeps) claimed per reaper call.
 const REAP_LIMIT: usize = 64;
 
 fn status_of(answer: &[String]) -> &str {
@@ -98,7 +99,7 @@ impl SessionStore for RedisStore {
         let retention = self.retention_ms().to_string();
         let head = [pod.as_str(), lease.as_str(), retention.as_str()];
         let answers = self
-            .bounded(self.batched(&self.inner.scripts.renew, pod, &head, sessions, true))
+            .bounded(self.batched(&self.inner.scripts.renew, pod, &head, sessions))
             .await?;
         let mut lost = Vec::new();
         for (chunk, answer) in sessions.chunks(self.inner.chunk).zip(&answers) {
@@ -124,9 +125,10 @@ impl SessionStore for RedisStore {
 
     async fn release(&self, pod: &PodId, sessions: &[HeldSession]) -> StoreResult<Released> {
         let retention = self.retention_ms().to_string();
-        let head = [pod.as_str(), retention.as_str()];
+        let tombstone = self.tombstone_ms().to_string();
+        let head = [pod.as_str(), retention.as_str(), tombstone.as_str()];
         let answers = self
-            .bounded(self.batched(&self.inner.scripts.release, pod, &head, sessions, false))
+            .bounded(self.batched(&self.inner.scripts.release, pod, &head, sessions))
             .await?;
         let mut released = Released::default();
         for (chunk, answer) in sessions.chunks(self.inner.chunk).zip(&answers) {
@@ -334,7 +336,7 @@ impl SessionStore for RedisStore {
 
     async fn heartbeat(&self, heartbeat: &PodHeartbeat) -> StoreResult<HeartbeatOutcome> {
         let lease = millis(self.inner.settings.pod_lease).to_string();
-        let retention = self.retention_ms().to_string();
+        let lock = millis(SWEEP_LOCK).to_string();
         let (users, admins) = heartbeat.load.map_or((String::new(), String::new()), |l| {
             (l.user_sockets.to_string(), l.admin_sockets.to_string())
         });
@@ -343,7 +345,7 @@ impl SessionStore for RedisStore {
             heartbeat.instance.as_str(),
             heartbeat.delivery_address.as_str(),
             lease.as_str(),
-            retention.as_str(),
+            lock.as_str(),
             users.as_str(),
             admins.as_str(),
         ];
@@ -356,14 +358,9 @@ impl SessionStore for RedisStore {
             .await?;
         match answer.as_slice() {
             [status] if status == "renewed" => Ok(HeartbeatOutcome::Renewed),
-            [status, sessions, routes] if status == "registered" => {
-                Ok(HeartbeatOutcome::Registered {
-                    purged: Purged {
-                        sessions: count(sessions)?,
-                        routes: count(routes)?,
-                    },
-                })
-            }
+            [status, sweep] if status == "registered" => Ok(HeartbeatOutcome::Registered {
+                purged: self.sweep_claimed(sweep).await,
+            }),
             _ => Err(StoreError::Corrupt(format!(
                 "heartbeat answered {answer:?}"
             ))),
@@ -371,19 +368,17 @@ impl SessionStore for RedisStore {
     }
 
     async fn deregister(&self, pod: &PodId, instance: &str) -> StoreResult<Purged> {
-        let retention = self.retention_ms().to_string();
+        let lock = millis(SWEEP_LOCK).to_string();
         let answer: Vec<String> = self
             .bounded(self.script(
                 &self.inner.scripts.deregister,
                 &self.inner.keys.pod(pod),
-                &[pod.as_str(), instance, retention.as_str()],
+                &[pod.as_str(), instance, lock.as_str()],
             ))
             .await?;
         match answer.as_slice() {
-            [sessions, routes] => Ok(Purged {
-                sessions: count(sessions)?,
-                routes: count(routes)?,
-            }),
+            [status] if status == "none" => Ok(Purged::default()),
+            [status, sweep] if status == "claimed" => Ok(self.sweep_claimed(sweep).await),
             _ => Err(StoreError::Corrupt(format!(
                 "deregister answered {answer:?}"
             ))),
@@ -429,32 +424,49 @@ impl SessionStore for RedisStore {
     }
 
     async fn reap_expired_pods(&self) -> StoreResult<Vec<(PodId, Purged)>> {
-        let retention = self.retention_ms().to_string();
         let limit = REAP_LIMIT.to_string();
+        let lock = millis(SWEEP_LOCK).to_string();
         let answer: Vec<String> = self
             .bounded(self.script(
                 &self.inner.scripts.reap,
                 &self.inner.keys.pods(),
-                &[retention.as_str(), limit.as_str()],
+                &[limit.as_str(), lock.as_str()],
             ))
             .await?;
-        answer
-            .chunks(3)
-            .map(|entry| match entry {
-                [pod, sessions, routes] => Ok((
-                    decode::parse("pod_id", pod)?,
-                    Purged {
-                        sessions: count(sessions)?,
-                        routes: count(routes)?,
-                    },
-                )),
-                _ => Err(StoreError::Corrupt("truncated reap answer".to_owned())),
-            })
-            .collect()
+        let mut purged = Vec::new();
+        for entry in answer.chunks(2) {
+            let [pod, sweep] = entry else {
+                return Err(StoreError::Corrupt("truncated reap answer".to_owned()));
+            };
+            // A claimed pod with nothing left to sweep is purged all the same.
+            let claimed: Option<PodId> = if pod.is_empty() {
+                None
+            } else {
+                Some(decode::parse("pod_id", pod)?)
+            };
+            let swept = if sweep.is_empty() {
+                Swept::default()
+            } else {
+                self.sweep(sweep, None).await
+            };
+            if let Some(pod) = claimed.or(swept.pod) {
+                purged.push((pod, swept.purged));
+            }
+        }
+        Ok(purged)
     }
 }
 
 impl RedisStore {
+    /// Sweeps what a heartbeat or deregistration claimed ('' = nothing), within one store
+    /// timeout so the call stays short; a reaper finishes a larger sweep.
+    async fn sweep_claimed(&self, sweep: &str) -> Purged {
+        if sweep.is_empty() {
+            return Purged::default();
+        }
+        self.sweep(sweep, Some(self.inner.timeout)).await.purged
+    }
+
     async fn change_routes(&self, op: &str, pod: &PodId, routes: &[Route]) -> StoreResult<()> {
         let encoded: Vec<String> = routes.iter().map(ToString::to_string).collect();
         let mut args = vec![op, pod.as_str()];

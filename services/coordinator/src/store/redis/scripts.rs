@@ -1,5 +1,5 @@
 //! The Lua scripts behind every multi-key operation, each prefixed with the shared prelude
-//! (`lua/common.lua`: key layout, clock, purge). `redis::Script` sends EVALSHA and loads the
+//! (`lua/common.lua`: key layout, clock, pod claims). `redis::Script` sends EVALSHA and loads the
 //! script on NOSCRIPT, so a restarted Redis (which forgot its scripts) is handled transparently.
 
 use redis::Script;
@@ -26,6 +26,7 @@ pub(crate) struct Scripts {
     pub(crate) heartbeat: Script,
     pub(crate) deregister: Script,
     pub(crate) reap: Script,
+    pub(crate) sweep: Script,
     pub(crate) routes: Script,
     pub(crate) lookup: Script,
     pub(crate) pods: Script,
@@ -44,6 +45,7 @@ impl Scripts {
             heartbeat: script!("heartbeat.lua"),
             deregister: script!("deregister.lua"),
             reap: script!("reap.lua"),
+            sweep: script!("sweep.lua"),
             routes: script!("routes.lua"),
             lookup: script!("lookup.lua"),
             pods: script!("pods.lua"),

@@ -984,3 +984,291 @@ pub(crate) async fn tombstones_lapse_after_their_lifetime(f: &impl Factory) {
         AcquireOutcome::Granted(_)
     ));
 }
+
+pub(crate) async fn an_abandoned_connection_is_released_and_never_granted(f: &impl Factory) {
+    let store = f.store(relaxed());
+    let (p1, p2) = (
+        register(&store, "edge-1").await,
+        register(&store, "edge-2").await,
+    );
+    let abandoned = |key: &SessionKey, c: &str| HeldSession {
+        key: key.clone(),
+        connection: conn(c),
+        fencing: FencingToken::ABANDONED,
+    };
+    // The acquire ran, its answer was lost: the abandon releases the grant, whatever its token.
+    let key = user("u1");
+    take(&store, &key, &p1, "c1").await;
+    let released = store.release(&p1, &[abandoned(&key, "c1")]).await.unwrap();
+    assert_eq!(released.count, 1);
+    assert_eq!(store.get_session(&key).await.unwrap(), None);
+    assert_eq!(
+        store.acquire(takeover(&key, &p1, "c1")).await.unwrap(),
+        AcquireOutcome::Ended {
+            reason: EndReason::Expired,
+            current: None,
+        },
+        "a retry of the abandoned acquire is refused"
+    );
+
+    // The acquire lands after the abandon: refused, and it takes nothing over.
+    let key = user("u2");
+    let holder = take(&store, &key, &p2, "c7").await;
+    let released = store.release(&p1, &[abandoned(&key, "c2")]).await.unwrap();
+    assert_eq!(released.count, 0);
+    assert_eq!(released.not_held, vec![abandoned(&key, "c2")]);
+    assert_eq!(
+        store.acquire(takeover(&key, &p1, "c2")).await.unwrap(),
+        AcquireOutcome::Ended {
+            reason: EndReason::Expired,
+            current: Some(Holder {
+                pod: p2.clone(),
+                connection: conn("c7"),
+                fencing: holder.fencing,
+            }),
+        }
+    );
+    let session = store.get_session(&key).await.unwrap().unwrap();
+    assert_eq!(session.holder.connection, conn("c7"));
+
+    // Another pod's abandon of the same connection id releases nothing of this one.
+    let key = user("u3");
+    take(&store, &key, &p2, "c3").await;
+    assert_eq!(
+        store
+            .release(&p1, &[abandoned(&key, "c3")])
+            .await
+            .unwrap()
+            .count,
+        0
+    );
+    assert!(store.get_session(&key).await.unwrap().is_some());
+}
+
+/// A lapsed pod with many sessions and routes is purged (swept chunk by chunk on Redis) while
+/// the pod registers again and its new instance acquires sessions, half of them keys the old
+/// instance held, and registers routes, one of them a route the old instance had: the purge
+/// removes everything of the old instance and nothing of the new one. The old sessions are
+/// vacant all along (their holder is dead), so the new grants kill nobody; each old session is
+/// purged at most once (those the new instance took first are not counted).
+pub(crate) async fn a_sweep_spares_what_a_re_registered_pod_holds(f: &impl Factory) {
+    const OLD: usize = 300;
+    const OLD_ROUTES: usize = 30;
+    const NEW: usize = 100;
+    let lease = Duration::from_secs(2);
+    let (a, b) = f.replicas(StoreSettings {
+        pod_lease: lease,
+        ..relaxed()
+    });
+    let agent = |i: usize| Route::Agent {
+        company: "c1".parse().unwrap(),
+        agent: format!("a{i}").parse().unwrap(),
+    };
+    let p = register(&a, "edge-1").await;
+    let old_life = PodHeartbeat {
+        pod: p.clone(),
+        instance: "edge-1-i1".to_owned(),
+        delivery_address: "http://edge-1:50061".to_owned(),
+        load: None,
+    };
+    let keys: Vec<usize> = (0..OLD).collect();
+    for batch in keys.chunks(50) {
+        assert_eq!(
+            a.heartbeat(&old_life).await.unwrap(),
+            HeartbeatOutcome::Renewed
+        );
+        futures_util::future::join_all(batch.iter().map(|&i| {
+            let key = user(&format!("u{i}"));
+            let routes = vec![agent(i % OLD_ROUTES)];
+            let (a, p) = (&a, &p);
+            async move { take_with(a, &key, p, &format!("old{i}"), routes).await }
+        }))
+        .await;
+    }
+    tokio::time::sleep(lease + Duration::from_millis(300)).await;
+
+    let new_life = PodHeartbeat {
+        instance: "edge-1-i2".to_owned(),
+        ..old_life
+    };
+    let new_routes = vec![agent(0), agent(1000)];
+    let reaper = async {
+        let reaped = a.reap_expired_pods().await.unwrap();
+        assert!(reaped.iter().all(|(q, _)| q == &p), "{reaped:?}");
+        reaped
+    };
+    let newcomer = async {
+        // Wait until the reaper has claimed the pod (its routes vanish from the listing), so
+        // the new instance's acquires race the sweep rather than follow it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !b
+            .list_routes(
+                &RouteSelector::Pod(p.clone()),
+                &PageRequest {
+                    size: 1000,
+                    token: None,
+                },
+            )
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+        {
+            assert!(tokio::time::Instant::now() < deadline, "never claimed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let HeartbeatOutcome::Registered { purged } = b.heartbeat(&new_life).await.unwrap() else {
+            panic!("a new instance registers");
+        };
+        let mut grants = Vec::new();
+        for i in 0..NEW {
+            if i % 20 == 0 {
+                b.heartbeat(&new_life).await.unwrap();
+            }
+            for (key, c) in [
+                (user(&format!("u{i}")), format!("new-u{i}")),
+                (user(&format!("n{i}")), format!("new-n{i}")),
+            ] {
+                let grant = take_with(&b, &key, &p, &c, new_routes.clone()).await;
+                assert_eq!(grant.previous, None, "a dead holder is never taken over");
+                grants.push(held(&key, &c, &grant));
+            }
+        }
+        (purged, grants)
+    };
+    let (reaped, (at_registration, grants)) = tokio::join!(reaper, newcomer);
+
+    // A sweep the reaper left unfinished is completed by a later pass.
+    let mut purged = at_registration;
+    for (_, counts) in reaped {
+        purged.sessions += counts.sessions;
+        purged.routes += counts.routes;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while (purged.sessions as usize) < OLD - NEW {
+        assert!(tokio::time::Instant::now() < deadline, "sweep never ends");
+        b.heartbeat(&new_life).await.unwrap();
+        for (_, counts) in a.reap_expired_pods().await.unwrap() {
+            purged.sessions += counts.sessions;
+            purged.routes += counts.routes;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(purged.sessions as usize <= OLD, "{purged:?}");
+    assert_eq!(purged.routes as usize, OLD_ROUTES);
+
+    b.heartbeat(&new_life).await.unwrap();
+    assert!(b.renew(&p, &grants).await.unwrap().is_empty());
+    for session in &grants {
+        let info = b.get_session(&session.key).await.unwrap().expect("held");
+        assert_eq!(info.holder.connection, session.connection);
+    }
+    for i in NEW..OLD {
+        assert_eq!(b.get_session(&user(&format!("u{i}"))).await.unwrap(), None);
+    }
+    let lookup = b
+        .lookup_routes(&[
+            RouteQuery::Agent {
+                company: "c1".parse().unwrap(),
+                agent: "a0".parse().unwrap(),
+            },
+            RouteQuery::Agent {
+                company: "c1".parse().unwrap(),
+                agent: "a1000".parse().unwrap(),
+            },
+            RouteQuery::Agent {
+                company: "c1".parse().unwrap(),
+                agent: "a1".parse().unwrap(),
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        lookup.results,
+        vec![vec![p.clone()], vec![p.clone()], vec![]]
+    );
+    let mut routes: Vec<Route> = b
+        .list_routes(
+            &RouteSelector::Pod(p),
+            &PageRequest {
+                size: 1000,
+                token: None,
+            },
+        )
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|entry| entry.route)
+        .collect();
+    routes.sort_by_key(ToString::to_string);
+    assert_eq!(routes, new_routes);
+}
+
+/// A session is valid only while the pod registration that holds it lives: once the pod's lease
+/// lapsed, its sessions are vacant at once (no reaper ran, their own leases are long), an
+/// if-vacant acquire on another pod gets them with a greater token and the selected chat, and
+/// nobody is killed. When the pod comes back (same instance), its old grants are lost.
+pub(crate) async fn a_session_of_a_lapsed_pod_is_vacant_at_once(f: &impl Factory) {
+    let lease = Duration::from_millis(400);
+    let (a, b) = f.replicas(StoreSettings {
+        pod_lease: lease,
+        ..relaxed()
+    });
+    let dying = register(&a, "edge-1").await;
+    let key = user("u1");
+    let old = take(&a, &key, &dying, "c1").await;
+    let old_held = held(&key, "c1", &old);
+    assert!(a.select_chat(&dying, &old_held, &chat("x")).await.unwrap());
+    let mut kills = b.watch_commands(&dying).await.unwrap();
+    tokio::time::sleep(lease + Duration::from_millis(200)).await;
+
+    assert_eq!(b.get_session(&key).await.unwrap(), None);
+    let listed = b
+        .list_sessions(
+            &SessionFilter::Company("c1".parse().unwrap()),
+            &PageRequest {
+                size: 10,
+                token: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(listed.items.is_empty(), "{listed:?}");
+    assert_eq!(b.kill_session(&key, None, "gone").await.unwrap(), None);
+
+    let other = register(&b, "edge-2").await;
+    let granted = match b
+        .acquire(AcquireRequest {
+            key: key.clone(),
+            pod: other.clone(),
+            connection: conn("c2"),
+            mode: AcquireMode::IfVacant,
+            routes: Vec::new(),
+        })
+        .await
+        .unwrap()
+    {
+        AcquireOutcome::Granted(grant) => grant,
+        other => panic!("a dead pod's session is vacant: {other:?}"),
+    };
+    assert_eq!(granted.previous, None);
+    assert!(granted.fencing > old.fencing);
+    assert_eq!(granted.selected_chat, Some(chat("x")));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), kills.next())
+            .await
+            .is_err(),
+        "nobody is killed when a dead pod's session is taken"
+    );
+
+    // The pod returns with the same instance: a new life, whose renew of the old grant fails.
+    register(&a, "edge-1").await;
+    let lost = renew_one(&a, &dying, &old_held).await;
+    assert_eq!(lost.reason, EndReason::TakenOver);
+    assert_eq!(
+        lost.current.map(|h| h.connection),
+        Some(conn("c2")),
+        "the new holder is reported"
+    );
+}

@@ -157,4 +157,7 @@ contract!(
     select_chat_is_idempotent_and_reasserts_the_route,
     a_kill_racing_an_admission_is_remembered,
     tombstones_lapse_after_their_lifetime,
+    an_abandoned_connection_is_released_and_never_granted,
+    a_sweep_spares_what_a_re_registered_pod_holds,
+    a_session_of_a_lapsed_pod_is_vacant_at_once,
 );

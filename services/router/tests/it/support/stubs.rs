@@ -181,6 +181,13 @@ impl RouteService for Coordinator {
         Err(Status::unimplemented("stub"))
     }
 
+    async fn list_pod_routes(
+        &self,
+        _: Request<cpb::ListPodRoutesRequest>,
+    ) -> Result<Response<cpb::ListPodRoutesResponse>, Status> {
+        Err(Status::unimplemented("stub"))
+    }
+
     async fn lookup_routes(
         &self,
         request: Request<cpb::LookupRoutesRequest>,

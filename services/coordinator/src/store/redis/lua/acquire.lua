@@ -10,7 +10,8 @@ local tombs = KEYS[2]
 local now = now_ms()
 if not pod_live(pod, now) then return { 'unknown_pod' } end
 local sk = k_session(skey)
-local cur = redis.call('HMGET', sk, 'pod', 'conn', 'fence', 'chat')
+-- A session whose holder's pod lapsed or registered again is vacant: nobody is killed.
+local cur = held_record(skey, now, retention_ms, { 'pod', 'conn', 'fence', 'chat', 'gen' })
 -- A connection that was taken over or killed never gets the session back (a retried acquire
 -- or a restore after a pod purge would otherwise undo the kill).
 local ended = tombstone(tombs, conn, now)
@@ -33,7 +34,10 @@ else
   end
   if chat == '' then chat = redis.call('GET', k_sel(skey)) or '' end
   fence = fmt(redis.call('INCR', K_SEQ))
-  redis.call('HSET', sk, 'pod', pod, 'conn', conn, 'fence', fence, 'since', fmt(now), 'chat', chat)
+  -- The registration number ties the session to this life of the pod (holder_live).
+  local gen = redis.call('HGET', k_pod(pod), 'gen') or ''
+  redis.call('HSET', sk, 'pod', pod, 'gen', gen, 'conn', conn, 'fence', fence, 'since', fmt(now),
+    'chat', chat)
   redis.call('PEXPIRE', sk, lease_ms)
   redis.call('SADD', k_pod_sessions(pod), skey)
   for _, ix in ipairs(index_keys(skey)) do redis.call('SADD', ix, skey) end

@@ -15,7 +15,7 @@ for i = 5, #ARGV, 3 do
   n = n + 1
   local skey, conn, fence = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local sk = k_session(skey)
-  local cur = redis.call('HMGET', sk, 'pod', 'conn', 'fence', 'chat')
+  local cur = held_record(skey, now, retention_ms, { 'pod', 'conn', 'fence', 'chat', 'gen' })
   if cur[2] == conn and cur[3] == fence then
     redis.call('PEXPIRE', sk, lease_ms)
     -- The selection outlives the session by the retention, counted from the last renew.

@@ -7,12 +7,12 @@ if not pod_live(pod, now) then return { 'unknown_pod' } end
 local route = chat_route(skey, chat)
 if not route then return { 'lost' } end
 local sk = k_session(skey)
-local cur = redis.call('HMGET', sk, 'conn', 'fence', 'chat')
-if cur[1] ~= conn or cur[2] ~= fence then return { 'lost' } end
+local cur = held_record(skey, now, retention_ms, { 'pod', 'conn', 'fence', 'chat', 'gen' })
+if cur[2] ~= conn or cur[3] ~= fence then return { 'lost' } end
 -- The route is (re)asserted on every call, not only when the chat changes: a retry after a
 -- timed-out select, or after the route was unregistered meanwhile, must never answer 'held'
 -- without the route in place.
-if cur[3] ~= chat then redis.call('HSET', sk, 'chat', chat) end
+if cur[4] ~= chat then redis.call('HSET', sk, 'chat', chat) end
 add_route(pod, route)
 keep_selection(skey, chat, retention_ms)
 return { 'held' }
