@@ -281,6 +281,45 @@ async fn coordinator_routes(
     }
 }
 
+/// Sum and count of the histogram `name` over the series whose labels include `label`.
+fn histogram(metrics: &str, name: &str, label: &str) -> (f64, f64) {
+    let value = |suffix: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}_{suffix}{{")) && l.contains(label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    (value("sum"), value("count"))
+}
+
+/// Where a connect's time goes: the edges' acquire call (admission) and the coordinators'
+/// store call behind it (Redis), as means over the run, in milliseconds.
+async fn stages(stack: &Stack) -> anyhow::Result<String> {
+    use daisi_integration_tests::Component;
+    let mut acquire = (0.0, 0.0);
+    let mut store = (0.0, 0.0);
+    for i in [1u8, 2] {
+        let edge = stack.metrics(Component::Edge(i)).await?;
+        let (sum, count) = histogram(&edge, "daisi_edge_session_acquire_seconds", "granted");
+        acquire = (acquire.0 + sum, acquire.1 + count);
+        let coordinator = stack.metrics(Component::Coordinator(i)).await?;
+        let (sum, count) = histogram(
+            &coordinator,
+            "daisi_coordinator_store_seconds",
+            r#"op="acquire""#,
+        );
+        store = (store.0 + sum, store.1 + count);
+    }
+    let mean = |(sum, count): (f64, f64)| if count > 0.0 { sum / count * 1e3 } else { 0.0 };
+    Ok(format!(
+        "mean granted acquire at the edges {:.1} ms ({} calls), of which the store call {:.1} ms",
+        mean(acquire),
+        acquire.1,
+        mean(store)
+    ))
+}
+
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -380,6 +419,7 @@ async fn s21_session_churn_of_200_users_over_two_edges_leaves_exactly_the_live_s
             percentile(&latencies, 1.0),
             live.len(),
         );
+        eprintln!("churn stages: {}", stages(stack).await?);
         // At most one live socket per user: each user holds at most one here, and the edges
         // hold no other.
         let users: BTreeSet<&str> = live.iter().map(|l| l.key.as_str()).collect();

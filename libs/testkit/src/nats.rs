@@ -5,10 +5,11 @@
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use parking_lot::Mutex;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -115,7 +116,7 @@ impl NatsServer {
                 let mut lines = BufReader::new(reader).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     let n = {
-                        let mut logs = logs.lock().unwrap_or_else(|e| e.into_inner());
+                        let mut logs = logs.lock();
                         logs.push(line);
                         logs.len()
                     };
@@ -128,7 +129,7 @@ impl NatsServer {
         let ready = tokio::time::timeout(READY_WITHIN, async {
             loop {
                 let port = {
-                    let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+                    let logs = self.logs.lock();
                     let fresh = &logs[start.min(logs.len())..];
                     let ready = fresh.iter().any(|l| l.contains("Server is ready"));
                     let port = fresh
@@ -176,10 +177,7 @@ impl NatsServer {
 
     /// Everything the server printed, across restarts.
     pub fn logs(&self) -> String {
-        self.logs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .join("\n")
+        self.logs.lock().join("\n")
     }
 
     /// Stops the server with `signal` (SIGTERM: graceful, SIGKILL: crash) and waits for it.

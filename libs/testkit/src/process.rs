@@ -2,11 +2,12 @@
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use parking_lot::Mutex;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
@@ -62,7 +63,7 @@ fn collect<R: AsyncRead + Unpin + Send + 'static>(reader: R, (logs, notify): Lin
         let mut lines = BufReader::new(reader).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             let n = {
-                let mut logs = logs.lock().unwrap_or_else(|e| e.into_inner());
+                let mut logs = logs.lock();
                 logs.push(line);
                 logs.len()
             };
@@ -152,7 +153,7 @@ impl ServiceProcess {
     }
 
     fn find_line(&self, message: &str) -> Option<HashMap<String, String>> {
-        let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        let logs = self.logs.lock();
         logs.iter().find_map(|line| {
             let Value::Object(map) = serde_json::from_str::<Value>(line).ok()? else {
                 return None;
@@ -183,19 +184,12 @@ impl ServiceProcess {
 
     /// Everything the process printed so far.
     pub fn logs(&self) -> String {
-        self.logs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .join("\n")
+        self.logs.lock().join("\n")
     }
 
     /// Whether some log line contains `needle`.
     pub fn logged(&self, needle: &str) -> bool {
-        self.logs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .any(|l| l.contains(needle))
+        self.logs.lock().iter().any(|l| l.contains(needle))
     }
 
     /// The process id, while the process runs.

@@ -37,7 +37,7 @@ pub(crate) struct CoordinatorMetrics {
 }
 
 /// Store operations, as labelled by the call sites of [`CoordinatorMetrics::timed`].
-const STORE_OPS: [&str; 17] = [
+const STORE_OPS: [&str; 18] = [
     "acquire",
     "kill_session",
     "register_routes",
@@ -49,6 +49,7 @@ const STORE_OPS: [&str; 17] = [
     "list_routes",
     "list_sessions",
     "lookup_routes",
+    "pod_inbox",
     "reap",
     "release",
     "renew",

@@ -94,6 +94,9 @@ pub struct EdgeMetrics {
     /// not indexed yet), `applied_at_admission` (a remembered kill hit its socket at indexing),
     /// `closed_locally` (same-pod takeover).
     pub kills: IntCounterVec,
+    /// Kill commands taken from the pod's inbox (heartbeat answers), counted before they are
+    /// applied (and counted in `kills`): the repair path for kills the command stream missed.
+    pub inbox_kills: IntCounter,
     /// Session acquire latency, by outcome.
     pub acquire_seconds: HistogramVec,
     /// Client messages refused by the rate limit.
@@ -221,6 +224,10 @@ impl EdgeMetrics {
                 "edge_kill_commands_total",
                 "kill commands received",
                 &["result"],
+            )?,
+            inbox_kills: registry.counter(
+                "edge_inbox_kills_total",
+                "kill commands taken from the pod's inbox (heartbeat answers)",
             )?,
             acquire_seconds: registry.histogram_vec(
                 "edge_session_acquire_seconds",

@@ -92,6 +92,18 @@ impl fmt::Display for IdProblem {
     }
 }
 
+/// Bytes that are a whole char passing every rule: printable ASCII (no space, no control)
+/// except `.`, `*`, `>`, `:`, `{`, `}`.
+const PLAIN_ASCII: [bool; 256] = {
+    let mut plain = [false; 256];
+    let mut b = 0x21;
+    while b < 0x7f {
+        plain[b] = !matches!(b as u8, b'.' | b'*' | b'>' | b':' | b'{' | b'}');
+        b += 1;
+    }
+    plain
+};
+
 /// Checks `value` against the id rules; the one validator behind every id type.
 pub fn validate_id(kind: IdKind, value: &str) -> Result<(), IdError> {
     let fail = |problem| Err(IdError { kind, problem });
@@ -100,6 +112,11 @@ pub fn validate_id(kind: IdKind, value: &str) -> Result<(), IdError> {
     }
     if value.len() > MAX_ID_LEN {
         return fail(IdProblem::TooLong(value.len()));
+    }
+    // Printable ASCII other than the forbidden six is always fine; most ids are only that
+    // (ids are checked on every token decoded, so the per-char rules below are the slow path).
+    if value.bytes().all(|b| PLAIN_ASCII[usize::from(b)]) {
+        return Ok(());
     }
     for c in value.chars() {
         match c {
@@ -145,5 +162,28 @@ mod tests {
             Some(IdProblem::TooLong(129))
         );
         assert!(validate_id(IdKind::Company, &"x".repeat(MAX_ID_LEN)).is_ok());
+    }
+
+    /// The per-char rules alone, as they were before the ASCII shortcut.
+    fn by_chars(value: &str) -> Option<IdProblem> {
+        value.chars().find_map(|c| match c {
+            '.' | '*' | '>' | ':' | '{' | '}' => Some(IdProblem::Forbidden(c)),
+            c if c.is_control() => Some(IdProblem::Control),
+            c if c.is_whitespace() => Some(IdProblem::Whitespace),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn ascii_shortcut_agrees_with_the_char_rules_on_every_byte() {
+        for b in 0u8..0x80 {
+            let text = format!("a{}b", char::from(b));
+            let problem = validate_id(IdKind::Chat, &text).err().map(|e| e.problem);
+            assert_eq!(problem, by_chars(&text), "byte {b:#x}");
+        }
+        for text in ["ÄÖ-ünicode", "a\u{2028}b", "x\u{85}", "ok-ok_ok@ok"] {
+            let problem = validate_id(IdKind::Chat, text).err().map(|e| e.problem);
+            assert_eq!(problem, by_chars(text), "{text:?}");
+        }
     }
 }

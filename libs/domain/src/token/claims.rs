@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     InvalidReason,
     expiry::{ExpiryError, expires_at_after, format_rfc3339_nano, parse_rfc3339},
+    flat_json,
 };
 use crate::{
     ids::{AdminId, AgentId, CompanyId, IdError, UserId},
@@ -133,25 +134,23 @@ struct AdminWire<'a> {
 
 fn required<T: FromStr<Err = IdError>>(
     field: &'static str,
-    value: Option<Cow<'_, str>>,
+    value: Option<&str>,
 ) -> Result<T, InvalidReason> {
-    match value.as_deref() {
+    match value {
         None | Some("") => Err(InvalidReason::MissingClaim(field)),
         Some(text) => text.parse().map_err(InvalidReason::BadClaim),
     }
 }
 
-fn optional<T: FromStr<Err = IdError>>(
-    value: Option<Cow<'_, str>>,
-) -> Result<Option<T>, InvalidReason> {
-    match value.as_deref() {
+fn optional<T: FromStr<Err = IdError>>(value: Option<&str>) -> Result<Option<T>, InvalidReason> {
+    match value {
         None | Some("") => Ok(None),
         Some(text) => text.parse().map(Some).map_err(InvalidReason::BadClaim),
     }
 }
 
-fn expiry(value: Option<Cow<'_, str>>) -> Result<Timestamp, InvalidReason> {
-    match value.as_deref() {
+fn expiry(value: Option<&str>) -> Result<Timestamp, InvalidReason> {
+    match value {
         None | Some("") => Err(InvalidReason::MissingClaim("expires_at")),
         Some(text) => parse_rfc3339(text).ok_or(InvalidReason::BadExpiry),
     }
@@ -166,13 +165,37 @@ fn text(value: &str) -> Option<Cow<'_, str>> {
 }
 
 impl UserClaims {
+    /// The claims in `plaintext`: the usual flat object is read in place, anything else by
+    /// serde_json (same answer either way, see `flat_json`).
     pub(super) fn from_json(plaintext: &[u8]) -> Result<Self, InvalidReason> {
+        const NAMES: [&str; 4] = ["company_id", "agent_id", "user_id", "expires_at"];
+        if let Some([company, agent, user, expires]) = flat_json::string_fields(plaintext, NAMES) {
+            return Self::from_fields(company, agent, user, expires);
+        }
+        Self::from_json_by_serde(plaintext)
+    }
+
+    fn from_json_by_serde(plaintext: &[u8]) -> Result<Self, InvalidReason> {
         let wire: UserWire<'_> = serde_json::from_slice(plaintext).map_err(|e| json_error(&e))?;
+        Self::from_fields(
+            wire.company_id.as_deref(),
+            wire.agent_id.as_deref(),
+            wire.user_id.as_deref(),
+            wire.expires_at.as_deref(),
+        )
+    }
+
+    fn from_fields(
+        company: Option<&str>,
+        agent: Option<&str>,
+        user: Option<&str>,
+        expires: Option<&str>,
+    ) -> Result<Self, InvalidReason> {
         Ok(Self {
-            company_id: required("company_id", wire.company_id)?,
-            agent_id: required("agent_id", wire.agent_id)?,
-            user_id: required("user_id", wire.user_id)?,
-            expires_at: expiry(wire.expires_at)?,
+            company_id: required("company_id", company)?,
+            agent_id: required("agent_id", agent)?,
+            user_id: required("user_id", user)?,
+            expires_at: expiry(expires)?,
         })
     }
 
@@ -190,14 +213,42 @@ impl UserClaims {
 }
 
 impl AdminClaims {
+    /// The claims in `plaintext`, read as `UserClaims::from_json` reads a user token's.
     pub(super) fn from_json(plaintext: &[u8]) -> Result<Self, InvalidReason> {
+        const NAMES: [&str; 5] = [
+            "admin_id",
+            "expires_at",
+            "company_id_restriction",
+            "subscribed_company_id",
+            "subscribed_agent_id",
+        ];
+        if let Some(fields) = flat_json::string_fields(plaintext, NAMES) {
+            return Self::from_fields(fields);
+        }
+        Self::from_json_by_serde(plaintext)
+    }
+
+    fn from_json_by_serde(plaintext: &[u8]) -> Result<Self, InvalidReason> {
         let wire: AdminWire<'_> = serde_json::from_slice(plaintext).map_err(|e| json_error(&e))?;
+        Self::from_fields([
+            wire.admin_id.as_deref(),
+            wire.expires_at.as_deref(),
+            wire.company_id_restriction.as_deref(),
+            wire.subscribed_company_id.as_deref(),
+            wire.subscribed_agent_id.as_deref(),
+        ])
+    }
+
+    /// From the fields in the order of `from_json`'s `NAMES`.
+    fn from_fields(
+        [admin, expires, restriction, company, agent]: [Option<&str>; 5],
+    ) -> Result<Self, InvalidReason> {
         Ok(Self {
-            admin_id: required("admin_id", wire.admin_id)?,
-            expires_at: expiry(wire.expires_at)?,
-            company_id_restriction: optional(wire.company_id_restriction)?,
-            subscribed_company_id: optional(wire.subscribed_company_id)?,
-            subscribed_agent_id: optional(wire.subscribed_agent_id)?,
+            admin_id: required("admin_id", admin)?,
+            expires_at: expiry(expires)?,
+            company_id_restriction: optional(restriction)?,
+            subscribed_company_id: optional(company)?,
+            subscribed_agent_id: optional(agent)?,
         })
     }
 
@@ -221,5 +272,83 @@ impl AdminClaims {
         };
         // A struct of strings always serializes.
         serde_json::to_vec(&wire).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The plaintexts of the token vectors (spec/token-vectors.json), user and admin.
+    fn vector_plaintexts() -> Vec<String> {
+        let vectors: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/data/token-vectors.json")).unwrap();
+        vectors["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|case| Some(case["plaintext"].as_str()?.to_owned()))
+            .collect()
+    }
+
+    /// Both readers give the same claims or the same error (JSON error texts aside: the fast
+    /// path hands every text it cannot read to serde_json, which writes them).
+    fn same_answer(plaintext: &[u8]) {
+        assert_eq!(
+            UserClaims::from_json(plaintext),
+            UserClaims::from_json_by_serde(plaintext),
+            "{:?}",
+            String::from_utf8_lossy(plaintext)
+        );
+        assert_eq!(
+            AdminClaims::from_json(plaintext),
+            AdminClaims::from_json_by_serde(plaintext),
+            "{:?}",
+            String::from_utf8_lossy(plaintext)
+        );
+    }
+
+    #[test]
+    fn vectors_read_the_same_by_both_readers() {
+        let plaintexts = vector_plaintexts();
+        assert!(plaintexts.len() >= 10, "{}", plaintexts.len());
+        for plaintext in &plaintexts {
+            same_answer(plaintext.as_bytes());
+            // Every object among them has the usual shape: the fast path reads it.
+            if plaintext.starts_with('{') {
+                let fields = flat_json::string_fields(plaintext.as_bytes(), ["expires_at"]);
+                assert!(fields.is_some(), "{plaintext}");
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// A vector's plaintext with one byte replaced, inserted or removed.
+        #[test]
+        fn edited_vectors_read_the_same_by_both_readers(
+            which in any::<prop::sample::Index>(),
+            at in any::<prop::sample::Index>(),
+            byte in prop_oneof![
+                Just(b'"'), Just(b'\\'), Just(b','), Just(b':'), Just(b'{'), Just(b'}'),
+                Just(b' '), Just(b'.'), Just(0u8), Just(0xc3), any::<u8>(),
+            ],
+            edit in 0..3u8,
+        ) {
+            let plaintexts = vector_plaintexts();
+            let mut text = plaintexts[which.index(plaintexts.len())].clone().into_bytes();
+            let at = at.index(text.len());
+            match edit {
+                0 => text[at] = byte,
+                1 => text.insert(at, byte),
+                _ => {
+                    text.remove(at);
+                }
+            }
+            same_answer(&text);
+        }
     }
 }

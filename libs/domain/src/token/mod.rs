@@ -8,6 +8,7 @@
 mod claims;
 mod codec;
 mod expiry;
+mod flat_json;
 mod key;
 
 pub use claims::{AdminClaims, UserClaims};

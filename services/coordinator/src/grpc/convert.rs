@@ -162,16 +162,28 @@ pub(crate) fn session_out(session: &SessionInfo) -> pb::SessionInfo {
     }
 }
 
+fn kill_connection(command: &KillCommand) -> pb::KillConnection {
+    pb::KillConnection {
+        key: Some(pb::SessionKey::from(&command.key)),
+        connection_id: command.connection.to_string(),
+        fencing_token: command.fencing.0,
+        reason: reason_out(command.reason),
+        message: command.message.clone(),
+    }
+}
+
 pub(crate) fn kill_out(command: &KillCommand) -> pb::PodCommand {
     pb::PodCommand {
-        command: Some(pb::pod_command::Command::Kill(pb::KillConnection {
-            key: Some(pb::SessionKey::from(&command.key)),
-            connection_id: command.connection.to_string(),
-            fencing_token: command.fencing.0,
-            reason: reason_out(command.reason),
-            message: command.message.clone(),
-        })),
+        command: Some(pb::pod_command::Command::Kill(kill_connection(command))),
         issued_at: Some(timestamp(command.issued_at)),
+    }
+}
+
+pub(crate) fn inbox_out(entry: &crate::store::InboxEntry) -> pb::InboxCommand {
+    pb::InboxCommand {
+        sequence: entry.sequence,
+        kill: Some(kill_connection(&entry.command)),
+        issued_at: Some(timestamp(entry.command.issued_at)),
     }
 }
 

@@ -70,8 +70,27 @@ impl<S: SessionStore> PodService for Pods<S> {
                 pb::PodLeaseStatus::Registered
             }
         };
+        // The inbox repairs kills the pod's stream missed; failing to read it costs nothing
+        // but a delay (the next heartbeat reads it again), so the heartbeat still succeeds.
+        let commands = match shared
+            .metrics
+            .timed(
+                "pod_inbox",
+                shared
+                    .store
+                    .pod_inbox(&heartbeat.pod, request.commands_acked),
+            )
+            .await
+        {
+            Ok(entries) => entries.iter().map(convert::inbox_out).collect(),
+            Err(error) => {
+                tracing::debug!(pod = %heartbeat.pod, %error, "pod inbox not read");
+                Vec::new()
+            }
+        };
         let settings = shared.store.settings();
         Ok(Response::new(pb::HeartbeatResponse {
+            commands,
             status: status as i32,
             pod_lease_ttl: Some(convert::duration(settings.pod_lease)),
             heartbeat_interval: Some(convert::duration(settings.pod_lease / HEARTBEATS_PER_LEASE)),

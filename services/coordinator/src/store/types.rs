@@ -199,6 +199,20 @@ pub struct KillCommand {
     pub issued_at: Timestamp,
 }
 
+/// One entry of a pod's inbox: a kill command kept for the pod's heartbeats, so a command its
+/// stream missed is still applied ([`super::SessionStore::pod_inbox`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxEntry {
+    /// Increasing per store; the pod acknowledges entries up to a sequence.
+    pub sequence: u64,
+    /// The command, as streamed.
+    pub command: KillCommand,
+}
+
+/// Most entries kept in one pod's inbox (the newest). A pod that falls this far behind has lost
+/// far more than kills; its sessions' renews still tell it each true reason.
+pub const INBOX_LIMIT: usize = 1_000;
+
 /// Self-reported load of a pod.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PodLoad {

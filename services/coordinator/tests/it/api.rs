@@ -92,6 +92,7 @@ async fn invalid_ids_and_oversized_batches_are_rejected_with_a_reason() {
             instance_id: "i1".to_owned(),
             delivery_address: "10.0.0.1:50061".to_owned(),
             load: None,
+            commands_acked: 0,
         })
         .await
         .unwrap_err();
@@ -320,6 +321,7 @@ async fn a_replaced_instance_loses_its_command_stream() {
             instance_id: "a-new-process".to_owned(),
             delivery_address: "http://10.0.0.1:50061".to_owned(),
             load: None,
+            commands_acked: 0,
         })
         .await
         .unwrap()

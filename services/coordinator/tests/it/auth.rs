@@ -54,6 +54,7 @@ fn heartbeat_request(pod: &str) -> pb::HeartbeatRequest {
         instance_id: instance(pod),
         delivery_address: "http://10.0.0.1:50061".to_owned(),
         load: None,
+        commands_acked: 0,
     }
 }
 

@@ -163,6 +163,7 @@ async fn a_silent_pod_loses_its_sessions_and_routes_within_one_lease() {
                         instance_id: instance("edge-live"),
                         delivery_address: "http://10.0.0.2:50061".to_owned(),
                         load: None,
+                        commands_acked: 0,
                     })
                     .await;
                 tokio::time::sleep(Duration::from_millis(250)).await;

@@ -175,6 +175,7 @@ pub(crate) async fn heartbeat(
             instance_id: instance(pod),
             delivery_address: format!("http://10.0.0.1:{}", 50000 + pod.len()),
             load: None,
+            commands_acked: 0,
         })
         .await
         .map(tonic::Response::into_inner)

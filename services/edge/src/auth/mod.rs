@@ -3,6 +3,7 @@
 
 pub mod api_key;
 pub mod token_cache;
+pub mod token_digest;
 
 use crate::config::Config;
 use api_key::{ApiKey, KeyCheck};
@@ -45,6 +46,30 @@ fn token_denied(error: &TokenError) -> Denied {
         TokenError::Invalid(_) => "token_invalid",
     };
     Denied::new(error.error_body(), reason)
+}
+
+/// The claims of `token` from `cache`, or `decode`d (and then cached until they expire). The
+/// token is hashed once, for the lookup and the insert alike.
+fn through_cache<C>(
+    cache: &TokenCache<C>,
+    token: &str,
+    now: Timestamp,
+    expires_at: impl FnOnce(&C) -> Timestamp,
+    decode: impl FnOnce() -> Result<C, TokenError>,
+) -> Result<Arc<C>, Denied> {
+    let slot = cache.slot(token);
+    if let Some(slot) = &slot {
+        match cache.get(slot, now) {
+            Cached::Valid(claims) => return Ok(claims),
+            Cached::Expired => return Err(token_denied(&TokenError::Expired)),
+            Cached::Miss => {}
+        }
+    }
+    let claims = Arc::new(decode().map_err(|e| token_denied(&e))?);
+    if let Some(slot) = slot {
+        cache.insert(slot, claims.clone(), expires_at(&claims));
+    }
+    Ok(claims)
 }
 
 /// What a user-side key check means for the client: `InvalidAPIKey` when missing or wrong.
@@ -101,19 +126,13 @@ impl Authenticator {
         now: Timestamp,
     ) -> Result<Arc<UserClaims>, Denied> {
         let token = token.unwrap_or_default();
-        match self.user_cache.get(token, now) {
-            Cached::Valid(claims) => return Ok(claims),
-            Cached::Expired => return Err(token_denied(&TokenError::Expired)),
-            Cached::Miss => {}
-        }
-        let claims = Arc::new(
-            self.user_tokens
-                .decode_user(token, now)
-                .map_err(|e| token_denied(&e))?,
-        );
-        self.user_cache
-            .insert(token, claims.clone(), claims.expires_at);
-        Ok(claims)
+        through_cache(
+            &self.user_cache,
+            token,
+            now,
+            |claims| claims.expires_at,
+            || self.user_tokens.decode_user(token, now),
+        )
     }
 
     /// The claims of an admin token (shared with the cache).
@@ -123,19 +142,13 @@ impl Authenticator {
         now: Timestamp,
     ) -> Result<Arc<AdminClaims>, Denied> {
         let token = token.unwrap_or_default();
-        match self.admin_cache.get(token, now) {
-            Cached::Valid(claims) => return Ok(claims),
-            Cached::Expired => return Err(token_denied(&TokenError::Expired)),
-            Cached::Miss => {}
-        }
-        let claims = Arc::new(
-            self.admin_tokens
-                .decode_admin(token, now)
-                .map_err(|e| token_denied(&e))?,
-        );
-        self.admin_cache
-            .insert(token, claims.clone(), claims.expires_at);
-        Ok(claims)
+        through_cache(
+            &self.admin_cache,
+            token,
+            now,
+            |claims| claims.expires_at,
+            || self.admin_tokens.decode_admin(token, now),
+        )
     }
 
     /// Keyring minting user tokens.

@@ -53,21 +53,29 @@ pub(crate) fn duration_from_pb(d: Option<&prost_types::Duration>, fallback: Dura
         .unwrap_or(fallback)
 }
 
+fn kill_from_pb(kill: pb::KillConnection) -> Option<Kill> {
+    Some(Kill {
+        key: key_from_pb(kill.key.as_ref())?,
+        connection: kill.connection_id,
+        fencing: kill.fencing_token,
+        reason: reason_from_pb(kill.reason),
+    })
+}
+
+/// The kill of an inbox entry; `None` when it names no valid session.
+pub(crate) fn inbox_from_pb(entry: pb::InboxCommand) -> Option<Kill> {
+    kill_from_pb(entry.kill?)
+}
+
 pub(crate) fn command_from_pb(command: pb::PodCommand) -> PodCommand {
     match command.command {
         Some(pb::pod_command::Command::Subscribed(s)) => PodCommand::Subscribed {
             ping_interval: duration_from_pb(s.ping_interval.as_ref(), Duration::from_secs(10)),
         },
         Some(pb::pod_command::Command::Ping(_)) => PodCommand::Ping,
-        Some(pb::pod_command::Command::Kill(k)) => match key_from_pb(k.key.as_ref()) {
-            Some(key) => PodCommand::Kill(Kill {
-                key,
-                connection: k.connection_id,
-                fencing: k.fencing_token,
-                reason: reason_from_pb(k.reason),
-            }),
-            None => PodCommand::Unknown,
-        },
+        Some(pb::pod_command::Command::Kill(k)) => {
+            kill_from_pb(k).map_or(PodCommand::Unknown, PodCommand::Kill)
+        }
         None => PodCommand::Unknown,
     }
 }

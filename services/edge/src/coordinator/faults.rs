@@ -144,8 +144,9 @@ impl Coordinator for FaultInjector {
         &self,
         pod: &PodIdentity,
         load: Load,
+        acked: u64,
     ) -> Result<HeartbeatOutcome, CoordinatorError> {
-        self.inner.heartbeat(pod, load).await
+        self.inner.heartbeat(pod, load, acked).await
     }
 
     async fn deregister(&self, pod: &PodIdentity) -> Result<(), CoordinatorError> {

@@ -116,8 +116,10 @@ impl Coordinator for GrpcCoordinator {
         &self,
         pod: &PodIdentity,
         load: Load,
+        acked: u64,
     ) -> Result<HeartbeatOutcome, CoordinatorError> {
         let request = pb::HeartbeatRequest {
+            commands_acked: acked,
             pod_id: pod.pod.to_string(),
             instance_id: pod.instance.clone(),
             delivery_address: pod.delivery_address.clone(),
@@ -142,6 +144,17 @@ impl Coordinator for GrpcCoordinator {
                 response.renew_interval.as_ref(),
                 Duration::from_secs(10),
             ),
+            commands_through: response
+                .commands
+                .iter()
+                .map(|c| c.sequence)
+                .max()
+                .unwrap_or(0),
+            commands: response
+                .commands
+                .into_iter()
+                .filter_map(super::convert::inbox_from_pb)
+                .collect(),
         })
     }
 

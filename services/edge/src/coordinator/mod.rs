@@ -152,7 +152,7 @@ pub struct LostSession {
 }
 
 /// Timing the coordinator hands out with each heartbeat.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeartbeatOutcome {
     /// The pod was (re)registered empty: routes and sessions must be restored.
     pub registered: bool,
@@ -160,6 +160,12 @@ pub struct HeartbeatOutcome {
     pub heartbeat_interval: Duration,
     /// How often to renew sessions.
     pub renew_interval: Duration,
+    /// The pod's inbox: kill commands raised for it and not yet acknowledged, oldest first
+    /// (the repair path for kills the command stream missed).
+    pub commands: Vec<Kill>,
+    /// The highest inbox sequence in this answer (0 when empty): acknowledged with the next
+    /// heartbeat once `commands` are applied.
+    pub commands_through: u64,
 }
 
 /// This pod's identity in the pod registry.
@@ -216,11 +222,12 @@ pub struct Load {
 
 /// The coordinator operations the edge uses.
 pub trait Coordinator: Send + Sync {
-    /// Registers the pod or extends its lease.
+    /// Registers the pod or extends its lease; acknowledges the pod's inbox up to `acked`.
     fn heartbeat(
         &self,
         pod: &PodIdentity,
         load: Load,
+        acked: u64,
     ) -> impl Future<Output = Result<HeartbeatOutcome, CoordinatorError>> + Send;
 
     /// Removes the pod and whatever it still holds.
@@ -310,8 +317,9 @@ impl Coordinator for AnyCoordinator {
         &self,
         pod: &PodIdentity,
         load: Load,
+        acked: u64,
     ) -> Result<HeartbeatOutcome, CoordinatorError> {
-        dispatch!(self, c => c.heartbeat(pod, load))
+        dispatch!(self, c => c.heartbeat(pod, load, acked))
     }
 
     async fn deregister(&self, pod: &PodIdentity) -> Result<(), CoordinatorError> {

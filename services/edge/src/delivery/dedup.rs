@@ -6,8 +6,8 @@
 //! the window can no longer recognise: it is delivered (as before), and reported as
 //! [`Seen::Unsure`] so `json.v2` sockets are told to resync.
 
+use parking_lot::Mutex;
 use std::collections::{HashSet, VecDeque};
-use std::sync::Mutex;
 
 /// The de-duplication window.
 #[derive(Debug)]
@@ -55,7 +55,7 @@ impl Dedup {
         if sequence == 0 || self.window == 0 {
             return true;
         }
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.lock();
         let (seen, order) = &mut *state;
         if !seen.insert(sequence) {
             return false;

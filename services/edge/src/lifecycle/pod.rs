@@ -1,6 +1,9 @@
 //! Registration in the pod registry and the heartbeat that keeps it. The first successful
 //! heartbeat makes the edge ready; a failing one makes it not ready (new sockets would fail to
-//! acquire sessions anyway). When the coordinator answers REGISTERED while sockets are open,
+//! acquire sessions anyway). Each answer carries the pod's inbox, the kill commands raised for
+//! it that it has not acknowledged: they are applied like the command stream's (which they
+//! repeat) and acknowledged with the next heartbeat, so a kill the stream lost closes its
+//! socket within one heartbeat interval. When the coordinator answers REGISTERED while sockets are open,
 //! the pod was purged: its routes are registered again and each socket's session re-acquired
 //! with IF_VACANT, closing the sockets whose user has connected elsewhere meanwhile or that were
 //! killed (the coordinator refuses a tombstoned connection in any mode).
@@ -32,6 +35,8 @@ const RESTORE_CONCURRENCY: usize = 64;
 /// registration only, never for thousands of re-acquisitions.
 #[derive(Default)]
 pub struct Heartbeats {
+    /// The highest inbox sequence applied, acknowledged with every heartbeat.
+    inbox_acked: AtomicU64,
     flight: Mutex<Option<(u64, Flight)>>,
     flights: AtomicU64,
     restoring: AtomicBool,
@@ -78,8 +83,18 @@ async fn heartbeat_call(edge: Edge) -> Option<HeartbeatOutcome> {
         user_sockets: u32::try_from(users).unwrap_or(u32::MAX),
         admin_sockets: u32::try_from(admins).unwrap_or(u32::MAX),
     };
-    match edge.coordinator.heartbeat(&edge.pod, load).await {
+    let acked = edge.heartbeats.inbox_acked.load(Ordering::Relaxed);
+    match edge.coordinator.heartbeat(&edge.pod, load, acked).await {
         Ok(outcome) => {
+            // Kills the command stream missed (a lost pub/sub message, a broken stream):
+            // applying one the stream delivered already is a no-op.
+            for kill in &outcome.commands {
+                edge.metrics.inbox_kills.inc();
+                super::kill_watch::apply_kill(&edge, kill);
+            }
+            edge.heartbeats
+                .inbox_acked
+                .fetch_max(outcome.commands_through, Ordering::Relaxed);
             let renew_ms = u64::try_from(outcome.renew_interval.as_millis()).unwrap_or(u64::MAX);
             edge.renew_every_ms.store(renew_ms, Ordering::Relaxed);
             if outcome.registered {

@@ -10,7 +10,7 @@
 
 use crate::coordinator::{Coordinator, HeldSession, Route};
 use crate::state::Edge;
-use std::sync::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -66,8 +66,8 @@ impl ReleaseQueue {
         });
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock()
     }
 
     fn take(&self) -> Pending {

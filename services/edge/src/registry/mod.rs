@@ -11,11 +11,12 @@ pub mod routes;
 use crate::coordinator::{HeldSession, Route};
 use crate::ws::handle::{SocketHandle, SocketKind};
 use daisi_domain::{AgentId, ChatId, CompanyId, ConnectionId, SessionKey};
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use pending_kills::PendingKills;
 pub use routes::RouteBook;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 
 type Sockets = HashMap<u64, Arc<SocketHandle>>;
 
@@ -89,12 +90,12 @@ pub fn base_route(kind: &SocketKind) -> Route {
 }
 
 impl Registry {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
-        self.index.read().unwrap_or_else(|e| e.into_inner())
+    fn read(&self) -> RwLockReadGuard<'_, Index> {
+        self.index.read()
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
-        self.index.write().unwrap_or_else(|e| e.into_inner())
+    fn write(&self) -> RwLockWriteGuard<'_, Index> {
+        self.index.write()
     }
 
     /// A fresh local socket id.

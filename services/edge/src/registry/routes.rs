@@ -341,7 +341,7 @@ mod tests {
             delivery_address: "http://127.0.0.1:9".into(),
         };
         coordinator
-            .heartbeat(&pod, Load::default())
+            .heartbeat(&pod, Load::default(), 0)
             .await
             .expect("heartbeat");
         Setup {

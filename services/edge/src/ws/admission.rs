@@ -48,7 +48,7 @@ pub struct SocketLease {
     /// The socket.
     pub handle: Arc<SocketHandle>,
     /// Why it closed, once known (for the disconnect metric).
-    reason: std::sync::Mutex<&'static str>,
+    reason: parking_lot::Mutex<&'static str>,
     started: AtomicBool,
     /// When the socket task started, for the connection-duration histogram.
     connected_at: std::sync::OnceLock<Instant>,
@@ -69,7 +69,7 @@ impl SocketLease {
 
     /// Records why the socket closed.
     pub fn set_reason(&self, reason: &'static str) {
-        *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = reason;
+        *self.reason.lock() = reason;
     }
 
     /// The shared edge state.
@@ -85,7 +85,7 @@ impl Drop for SocketLease {
             edge.releases.push(self.handle.held());
         }
         let reason = if self.started.load(Ordering::Relaxed) {
-            *self.reason.lock().unwrap_or_else(|e| e.into_inner())
+            *self.reason.lock()
         } else {
             "upgrade_failed"
         };
@@ -304,7 +304,7 @@ async fn acquire_and_index(
         return Ok(SocketLease {
             edge: edge.clone(),
             handle,
-            reason: std::sync::Mutex::new("client_closed"),
+            reason: parking_lot::Mutex::new("client_closed"),
             started: AtomicBool::new(false),
             connected_at: std::sync::OnceLock::new(),
             _task: edge.socket_tasks.token(),
@@ -341,7 +341,7 @@ fn ended(
     SocketLease {
         edge: edge.clone(),
         handle,
-        reason: std::sync::Mutex::new("session_conflict"),
+        reason: parking_lot::Mutex::new("session_conflict"),
         started: AtomicBool::new(false),
         connected_at: std::sync::OnceLock::new(),
         _task: edge.socket_tasks.token(),

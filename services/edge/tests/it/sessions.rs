@@ -124,6 +124,27 @@ async fn renew_closes_sessions_lost_without_a_kill() {
     assert_taken_over(&c.closed_within(Duration::from_secs(3)).await);
 }
 
+#[tokio::test]
+async fn the_heartbeat_inbox_closes_sessions_whose_kill_was_lost() {
+    // Renews are far apart: only the pod heartbeat (every 300 ms) can tell the edge in time.
+    let coord = Coord::start_with(|c| {
+        c.renew_interval = Duration::from_secs(30);
+        c.session_lease = Duration::from_secs(90);
+        c.pod_lease = Duration::from_millis(900);
+    })
+    .await;
+    let (coordinator, faults) = coord.faulty();
+    let edge = TestEdge::start_with(coordinator, "edge-inbox", |_| {}).await;
+    let thief = TestEdge::start(&coord.url, "edge-thief", |_| {}).await;
+    let mut c = user(edge.http, "c1", "a1", "u1").await;
+    let mut bystander = user(edge.http, "c1", "a1", "u2").await;
+    faults.drop_kills(true);
+    let _new = user(thief.http, "c1", "a1", "u1").await;
+    assert_taken_over(&c.closed_within(Duration::from_secs(3)).await);
+    bystander.send_text(r#"{"type":"ready"}"#).await;
+    assert_eq!(bystander.next_text().await, r#"{"type":"ready"}"#);
+}
+
 /// How many chat routes `pod` holds.
 async fn chats_of(coord: &Coord, pod: &str) -> usize {
     coord

@@ -54,16 +54,21 @@ impl MemoryStore {
         after(now, self.inner.settings.tombstone_ttl)
     }
 
+    /// Sends a kill command to the holder's pod: through the fan-out, and into its inbox.
     fn kill(&self, key: &SessionKey, holder: &Holder, reason: EndReason, message: &str) {
-        self.inner.fanout.dispatch(&KillCommand {
+        let now = Timestamp::now();
+        let command = KillCommand {
             pod: holder.pod.clone(),
             key: key.clone(),
             connection: holder.connection.clone(),
             fencing: holder.fencing,
             reason,
             message: message.to_owned(),
-            issued_at: Timestamp::now(),
-        });
+            issued_at: now,
+        };
+        self.inner.fanout.dispatch(&command);
+        let until = self.tombstone_until(now);
+        self.state().push_inbox(command, until);
     }
 }
 
@@ -325,6 +330,10 @@ impl SessionStore for MemoryStore {
 
     async fn watch_commands(&self, pod: &PodId) -> StoreResult<CommandStream> {
         Ok(self.inner.fanout.subscribe(pod))
+    }
+
+    async fn pod_inbox(&self, pod: &PodId, acked: u64) -> StoreResult<Vec<InboxEntry>> {
+        Ok(self.state().inbox(pod, acked, Timestamp::now()))
     }
 
     async fn register_routes(&self, pod: &PodId, routes: &[Route]) -> StoreResult<()> {

@@ -30,6 +30,10 @@ pub(super) struct State {
     pub(super) registration_sequence: u64,
     /// How long a chat selection outlives a session dropped because its holder died.
     pub(super) selection_retention: Duration,
+    /// Pod -> its inbox: (sequence, kept until, command), oldest first, at most `INBOX_LIMIT`.
+    inboxes: HashMap<PodId, VecDeque<(u64, Timestamp, KillCommand)>>,
+    /// Last inbox sequence handed out.
+    inbox_sequence: u64,
     /// Connections that were taken over or killed, remembered until the instant stored with
     /// them so that no renew or acquire brings them back (`StoreSettings::tombstone_ttl`).
     tombstones: HashMap<(SessionKey, ConnectionId), Tombstone>,
@@ -87,6 +91,35 @@ impl State {
         } else {
             Err(StoreError::UnknownPod(pod.clone()))
         }
+    }
+
+    /// Appends `command` to its pod's inbox until `until`, keeping the newest `INBOX_LIMIT`.
+    pub(super) fn push_inbox(&mut self, command: KillCommand, until: Timestamp) {
+        self.inbox_sequence += 1;
+        let inbox = self.inboxes.entry(command.pod.clone()).or_default();
+        inbox.push_back((self.inbox_sequence, until, command));
+        while inbox.len() > INBOX_LIMIT {
+            inbox.pop_front();
+        }
+    }
+
+    /// The inbox of `pod` after dropping the entries up to `acked` and the expired ones.
+    pub(super) fn inbox(&mut self, pod: &PodId, acked: u64, now: Timestamp) -> Vec<InboxEntry> {
+        let Some(inbox) = self.inboxes.get_mut(pod) else {
+            return Vec::new();
+        };
+        inbox.retain(|(sequence, until, _)| *sequence > acked && *until >= now);
+        let entries = inbox
+            .iter()
+            .map(|(sequence, _, command)| InboxEntry {
+                sequence: *sequence,
+                command: command.clone(),
+            })
+            .collect();
+        if inbox.is_empty() {
+            self.inboxes.remove(pod);
+        }
+        entries
     }
 
     /// Whether the registration that granted `session` is its pod's current one, within its

@@ -61,6 +61,11 @@ impl Keys {
         format!("{}:r:{route}", self.tag)
     }
 
+    /// The inbox of `pod` (kill commands its heartbeats read).
+    pub(crate) fn inbox(&self, pod: &PodId) -> String {
+        format!("{}:ib:{pod}", self.tag)
+    }
+
     /// The record of sweep `id` (its session and route sets are `<record>:s` and `:r`).
     pub(crate) fn sweep(&self, id: &str) -> String {
         format!("{}:sw:{id}", self.tag)
@@ -101,6 +106,7 @@ mod tests {
             keys.route(&"agent:c1:a1".parse().unwrap()),
             keys.session_index(&SessionFilter::Admins),
             keys.sweep("7"),
+            keys.inbox(&pod),
             keys.commands_channel(),
         ];
         for name in names {

@@ -250,6 +250,27 @@ impl SessionStore for RedisStore {
         }
     }
 
+    async fn pod_inbox(&self, pod: &PodId, acked: u64) -> StoreResult<Vec<InboxEntry>> {
+        let acked = acked.to_string();
+        let answer: Vec<String> = self
+            .bounded(self.script(
+                &self.inner.scripts.inbox,
+                &self.inner.keys.inbox(pod),
+                &[acked.as_str()],
+            ))
+            .await?;
+        answer
+            .chunks(2)
+            .map(|entry| match entry {
+                [sequence, line] => Ok(InboxEntry {
+                    sequence: decode::parse("inbox sequence", sequence)?,
+                    command: decode::kill_command(line)?,
+                }),
+                _ => Err(StoreError::Corrupt("truncated inbox answer".to_owned())),
+            })
+            .collect()
+    }
+
     async fn register_routes(&self, pod: &PodId, routes: &[Route]) -> StoreResult<()> {
         self.change_routes("add", pod, routes).await
     }

@@ -1210,7 +1210,8 @@ pub(crate) async fn a_sweep_spares_what_a_re_registered_pod_holds(f: &impl Facto
 /// if-vacant acquire on another pod gets them with a greater token and the selected chat, and
 /// nobody is killed. When the pod comes back (same instance), its old grants are lost.
 pub(crate) async fn a_session_of_a_lapsed_pod_is_vacant_at_once(f: &impl Factory) {
-    let lease = Duration::from_millis(400);
+    // Long enough for edge-2 to outlive the rest of the test on a loaded machine.
+    let lease = Duration::from_secs(2);
     let (a, b) = f.replicas(StoreSettings {
         pod_lease: lease,
         ..relaxed()
@@ -1271,4 +1272,58 @@ pub(crate) async fn a_session_of_a_lapsed_pod_is_vacant_at_once(f: &impl Factory
         Some(conn("c2")),
         "the new holder is reported"
     );
+}
+
+/// Every kill command is also kept in its pod's inbox, which the pod's heartbeats read: a kill
+/// nobody was watching for (pub/sub message or stream lost) is still there, on any replica,
+/// until the pod acknowledges it; applying it twice is harmless, so it is answered again until
+/// then.
+pub(crate) async fn a_kill_reaches_the_holder_through_the_inbox_when_the_stream_lost_it(
+    f: &impl Factory,
+) {
+    let (a, b) = f.replicas(relaxed());
+    let (p1, p2) = (register(&a, "edge-1").await, register(&a, "edge-2").await);
+    let key = user("u1");
+    // Nobody watches edge-1's commands: the takeover's kill message is lost.
+    let old = take(&a, &key, &p1, "c1").await;
+    let new = take(&a, &key, &p2, "c2").await;
+    assert!(new.previous.is_some());
+
+    let inbox = b.pod_inbox(&p1, 0).await.unwrap();
+    assert_eq!(inbox.len(), 1, "{inbox:?}");
+    let kill = &inbox[0].command;
+    assert_eq!(
+        (
+            &kill.pod,
+            &kill.key,
+            &kill.connection,
+            kill.fencing,
+            kill.reason
+        ),
+        (&p1, &key, &conn("c1"), old.fencing, EndReason::TakenOver)
+    );
+    assert_eq!(
+        b.pod_inbox(&p1, 0).await.unwrap(),
+        inbox,
+        "kept until acknowledged"
+    );
+    assert!(b.pod_inbox(&p2, 0).await.unwrap().is_empty());
+
+    // An operator's kill lands in the inbox of the holder's pod, with a later sequence.
+    assert!(a.kill_session(&key, None, "bye").await.unwrap().is_some());
+    let killed = b.pod_inbox(&p2, 0).await.unwrap();
+    assert_eq!(killed.len(), 1, "{killed:?}");
+    assert_eq!(killed[0].command.connection, conn("c2"));
+    assert_eq!(killed[0].command.reason, EndReason::KilledByAdmin);
+    assert_eq!(killed[0].command.message, "bye");
+    assert!(killed[0].sequence > inbox[0].sequence);
+
+    // Acknowledged entries are gone for good.
+    assert!(
+        a.pod_inbox(&p1, inbox[0].sequence)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(b.pod_inbox(&p1, 0).await.unwrap().is_empty());
 }

@@ -30,7 +30,7 @@ else
     redis.call('SREM', k_pod_sessions(cur[1]), skey)
     bury(tombs, prev[2], prev[3], 'taken_over', now, tomb_ms)
     publish_kill(prev[1], prev[2], prev[3], 'taken_over', skey, now,
-      'taken over by another connection')
+      'taken over by another connection', tomb_ms)
   end
   if chat == '' then chat = redis.call('GET', k_sel(skey)) or '' end
   fence = fmt(redis.call('INCR', K_SEQ))

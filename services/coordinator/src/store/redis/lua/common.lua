@@ -23,6 +23,10 @@
 --                     hb, exp (ms), us, as
 --   P:pods            sorted set pod -> lease expiry (ms), for the reaper and listings
 --   P:cmd             pub/sub channel of kill commands
+--   P:ib:<pod>        the pod's inbox: sorted set sequence -> "<seq>\n<until ms>\n<kill line>" of the
+--                     kill commands raised for it (newest INBOX_LIMIT, PEXPIRE = tombstone
+--                     lifetime), read by its heartbeats (inbox.lua)
+--   P:ibseq           sequence of inbox entries
 --   P:swseq           sequence of sweep ids
 --   P:regseq          sequence of pod registration numbers (a new one per instance, and per
 --                     return after a lapse: a lapsed registration never lives again)
@@ -40,6 +44,8 @@ local CHANNEL = P .. ':cmd'
 local K_SWEEP_SEQ = P .. ':swseq'
 local K_SWEEPS = P .. ':sweeps'
 local K_REG_SEQ = P .. ':regseq'
+local K_INBOX_SEQ = P .. ':ibseq'
+local INBOX_LIMIT = 1000
 
 local function k_session(skey) return P .. ':s:' .. skey end
 local function k_sel(skey) return P .. ':sel:' .. skey end
@@ -48,6 +54,7 @@ local function k_pod_routes(pod) return P .. ':pr:' .. pod end
 local function k_route(route) return P .. ':r:' .. route end
 local function k_pod(pod) return P .. ':pod:' .. pod end
 local function k_sweep(id) return P .. ':sw:' .. id end
+local function k_inbox(pod) return P .. ':ib:' .. pod end
 
 -- Integers as plain decimal text (tostring would switch to exponent notation).
 local function fmt(n) return string.format('%d', n) end
@@ -149,9 +156,16 @@ end
 -- Kill commands are published from inside the script, so a takeover and its kill are one
 -- atomic step. Line format (ids contain no newline; the free-text message comes last):
 -- v1, pod, connection, fencing, reason, session key, issued at (ms), message.
-local function publish_kill(pod, conn, fence, reason, skey, now, message)
-  redis.call('PUBLISH', CHANNEL,
-    table.concat({ 'v1', pod, conn, fence, reason, skey, fmt(now), message }, '\n'))
+-- The same line goes to the pod's inbox for `keep_ms` (the tombstone lifetime), which the pod's
+-- heartbeats read: a lost pub/sub message or stream is repaired at the next heartbeat.
+local function publish_kill(pod, conn, fence, reason, skey, now, message, keep_ms)
+  local line = table.concat({ 'v1', pod, conn, fence, reason, skey, fmt(now), message }, '\n')
+  redis.call('PUBLISH', CHANNEL, line)
+  local ib = k_inbox(pod)
+  local seq = fmt(redis.call('INCR', K_INBOX_SEQ))
+  redis.call('ZADD', ib, seq, seq .. '\n' .. fmt(now + keep_ms) .. '\n' .. line)
+  redis.call('ZREMRANGEBYRANK', ib, 0, -(INBOX_LIMIT + 1))
+  redis.call('PEXPIRE', ib, keep_ms)
 end
 
 -- Ends a pod's registration in O(1): its record goes, and its session and route sets are

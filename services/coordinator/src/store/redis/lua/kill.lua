@@ -15,7 +15,7 @@ if not record or (conn ~= '' and record[3] ~= conn) then
 end
 drop_session(skey, record[2], record[7], retention_ms)
 bury(tombs, record[3], record[4], 'killed_by_admin', now, tomb_ms)
-publish_kill(record[2], record[3], record[4], 'killed_by_admin', skey, now, message)
+publish_kill(record[2], record[3], record[4], 'killed_by_admin', skey, now, message, tomb_ms)
 local out = { 'killed' }
 append(out, record)
 return out
