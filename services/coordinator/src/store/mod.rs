@@ -62,7 +62,7 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Compare-and-delete of `sessions`: each is removed only if its connection and fencing
     /// token still match, so a taken-over session keeps its new holder. A session released
-    /// with [`FencingToken::ABANDONED`] is removed if its connection holds it on `pod` with
+    /// with [`FencingToken::ABANDONED`](daisi_domain::coordination::FencingToken::ABANDONED) is removed if its connection holds it on `pod` with
     /// any token, and the connection is tombstoned ([`EndReason::Expired`]) in any case: an
     /// acquire of it whose answer was lost cannot grant it later.
     fn release(

@@ -10,7 +10,7 @@
 //!   only the last one is sent once the call ends (counted as `coalesced`);
 //! - asking for the chat already selected, or already asked for, is a no-op (compat.md);
 //! - a call whose answer is lost (deadline, broken connection, pod unknown for a moment) is
-//!   made again, up to [`RETRIES`] times, unless a newer request waits: select is idempotent
+//!   made again, up to `RETRIES` times, unless a newer request waits: select is idempotent
 //!   for the coordinator, so a repeat of a call that landed only re-asserts the route;
 //! - a failure is reported with one `SubscriptionFailure` error frame, unless a newer request
 //!   is waiting to replace it; a lost session closes the socket with 4402, as before.

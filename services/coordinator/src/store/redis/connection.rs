@@ -39,7 +39,7 @@ impl RedisTarget {
 }
 
 /// A command connection to one Redis or to a Redis Cluster. Cheap to clone; clones share the
-/// underlying connections, and a [`Connection::reconnect`] made through one clone is seen by
+/// underlying connections, and a `Connection::reconnect` made through one clone is seen by
 /// all of them.
 #[derive(Clone)]
 pub struct Connection {
