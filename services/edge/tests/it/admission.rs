@@ -25,6 +25,21 @@ fn user_path(company: &str, agent: &str, user: &str) -> String {
     )
 }
 
+/// Delivers one agent-wide `chat` event of c1/a1 through `edge`: how many sockets it reached.
+async fn agent_event_reached(edge: &TestEdge) -> u32 {
+    edge.deliver(vec![event(
+        1,
+        "c1",
+        "a1",
+        DeliveryScope::AgentUsers,
+        "",
+        "chat",
+        "{}",
+    )])
+    .await[0]
+        .sockets_reached
+}
+
 async fn acquire_held(faults: &daisi_edge::coordinator::faults::Faults) {
     eventually(
         "the acquire reached the coordinator and its reply is held",
@@ -75,19 +90,7 @@ async fn a_kill_that_overtakes_the_acquire_reply_still_closes_the_socket() {
         ) >= 1
     );
     // The newcomer is the one that streams.
-    let reached = other
-        .deliver(vec![event(
-            1,
-            "c1",
-            "a1",
-            DeliveryScope::AgentUsers,
-            "",
-            "chat",
-            "{}",
-        )])
-        .await[0]
-        .sockets_reached;
-    assert_eq!(reached, 1);
+    assert_eq!(agent_event_reached(&other).await, 1);
     assert!(second.next_text().await.contains(r#""event_type":"chat""#));
     eventually("edge-slow holds no socket", || async {
         metric(&slow.metrics().await, "daisi_edge_sockets", &["user"]) == 0
@@ -231,19 +234,7 @@ async fn an_acquire_applied_after_the_edge_gave_up_is_refused() {
     );
     assert!(coord.routes_of("edge-stuck").await.is_empty());
     assert_eq!(client.maybe_text(Duration::from_millis(300)).await, None);
-    let reached = other
-        .deliver(vec![event(
-            1,
-            "c1",
-            "a1",
-            DeliveryScope::AgentUsers,
-            "",
-            "chat",
-            "{}",
-        )])
-        .await[0]
-        .sockets_reached;
-    assert_eq!(reached, 1);
+    assert_eq!(agent_event_reached(&other).await, 1);
 }
 
 #[tokio::test]
