@@ -1,33 +1,30 @@
--- Renew: ARGV 2 pod, 3 lease ms, 4 retention ms, then (skey, conn, fence) triples.
--- KEYS[1] = the pod's session set (cluster routing); KEYS[1 + n] = the tombstones of the key
--- of triple n.
--- Returns {'unknown_pod'} | {'ok', then per lost session: index (1-based), reason, pod, conn,
--- fence} with the current holder ('' when none). The reason is the tombstone's
--- ('taken_over', 'killed_by_admin') when the connection has one, else 'taken_over' when
--- another connection holds the key, else 'expired'.
-local pod = ARGV[2]
+-- Renew, the session step (steps.rs): ARGV 1 pod, 2 its live registration, 3 lease ms,
+-- 4 retention ms, then (skey, conn, fence) triples; KEYS 3 per triple: session, tombstones,
+-- selection (one slot on a cluster; any number of slots on one Redis).
+-- Returns per lost session: index (1-based), reason, pod, conn, fence with the current holder
+-- ('' when none). The reason is the tombstone's ('taken_over', 'killed_by_admin') when the
+-- connection has one, else 'taken_over' when another connection holds the key, else
+-- 'expired'.
+local pod, gen = ARGV[1], ARGV[2]
 local lease_ms, retention_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
-if not pod_live(pod, now) then return { 'unknown_pod' } end
-local out = { 'ok' }
+local out = {}
 local n = 0
 for i = 5, #ARGV, 3 do
   n = n + 1
-  local skey, conn, fence = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local sk = k_session(skey)
-  local cur = held_record(skey, now, retention_ms, { 'pod', 'conn', 'fence', 'chat', 'gen' })
-  if cur[2] == conn and cur[3] == fence then
+  local conn, fence = ARGV[i + 1], ARGV[i + 2]
+  local sk, tk, selk = KEYS[3 * n - 2], KEYS[3 * n - 1], KEYS[3 * n]
+  local cur = held_record(sk, selk, now, retention_ms, pod, gen, '', '')
+  if cur[3] == conn and cur[4] == fence then
     redis.call('PEXPIRE', sk, lease_ms)
     -- The selection outlives the session by the retention, counted from the last renew.
-    keep_selection(skey, cur[4], retention_ms)
+    keep_selection(selk, cur[5], retention_ms)
   else
-    -- Forget the membership unless another connection of this very pod holds the key now.
-    if cur[1] ~= pod then redis.call('SREM', k_pod_sessions(pod), skey) end
-    local ended = tombstone(KEYS[1 + n], conn, now)
+    local ended = tombstone(tk, conn, now)
     if ended then
-      append(out, { fmt(n), ended, cur[1] or '', cur[2] or '', cur[3] or '' })
+      append(out, { fmt(n), ended, cur[1] or '', cur[3] or '', cur[4] or '' })
     elseif cur[1] then
-      append(out, { fmt(n), 'taken_over', cur[1], cur[2] or '', cur[3] or '' })
+      append(out, { fmt(n), 'taken_over', cur[1], cur[3] or '', cur[4] or '' })
     else
       append(out, { fmt(n), 'expired', '', '', '' })
     end
