@@ -320,4 +320,61 @@ mod tests {
         let lens: Vec<usize> = got[1..].iter().map(String::len).collect();
         assert_eq!(lens, [10, 300, 70_000]);
     }
+
+    /// Messages a client sent in one burst behind a large one are all read after the socket
+    /// shed its read buffer; bytes handed over with the upgrade keep it from shedding until a
+    /// read went past them.
+    #[tokio::test]
+    async fn shedding_the_read_buffer_loses_no_frame() {
+        use futures_util::SinkExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let large = "L".repeat(100_000);
+        let sent = vec![large.clone(), "a".into(), large.clone(), "b".into()];
+        let to_send = sent.clone();
+        let client = tokio::spawn(async move {
+            let tcp = TcpStream::connect(addr).await.expect("connect");
+            let mut ws = WebSocketStream::from_raw_socket(tcp, Role::Client, None).await;
+            for text in to_send {
+                ws.feed(Message::text(text)).await.expect("feed");
+            }
+            // One flush: the frames leave together.
+            ws.flush().await.expect("flush");
+            ws
+        });
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let mut socket = WebSocketStream::from_raw_socket(Io::tcp(tcp), Role::Server, None).await;
+        let mut got = Vec::new();
+        let mut shed = 0;
+        while got.len() < sent.len() {
+            let next = tokio::time::timeout(std::time::Duration::from_secs(5), socket.next());
+            match next
+                .await
+                .expect("every message read")
+                .expect("open")
+                .expect("message")
+            {
+                Message::Text(text) => got.push(text.as_str().to_owned()),
+                other => panic!("unexpected {other:?}"),
+            }
+            if shed_read_buffer(&mut socket).await.expect("shed") {
+                shed += 1;
+            }
+        }
+        assert_eq!(got, sent);
+        assert_eq!(
+            shed,
+            sent.len(),
+            "every message ended at the end of what was read"
+        );
+        let _client = client.await.expect("client");
+
+        // A socket created with bytes already handed over does not shed before reading.
+        let mut fresh = InFrames::after_part(&[0x81, 0x80, 0, 0, 0, 0]);
+        assert!(!fresh.at_frame_end());
+        fresh.read(&[]);
+        assert!(fresh.at_frame_end());
+    }
 }
