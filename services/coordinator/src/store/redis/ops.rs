@@ -50,7 +50,6 @@ impl SessionStore for RedisStore {
 
     async fn acquire(&self, request: AcquireRequest) -> StoreResult<AcquireOutcome> {
         let skey = request.key.to_string();
-        let lease = millis(self.inner.settings.session_lease).to_string();
         let retention = self.retention_ms().to_string();
         let tombstone = self.tombstone_ms().to_string();
         let mode = match request.mode {
@@ -63,7 +62,6 @@ impl SessionStore for RedisStore {
             request.pod.as_str(),
             request.connection.as_str(),
             mode,
-            lease.as_str(),
             retention.as_str(),
             tombstone.as_str(),
         ];
@@ -95,9 +93,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn renew(&self, pod: &PodId, sessions: &[HeldSession]) -> StoreResult<Vec<LostSession>> {
-        let lease = millis(self.inner.settings.session_lease).to_string();
-        let retention = self.retention_ms().to_string();
-        let head = [pod.as_str(), lease.as_str(), retention.as_str()];
+        let head = [pod.as_str()];
         let answers = self
             .bounded(self.batched(&self.inner.scripts.renew, pod, &head, sessions))
             .await?;

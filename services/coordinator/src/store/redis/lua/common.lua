@@ -5,9 +5,10 @@
 -- it read (a previous holder's pod, a session's company).
 --   P:seq             fencing-token sequence (one for all keys: strictly increasing per key)
 --   P:s:<skey>        session hash: pod, gen (the pod registration that granted it), conn,
---                     fence, since (ms), chat; PEXPIRE = session lease. Valid only while that
---                     registration is its pod's current one and within its lease (holder_live):
---                     the session of a lapsed or re-registered pod is vacant at once
+--                     fence, since (ms), chat; no TTL. Valid exactly while that registration
+--                     is its pod's current one and within its lease (holder_live): the pod's
+--                     heartbeat keeps all its sessions, and the session of a lapsed or
+--                     re-registered pod is vacant at once
 --   P:sel:<skey>      selected chat kept after the session (TTL = selection retention)
 --   P:t:<skey>        tombstones of the key: hash conn -> "<until ms>|<fence>|<reason>" for
 --                     each connection taken over or killed within the tombstone lifetime
@@ -201,14 +202,13 @@ local function append(out, items)
   for _, v in ipairs(items) do out[#out + 1] = v end
 end
 
--- A session's record as 7 strings: skey, pod, conn, fence, since, lease end (ms), chat; nil if
--- nobody holds it (or its holder died: holder_live).
+-- A session's record as 7 strings: skey, pod, conn, fence, since, lease end (ms: its pod's),
+-- chat; nil if nobody holds it (or its holder died: holder_live).
 local function session_record(skey, now)
   local sk = k_session(skey)
   local cur = redis.call('HMGET', sk, 'pod', 'conn', 'fence', 'since', 'chat', 'gen')
   if not cur[1] or not holder_live(cur[1], cur[6], now) then return nil end
-  local ttl = redis.call('PTTL', sk)
-  if ttl < 0 then ttl = 0 end
-  return { skey, cur[1], cur[2] or '', cur[3] or '', cur[4] or '', fmt(now + ttl), cur[5] or '' }
+  local exp = redis.call('HGET', k_pod(cur[1]), 'exp') or fmt(now)
+  return { skey, cur[1], cur[2] or '', cur[3] or '', cur[4] or '', exp, cur[5] or '' }
 end
 
