@@ -116,9 +116,10 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// The inbox of `pod`: the kill commands raised for it (takeovers, operator kills) within
     /// [`StoreSettings::tombstone_ttl`], oldest first, at most [`INBOX_LIMIT`], after dropping
-    /// the entries up to sequence `acked`. The same commands [`SessionStore::watch_commands`]
-    /// streams, appended in the same atomic step that raised them, so a command a stream
-    /// missed (lost pub/sub message, broken stream) reaches the pod with its next heartbeat.
+    /// the entries up to sequence `acked` (sequences increase per pod). The same commands
+    /// [`SessionStore::watch_commands`] streams, appended in the same atomic step that
+    /// publishes them, so a command a stream missed (lost pub/sub message, broken stream)
+    /// reaches the pod with its next heartbeat.
     fn pod_inbox(
         &self,
         pod: &PodId,

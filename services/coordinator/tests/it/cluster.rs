@@ -1,6 +1,7 @@
 //! The coordinator on a real Redis Cluster (3 masters, 3 replicas on loopback): 10,000
-//! sessions acquired through two coordinator replicas, keys per master printed, then the
-//! master serving the deployment's slot is SIGKILLed while edges go on taking sessions over.
+//! sessions acquired through two coordinator replicas land on all three masters (keys per
+//! master printed), then the master serving one edge's pod slot (and a third of the sessions)
+//! is SIGKILLed while edges go on taking sessions over.
 //! After the failover every session an edge believes it holds is the one the store holds, no
 //! user is held by two edges, and the few acknowledged writes the failover lost are counted.
 
@@ -201,7 +202,7 @@ async fn sessions_survive_a_master_failover_with_one_holder_each() {
         USERS as f64 / took.as_secs_f64()
     );
 
-    // Where the keys are: every key carries the hash tag {it}, so one master holds them all.
+    // Where the keys are: sessions are keyed by user, so they spread over every master.
     let topology = cluster.topology().unwrap();
     let masters: Vec<u16> = topology
         .iter()
@@ -209,26 +210,27 @@ async fn sessions_survive_a_master_failover_with_one_holder_each() {
         .map(|n| n.port)
         .collect();
     assert_eq!(masters.len(), 3);
-    let mut total = 0;
-    for port in &masters {
-        let keys = cluster.dbsize(*port).unwrap();
-        total += keys;
-        eprintln!("keys on master 127.0.0.1:{port}: {keys}");
+    let per_master: Vec<u64> = masters
+        .iter()
+        .map(|port| cluster.dbsize(*port).unwrap())
+        .collect();
+    let total: u64 = per_master.iter().sum();
+    for (port, keys) in masters.iter().zip(&per_master) {
+        eprintln!("keys on master 127.0.0.1:{port}: {keys} of {total}");
     }
-    let serving = cluster.master_of(&format!("{{{PREFIX}}}:seq")).unwrap();
-    let on_serving = cluster.dbsize(serving).unwrap();
-    eprintln!(
-        "master serving the slot of {{{PREFIX}}}: 127.0.0.1:{serving} with {on_serving} of {total} keys \
-         (one hash tag per deployment = one master; sharding by user is the next step)"
-    );
-    assert!(
-        on_serving >= USERS as u64,
-        "every session key is on the serving master"
-    );
+    for (port, keys) in masters.iter().zip(&per_master) {
+        // Each master serves a third of the slots: with 10,000 users, far more than a tenth.
+        assert!(
+            *keys * 10 > total,
+            "master 127.0.0.1:{port} holds {keys} of {total} keys: sessions are not spread"
+        );
+    }
+    // The master to kill serves edge-a's pod slot (and a third of the sessions).
+    let serving = cluster.master_of("{it:p:edge-a}:pod").unwrap();
     let grown = used_memory(&cluster).saturating_sub(memory_before);
     eprintln!(
         "redis memory of the sessions: {grown} bytes on the masters = {} bytes per session \
-         (hash + pod set + 2 index sets)",
+         (hash + fencing counter + pod set + 2 index sets)",
         grown / USERS as u64
     );
 
@@ -279,7 +281,7 @@ async fn sessions_survive_a_master_failover_with_one_holder_each() {
             .expect("a replica takes over");
     let failover = killed_at.elapsed();
     eprintln!(
-        "SIGKILLed master 127.0.0.1:{serving}; replica 127.0.0.1:{promoted} serves the slot after {failover:?}"
+        "SIGKILLed master 127.0.0.1:{serving}; replica 127.0.0.1:{promoted} serves its slots after {failover:?}"
     );
     // Let the churn run on the new master for a while, then stop it.
     tokio::time::sleep(Duration::from_secs(1)).await;

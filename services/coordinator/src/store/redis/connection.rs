@@ -5,9 +5,9 @@
 //! Both connect lazily (the coordinator starts, unready, while Redis is down) and reconnect in
 //! the background; the readiness probe replaces a connection that stays silent
 //! ([`Connection::reconnect`]). The cluster client learns the topology from any reachable seed, follows
-//! `MOVED`/`ASK` redirections and refreshes its slot map after a failover. Every key of a
-//! deployment shares one hash tag (`keys.rs`), so each script runs on the one master that
-//! serves that slot.
+//! `MOVED`/`ASK` redirections and refreshes its slot map after a failover. Each script's keys
+//! share one slot (`keys.rs`), so it runs on the master that serves that slot; keys of one
+//! deployment spread over every master.
 
 use parking_lot::RwLock;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};

@@ -1,10 +1,16 @@
-//! Redis key names. The layout is documented once, in `lua/common.lua`, which builds the same
-//! names inside the scripts; this module builds the ones Rust needs directly (the key a script
-//! is routed by, listings, the command channel).
+//! Redis key names, sharded by what each call looks up (the layout is documented once, at the
+//! top of `lua/common.lua`). Four kinds of hash tag, so on a Redis Cluster the fleet spreads
+//! over every master while each script still touches one slot:
 //!
-//! Every key starts with the hash tag `{prefix}`: all of a deployment's keys share one Redis
-//! Cluster slot, so no script or command ever spans slots (see the crate README for the
-//! trade-off).
+//! - `{P:s:<session key>}`: one user's (or admin's) session, its tombstones, its kept
+//!   selection and its fencing counter;
+//! - `{P:c:<company>}`: the company's route sets and session indexes (`*` for admin routes
+//!   without a company);
+//! - `{P:p:<pod>}`: the pod's record, its session and route memberships, its inbox and the
+//!   sweeps of its ended registrations;
+//! - `{P}`: the deployment-wide pod index and the admin session index.
+//!
+//! Scripts receive every key they touch in `KEYS` (built here), never a name they derive.
 
 use crate::store::{Route, SessionFilter};
 use daisi_domain::{PodId, SessionKey};
@@ -12,107 +18,216 @@ use daisi_domain::{PodId, SessionKey};
 /// Builds the keys of one deployment.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
-    tag: String,
+    prefix: String,
+}
+
+/// The keys of one session's slot.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionKeys {
+    /// Session hash: pod, gen, conn, fence, since, chat.
+    pub(crate) session: String,
+    /// Tombstones of the connections that lost the key.
+    pub(crate) tombstones: String,
+    /// Selected chat kept after the session.
+    pub(crate) selection: String,
+    /// Fencing counter of the key (outlives every session of it).
+    pub(crate) fence: String,
+}
+
+/// The keys of one pod's slot.
+#[derive(Debug, Clone)]
+pub(crate) struct PodKeys {
+    pub(crate) pod: String,
+    /// Members `"<session key> <connection>"` of the grants the pod took.
+    pub(crate) sessions: String,
+    /// Routes the pod registered.
+    pub(crate) routes: String,
+    pub(crate) inbox: String,
+    pub(crate) inbox_seq: String,
+    /// Registration-number sequence of the pod (never expires).
+    pub(crate) gen_seq: String,
+    /// Sorted set: registration number of an unfinished sweep -> lock expiry (ms).
+    pub(crate) sweeps: String,
+}
+
+/// The keys of the sweep of one ended pod registration (in the pod's slot).
+#[derive(Debug, Clone)]
+pub(crate) struct SweepKeys {
+    pub(crate) record: String,
+    pub(crate) sessions: String,
+    pub(crate) routes: String,
 }
 
 impl Keys {
     /// Keys under `prefix` (letters, digits, `-`, `_`; checked by the configuration).
     pub(crate) fn new(prefix: &str) -> Self {
         Self {
-            tag: format!("{{{prefix}}}"),
+            prefix: prefix.to_owned(),
         }
     }
 
-    /// The hash tag `{prefix}`, passed to every script as `ARGV[1]`.
-    pub(crate) fn tag(&self) -> &str {
-        &self.tag
+    fn deployment(&self) -> String {
+        format!("{{{}}}", self.prefix)
     }
 
-    pub(crate) fn sequence(&self) -> String {
-        format!("{}:seq", self.tag)
+    fn session_tag(&self, key: &str) -> String {
+        format!("{{{}:s:{key}}}", self.prefix)
     }
 
-    pub(crate) fn session(&self, key: &SessionKey) -> String {
-        format!("{}:s:{key}", self.tag)
+    fn pod_tag(&self, pod: &str) -> String {
+        format!("{{{}:p:{pod}}}", self.prefix)
     }
 
-    /// Tombstones of the connections that lost `key` (taken over, killed).
-    pub(crate) fn tombstones(&self, key: &SessionKey) -> String {
-        format!("{}:t:{key}", self.tag)
+    fn company_tag(&self, company: &str) -> String {
+        format!("{{{}:c:{company}}}", self.prefix)
     }
 
-    pub(crate) fn pod(&self, pod: &PodId) -> String {
-        format!("{}:pod:{pod}", self.tag)
+    /// A key of the deployment slot, for the readiness probe.
+    pub(crate) fn probe(&self) -> String {
+        self.pods()
     }
 
+    /// Sorted set pod -> when a reaper should look at it next (ms).
     pub(crate) fn pods(&self) -> String {
-        format!("{}:pods", self.tag)
+        format!("{}:pods", self.deployment())
     }
 
-    pub(crate) fn pod_sessions(&self, pod: &PodId) -> String {
-        format!("{}:ps:{pod}", self.tag)
+    pub(crate) fn session(&self, key: &SessionKey) -> SessionKeys {
+        let tag = self.session_tag(&key.to_string());
+        SessionKeys {
+            session: format!("{tag}:s"),
+            tombstones: format!("{tag}:t"),
+            selection: format!("{tag}:sel"),
+            fence: format!("{tag}:f"),
+        }
     }
 
-    pub(crate) fn pod_routes(&self, pod: &PodId) -> String {
-        format!("{}:pr:{pod}", self.tag)
+    /// The session hash of `key` alone.
+    pub(crate) fn session_hash(&self, key: &str) -> String {
+        format!("{}:s", self.session_tag(key))
     }
 
+    /// The selection key of `key` alone.
+    pub(crate) fn selection(&self, key: &str) -> String {
+        format!("{}:sel", self.session_tag(key))
+    }
+
+    pub(crate) fn pod(&self, pod: &PodId) -> PodKeys {
+        let tag = self.pod_tag(pod.as_str());
+        PodKeys {
+            pod: format!("{tag}:pod"),
+            sessions: format!("{tag}:ps"),
+            routes: format!("{tag}:pr"),
+            inbox: format!("{tag}:ib"),
+            inbox_seq: format!("{tag}:ibseq"),
+            gen_seq: format!("{tag}:gen"),
+            sweeps: format!("{tag}:sweeps"),
+        }
+    }
+
+    /// The sweep of registration `generation` of `pod`.
+    pub(crate) fn sweep(&self, pod: &PodId, generation: &str) -> SweepKeys {
+        let base = format!("{}:sw:{generation}", self.pod_tag(pod.as_str()));
+        SweepKeys {
+            sessions: format!("{base}:s"),
+            routes: format!("{base}:r"),
+            record: base,
+        }
+    }
+
+    /// The set of `"<pod> <registration>"` members registered for `route`, in the slot of the
+    /// route's company.
     pub(crate) fn route(&self, route: &Route) -> String {
-        format!("{}:r:{route}", self.tag)
+        let company = match route {
+            Route::Agent { company, .. } | Route::Chat { company, .. } => company.as_str(),
+            Route::Admin { company, .. } => company.as_ref().map_or("*", |c| c.as_str()),
+        };
+        format!("{}:r:{route}", self.company_tag(company))
     }
 
-    /// The inbox of `pod` (kill commands its heartbeats read).
-    pub(crate) fn inbox(&self, pod: &PodId) -> String {
-        format!("{}:ib:{pod}", self.tag)
-    }
-
-    /// The record of sweep `id` (its session and route sets are `<record>:s` and `:r`).
-    pub(crate) fn sweep(&self, id: &str) -> String {
-        format!("{}:sw:{id}", self.tag)
-    }
-
+    /// An index of `"<session key> <connection>"` members.
     pub(crate) fn session_index(&self, filter: &SessionFilter) -> String {
         match filter {
-            SessionFilter::Company(c) => format!("{}:ix:c:{c}", self.tag),
-            SessionFilter::Agent(c, a) => format!("{}:ix:a:{c}:{a}", self.tag),
-            SessionFilter::Admins => format!("{}:ix:adm", self.tag),
+            SessionFilter::Company(c) => format!("{}:ix", self.company_tag(c.as_str())),
+            SessionFilter::Agent(c, a) => format!("{}:ix:a:{a}", self.company_tag(c.as_str())),
+            SessionFilter::Admins => format!("{}:ix:adm", self.deployment()),
         }
     }
 
-    /// Pub/sub channel of kill commands (one per deployment; every replica subscribes).
-    pub(crate) fn commands_channel(&self) -> String {
-        format!("{}:cmd", self.tag)
+    /// The indexes a session of `key` is listed in.
+    pub(crate) fn indexes_of(&self, key: &SessionKey) -> Vec<String> {
+        match key {
+            SessionKey::User { company, agent, .. } => vec![
+                self.session_index(&SessionFilter::Company(company.clone())),
+                self.session_index(&SessionFilter::Agent(company.clone(), agent.clone())),
+            ],
+            SessionKey::Admin { .. } => vec![self.session_index(&SessionFilter::Admins)],
+        }
     }
+
+    /// Pub/sub channel of kill commands (one per deployment; every replica subscribes). A
+    /// channel is no key: any master's `PUBLISH` reaches every node of a cluster.
+    pub(crate) fn commands_channel(&self) -> String {
+        format!("{}:cmd", self.deployment())
+    }
+}
+
+/// A membership member: `"<a> <b>"` (ids never contain whitespace).
+pub(crate) fn member(a: &str, b: &str) -> String {
+    format!("{a} {b}")
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use redis::cluster_routing::Slot;
+
+    fn slot(key: &str) -> Slot {
+        Slot::for_key(key)
+    }
 
     #[test]
-    fn every_key_carries_the_hash_tag() {
+    fn each_lookup_has_one_slot() {
         let keys = Keys::new("daisi-test");
         let user: SessionKey = "u:c1:a1:u1".parse().unwrap();
-        let pod: PodId = "edge-0".parse().unwrap();
-        let names = [
-            keys.sequence(),
-            keys.session(&user),
-            keys.tombstones(&user),
-            keys.pod(&pod),
-            keys.pods(),
-            keys.pod_sessions(&pod),
-            keys.pod_routes(&pod),
-            keys.route(&"agent:c1:a1".parse().unwrap()),
-            keys.session_index(&SessionFilter::Admins),
-            keys.sweep("7"),
-            keys.inbox(&pod),
-            keys.commands_channel(),
-        ];
-        for name in names {
-            assert!(name.starts_with("{daisi-test}:"), "{name}");
-            assert_eq!(name.matches('{').count(), 1, "{name}");
+        let s = keys.session(&user);
+        for k in [&s.tombstones, &s.selection, &s.fence] {
+            assert_eq!(slot(k), slot(&s.session), "{k}");
         }
-        assert_eq!(keys.session(&user), "{daisi-test}:s:u:c1:a1:u1");
+        assert_eq!(s.session, "{daisi-test:s:u:c1:a1:u1}:s");
+        let pod: PodId = "edge-0".parse().unwrap();
+        let p = keys.pod(&pod);
+        let sw = keys.sweep(&pod, "7");
+        for k in [
+            &p.sessions,
+            &p.routes,
+            &p.inbox,
+            &p.inbox_seq,
+            &p.gen_seq,
+            &p.sweeps,
+            &sw.record,
+            &sw.sessions,
+            &sw.routes,
+        ] {
+            assert_eq!(slot(k), slot(&p.pod), "{k}");
+        }
+        let agent = keys.route(&"agent:c1:a1".parse().unwrap());
+        let chat = keys.route(&"chat:c1:a1:x".parse().unwrap());
+        let admin = keys.route(&"admin:c1:*".parse().unwrap());
+        for k in keys.indexes_of(&user).iter().chain([&chat, &admin]) {
+            assert_eq!(slot(k), slot(&agent), "{k}");
+        }
+        // Users, pods and companies are spread: 100 users land on many slots.
+        let slots: std::collections::HashSet<Slot> = (0..100)
+            .map(|i| {
+                slot(
+                    &keys
+                        .session(&format!("u:c:a:u{i}").parse().unwrap())
+                        .session,
+                )
+            })
+            .collect();
+        assert!(slots.len() > 90, "{}", slots.len());
     }
 }

@@ -1,26 +1,29 @@
 //! [`RedisStore`]: the production store, on one Redis or on a Redis Cluster (`connection`).
 //! Commands go through a lazy connection that reconnects in the background (connect and
-//! response timeouts from the configuration); every multi-key operation is one Lua script
-//! (`scripts`), so it is atomic under any interleaving of replicas; kill commands travel over
-//! pub/sub (`pubsub`).
+//! response timeouts from the configuration). Keys are sharded by what a call looks up
+//! (`keys`); every script touches one slot and is atomic there (`scripts`), and an operation
+//! that concerns several slots is a short sequence of such steps, ordered so that any prefix
+//! of it leaves a safe state (`steps`). Kill commands travel over pub/sub (`pubsub`).
 //!
 //! Every call is bounded by the configured timeout as a whole: while Redis is down a call fails
 //! with [`StoreError::Unavailable`] in about that time, instead of waiting for the manager's
 //! reconnect attempts.
 
+mod api;
 mod connection;
 mod decode;
 mod keys;
 mod ops;
+mod pods;
 mod pubsub;
 mod scripts;
+mod steps;
 mod sweep;
 
 use super::fanout::Fanout;
-use super::types::{HeldSession, StoreSettings};
+use super::types::StoreSettings;
 use super::{StoreError, StoreResult};
 pub use connection::{Connection, RedisTarget};
-use daisi_domain::PodId;
 use keys::Keys;
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 use scripts::Scripts;
@@ -39,8 +42,9 @@ pub struct RedisSettings {
     /// Upper bound of every call, and the connect timeout.
     pub timeout: Duration,
     /// Most sessions one renew or release script call handles; larger batches are split so a
-    /// single script never blocks Redis for long (about a millisecond per 1,000 sessions). A
-    /// pod sweep pops at most this many, and at most 200, sessions or routes per call.
+    /// single script never blocks Redis for long (about a millisecond per 1,000 sessions), and
+    /// on a cluster split by slot first. A pod sweep takes at most this many, and at most 200,
+    /// sessions or routes per call.
     pub chunk: usize,
     /// For `rediss://` URLs: a private CA and a client certificate (PEM), when the server
     /// needs them. Without it a `rediss://` URL trusts the system's CA store.
@@ -103,6 +107,8 @@ struct Inner {
     scripts: Scripts,
     timeout: Duration,
     chunk: usize,
+    /// Whether the target is a cluster: batches are then split by slot.
+    cluster: bool,
     fanout: Arc<Fanout>,
     subscribed: watch::Receiver<bool>,
     subscriber: tokio::task::JoinHandle<()>,
@@ -144,6 +150,7 @@ impl RedisStore {
                 scripts: Scripts::new(),
                 timeout: redis.timeout,
                 chunk: redis.chunk.max(1),
+                cluster: matches!(redis.target, RedisTarget::Cluster(_)),
                 fanout,
                 subscribed,
                 subscriber,
@@ -156,10 +163,9 @@ impl RedisStore {
         self.inner.connection.clone()
     }
 
-    /// A key of this deployment's hash slot: the readiness probe reads it, so on a cluster the
-    /// probe asks the master that serves every call.
+    /// A key of this deployment's slot (the pod index): the readiness probe reads it.
     pub fn probe_key(&self) -> String {
-        self.inner.keys.sequence()
+        self.inner.keys.probe()
     }
 
     /// Whether the kill-command subscription is live.
@@ -171,10 +177,10 @@ impl RedisStore {
         millis(self.inner.settings.selection_retention)
     }
 
-    /// Runs `op` within the store timeout, mapping failures.
-    async fn bounded<T>(&self, op: impl Future<Output = redis::RedisResult<T>>) -> StoreResult<T> {
+    /// Runs the steps of one operation within the store timeout, as a whole.
+    async fn within<T>(&self, op: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
         match tokio::time::timeout(self.inner.timeout, op).await {
-            Ok(result) => result.map_err(map_error),
+            Ok(result) => result,
             Err(_) => Err(StoreError::Unavailable(format!(
                 "redis did not answer within {:?}",
                 self.inner.timeout
@@ -182,70 +188,79 @@ impl RedisStore {
         }
     }
 
-    /// Invokes a script with `KEYS[1] = key` and `ARGV = [tag, args...]`.
-    async fn script<T: redis::FromRedisValue>(
+    /// Invokes a script with `KEYS = keys` (one slot) and `ARGV = args`.
+    async fn script<T: redis::FromRedisValue, K: AsRef<str>, A: AsRef<str>>(
         &self,
         script: &redis::Script,
-        key: &str,
-        args: &[&str],
-    ) -> redis::RedisResult<T> {
-        self.script_keys(script, &[key], args).await
-    }
-
-    /// Invokes a script with `KEYS = keys` and `ARGV = [tag, args...]`.
-    async fn script_keys<T: redis::FromRedisValue>(
-        &self,
-        script: &redis::Script,
-        keys: &[&str],
-        args: &[&str],
-    ) -> redis::RedisResult<T> {
+        keys: &[K],
+        args: &[A],
+    ) -> StoreResult<T> {
         let mut invocation = script.prepare_invoke();
         for key in keys {
-            invocation.key(*key);
+            invocation.key(key.as_ref());
         }
-        invocation.arg(self.inner.keys.tag());
         for arg in args {
-            invocation.arg(*arg);
+            invocation.arg(arg.as_ref());
         }
         let mut connection = self.inner.connection.clone();
-        invocation.invoke_async(&mut connection).await
+        invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(map_error)
     }
 
-    /// Runs the renew or release script over `sessions` in chunks: `KEYS[1]` is the pod's
-    /// session set, followed by the tombstone key of each session.
-    async fn batched(
-        &self,
-        script: &redis::Script,
-        pod: &PodId,
-        head: &[&str],
-        sessions: &[HeldSession],
-    ) -> redis::RedisResult<Vec<Vec<String>>> {
-        let key = self.inner.keys.pod_sessions(pod);
-        let mut answers = Vec::new();
-        for chunk in sessions.chunks(self.inner.chunk) {
-            let encoded: Vec<(String, String)> = chunk
-                .iter()
-                .map(|s| (s.key.to_string(), s.fencing.0.to_string()))
-                .collect();
-            let mut args: Vec<&str> = head.to_vec();
-            for (held, (key, fence)) in chunk.iter().zip(&encoded) {
-                args.extend([key.as_str(), held.connection.as_str(), fence.as_str()]);
+    /// Sends one plain command (its keys in one slot).
+    async fn query<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> StoreResult<T> {
+        let mut connection = self.inner.connection.clone();
+        cmd.query_async(&mut connection).await.map_err(map_error)
+    }
+
+    /// Runs `calls` with at most [`PARALLEL`] in flight, answers in order.
+    /// (A `Vec`, not an iterator: a lazy `map` closure held across awaits makes the
+    /// operation's future not provably `Send`.)
+    async fn parallel<T, F>(&self, calls: Vec<F>) -> StoreResult<Vec<T>>
+    where
+        F: Future<Output = StoreResult<T>>,
+    {
+        use futures_util::{StreamExt, TryStreamExt};
+        futures_util::stream::iter(calls)
+            .buffered(PARALLEL)
+            .try_collect()
+            .await
+    }
+
+    /// Splits items whose slot is decided by `keys[i]` into batches of one script call each:
+    /// at most `chunk` items, and on a cluster only items of one slot together.
+    fn batches(&self, keys: &[String]) -> Vec<Vec<usize>> {
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        if self.inner.cluster {
+            let mut by_slot = std::collections::HashMap::new();
+            for (i, key) in keys.iter().enumerate() {
+                let slot = redis::cluster_routing::Slot::for_key(key);
+                let group = *by_slot.entry(slot).or_insert_with(|| {
+                    groups.push(Vec::new());
+                    groups.len() - 1
+                });
+                groups[group].push(i);
             }
-            let tomb_keys: Vec<String> = chunk
-                .iter()
-                .map(|s| self.inner.keys.tombstones(&s.key))
-                .collect();
-            let mut keys = vec![key.as_str()];
-            keys.extend(tomb_keys.iter().map(String::as_str));
-            answers.push(self.script_keys(script, &keys, &args).await?);
+        } else {
+            groups.push((0..keys.len()).collect());
         }
-        Ok(answers)
+        groups
+            .iter()
+            .flat_map(|g| g.chunks(self.inner.chunk).map(<[usize]>::to_vec))
+            .filter(|g| !g.is_empty())
+            .collect()
     }
 
     fn tombstone_ms(&self) -> u64 {
         millis(self.inner.settings.tombstone_ttl)
     }
 }
+
+/// Most calls of one operation in flight at once (a renew of 1,000 sessions on a cluster is
+/// about one script per session, multiplexed over the nodes' connections).
+const PARALLEL: usize = 64;
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)

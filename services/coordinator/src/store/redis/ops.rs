@@ -1,113 +1,236 @@
-//! The [`SessionStore`] operations of [`RedisStore`]: each one script call (renew and release
-//! one per chunk), its answer decoded into store types.
+//! The session operations of [`RedisStore`]: each a short sequence of single-slot steps
+//! (`steps`), bounded by the store timeout as a whole.
 
-use super::sweep::{SWEEP_LOCK, Swept};
-use super::{RedisStore, decode, millis};
-use crate::store::fanout::CommandStream;
+use super::keys::member;
+use super::steps::{Change, Record};
+use super::{RedisStore, decode};
 use crate::store::types::*;
 use crate::store::{Route, RouteQuery};
-use crate::store::{SessionStore, StoreError, StoreResult};
+use crate::store::{StoreError, StoreResult};
 use daisi_domain::{ChatId, ConnectionId, PodId, SessionKey};
-use std::collections::HashSet;
 
-/// Pods (and orphaned sweeps) claimed per reaper call.
-const REAP_LIMIT: usize = 64;
+/// How often an operation reads again a record that changed under it before giving up.
+const ATTEMPTS: usize = 5;
 
-fn status_of(answer: &[String]) -> &str {
+pub(super) fn status_of(answer: &[String]) -> &str {
     answer.first().map_or("", String::as_str)
 }
 
-fn check_pod(answer: &[String], pod: &PodId) -> StoreResult<()> {
-    if status_of(answer) == "unknown_pod" {
-        Err(StoreError::UnknownPod(pod.clone()))
-    } else {
-        Ok(())
+/// The chat route of a user session, `None` for admin sessions.
+fn chat_route(key: &SessionKey, chat: &ChatId) -> Option<Route> {
+    match key {
+        SessionKey::User { company, agent, .. } => Some(Route::Chat {
+            company: company.clone(),
+            agent: agent.clone(),
+            chat: chat.clone(),
+        }),
+        SessionKey::Admin { .. } => None,
     }
 }
 
-fn page_cursor(page: &PageRequest) -> StoreResult<String> {
-    match page.token.as_deref() {
-        None | Some("") => Ok("0".to_owned()),
-        Some(token) => token
-            .parse::<u64>()
-            .map(|c| c.to_string())
-            .map_err(|_| StoreError::BadPageToken),
-    }
+/// One (skey, connection, fence) triple per session, as the batch scripts read them.
+fn triples(sessions: &[&HeldSession]) -> Vec<String> {
+    sessions
+        .iter()
+        .flat_map(|s| {
+            [
+                s.key.to_string(),
+                s.connection.to_string(),
+                s.fencing.0.to_string(),
+            ]
+        })
+        .collect()
 }
 
-fn next_token(cursor: &str) -> Option<String> {
-    (cursor != "0").then(|| cursor.to_owned())
-}
-
-fn count(value: &str) -> StoreResult<u32> {
-    decode::parse("count", value)
-}
-
-impl SessionStore for RedisStore {
-    fn settings(&self) -> &StoreSettings {
-        &self.inner.settings
-    }
-
-    async fn acquire(&self, request: AcquireRequest) -> StoreResult<AcquireOutcome> {
+impl RedisStore {
+    pub(super) async fn acquire_steps(
+        &self,
+        request: AcquireRequest,
+    ) -> StoreResult<AcquireOutcome> {
         let skey = request.key.to_string();
-        let retention = self.retention_ms().to_string();
-        let tombstone = self.tombstone_ms().to_string();
+        let keys = self.inner.keys.session(&request.key);
+        let grant = member(&skey, request.connection.as_str());
+        // The pod is live and records the grant first (steps.rs, invariant 1); the current
+        // holder is read meanwhile.
+        let (generation, holder) = futures_util::try_join!(
+            self.live_pod(&request.pod, Some(&grant)),
+            self.read_session(&skey)
+        )?;
+        // A holder on another pod: is its registration alive? (Same pod: the session step
+        // compares with our own registration.)
+        let mut checked_live = None;
+        let mut dead = (String::new(), String::new());
+        if let Some(holder) = holder.filter(|h| h.pod != request.pod.as_str()) {
+            if self
+                .registration_lives(&holder.pod, &holder.generation)
+                .await?
+            {
+                checked_live = Some((holder.pod, holder.generation));
+            } else {
+                dead = (holder.pod, holder.generation);
+            }
+        }
         let mode = match request.mode {
             AcquireMode::Takeover => "takeover",
             AcquireMode::IfVacant => "if_vacant",
         };
-        let routes: Vec<String> = request.routes.iter().map(ToString::to_string).collect();
-        let mut args = vec![
-            skey.as_str(),
+        let args = [
             request.pod.as_str(),
+            generation.as_str(),
             request.connection.as_str(),
             mode,
-            retention.as_str(),
-            tombstone.as_str(),
+            &self.retention_ms().to_string(),
+            &self.tombstone_ms().to_string(),
+            &dead.0,
+            &dead.1,
+            &self.inner.keys.commands_channel(),
+            &skey,
         ];
-        args.extend(routes.iter().map(String::as_str));
-        let key = self.inner.keys.session(&request.key);
-        let tombstones = self.inner.keys.tombstones(&request.key);
         let answer: Vec<String> = self
-            .bounded(self.script_keys(&self.inner.scripts.acquire, &[&key, &tombstones], &args))
+            .script(
+                &self.inner.scripts.acquire,
+                &[
+                    &keys.session,
+                    &keys.tombstones,
+                    &keys.selection,
+                    &keys.fence,
+                ],
+                &args,
+            )
             .await?;
-        check_pod(&answer, &request.pod)?;
         match (status_of(&answer), answer.as_slice()) {
-            ("refused", [_, pod, conn, fence]) => Ok(AcquireOutcome::Refused(
-                decode::holder(pod, conn, fence)?
-                    .ok_or_else(|| StoreError::Corrupt("refused without a holder".to_owned()))?,
-            )),
-            ("ended", [_, reason, pod, conn, fence]) => Ok(AcquireOutcome::Ended {
-                reason: decode::reason(reason)?,
-                current: decode::holder(pod, conn, fence)?,
-            }),
-            ("granted", [_, fence, pod, conn, prev_fence, chat]) => {
+            ("refused", [_, pod, conn, fence]) => {
+                self.forget_grants(&request.pod, &[grant]).await?;
+                Ok(AcquireOutcome::Refused(
+                    decode::holder(pod, conn, fence)?.ok_or_else(|| {
+                        StoreError::Corrupt("refused without a holder".to_owned())
+                    })?,
+                ))
+            }
+            ("ended", [_, reason, pod, conn, fence]) => {
+                self.forget_grants(&request.pod, &[grant]).await?;
+                Ok(AcquireOutcome::Ended {
+                    reason: decode::reason(reason)?,
+                    current: decode::holder(pod, conn, fence)?,
+                })
+            }
+            (
+                "granted",
+                [
+                    _,
+                    fence,
+                    prev_pod,
+                    prev_conn,
+                    prev_fence,
+                    prev_gen,
+                    chat,
+                    line,
+                ],
+            ) => {
+                let selected_chat: Option<ChatId> = decode::optional("chat_id", chat)?;
+                let mut routes = request.routes.clone();
+                if let Some(route) = selected_chat
+                    .as_ref()
+                    .and_then(|c| chat_route(&request.key, c))
+                {
+                    routes.push(route);
+                }
+                // The previous holder is killed unless its registration ended (checked now
+                // when it took the key after our read).
+                let previous_live = if prev_pod.is_empty() {
+                    false
+                } else if prev_pod == request.pod.as_str() {
+                    prev_gen == &generation
+                } else if checked_live.as_ref() == Some(&(prev_pod.clone(), prev_gen.clone())) {
+                    true
+                } else {
+                    self.registration_lives(prev_pod, prev_gen).await?
+                };
+                let kill = async {
+                    if previous_live {
+                        self.keep_kill(prev_pod, line, &skey, prev_conn).await?;
+                    }
+                    Ok(())
+                };
+                let record = self.pod_grant(&request.pod, &generation, Some(&grant), &routes);
+                futures_util::try_join!(kill, record)?;
+                let listed = [(&request.key, request.connection.as_str())];
+                futures_util::try_join!(
+                    self.route_sets(Change::Add, &request.pod, &generation, &routes),
+                    self.indexes(Change::Add, &listed)
+                )?;
                 Ok(AcquireOutcome::Granted(Grant {
                     fencing: decode::fencing(fence)?,
-                    previous: decode::holder(pod, conn, prev_fence)?,
-                    selected_chat: decode::optional("chat_id", chat)?,
+                    previous: if previous_live {
+                        decode::holder(prev_pod, prev_conn, prev_fence)?
+                    } else {
+                        None
+                    },
+                    selected_chat,
                 }))
             }
             _ => Err(StoreError::Corrupt(format!("acquire answered {answer:?}"))),
         }
     }
 
-    async fn renew(&self, pod: &PodId, sessions: &[HeldSession]) -> StoreResult<Vec<LostSession>> {
-        let head = [pod.as_str()];
+    /// Runs a batch script (renew, release) over `sessions`, split by slot: 3 keys per
+    /// session (session, tombstones, selection), `head` then the triples as ARGV. Answers
+    /// each call's batch (indexes into `sessions`) with its answer.
+    async fn session_batches(
+        &self,
+        script: &redis::Script,
+        head: &[String],
+        sessions: &[HeldSession],
+    ) -> StoreResult<Vec<(Vec<usize>, Vec<String>)>> {
+        let hashes: Vec<String> = sessions
+            .iter()
+            .map(|s| self.inner.keys.session(&s.key).session)
+            .collect();
+        let batches = self.batches(&hashes);
         let answers = self
-            .bounded(self.batched(&self.inner.scripts.renew, pod, &head, sessions))
+            .parallel(
+                batches
+                    .iter()
+                    .map(|batch| {
+                        let held: Vec<&HeldSession> = batch.iter().map(|&i| &sessions[i]).collect();
+                        let keys: Vec<String> = held
+                            .iter()
+                            .flat_map(|s| {
+                                let k = self.inner.keys.session(&s.key);
+                                [k.session, k.tombstones, k.selection]
+                            })
+                            .collect();
+                        let mut args = head.to_vec();
+                        args.extend(triples(&held));
+                        async move { self.script::<Vec<String>, _, _>(script, &keys, &args).await }
+                    })
+                    .collect::<Vec<_>>(),
+            )
+            .await?;
+        Ok(batches.into_iter().zip(answers).collect())
+    }
+
+    pub(super) async fn renew_steps(
+        &self,
+        pod: &PodId,
+        sessions: &[HeldSession],
+    ) -> StoreResult<Vec<LostSession>> {
+        let generation = self.live_pod(pod, None).await?;
+        let head = [pod.to_string(), generation];
+        let answers = self
+            .session_batches(&self.inner.scripts.renew, &head, sessions)
             .await?;
         let mut lost = Vec::new();
-        for (chunk, answer) in sessions.chunks(self.inner.chunk).zip(&answers) {
-            check_pod(answer, pod)?;
-            for entry in answer.get(1..).unwrap_or_default().chunks(5) {
+        for (batch, answer) in &answers {
+            for entry in answer.chunks(5) {
                 let [index, reason, holder_pod, conn, fence] = entry else {
                     return Err(StoreError::Corrupt("truncated renew answer".to_owned()));
                 };
                 let index: usize = decode::parse("index", index)?;
                 let session = index
                     .checked_sub(1)
-                    .and_then(|i| chunk.get(i))
+                    .and_then(|i| batch.get(i))
+                    .and_then(|&i| sessions.get(i))
                     .ok_or_else(|| StoreError::Corrupt("renew index out of range".to_owned()))?;
                 lost.push(LostSession {
                     session: session.clone(),
@@ -116,385 +239,343 @@ impl SessionStore for RedisStore {
                 });
             }
         }
+        // Memberships go after the state they describe (steps.rs, invariant 4).
+        let gone: Vec<String> = lost
+            .iter()
+            .map(|l| member(&l.session.key.to_string(), l.session.connection.as_str()))
+            .collect();
+        self.forget_grants(pod, &gone).await?;
         Ok(lost)
     }
 
-    async fn release(&self, pod: &PodId, sessions: &[HeldSession]) -> StoreResult<Released> {
-        let retention = self.retention_ms().to_string();
-        let tombstone = self.tombstone_ms().to_string();
-        let head = [pod.as_str(), retention.as_str(), tombstone.as_str()];
+    pub(super) async fn release_steps(
+        &self,
+        pod: &PodId,
+        sessions: &[HeldSession],
+    ) -> StoreResult<Released> {
+        let generation = self.live_pod(pod, None).await?;
+        let head = [
+            pod.to_string(),
+            generation,
+            self.retention_ms().to_string(),
+            self.tombstone_ms().to_string(),
+        ];
         let answers = self
-            .bounded(self.batched(&self.inner.scripts.release, pod, &head, sessions))
+            .session_batches(&self.inner.scripts.release, &head, sessions)
             .await?;
         let mut released = Released::default();
-        for (chunk, answer) in sessions.chunks(self.inner.chunk).zip(&answers) {
-            check_pod(answer, pod)?;
-            let [_, n, not_held @ ..] = answer.as_slice() else {
-                return Err(StoreError::Corrupt("truncated release answer".to_owned()));
-            };
-            released.count += count(n)?;
-            for index in not_held {
-                let index: usize = decode::parse("index", index)?;
-                let session = index
-                    .checked_sub(1)
-                    .and_then(|i| chunk.get(i))
-                    .ok_or_else(|| StoreError::Corrupt("release index out of range".to_owned()))?;
-                released.not_held.push(session.clone());
+        let mut gone = Vec::new();
+        for (batch, answer) in &answers {
+            if answer.len() != batch.len() {
+                return Err(StoreError::Corrupt(format!("release answered {answer:?}")));
+            }
+            for (&i, status) in batch.iter().zip(answer) {
+                let session = &sessions[i];
+                if status == "r" {
+                    released.count += 1;
+                } else {
+                    released.not_held.push(session.clone());
+                }
+                if status != "h" {
+                    gone.push(session);
+                }
             }
         }
+        // Not-held answers come in batch order; keep the caller's order.
+        released
+            .not_held
+            .sort_by_key(|s| sessions.iter().position(|x| x == s).unwrap_or(usize::MAX));
+        let members: Vec<String> = gone
+            .iter()
+            .map(|s| member(&s.key.to_string(), s.connection.as_str()))
+            .collect();
+        self.forget_grants(pod, &members).await?;
+        let grants: Vec<(&SessionKey, &str)> = gone
+            .iter()
+            .map(|s| (&s.key, s.connection.as_str()))
+            .collect();
+        self.indexes(Change::Remove, &grants).await?;
         Ok(released)
     }
 
-    async fn select_chat(
+    pub(super) async fn select_steps(
         &self,
         pod: &PodId,
         session: &HeldSession,
         chat: &ChatId,
     ) -> StoreResult<bool> {
-        let skey = session.key.to_string();
-        let fence = session.fencing.0.to_string();
-        let retention = self.retention_ms().to_string();
-        let args = [
-            skey.as_str(),
-            pod.as_str(),
-            session.connection.as_str(),
-            fence.as_str(),
-            chat.as_str(),
-            retention.as_str(),
-        ];
-        let key = self.inner.keys.session(&session.key);
-        let answer: Vec<String> = self
-            .bounded(self.script(&self.inner.scripts.select, &key, &args))
-            .await?;
-        check_pod(&answer, pod)?;
-        Ok(status_of(&answer) == "held")
-    }
-
-    async fn get_session(&self, key: &SessionKey) -> StoreResult<Option<SessionInfo>> {
-        let skey = key.to_string();
-        let answer: Vec<String> = self
-            .bounded(self.script(
-                &self.inner.scripts.sessions,
-                &self.inner.keys.sequence(),
-                &[skey.as_str()],
-            ))
-            .await?;
-        Ok(decode::sessions(&answer)?.pop())
-    }
-
-    async fn list_sessions(
-        &self,
-        filter: &SessionFilter,
-        page: &PageRequest,
-    ) -> StoreResult<Page<SessionInfo>> {
-        let cursor = page_cursor(page)?;
-        let index = self.inner.keys.session_index(filter);
-        let size = page.size.max(1).to_string();
-        let answer: Vec<String> = self
-            .bounded(self.script(
-                &self.inner.scripts.list_sessions,
-                &index,
-                &[index.as_str(), cursor.as_str(), size.as_str()],
-            ))
-            .await?;
-        let Some((cursor, records)) = answer.split_first() else {
-            return Err(StoreError::Corrupt("empty listing answer".to_owned()));
+        let generation = self.live_pod(pod, None).await?;
+        let Some(route) = chat_route(&session.key, chat) else {
+            return Ok(false);
         };
-        Ok(Page {
-            items: decode::sessions(records)?,
-            next: next_token(cursor),
-        })
+        let keys = self.inner.keys.session(&session.key);
+        let answer: Vec<String> = self
+            .script(
+                &self.inner.scripts.select,
+                &[&keys.session, &keys.selection],
+                &[
+                    pod.as_str(),
+                    generation.as_str(),
+                    session.connection.as_str(),
+                    &session.fencing.0.to_string(),
+                    chat.as_str(),
+                    &self.retention_ms().to_string(),
+                ],
+            )
+            .await?;
+        if status_of(&answer) != "held" {
+            return Ok(false);
+        }
+        // The route is (re)asserted on every call, not only when the chat changes: a retry
+        // after a timed-out select must never answer 'held' without the route in place.
+        let routes = [route];
+        self.pod_grant(pod, &generation, None, &routes).await?;
+        self.route_sets(Change::Add, pod, &generation, &routes)
+            .await?;
+        Ok(true)
     }
 
-    async fn kill_session(
+    pub(super) async fn kill_steps(
         &self,
         key: &SessionKey,
         connection: Option<&ConnectionId>,
         message: &str,
     ) -> StoreResult<Option<SessionInfo>> {
         let skey = key.to_string();
-        let retention = self.retention_ms().to_string();
-        let tombstone = self.tombstone_ms().to_string();
-        let args = [
-            skey.as_str(),
-            connection.map_or("", ConnectionId::as_str),
-            message,
-            retention.as_str(),
-            tombstone.as_str(),
-        ];
-        let session = self.inner.keys.session(key);
-        let tombstones = self.inner.keys.tombstones(key);
-        let answer: Vec<String> = self
-            .bounded(self.script_keys(&self.inner.scripts.kill, &[&session, &tombstones], &args))
-            .await?;
-        match answer.split_first() {
-            Some((status, record)) if status == "killed" => Ok(decode::sessions(record)?.pop()),
-            _ => Ok(None),
-        }
-    }
-
-    async fn watch_commands(&self, pod: &PodId) -> StoreResult<CommandStream> {
-        // Register first, then wait for a live subscription: a stream handed out only after
-        // both holds sees every command published from now on, or ends.
-        let stream = self.inner.fanout.subscribe(pod);
-        let mut subscribed = self.inner.subscribed.clone();
-        match tokio::time::timeout(self.inner.timeout, subscribed.wait_for(|up| *up)).await {
-            Ok(Ok(_)) => Ok(stream),
-            _ => Err(StoreError::Unavailable(
-                "not subscribed to the kill-command channel".to_owned(),
-            )),
-        }
-    }
-
-    async fn pod_inbox(&self, pod: &PodId, acked: u64) -> StoreResult<Vec<InboxEntry>> {
-        let acked = acked.to_string();
-        let answer: Vec<String> = self
-            .bounded(self.script(
-                &self.inner.scripts.inbox,
-                &self.inner.keys.inbox(pod),
-                &[acked.as_str()],
-            ))
-            .await?;
-        answer
-            .chunks(2)
-            .map(|entry| match entry {
-                [sequence, line] => Ok(InboxEntry {
-                    sequence: decode::parse("inbox sequence", sequence)?,
-                    command: decode::kill_command(line)?,
-                }),
-                _ => Err(StoreError::Corrupt("truncated inbox answer".to_owned())),
-            })
-            .collect()
-    }
-
-    async fn register_routes(&self, pod: &PodId, routes: &[Route]) -> StoreResult<()> {
-        self.change_routes("add", pod, routes).await
-    }
-
-    async fn unregister_routes(&self, pod: &PodId, routes: &[Route]) -> StoreResult<()> {
-        self.change_routes("remove", pod, routes).await
-    }
-
-    async fn lookup_routes(&self, queries: &[RouteQuery]) -> StoreResult<Lookup> {
-        let groups: Vec<Vec<String>> = queries
-            .iter()
-            .map(|q| {
-                q.matching_routes()
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect()
-            })
-            .collect();
-        let sizes: Vec<String> = groups.iter().map(|g| g.len().to_string()).collect();
-        let mut args = Vec::new();
-        for (size, group) in sizes.iter().zip(&groups) {
-            args.push(size.as_str());
-            args.extend(group.iter().map(String::as_str));
-        }
-        let (results, records): (Vec<Vec<String>>, Vec<String>) = self
-            .bounded(self.script(&self.inner.scripts.lookup, &self.inner.keys.pods(), &args))
-            .await?;
-        if results.len() != queries.len() {
-            return Err(StoreError::Corrupt(
-                "lookup answered the wrong count".to_owned(),
-            ));
-        }
-        let results = results
-            .iter()
-            .map(|pods| pods.iter().map(|p| decode::parse("pod_id", p)).collect())
-            .collect::<StoreResult<_>>()?;
-        Ok(Lookup {
-            results,
-            pods: decode::pods(&records)?,
-        })
-    }
-
-    async fn list_routes(
-        &self,
-        selector: &RouteSelector,
-        page: &PageRequest,
-    ) -> StoreResult<Page<RouteEntry>> {
-        let cursor = page_cursor(page)?;
-        let key = match selector {
-            RouteSelector::Route(route) => self.inner.keys.route(route),
-            RouteSelector::Pod(pod) => self.inner.keys.pod_routes(pod),
-        };
-        let mut connection = self.inner.connection.clone();
-        let (cursor, members): (String, Vec<String>) = self
-            .bounded(
-                redis::cmd("SSCAN")
-                    .arg(&key)
-                    .arg(&cursor)
-                    .arg("COUNT")
-                    .arg(page.size.max(1))
-                    .query_async(&mut connection),
-            )
-            .await?;
-        let items = members
-            .iter()
-            .map(|member| {
-                Ok(match selector {
-                    RouteSelector::Route(route) => RouteEntry {
-                        route: route.clone(),
-                        pod: decode::parse("pod_id", member)?,
-                    },
-                    RouteSelector::Pod(pod) => RouteEntry {
-                        route: decode::parse("route", member)?,
-                        pod: pod.clone(),
-                    },
-                })
-            })
-            .collect::<StoreResult<_>>()?;
-        Ok(Page {
-            items,
-            next: next_token(&cursor),
-        })
-    }
-
-    async fn heartbeat(&self, heartbeat: &PodHeartbeat) -> StoreResult<HeartbeatOutcome> {
-        let lease = millis(self.inner.settings.pod_lease).to_string();
-        let lock = millis(SWEEP_LOCK).to_string();
-        let (users, admins) = heartbeat.load.map_or((String::new(), String::new()), |l| {
-            (l.user_sockets.to_string(), l.admin_sockets.to_string())
-        });
-        let args = [
-            heartbeat.pod.as_str(),
-            heartbeat.instance.as_str(),
-            heartbeat.delivery_address.as_str(),
-            lease.as_str(),
-            lock.as_str(),
-            users.as_str(),
-            admins.as_str(),
-        ];
-        let answer: Vec<String> = self
-            .bounded(self.script(
-                &self.inner.scripts.heartbeat,
-                &self.inner.keys.pod(&heartbeat.pod),
-                &args,
-            ))
-            .await?;
-        match answer.as_slice() {
-            [status] if status == "renewed" => Ok(HeartbeatOutcome::Renewed),
-            [status, sweep] if status == "registered" => Ok(HeartbeatOutcome::Registered {
-                purged: self.sweep_claimed(sweep).await,
-            }),
-            _ => Err(StoreError::Corrupt(format!(
-                "heartbeat answered {answer:?}"
-            ))),
-        }
-    }
-
-    async fn deregister(&self, pod: &PodId, instance: &str) -> StoreResult<Purged> {
-        let lock = millis(SWEEP_LOCK).to_string();
-        let answer: Vec<String> = self
-            .bounded(self.script(
-                &self.inner.scripts.deregister,
-                &self.inner.keys.pod(pod),
-                &[pod.as_str(), instance, lock.as_str()],
-            ))
-            .await?;
-        match answer.as_slice() {
-            [status] if status == "none" => Ok(Purged::default()),
-            [status, sweep] if status == "claimed" => Ok(self.sweep_claimed(sweep).await),
-            _ => Err(StoreError::Corrupt(format!(
-                "deregister answered {answer:?}"
-            ))),
-        }
-    }
-
-    async fn resolve_pods(&self, pods: &[PodId]) -> StoreResult<Resolved> {
-        let mut args = vec!["ids"];
-        args.extend(pods.iter().map(PodId::as_str));
-        let answer: Vec<String> = self
-            .bounded(self.script(&self.inner.scripts.pods, &self.inner.keys.pods(), &args))
-            .await?;
-        let records = decode::pods(answer.get(1..).unwrap_or_default())?;
-        let found: HashSet<&PodId> = records.iter().map(|r| &r.pod).collect();
-        let unknown = pods
-            .iter()
-            .filter(|p| !found.contains(p))
-            .cloned()
-            .collect();
-        Ok(Resolved {
-            pods: records,
-            unknown,
-        })
-    }
-
-    async fn list_pods(&self, page: &PageRequest) -> StoreResult<Page<PodRecord>> {
-        let cursor = page_cursor(page)?;
-        let size = page.size.max(1).to_string();
-        let answer: Vec<String> = self
-            .bounded(self.script(
-                &self.inner.scripts.pods,
-                &self.inner.keys.pods(),
-                &["scan", cursor.as_str(), size.as_str()],
-            ))
-            .await?;
-        let Some((cursor, records)) = answer.split_first() else {
-            return Err(StoreError::Corrupt("empty listing answer".to_owned()));
-        };
-        Ok(Page {
-            items: decode::pods(records)?,
-            next: next_token(cursor),
-        })
-    }
-
-    async fn reap_expired_pods(&self) -> StoreResult<Vec<(PodId, Purged)>> {
-        let limit = REAP_LIMIT.to_string();
-        let lock = millis(SWEEP_LOCK).to_string();
-        let answer: Vec<String> = self
-            .bounded(self.script(
-                &self.inner.scripts.reap,
-                &self.inner.keys.pods(),
-                &[limit.as_str(), lock.as_str()],
-            ))
-            .await?;
-        let mut purged = Vec::new();
-        for entry in answer.chunks(2) {
-            let [pod, sweep] = entry else {
-                return Err(StoreError::Corrupt("truncated reap answer".to_owned()));
+        let keys = self.inner.keys.session(key);
+        for _ in 0..ATTEMPTS {
+            let mut record = self.read_session(&skey).await?;
+            let alive = match &mut record {
+                Some(r) => self.holder_lives(r).await?,
+                None => false,
             };
-            // A claimed pod with nothing left to sweep is purged all the same.
-            let claimed: Option<PodId> = if pod.is_empty() {
-                None
-            } else {
-                Some(decode::parse("pod_id", pod)?)
-            };
-            let swept = if sweep.is_empty() {
-                Swept::default()
-            } else {
-                self.sweep(sweep, None).await
-            };
-            if let Some(pod) = claimed.or(swept.pod) {
-                purged.push((pod, swept.purged));
+            let seen = record.clone().unwrap_or(Record {
+                pod: String::new(),
+                generation: String::new(),
+                connection: String::new(),
+                fence: String::new(),
+                since: String::new(),
+                lease_end: String::new(),
+                chat: String::new(),
+            });
+            let answer: Vec<String> = self
+                .script(
+                    &self.inner.scripts.kill,
+                    &[&keys.session, &keys.tombstones, &keys.selection],
+                    &[
+                        connection.map_or("", ConnectionId::as_str),
+                        &self.retention_ms().to_string(),
+                        &self.tombstone_ms().to_string(),
+                        &seen.pod,
+                        &seen.generation,
+                        &seen.connection,
+                        &seen.fence,
+                        if alive { "1" } else { "0" },
+                        &self.inner.keys.commands_channel(),
+                        &skey,
+                        message,
+                    ],
+                )
+                .await?;
+            match answer.as_slice() {
+                [status] if status == "changed" => continue,
+                [status, line] if status == "killed" => {
+                    self.keep_kill(&seen.pod, line, &skey, &seen.connection)
+                        .await?;
+                    self.indexes(Change::Remove, &[(key, seen.connection.as_str())])
+                        .await?;
+                    return Ok(decode::sessions(&seen.fields(&skey))?.pop());
+                }
+                _ => return Ok(None),
             }
         }
-        Ok(purged)
+        Err(StoreError::Unavailable(format!(
+            "the session of {skey} changed {ATTEMPTS} times during a kill"
+        )))
     }
-}
 
-impl RedisStore {
-    /// Sweeps what a heartbeat or deregistration claimed ('' = nothing), within one store
-    /// timeout so the call stays short; a reaper finishes a larger sweep.
-    async fn sweep_claimed(&self, sweep: &str) -> Purged {
-        if sweep.is_empty() {
-            return Purged::default();
+    pub(super) async fn get_session_steps(
+        &self,
+        key: &SessionKey,
+    ) -> StoreResult<Option<SessionInfo>> {
+        let skey = key.to_string();
+        match self.live_session(&skey).await? {
+            Some(record) => Ok(decode::sessions(&record.fields(&skey))?.pop()),
+            None => Ok(None),
         }
-        self.sweep(sweep, Some(self.inner.timeout)).await.purged
     }
 
-    async fn change_routes(&self, op: &str, pod: &PodId, routes: &[Route]) -> StoreResult<()> {
-        let encoded: Vec<String> = routes.iter().map(ToString::to_string).collect();
-        let mut args = vec![op, pod.as_str()];
-        args.extend(encoded.iter().map(String::as_str));
-        let answer: Vec<String> = self
-            .bounded(self.script(
-                &self.inner.scripts.routes,
-                &self.inner.keys.pod_routes(pod),
-                &args,
-            ))
+    pub(super) async fn list_sessions_steps(
+        &self,
+        filter: &SessionFilter,
+        cursor: &str,
+        size: usize,
+    ) -> StoreResult<(String, Vec<SessionInfo>)> {
+        let index = self.inner.keys.session_index(filter);
+        let mut cmd = redis::cmd("SSCAN");
+        cmd.arg(&index).arg(cursor).arg("COUNT").arg(size.max(1));
+        let (next, members): (String, Vec<String>) = self.query(cmd).await?;
+        let entries: Vec<(String, String)> = members
+            .iter()
+            .filter_map(|m| m.split_once(' '))
+            .map(|(k, c)| (k.to_owned(), c.to_owned()))
+            .collect();
+        let records = self
+            .parallel(
+                entries
+                    .iter()
+                    .map(|(key, _)| self.live_session(key))
+                    .collect::<Vec<_>>(),
+            )
             .await?;
-        check_pod(&answer, pod)
+        let mut fields = Vec::new();
+        let mut stale = Vec::new();
+        for ((key, connection), record) in entries.iter().zip(records) {
+            match record {
+                Some(r) if &r.connection == connection => fields.extend(r.fields(key)),
+                // The member names a grant that ended: it never holds again (steps.rs,
+                // invariant 4), so it is removed here.
+                _ => stale.push(member(key, connection)),
+            }
+        }
+        if !stale.is_empty() {
+            let mut cmd = redis::cmd("SREM");
+            cmd.arg(&index).arg(&stale);
+            self.query::<i64>(cmd).await?;
+        }
+        Ok((next, decode::sessions(&fields)?))
+    }
+
+    pub(super) async fn register_routes_steps(
+        &self,
+        pod: &PodId,
+        routes: &[Route],
+    ) -> StoreResult<()> {
+        let generation = self.pod_grant(pod, "", None, routes).await?;
+        self.route_sets(Change::Add, pod, &generation, routes).await
+    }
+
+    pub(super) async fn unregister_routes_steps(
+        &self,
+        pod: &PodId,
+        routes: &[Route],
+    ) -> StoreResult<()> {
+        if routes.is_empty() {
+            return Ok(());
+        }
+        let keys = self.inner.keys.pod(pod);
+        let mut cmd = redis::cmd("HGET");
+        cmd.arg(&keys.pod).arg("gen");
+        let generation: Option<String> = self.query(cmd).await?;
+        // Route sets first, then the pod's own list (steps.rs, invariant 3).
+        if let Some(generation) = generation {
+            self.route_sets(Change::Remove, pod, &generation, routes)
+                .await?;
+        }
+        let mut cmd = redis::cmd("SREM");
+        cmd.arg(&keys.routes)
+            .arg(routes.iter().map(ToString::to_string).collect::<Vec<_>>());
+        self.query::<i64>(cmd).await?;
+        Ok(())
+    }
+
+    /// The live record (with its registration) of each pod, `None` when not live.
+    pub(super) async fn pod_records(
+        &self,
+        pods: &[PodId],
+    ) -> StoreResult<Vec<Option<(String, PodRecord)>>> {
+        self.parallel(
+            pods.iter()
+                .map(|pod| async move {
+                    let keys = self.inner.keys.pod(pod);
+                    let answer: Vec<String> = self
+                        .script(
+                            &self.inner.scripts.pod_record,
+                            &[&keys.pod],
+                            &[pod.as_str()],
+                        )
+                        .await?;
+                    match answer.split_first() {
+                        None => Ok(None),
+                        Some((generation, fields)) => Ok(decode::pods(fields)?
+                            .pop()
+                            .map(|record| (generation.clone(), record))),
+                    }
+                })
+                .collect::<Vec<_>>(),
+        )
+        .await
+    }
+
+    pub(super) async fn lookup_steps(&self, queries: &[RouteQuery]) -> StoreResult<Lookup> {
+        let groups: Vec<Vec<Route>> = queries.iter().map(RouteQuery::matching_routes).collect();
+        let mut routes: Vec<&Route> = groups.iter().flatten().collect();
+        routes.sort_by_key(|r| r.to_string());
+        routes.dedup();
+        let members: Vec<Vec<String>> = self
+            .parallel(
+                routes
+                    .iter()
+                    .map(|route| {
+                        let mut cmd = redis::cmd("SMEMBERS");
+                        cmd.arg(self.inner.keys.route(route));
+                        self.query::<Vec<String>>(cmd)
+                    })
+                    .collect::<Vec<_>>(),
+            )
+            .await?;
+        let by_route: std::collections::HashMap<String, Vec<(String, String)>> = routes
+            .iter()
+            .zip(members)
+            .map(|(route, members)| {
+                let entries = members
+                    .iter()
+                    .filter_map(|m| m.split_once(' '))
+                    .map(|(p, g)| (p.to_owned(), g.to_owned()))
+                    .collect();
+                (route.to_string(), entries)
+            })
+            .collect();
+        let mut named: Vec<PodId> = Vec::new();
+        for entries in by_route.values() {
+            for (pod, _) in entries {
+                let pod: PodId = decode::parse("pod_id", pod)?;
+                if !named.contains(&pod) {
+                    named.push(pod);
+                }
+            }
+        }
+        let records = self.pod_records(&named).await?;
+        let live: std::collections::HashMap<&str, &(String, PodRecord)> = named
+            .iter()
+            .zip(&records)
+            .filter_map(|(pod, r)| r.as_ref().map(|r| (pod.as_str(), r)))
+            .collect();
+        let mut results = Vec::with_capacity(queries.len());
+        let mut answered: Vec<&PodId> = Vec::new();
+        for group in &groups {
+            let mut pods: Vec<PodId> = Vec::new();
+            for route in group {
+                for (pod, generation) in by_route.get(&route.to_string()).into_iter().flatten() {
+                    let Some((live_gen, record)) = live.get(pod.as_str()) else {
+                        continue;
+                    };
+                    // Only the pod's live registration counts (steps.rs, invariant 3).
+                    if live_gen != generation || pods.contains(&record.pod) {
+                        continue;
+                    }
+                    pods.push(record.pod.clone());
+                    if !answered.contains(&&record.pod) {
+                        answered.push(&record.pod);
+                    }
+                }
+            }
+            results.push(pods);
+        }
+        let pods = answered
+            .iter()
+            .filter_map(|p| live.get(p.as_str()).map(|(_, r)| r.clone()))
+            .collect();
+        Ok(Lookup { results, pods })
     }
 }

@@ -1405,11 +1405,19 @@ pub(crate) async fn a_kill_reaches_the_holder_through_the_inbox_when_the_stream_
     assert_eq!(killed[0].command.connection, conn("c2"));
     assert_eq!(killed[0].command.reason, EndReason::KilledByAdmin);
     assert_eq!(killed[0].command.message, "bye");
-    assert!(killed[0].sequence > inbox[0].sequence);
+    // Sequences increase per pod (each pod acknowledges its own): a later kill for edge-1
+    // comes after the first.
+    let other = user("u2");
+    take(&a, &other, &p1, "c3").await;
+    take(&a, &other, &p2, "c4").await;
+    let later = b.pod_inbox(&p1, inbox[0].sequence).await.unwrap();
+    assert_eq!(later.len(), 1, "{later:?}");
+    assert!(later[0].sequence > inbox[0].sequence);
+    assert_eq!(later[0].command.connection, conn("c3"));
 
     // Acknowledged entries are gone for good.
     assert!(
-        a.pod_inbox(&p1, inbox[0].sequence)
+        a.pod_inbox(&p1, later[0].sequence)
             .await
             .unwrap()
             .is_empty()

@@ -1,53 +1,44 @@
--- Acquire: ARGV 2 skey, 3 pod, 4 conn, 5 mode ('takeover' | 'if_vacant'), 6 retention ms,
--- 7 tombstone ms, 8.. routes to register. KEYS[1] = the session key (cluster routing),
--- KEYS[2] = the key's tombstones. The session has no TTL: it lives with its pod's
--- registration (holder_live).
--- Returns {'unknown_pod'} | {'refused', pod, conn, fence}
+-- Acquire, the session step (steps.rs): KEYS 1 session, 2 tombstones, 3 selection, 4 fencing
+-- counter. ARGV 1 pod, 2 its live registration, 3 conn, 4 mode ('takeover' | 'if_vacant'),
+-- 5 retention ms, 6 tombstone ms, 7 dead pod, 8 its dead registration ('' when the caller
+-- found the holder alive or there was none), 9 the kill-command channel, 10 the session key.
+-- The session has no TTL: it lives as long as the registration that holds it.
+-- Returns {'refused', pod, conn, fence}
 --       | {'ended', reason, current pod, conn, fence} (a tombstoned connection, any mode)
---       | {'granted', fence, prev pod, prev conn, prev fence, chat} ('' when none).
-local skey, pod, conn, mode = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local retention_ms, tomb_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
-local tombs = KEYS[2]
+--       | {'granted', fence, prev pod, prev conn, prev fence, prev gen, chat, kill line}
+--         ('' when none; the kill of the previous holder is published here).
+local sk, tombs, selk, fk = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local pod, gen, conn, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local retention_ms, tomb_ms = tonumber(ARGV[5]), tonumber(ARGV[6])
 local now = now_ms()
-if not pod_live(pod, now) then return { 'unknown_pod' } end
-local sk = k_session(skey)
--- A session whose holder's pod lapsed or registered again is vacant: nobody is killed.
-local cur = held_record(skey, now, retention_ms, { 'pod', 'conn', 'fence', 'chat', 'gen' })
+-- A session whose holder's registration ended is vacant: nobody is killed.
+local cur = held_record(sk, selk, now, retention_ms, pod, gen, ARGV[7], ARGV[8])
 -- A connection that was taken over or killed never gets the session back (a retried acquire
 -- or a restore after a pod purge would otherwise undo the kill).
 local ended = tombstone(tombs, conn, now)
-if ended then return { 'ended', ended, cur[1] or '', cur[2] or '', cur[3] or '' } end
-local chat = cur[4] or ''
+if ended then return { 'ended', ended, cur[1] or '', cur[3] or '', cur[4] or '' } end
+local chat = cur[5] or ''
 local fence
-local prev = { '', '', '' }
-if cur[1] == pod and cur[2] == conn then
+local prev = { '', '', '', '' }
+local line = ''
+if cur[1] == pod and cur[3] == conn then
   -- The same connection again (a retried call): same grant, nobody killed. PERSIST drops the
   -- TTL of a record written while sessions had leases of their own.
-  fence = cur[3]
+  fence = cur[4]
   redis.call('PERSIST', sk)
 else
   if cur[1] then
-    if mode == 'if_vacant' then return { 'refused', cur[1], cur[2] or '', cur[3] or '' } end
-    prev = { cur[1], cur[2] or '', cur[3] or '' }
-    redis.call('SREM', k_pod_sessions(cur[1]), skey)
+    if mode == 'if_vacant' then return { 'refused', cur[1], cur[3] or '', cur[4] or '' } end
+    prev = { cur[1], cur[3] or '', cur[4] or '', cur[2] or '' }
     bury(tombs, prev[2], prev[3], 'taken_over', now, tomb_ms)
-    publish_kill(prev[1], prev[2], prev[3], 'taken_over', skey, now,
-      'taken over by another connection', tomb_ms)
+    line = publish_kill(ARGV[9], prev[1], prev[2], prev[3], 'taken_over', ARGV[10], now,
+      'taken over by another connection')
   end
-  if chat == '' then chat = redis.call('GET', k_sel(skey)) or '' end
-  fence = fmt(redis.call('INCR', K_SEQ))
-  -- The registration number ties the session to this life of the pod (holder_live).
-  local gen = redis.call('HGET', k_pod(pod), 'gen') or ''
+  if chat == '' then chat = redis.call('GET', selk) or '' end
+  fence = fmt(redis.call('INCR', fk))
   redis.call('HSET', sk, 'pod', pod, 'gen', gen, 'conn', conn, 'fence', fence, 'since', fmt(now),
     'chat', chat)
   redis.call('PERSIST', sk)
-  redis.call('SADD', k_pod_sessions(pod), skey)
-  for _, ix in ipairs(index_keys(skey)) do redis.call('SADD', ix, skey) end
 end
-for i = 8, #ARGV do add_route(pod, ARGV[i]) end
-if chat ~= '' then
-  local route = chat_route(skey, chat)
-  if route then add_route(pod, route) end
-  keep_selection(skey, chat, retention_ms)
-end
-return { 'granted', fence, prev[1], prev[2], prev[3], chat }
+keep_selection(selk, chat, retention_ms)
+return { 'granted', fence, prev[1], prev[2], prev[3], prev[4], chat, line }

@@ -1,28 +1,30 @@
--- Renew, now an audit (read-only): ARGV 2 pod, then (skey, conn, fence) triples. KEYS[1] = the
--- pod's session set (cluster routing); KEYS[1 + n] = the tombstones of the key of triple n.
--- Sessions live with their pod's registration (holder_live), so nothing is extended: this
--- only answers the sessions the pod no longer holds, a backstop for kills it never received.
--- Records of dead holders are left to their pod's sweep.
--- Returns {'unknown_pod'} | {'ok', then per lost session: index (1-based), reason, pod, conn,
--- fence} with the current holder ('' when none). The reason is the tombstone's
--- ('taken_over', 'killed_by_admin') when the connection has one, else 'taken_over' when
--- another connection holds the key, else 'expired'.
-local pod = ARGV[2]
+-- Renew, now the edges' session audit (read-only), the session step (steps.rs): ARGV 1 pod,
+-- 2 its live registration, then (skey, conn, fence) triples; KEYS 3 per triple: session,
+-- tombstones, selection (one slot on a cluster; any number of slots on one Redis).
+-- Sessions live as long as the registration that holds them, so nothing is extended: this
+-- only answers the sessions the pod no longer holds, the backstop for kills it never
+-- received. Records of the pod's ended registrations are left to their sweep.
+-- Returns per lost session: index (1-based), reason, pod, conn, fence with the current holder
+-- ('' when none). The reason is the tombstone's ('taken_over', 'killed_by_admin') when the
+-- connection has one, else 'taken_over' when another connection holds the key, else
+-- 'expired'.
+local pod, gen = ARGV[1], ARGV[2]
 local now = now_ms()
-if not pod_live(pod, now) then return { 'unknown_pod' } end
-local out = { 'ok' }
+local out = {}
 local n = 0
 for i = 3, #ARGV, 3 do
   n = n + 1
-  local skey, conn, fence = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local cur = redis.call('HMGET', k_session(skey), 'pod', 'conn', 'fence', 'gen')
-  if cur[1] and not holder_live(cur[1], cur[4], now) then cur = { false, false, false } end
-  if cur[2] ~= conn or cur[3] ~= fence then
-    local ended = tombstone(KEYS[1 + n], conn, now)
+  local conn, fence = ARGV[i + 1], ARGV[i + 2]
+  local sk, tk = KEYS[3 * n - 2], KEYS[3 * n - 1]
+  local cur = redis.call('HMGET', sk, 'pod', 'gen', 'conn', 'fence')
+  -- A record of an ended registration of this pod is vacant (its sweep drops it).
+  if cur[1] == pod and (cur[2] or '') ~= gen then cur = { false, false, false, false } end
+  if cur[3] ~= conn or cur[4] ~= fence then
+    local ended = tombstone(tk, conn, now)
     if ended then
-      append(out, { fmt(n), ended, cur[1] or '', cur[2] or '', cur[3] or '' })
+      append(out, { fmt(n), ended, cur[1] or '', cur[3] or '', cur[4] or '' })
     elseif cur[1] then
-      append(out, { fmt(n), 'taken_over', cur[1], cur[2] or '', cur[3] or '' })
+      append(out, { fmt(n), 'taken_over', cur[1], cur[3] or '', cur[4] or '' })
     else
       append(out, { fmt(n), 'expired', '', '', '' })
     end
