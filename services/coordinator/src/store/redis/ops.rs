@@ -153,7 +153,14 @@ impl RedisStore {
                     }
                     Ok(())
                 };
-                let record = self.pod_grant(&request.pod, &generation, Some(&grant), &routes);
+                // Routes enter the pod's set before the route sets (steps.rs, invariant 3).
+                let record = async {
+                    if !routes.is_empty() {
+                        self.pod_grant(&request.pod, &generation, None, &routes)
+                            .await?;
+                    }
+                    Ok(())
+                };
                 futures_util::try_join!(kill, record)?;
                 let listed = [(&request.key, request.connection.as_str())];
                 futures_util::try_join!(
@@ -233,18 +240,23 @@ impl RedisStore {
                     return Err(StoreError::Corrupt("truncated renew answer".to_owned()));
                 };
                 let index: usize = decode::parse("index", index)?;
-                let session = index
+                let &i = index
                     .checked_sub(1)
                     .and_then(|i| batch.get(i))
-                    .and_then(|&i| sessions.get(i))
                     .ok_or_else(|| StoreError::Corrupt("renew index out of range".to_owned()))?;
-                lost.push(LostSession {
-                    session: session.clone(),
-                    reason: decode::reason(reason)?,
-                    current: decode::holder(holder_pod, conn, fence)?,
-                });
+                lost.push((
+                    i,
+                    LostSession {
+                        session: sessions[i].clone(),
+                        reason: decode::reason(reason)?,
+                        current: decode::holder(holder_pod, conn, fence)?,
+                    },
+                ));
             }
         }
+        // Batches follow slots; answer in the caller's order.
+        lost.sort_unstable_by_key(|(i, _)| *i);
+        let lost: Vec<LostSession> = lost.into_iter().map(|(_, l)| l).collect();
         // Memberships go after the state they describe (steps.rs, invariant 4).
         let gone: Vec<String> = lost
             .iter()
@@ -270,27 +282,26 @@ impl RedisStore {
             .session_batches(&self.inner.scripts.release, &head, sessions)
             .await?;
         let mut released = Released::default();
+        let mut not_held = Vec::new();
         let mut gone = Vec::new();
         for (batch, answer) in &answers {
             if answer.len() != batch.len() {
                 return Err(StoreError::Corrupt(format!("release answered {answer:?}")));
             }
             for (&i, status) in batch.iter().zip(answer) {
-                let session = &sessions[i];
                 if status == "r" {
                     released.count += 1;
                 } else {
-                    released.not_held.push(session.clone());
+                    not_held.push(i);
                 }
                 if status != "h" {
-                    gone.push(session);
+                    gone.push(&sessions[i]);
                 }
             }
         }
-        // Not-held answers come in batch order; keep the caller's order.
-        released
-            .not_held
-            .sort_by_key(|s| sessions.iter().position(|x| x == s).unwrap_or(usize::MAX));
+        // Batches follow slots; answer in the caller's order.
+        not_held.sort_unstable();
+        released.not_held = not_held.iter().map(|&i| sessions[i].clone()).collect();
         let members: Vec<String> = gone
             .iter()
             .map(|s| member(&s.key.to_string(), s.connection.as_str()))

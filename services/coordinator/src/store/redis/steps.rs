@@ -6,10 +6,10 @@
 //!
 //! 1. **A grant is recorded in its pod before it exists.** `"<skey> <conn>"` enters the pod's
 //!    session set (`pod_gen.lua`, in the same step that checks the pod is live) before the
-//!    session step grants it, and again after (`pod_grant.lua`). So a pod's sweep finds every
-//!    session that carries its registration; a session whose membership was lost anyway (a
-//!    sweep that ran between the two) carries a dead registration, so it is vacant on access
-//!    and dropped by the next call that reads it.
+//!    session step grants it, so the pod's sweep finds every session that carries its
+//!    registration. Only steps about that very connection remove the member (invariant 4).
+//!    A grant whose registration was claimed between the two steps carries a dead
+//!    registration: it is vacant on access, and dropped by the next call that reads it.
 //! 2. **A session is vacant as soon as its registration ends,** whatever the steps after it
 //!    did: session steps receive what the caller learnt of the holder's pod (its own live
 //!    registration, or the holder's ended one) and drop such a record before anything else.
