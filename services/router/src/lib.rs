@@ -172,11 +172,14 @@ pub async fn run_with<S: EventSource>(
     let auth = config.internal.router_client();
     let resolver = GrpcResolver::new(&config.coordinator_urls, config.coordinator_timeout, &auth)
         .map_err(|e| startup(&e))?;
-    let routes = Arc::new(RouteCache::new(
-        resolver,
-        config.route_cache_ttl,
-        config.route_stale_if_error,
-    ));
+    let routes = Arc::new(
+        RouteCache::new(
+            resolver,
+            config.route_cache_ttl,
+            config.route_stale_if_error,
+        )
+        .with_counters(metrics.lookup_counters()),
+    );
     let client = Arc::new(GrpcEdgeClient::new(
         CHANNELS_PER_EDGE,
         config.deliver_timeout,

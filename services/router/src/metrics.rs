@@ -34,11 +34,26 @@ pub struct RouterMetrics {
     pub edge_state: IntGaugeVec,
     /// Failed route lookups (the coordinator did not answer).
     pub resolve_errors: IntCounter,
+    /// Route lookup calls sent to the coordinator, by why: `miss` (on the event path),
+    /// `refresh` (in the background, before entries in use expire).
+    pub route_lookups: IntCounterVec,
+    /// Queries in those calls, by why.
+    pub route_queries: IntCounterVec,
     /// Messages published through the HTTP API, by outcome.
     pub published: IntCounterVec,
 }
 
 impl RouterMetrics {
+    /// The route cache's counters.
+    pub fn lookup_counters(&self) -> crate::resolve::cache::LookupCounters {
+        crate::resolve::cache::LookupCounters {
+            miss_calls: self.route_lookups.with_label_values(&["miss"]),
+            miss_queries: self.route_queries.with_label_values(&["miss"]),
+            refresh_calls: self.route_lookups.with_label_values(&["refresh"]),
+            refresh_queries: self.route_queries.with_label_values(&["refresh"]),
+        }
+    }
+
     /// Registers every metric in `metrics`.
     pub fn register(metrics: &Metrics) -> Result<Self, TelemetryError> {
         let this = Self::new(metrics)?;
@@ -69,6 +84,10 @@ impl RouterMetrics {
             "pod_gone",
         ] {
             self.undeliverable.with_label_values(&[reason]);
+        }
+        for why in ["miss", "refresh"] {
+            self.route_lookups.with_label_values(&[why]);
+            self.route_queries.with_label_values(&[why]);
         }
         for outcome in ["ok", "failed", "invalid", "too_large", "unauthorized"] {
             self.published.with_label_values(&[outcome]);
@@ -141,6 +160,16 @@ impl RouterMetrics {
             resolve_errors: metrics.counter(
                 "router_resolve_errors_total",
                 "route lookups the coordinator did not answer",
+            )?,
+            route_lookups: metrics.counter_vec(
+                "router_route_lookups_total",
+                "route lookup calls sent to the coordinator, by why (miss, refresh)",
+                &["why"],
+            )?,
+            route_queries: metrics.counter_vec(
+                "router_route_queries_total",
+                "queries in route lookup calls sent to the coordinator, by why (miss, refresh)",
+                &["why"],
             )?,
             published: metrics.counter_vec(
                 "router_published_total",

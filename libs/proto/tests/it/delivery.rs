@@ -8,10 +8,12 @@ use daisi_proto::edge::v1::{
     DeliverRequest, DeliverResponse, DeliveryScope, Event, EventOutcome, EventResult, Target,
 };
 use daisi_proto::limits;
+use std::pin::Pin;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{Request, Response, Status};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status, Streaming};
 
 /// Pretends every agent-wide event reaches 3 sockets and every other scope 1; rejects
 /// unspecified scopes, as a real edge would.
@@ -33,7 +35,34 @@ impl EdgeDelivery for FakeEdge {
         &self,
         request: Request<DeliverRequest>,
     ) -> Result<Response<DeliverResponse>, Status> {
-        let request = request.into_inner();
+        self.answer(&request.into_inner()).map(Response::new)
+    }
+
+    type DeliverStreamStream = Pin<Box<dyn Stream<Item = Result<DeliverResponse, Status>> + Send>>;
+
+    async fn deliver_stream(
+        &self,
+        request: Request<Streaming<DeliverRequest>>,
+    ) -> Result<Response<Self::DeliverStreamStream>, Status> {
+        let pod_id = self.pod_id.clone();
+        let mut requests = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let edge = FakeEdge { pod_id };
+            while let Ok(Some(request)) = requests.message().await {
+                let answer = edge.answer(&request);
+                let failed = answer.is_err();
+                if tx.send(answer).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+impl FakeEdge {
+    fn answer(&self, request: &DeliverRequest) -> Result<DeliverResponse, Status> {
         if request.pod_id != self.pod_id {
             return Err(Status::failed_precondition("not this pod"));
         }
@@ -65,7 +94,7 @@ impl EdgeDelivery for FakeEdge {
                 }
             })
             .collect();
-        Ok(Response::new(DeliverResponse { results }))
+        Ok(DeliverResponse { results })
     }
 }
 
@@ -158,5 +187,47 @@ async fn call_errors_carry_their_grpc_code() {
         .expect_err("wrong pod is refused");
 
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    let _ = stop.send(());
+}
+
+#[tokio::test]
+async fn a_delivery_stream_answers_each_request_in_order_and_ends_on_a_refusal() {
+    let (addr, stop) = spawn_edge("edge-0").await;
+    let mut client = EdgeDeliveryClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connects");
+    let batch = |pod: &str, first: u64| DeliverRequest {
+        pod_id: pod.to_owned(),
+        router_id: "router-test".to_owned(),
+        events: vec![
+            event(first, DeliveryScope::AgentUsers),
+            event(first + 1, DeliveryScope::ChatUsers),
+        ],
+    };
+    let requests = tokio_stream::iter(vec![
+        batch("edge-0", 1),
+        batch("edge-0", 3),
+        batch("edge-other", 5),
+        batch("edge-0", 7),
+    ]);
+    let mut answers = client
+        .deliver_stream(requests)
+        .await
+        .expect("stream opens")
+        .into_inner();
+    for first in [1, 3] {
+        let answer = answers
+            .message()
+            .await
+            .expect("answered")
+            .expect("not ended");
+        let sequences: Vec<u64> = answer.results.iter().map(|r| r.stream_sequence).collect();
+        assert_eq!(sequences, [first, first + 1], "answers in request order");
+    }
+    let refused = answers
+        .message()
+        .await
+        .expect_err("wrong pod ends the stream");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     let _ = stop.send(());
 }

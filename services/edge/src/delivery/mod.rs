@@ -11,23 +11,56 @@ use daisi_proto::edge::v1 as pb;
 use daisi_proto::limits;
 use dedup::{Dedup, Seen};
 use fanout::{Audience, EventFrames};
+use futures_util::Stream;
 use pb::edge_delivery_server::{EdgeDelivery, EdgeDeliveryServer};
+use std::pin::Pin;
+use std::sync::Arc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 /// The delivery service of one edge.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Delivery {
     edge: Edge,
-    dedup: Dedup,
+    dedup: Arc<Dedup>,
 }
+
+/// The answers of a `DeliverStream`.
+pub type DeliverResponses =
+    Pin<Box<dyn Stream<Item = Result<pb::DeliverResponse, Status>> + Send + 'static>>;
 
 impl Delivery {
     /// The service, ready to be added to the gRPC server.
     pub fn server(edge: Edge) -> EdgeDeliveryServer<Self> {
         let dedup = Dedup::new(edge.config.dedup_window);
-        EdgeDeliveryServer::new(Self { edge, dedup })
-            .max_decoding_message_size(limits::EDGE_MAX_DECODING_BYTES)
+        EdgeDeliveryServer::new(Self {
+            edge,
+            dedup: Arc::new(dedup),
+        })
+        .max_decoding_message_size(limits::EDGE_MAX_DECODING_BYTES)
+    }
+
+    /// One batch: checked as a whole, then every event delivered in order.
+    fn deliver_batch(&self, request: &pb::DeliverRequest) -> Result<pb::DeliverResponse, Status> {
+        if request.pod_id != self.edge.pod.pod.as_str() {
+            return Err(Status::failed_precondition(format!(
+                "this is pod {}, not {}",
+                self.edge.pod.pod, request.pod_id
+            )));
+        }
+        if request.events.len() > limits::MAX_DELIVER_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "at most {} events per call, got {}",
+                limits::MAX_DELIVER_BATCH,
+                request.events.len()
+            )));
+        }
+        let results = request
+            .events
+            .iter()
+            .map(|event| self.deliver_one(event))
+            .collect();
+        Ok(pb::DeliverResponse { results })
     }
 
     fn deliver_one(&self, event: &pb::Event) -> pb::EventResult {
@@ -110,26 +143,33 @@ impl EdgeDelivery for Delivery {
         &self,
         request: Request<pb::DeliverRequest>,
     ) -> Result<Response<pb::DeliverResponse>, Status> {
-        let request = request.into_inner();
-        if request.pod_id != self.edge.pod.pod.as_str() {
-            return Err(Status::failed_precondition(format!(
-                "this is pod {}, not {}",
-                self.edge.pod.pod, request.pod_id
-            )));
-        }
-        if request.events.len() > limits::MAX_DELIVER_BATCH {
-            return Err(Status::invalid_argument(format!(
-                "at most {} events per call, got {}",
-                limits::MAX_DELIVER_BATCH,
-                request.events.len()
-            )));
-        }
-        let results = request
-            .events
-            .iter()
-            .map(|event| self.deliver_one(event))
-            .collect();
-        Ok(Response::new(pb::DeliverResponse { results }))
+        self.deliver_batch(&request.into_inner()).map(Response::new)
+    }
+
+    type DeliverStreamStream = DeliverResponses;
+
+    async fn deliver_stream(
+        &self,
+        request: Request<Streaming<pb::DeliverRequest>>,
+    ) -> Result<Response<DeliverResponses>, Status> {
+        // Each request is read and delivered when the previous answer was taken by the
+        // transport, so the stream needs no task or buffer of its own and answers stay in
+        // request order. After a whole-request error the stream ends.
+        let state = (self.clone(), request.into_inner(), false);
+        let answers =
+            futures_util::stream::unfold(state, |(this, mut requests, ended)| async move {
+                if ended {
+                    return None;
+                }
+                let answer = match requests.message().await {
+                    Ok(Some(request)) => this.deliver_batch(&request),
+                    Ok(None) => return None,
+                    Err(status) => Err(status),
+                };
+                let ended = answer.is_err();
+                Some((answer, (this, requests, ended)))
+            });
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn notice_gap(

@@ -1,6 +1,6 @@
 //! Internal authentication at the edge (issue 11): the edge registers with the coordinator
 //! with its own credential (bearer token or certificate), and `EdgeDelivery` takes events
-//! from routers only.
+//! from routers only, as unary calls and on the delivery stream alike.
 
 use crate::support::*;
 use daisi_proto::edge::v1 as epb;
@@ -11,31 +11,56 @@ use tonic::Code;
 
 const SECRET: &str = "edge-internal-secret-0123456789abcdef";
 
+/// How a test sends its batch.
+#[derive(Debug, Clone, Copy)]
+enum Via {
+    Unary,
+    Stream,
+}
+
 async fn deliver(
     edge: &TestEdge,
     auth: &ClientAuth,
+    via: Via,
+    sequence: u64,
 ) -> Result<Vec<epb::EventResult>, tonic::Status> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", edge.grpc))
         .unwrap()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(10));
     let channel = auth.connect_lazy(&endpoint);
-    EdgeDeliveryClient::with_interceptor(channel, auth.clone())
-        .deliver(epb::DeliverRequest {
-            pod_id: edge.pod.clone(),
-            events: vec![event(
-                1,
-                "c1",
-                "a1",
-                epb::DeliveryScope::AgentUsers,
-                "",
-                "chat",
-                r#"{"k":1}"#,
-            )],
-            router_id: "test".into(),
-        })
-        .await
-        .map(|r| r.into_inner().results)
+    let mut client = EdgeDeliveryClient::with_interceptor(channel, auth.clone());
+    let request = epb::DeliverRequest {
+        pod_id: edge.pod.clone(),
+        events: vec![event(
+            sequence,
+            "c1",
+            "a1",
+            epb::DeliveryScope::AgentUsers,
+            "",
+            "chat",
+            &format!(r#"{{"k":{sequence}}}"#),
+        )],
+        router_id: "test".into(),
+    };
+    match via {
+        Via::Unary => client
+            .deliver(request)
+            .await
+            .map(|r| r.into_inner().results),
+        Via::Stream => {
+            let mut answers = client
+                .deliver_stream(tokio_stream::iter([request]))
+                .await?
+                .into_inner();
+            let answer = tokio::time::timeout(Duration::from_secs(10), answers.message())
+                .await
+                .map_err(|_| tonic::Status::deadline_exceeded("no answer on the stream"))??;
+            answer
+                .map(|a| a.results)
+                .ok_or_else(|| tonic::Status::unknown("the stream ended without an answer"))
+        }
+    }
 }
 
 fn code(result: Result<Vec<epb::EventResult>, tonic::Status>) -> Code {
@@ -50,31 +75,36 @@ async fn with_bearer_tokens_the_edge_registers_and_only_routers_deliver() {
     let edge = TestEdge::start(&coord.url, "edge-tok", |c| c.internal = security.clone()).await;
     let mut u1 = user(edge.http, "c1", "a1", "u1").await;
 
-    assert_eq!(
-        code(deliver(&edge, &ClientAuth::none()).await),
-        Code::Unauthenticated
-    );
-    let other = InternalSecurity::with_tokens("another-secret-0123456789abcdef-xyz", None);
-    assert_eq!(
-        code(deliver(&edge, &other.router_client()).await),
-        Code::Unauthenticated
-    );
-    // A pod's credential (even this edge's own) cannot push events.
-    assert_eq!(
-        code(deliver(&edge, &security.pod_client("edge-tok")).await),
-        Code::PermissionDenied
-    );
-    assert_eq!(
-        u1.maybe_text(Duration::from_millis(200)).await,
-        None,
-        "nothing delivered so far"
-    );
+    for (via, sequence) in [(Via::Unary, 1), (Via::Stream, 2)] {
+        assert_eq!(
+            code(deliver(&edge, &ClientAuth::none(), via, sequence).await),
+            Code::Unauthenticated,
+            "{via:?}"
+        );
+        let other = InternalSecurity::with_tokens("another-secret-0123456789abcdef-xyz", None);
+        assert_eq!(
+            code(deliver(&edge, &other.router_client(), via, sequence).await),
+            Code::Unauthenticated,
+            "{via:?}"
+        );
+        // A pod's credential (even this edge's own) cannot push events.
+        assert_eq!(
+            code(deliver(&edge, &security.pod_client("edge-tok"), via, sequence).await),
+            Code::PermissionDenied,
+            "{via:?}"
+        );
+        assert_eq!(
+            u1.maybe_text(Duration::from_millis(200)).await,
+            None,
+            "nothing delivered so far"
+        );
 
-    let results = deliver(&edge, &security.router_client())
-        .await
-        .expect("a router delivers");
-    assert_eq!(results[0].sockets_reached, 1);
-    assert_eq!(u1.next_json().await["payload"]["k"], 1);
+        let results = deliver(&edge, &security.router_client(), via, sequence)
+            .await
+            .expect("a router delivers");
+        assert_eq!(results[0].sockets_reached, 1);
+        assert_eq!(u1.next_json().await["payload"]["k"], sequence);
+    }
 }
 
 #[tokio::test]
@@ -89,26 +119,30 @@ async fn with_mutual_tls_the_edge_registers_and_only_routers_deliver() {
     let mut u1 = user(edge.http, "c1", "a1", "u1").await;
 
     let anonymous = ClientAuth::anonymous_tls(&ca.ca_path()).unwrap();
-    assert_eq!(
-        code(deliver(&edge, &anonymous).await),
-        Code::Unauthenticated
-    );
-    assert_ne!(
-        code(deliver(&edge, &ClientAuth::none()).await),
-        Code::Ok,
-        "plain TCP to a TLS port"
-    );
     let pod = tls(ca.edge("edge-other").unwrap());
-    assert_eq!(
-        code(deliver(&edge, &pod.pod_client("edge-other")).await),
-        Code::PermissionDenied
-    );
-
     let router = tls(ca.router().unwrap());
-    let results = deliver(&edge, &router.router_client())
-        .await
-        .expect("a router delivers");
-    assert_eq!(results[0].sockets_reached, 1);
-    assert_eq!(u1.next_json().await["payload"]["k"], 1);
+    for (via, sequence) in [(Via::Unary, 1), (Via::Stream, 2)] {
+        assert_eq!(
+            code(deliver(&edge, &anonymous, via, sequence).await),
+            Code::Unauthenticated,
+            "{via:?}"
+        );
+        assert_ne!(
+            code(deliver(&edge, &ClientAuth::none(), via, sequence).await),
+            Code::Ok,
+            "plain TCP to a TLS port ({via:?})"
+        );
+        assert_eq!(
+            code(deliver(&edge, &pod.pod_client("edge-other"), via, sequence).await),
+            Code::PermissionDenied,
+            "{via:?}"
+        );
+
+        let results = deliver(&edge, &router.router_client(), via, sequence)
+            .await
+            .expect("a router delivers");
+        assert_eq!(results[0].sockets_reached, 1);
+        assert_eq!(u1.next_json().await["payload"]["k"], sequence);
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,7 +1,7 @@
 //! Forwarding events to the edges that hold interested sockets.
 //!
-//! [`EdgeClient`] is one `Deliver` call to one edge ([`grpc`] is the tonic adapter with its
-//! channel pool). Policy lives here, independent of the transport: [`edge`] batches events per
+//! [`EdgeClient`] delivers one batch to one edge ([`grpc`] is the tonic adapter with its
+//! channel pool and [`stream`] its long-lived delivery stream per edge). Policy lives here, independent of the transport: [`edge`] batches events per
 //! edge in ordered lanes with a bounded backlog, [`health`] is the edge's one state
 //! (healthy, failing since T, unreachable) that decides when its events wait and when they
 //! fail fast, and [`registry`] keeps one [`edge::Edge`] per pod.
@@ -10,6 +10,7 @@ pub mod edge;
 pub mod grpc;
 pub mod health;
 pub mod registry;
+pub mod stream;
 
 use bytes::Bytes;
 use daisi_domain::PodId;

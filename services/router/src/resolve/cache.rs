@@ -19,25 +19,28 @@
 //! query with no entry that recent makes the lookup fail, and the caller stops acknowledging
 //! those events, which stay in the stream. `stale_if_error = 0` turns this off.
 //!
-//! **Refresh ahead.** An entry used when it is older than half its `ttl` is looked up again in
-//! the background (batched, at most `REFRESHES` lookups in flight), while the use itself is
-//! answered from the entry, which is still fresh. A key used at least every `ttl / 2` therefore
-//! never waits for the coordinator once warm; the staleness bound is unchanged, since only
-//! entries younger than `ttl` are ever served (the refreshed one is stamped when its lookup is
-//! sent, like any other).
+//! **Refresh ahead.** One background task, started with the first lookup, wakes every
+//! `ttl / 4` and looks up again, in one batched call, every entry that is at least `ttl / 2`
+//! old and was used since it was stored; the uses themselves are answered from the entries,
+//! which are still fresh. A key used at least every `ttl / 2` therefore never waits for the
+//! coordinator once warm (its entry is refreshed at an age between `ttl / 2` and `3 ttl / 4`,
+//! which leaves `ttl / 4` for the lookup), keys no longer used simply expire, and however many
+//! keys are in use the coordinator gets about four refresh calls per `ttl` rather than one per
+//! key. The staleness bound is unchanged, since only entries younger than `ttl` are ever served
+//! (a refreshed one is stamped when its lookup is sent, like any other).
 
 use super::{Lookup, Pod, PodStatus, ResolveError, RouteQuery, RouteResolver};
 use daisi_domain::PodId;
 use parking_lot::Mutex;
+use prometheus::IntCounter;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
-use tokio::time::Instant;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 /// Entries above which expired ones are swept on the next lookup.
 const SWEEP_ABOVE: usize = 50_000;
-/// Background refresh lookups in flight at most.
-const REFRESHES: usize = 4;
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -45,6 +48,21 @@ struct Entry {
     pods: Arc<[Pod]>,
     /// A background lookup of this query is in flight.
     refreshing: bool,
+    /// Served since it was stored: worth refreshing.
+    used: bool,
+}
+
+/// Counters of the lookups the cache sends to the coordinator.
+#[derive(Debug, Clone)]
+pub struct LookupCounters {
+    /// Lookups on the event path (queries without a fresh entry).
+    pub miss_calls: IntCounter,
+    /// Queries in those lookups.
+    pub miss_queries: IntCounter,
+    /// Background refresh lookups.
+    pub refresh_calls: IntCounter,
+    /// Queries in those lookups.
+    pub refresh_queries: IntCounter,
 }
 
 /// A [`RouteResolver`] with a time-bounded cache of lookups.
@@ -54,7 +72,9 @@ pub struct RouteCache<R> {
     ttl: Duration,
     stale_if_error: Duration,
     entries: Mutex<HashMap<RouteQuery, Entry>>,
-    refreshes: Arc<tokio::sync::Semaphore>,
+    /// The refresher task was started.
+    refresher: AtomicBool,
+    counters: Option<LookupCounters>,
 }
 
 impl<R: RouteResolver> RouteCache<R> {
@@ -66,8 +86,16 @@ impl<R: RouteResolver> RouteCache<R> {
             ttl,
             stale_if_error,
             entries: Mutex::new(HashMap::new()),
-            refreshes: Arc::new(tokio::sync::Semaphore::new(REFRESHES)),
+            refresher: AtomicBool::new(false),
+            counters: None,
         }
+    }
+
+    /// Counts the lookups sent in `counters`.
+    #[must_use]
+    pub fn with_counters(mut self, counters: LookupCounters) -> Self {
+        self.counters = Some(counters);
+        self
     }
 
     /// The uncached resolver.
@@ -79,16 +107,16 @@ impl<R: RouteResolver> RouteCache<R> {
         self.entries.lock()
     }
 
-    /// The pods of each query, from fresh entries or one batched lookup of the others; fresh
-    /// entries past half their life are refreshed in the background.
+    /// The pods of each query, from fresh entries or one batched lookup of the others; entries
+    /// in use are refreshed in the background before they expire.
     pub async fn pods(
         self: &Arc<Self>,
         queries: &[RouteQuery],
     ) -> Result<Vec<Arc<[Pod]>>, ResolveError> {
+        self.start_refresher();
         let now = Instant::now();
         let mut answers: Vec<Option<Arc<[Pod]>>> = Vec::with_capacity(queries.len());
         let mut missing: Vec<RouteQuery> = Vec::new();
-        let mut ageing: Vec<RouteQuery> = Vec::new();
         {
             let mut entries = self.lock();
             let mut seen = std::collections::HashSet::new();
@@ -96,10 +124,7 @@ impl<R: RouteResolver> RouteCache<R> {
                 match entries.get_mut(query) {
                     Some(e) if now.duration_since(e.sent_at) < self.ttl => {
                         answers.push(Some(e.pods.clone()));
-                        if !e.refreshing && now.duration_since(e.sent_at) >= self.ttl / 2 {
-                            e.refreshing = true;
-                            ageing.push(query.clone());
-                        }
+                        e.used = true;
                     }
                     _ => {
                         answers.push(None);
@@ -110,11 +135,12 @@ impl<R: RouteResolver> RouteCache<R> {
                 }
             }
         }
-        if !ageing.is_empty() {
-            self.refresh_ahead(ageing);
-        }
         if missing.is_empty() {
             return Ok(answers.into_iter().flatten().collect());
+        }
+        if let Some(c) = &self.counters {
+            c.miss_calls.inc();
+            c.miss_queries.inc_by(missing.len() as u64);
         }
         let sent_at = Instant::now();
         let Lookup { results } = match self.inner.lookup(&missing).await {
@@ -158,29 +184,54 @@ impl<R: RouteResolver> RouteCache<R> {
             .collect())
     }
 
-    /// Looks `queries` up again in a task of its own; their entries stay in use meanwhile.
-    /// Without a free refresh slot nothing happens: the entries expire and are looked up on
-    /// the event path as without refresh ahead.
-    fn refresh_ahead(self: &Arc<Self>, queries: Vec<RouteQuery>) {
-        let Ok(permit) = self.refreshes.clone().try_acquire_owned() else {
-            self.unmark(&queries);
+    /// Starts the refresher once (it needs a runtime, which `new` does not).
+    fn start_refresher(self: &Arc<Self>) {
+        if self.ttl.is_zero() || self.refresher.swap(true, Ordering::AcqRel) {
             return;
-        };
-        let this = self.clone();
-        tokio::spawn(async move {
-            let sent_at = Instant::now();
-            match this.inner.lookup(&queries).await {
-                Ok(Lookup { results }) if results.len() == queries.len() => {
-                    let mut entries = this.lock();
-                    for (query, pods) in queries.iter().zip(results) {
-                        store(&mut entries, query, sent_at, Arc::from(pods));
-                    }
+        }
+        // Ticks counted from now, not from when the task first runs.
+        let period = self.ttl / 4;
+        let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        tokio::spawn(run_refresher(Arc::downgrade(self), ticks));
+    }
+
+    /// Entries at least `ttl / 2` old, used since they were stored and not being refreshed:
+    /// marked as being refreshed, and returned.
+    fn due(&self) -> Vec<RouteQuery> {
+        let now = Instant::now();
+        let mut entries = self.lock();
+        entries
+            .iter_mut()
+            .filter(|(_, e)| {
+                let age = now.duration_since(e.sent_at);
+                e.used && !e.refreshing && age >= self.ttl / 2 && age < self.ttl
+            })
+            .map(|(query, e)| {
+                e.refreshing = true;
+                query.clone()
+            })
+            .collect()
+    }
+
+    /// Looks `queries` up again; their entries stay in use meanwhile. A failed or late lookup
+    /// leaves them to expire (and be looked up on the event path, as without refresh ahead).
+    async fn refresh(&self, queries: Vec<RouteQuery>) {
+        if let Some(c) = &self.counters {
+            c.refresh_calls.inc();
+            c.refresh_queries.inc_by(queries.len() as u64);
+        }
+        let sent_at = Instant::now();
+        // Past `ttl` the entries have expired anyway: a later answer is not waited for.
+        match tokio::time::timeout(self.ttl, self.inner.lookup(&queries)).await {
+            Ok(Ok(Lookup { results })) if results.len() == queries.len() => {
+                let mut entries = self.lock();
+                for (query, pods) in queries.iter().zip(results) {
+                    store(&mut entries, query, sent_at, Arc::from(pods));
                 }
-                // Nothing learned: the entries expire as usual.
-                _ => this.unmark(&queries),
             }
-            drop(permit);
-        });
+            _ => self.unmark(&queries),
+        }
     }
 
     fn unmark(&self, queries: &[RouteQuery]) {
@@ -238,6 +289,7 @@ fn store(
             e.sent_at = sent_at;
             e.pods = pods;
             e.refreshing = false;
+            e.used = false;
         }
         None => {
             entries.insert(
@@ -246,8 +298,23 @@ fn store(
                     sent_at,
                     pods,
                     refreshing: false,
+                    used: false,
                 },
             );
+        }
+    }
+}
+
+/// At every tick, refreshes the entries that are due in one batched lookup, until the cache
+/// is dropped. One refresh at a time: a slow coordinator makes it skip ticks, it does not pile
+/// up calls.
+async fn run_refresher<R: RouteResolver>(cache: Weak<RouteCache<R>>, mut ticks: Interval) {
+    loop {
+        ticks.tick().await;
+        let Some(cache) = cache.upgrade() else { return };
+        let due = cache.due();
+        if !due.is_empty() {
+            cache.refresh(due).await;
         }
     }
 }
@@ -331,8 +398,16 @@ mod tests {
         ));
         cache.pods(&[q("a")]).await.unwrap();
         tokio::time::advance(Duration::from_millis(600)).await;
+        settle().await;
+        assert_eq!(
+            *backend.queried.lock(),
+            [1],
+            "not used since it was stored: not refreshed"
+        );
         let used = cache.pods(&[q("a"), q("a")]).await.unwrap();
         assert_eq!(used[0][0].id.as_str(), "pod0", "answered from the entry");
+        // The refresher's next tick (every ttl / 4) refreshes it.
+        tokio::time::advance(Duration::from_millis(150)).await;
         settle().await;
         assert_eq!(
             *backend.queried.lock(),
@@ -340,6 +415,7 @@ mod tests {
             "one refresh, in the background"
         );
         cache.pods(&[q("a")]).await.unwrap();
+        tokio::time::advance(Duration::from_millis(250)).await;
         settle().await;
         assert_eq!(
             *backend.queried.lock(),
@@ -347,10 +423,49 @@ mod tests {
             "refreshed entries are young"
         );
         // Past the first entry's ttl, the refreshed one serves without a lookup.
-        tokio::time::advance(Duration::from_millis(500)).await;
+        tokio::time::advance(Duration::from_millis(100)).await;
         let later = cache.pods(&[q("a")]).await.unwrap();
         assert_eq!(later[0][0].id.as_str(), "pod1");
         assert_eq!(backend.calls.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keys_in_use_are_refreshed_together_and_never_looked_up_on_the_event_path() {
+        let backend = Arc::new(Counting::default());
+        let cache = Arc::new(RouteCache::new(
+            backend.clone(),
+            Duration::from_secs(1),
+            Duration::ZERO,
+        ));
+        let keys: Vec<RouteQuery> = (0..100).map(|i| q(&format!("a{i}"))).collect();
+        // Each key alone, as natural batching hands them to the cache at a low rate.
+        for key in &keys {
+            cache.pods(std::slice::from_ref(key)).await.unwrap();
+        }
+        assert_eq!(
+            backend.calls.load(Ordering::Relaxed),
+            100,
+            "cold: one miss each"
+        );
+        // Every key used every 100 ms for 10 ttls.
+        for _ in 0..100 {
+            tokio::time::advance(Duration::from_millis(100)).await;
+            settle().await;
+            for key in &keys {
+                cache.pods(std::slice::from_ref(key)).await.unwrap();
+            }
+        }
+        let queried = backend.queried.lock().clone();
+        let refreshes = &queried[100..];
+        assert!(
+            refreshes.iter().all(|&n| n == 100),
+            "warm keys are only looked up in refreshes of all of them together: {refreshes:?}"
+        );
+        assert!(
+            (10..=20).contains(&refreshes.len()),
+            "one or two refresh calls per ttl, not one per key: {}",
+            refreshes.len()
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -127,6 +127,9 @@ async fn malformed_subject_and_payload_are_acked_dead_lettered_and_do_not_block(
 async fn nats_restart_mid_stream_resumes_without_loss() {
     let mut nats = NatsServer::start().await.unwrap();
     let (_c, coordinator, edge, _e) = one_edge("edge-a").await;
+    // A unary call carries the context in its metadata; on the delivery stream only each
+    // event does (`stream.rs` checks that).
+    edge.set_unary_only(true);
     let router = support::start(&env(&[
         ("DAISI_ROUTER_NATS_URL", &nats.url()),
         ("DAISI_ROUTER_COORDINATOR_URL", &coordinator.url()),
@@ -166,6 +169,9 @@ async fn nats_restart_mid_stream_resumes_without_loss() {
 async fn a_frozen_server_turns_readiness_off_although_tcp_stays_up() {
     let nats = NatsServer::start().await.unwrap();
     let (_c, coordinator, edge, _e) = one_edge("edge-a").await;
+    // A unary call carries the context in its metadata; on the delivery stream only each
+    // event does (`stream.rs` checks that).
+    edge.set_unary_only(true);
     let router = support::start(&env(&[
         ("DAISI_ROUTER_NATS_URL", &nats.url()),
         ("DAISI_ROUTER_COORDINATOR_URL", &coordinator.url()),
@@ -329,6 +335,9 @@ async fn trace_context_and_request_id_reach_the_edge() {
     const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     let nats = NatsServer::start().await.unwrap();
     let (_c, coordinator, edge, _e) = one_edge("edge-a").await;
+    // A unary call carries the context in its metadata; on the delivery stream only each
+    // event does (`stream.rs` checks that).
+    edge.set_unary_only(true);
     let router = support::start(&env(&[
         ("DAISI_ROUTER_NATS_URL", &nats.url()),
         ("DAISI_ROUTER_COORDINATOR_URL", &coordinator.url()),

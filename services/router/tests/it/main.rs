@@ -10,4 +10,5 @@ mod nats_cluster;
 mod publish_api;
 mod source_contract;
 mod start_position;
+mod stream;
 mod support;

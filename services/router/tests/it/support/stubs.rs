@@ -18,6 +18,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_server::{Health, HealthServer};
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 /// A server task on a local port; aborted on drop.
 pub struct Served {
@@ -294,6 +297,14 @@ struct EdgeState {
     /// Only count, do not keep events (benchmarks).
     count_only: bool,
     count: usize,
+    /// Answers UNIMPLEMENTED to `DeliverStream`, like an edge older than it.
+    unary_only: bool,
+    /// `DeliverStream` calls received (refused ones included).
+    streams: usize,
+    /// Unary `Deliver` calls received.
+    unary_calls: usize,
+    /// Answers nothing (deliveries on either path, health checks) while set.
+    frozen: bool,
 }
 
 /// An edge pod recording deliveries.
@@ -327,13 +338,44 @@ impl Edge {
     /// Serves on a given address (to come back on the same port after a kill).
     pub async fn serve_at(&self, addr: Option<SocketAddr>) -> Served {
         serve(
-            tonic::transport::Server::builder().add_service(
-                EdgeDeliveryServer::new(self.clone())
-                    .max_decoding_message_size(daisi_proto::limits::EDGE_MAX_DECODING_BYTES),
-            ),
+            tonic::transport::Server::builder()
+                .add_service(
+                    EdgeDeliveryServer::new(self.clone())
+                        .max_decoding_message_size(daisi_proto::limits::EDGE_MAX_DECODING_BYTES),
+                )
+                .add_service(HealthServer::new(self.clone())),
             addr,
         )
         .await
+    }
+
+    /// While set, `DeliverStream` is answered UNIMPLEMENTED (an edge older than it).
+    pub fn set_unary_only(&self, unary_only: bool) {
+        self.state.lock().unwrap().unary_only = unary_only;
+    }
+
+    /// While set, nothing is answered: deliveries (unary or on a stream) and health checks
+    /// wait (at most a minute).
+    pub fn set_frozen(&self, frozen: bool) {
+        self.state.lock().unwrap().frozen = frozen;
+    }
+
+    /// `DeliverStream` calls received, refused ones included.
+    pub fn streams(&self) -> usize {
+        self.state.lock().unwrap().streams
+    }
+
+    /// Unary `Deliver` calls received.
+    pub fn unary_calls(&self) -> usize {
+        self.state.lock().unwrap().unary_calls
+    }
+
+    /// Waits while frozen, at most a minute.
+    async fn thaw(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while self.state.lock().unwrap().frozen && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// While set, every call fails with UNAVAILABLE.
@@ -402,13 +444,90 @@ impl EdgeDelivery for Edge {
         &self,
         request: Request<epb::DeliverRequest>,
     ) -> Result<Response<epb::DeliverResponse>, Status> {
-        let call_traceparent = request
-            .metadata()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let request = request.into_inner();
+        let call_traceparent = traceparent_of(&request);
+        self.state.lock().unwrap().unary_calls += 1;
+        self.handle(request.into_inner(), call_traceparent)
+            .await
+            .map(Response::new)
+    }
+
+    type DeliverStreamStream = std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<epb::DeliverResponse, Status>> + Send>,
+    >;
+
+    async fn deliver_stream(
+        &self,
+        request: Request<tonic::Streaming<epb::DeliverRequest>>,
+    ) -> Result<Response<Self::DeliverStreamStream>, Status> {
+        {
+            let mut s = self.state.lock().unwrap();
+            s.streams += 1;
+            if s.unary_only {
+                return Err(Status::unimplemented("stub edge without DeliverStream"));
+            }
+        }
+        let call_traceparent = traceparent_of(&request);
+        let state = (self.clone(), request.into_inner(), call_traceparent, false);
+        let answers = futures_util::stream::unfold(
+            state,
+            |(edge, mut requests, call_traceparent, ended)| async move {
+                if ended {
+                    return None;
+                }
+                let answer = match requests.message().await {
+                    Ok(Some(request)) => edge.handle(request, call_traceparent.clone()).await,
+                    Ok(None) => return None,
+                    Err(status) => Err(status),
+                };
+                let ended = answer.is_err();
+                Some((answer, (edge, requests, call_traceparent, ended)))
+            },
+        );
+        Ok(Response::new(Box::pin(answers)))
+    }
+}
+
+fn traceparent_of<T>(request: &Request<T>) -> String {
+    request
+        .metadata()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tonic::async_trait]
+impl Health for Edge {
+    async fn check(
+        &self,
+        _request: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
+        self.thaw().await;
+        Ok(Response::new(HealthCheckResponse {
+            status: ServingStatus::Serving.into(),
+        }))
+    }
+
+    type WatchStream = std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<HealthCheckResponse, Status>> + Send>,
+    >;
+
+    async fn watch(
+        &self,
+        _request: Request<HealthCheckRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        Err(Status::unimplemented("stub edge: no watch"))
+    }
+}
+
+impl Edge {
+    /// One batch, on either path.
+    async fn handle(
+        &self,
+        request: epb::DeliverRequest,
+        call_traceparent: String,
+    ) -> Result<epb::DeliverResponse, Status> {
+        self.thaw().await;
         let delay = self.state.lock().unwrap().delay;
         if let Some(delay) = delay {
             tokio::time::sleep(delay).await;
@@ -473,6 +592,6 @@ impl EdgeDelivery for Edge {
             results
         };
         self.changed.notify_waiters();
-        Ok(Response::new(epb::DeliverResponse { results }))
+        Ok(epb::DeliverResponse { results })
     }
 }
