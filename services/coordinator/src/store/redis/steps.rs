@@ -36,6 +36,7 @@ use super::keys::member;
 use super::{RedisStore, decode, millis};
 use crate::store::{Route, StoreError, StoreResult};
 use daisi_domain::{PodId, SessionKey};
+use std::collections::HashMap;
 
 /// A session record as `session.lua` answers it.
 #[derive(Debug, Clone)]
@@ -177,31 +178,29 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Adds or removes `"<key> <connection>"` in the session indexes of each key.
+    /// Adds or removes `"<key> <connection>"` in the session indexes of each key: one
+    /// command per index (a sweep's chunk of 200 sessions of a few companies is a few
+    /// commands, not 400).
     pub(super) async fn indexes(
         &self,
         change: Change,
         grants: &[(&SessionKey, &str)],
     ) -> StoreResult<()> {
-        let commands: Vec<redis::Cmd> = grants
-            .iter()
-            .flat_map(|(key, connection)| {
-                let entry = member(&key.to_string(), connection);
-                self.inner
-                    .keys
-                    .indexes_of(key)
-                    .into_iter()
-                    .map(move |index| {
-                        let mut cmd = redis::cmd(change.command());
-                        cmd.arg(index).arg(&entry);
-                        cmd
-                    })
-            })
-            .collect();
+        let mut by_index: HashMap<String, Vec<String>> = HashMap::new();
+        for (key, connection) in grants {
+            let entry = member(&key.to_string(), connection);
+            for index in self.inner.keys.indexes_of(key) {
+                by_index.entry(index).or_default().push(entry.clone());
+            }
+        }
         self.parallel(
-            commands
+            by_index
                 .into_iter()
-                .map(|cmd| self.query::<i64>(cmd))
+                .map(|(index, members)| {
+                    let mut cmd = redis::cmd(change.command());
+                    cmd.arg(index).arg(members);
+                    self.query::<i64>(cmd)
+                })
                 .collect::<Vec<_>>(),
         )
         .await?;
