@@ -48,7 +48,6 @@ impl RedisStore {
         request: AcquireRequest,
     ) -> StoreResult<AcquireOutcome> {
         let skey = request.key.to_string();
-        let keys = self.inner.keys.session(&request.key);
         let grant = member(&skey, request.connection.as_str());
         // The pod is live and records the grant first (steps.rs, invariant 1); the current
         // holder is read meanwhile.
@@ -70,34 +69,8 @@ impl RedisStore {
                 dead = (holder.pod, holder.generation);
             }
         }
-        let mode = match request.mode {
-            AcquireMode::Takeover => "takeover",
-            AcquireMode::IfVacant => "if_vacant",
-        };
-        let args = [
-            request.pod.as_str(),
-            generation.as_str(),
-            request.connection.as_str(),
-            mode,
-            &millis(self.inner.settings.session_lease).to_string(),
-            &self.retention_ms().to_string(),
-            &self.tombstone_ms().to_string(),
-            &dead.0,
-            &dead.1,
-            &self.inner.keys.commands_channel(),
-            &skey,
-        ];
-        let answer: Vec<String> = self
-            .script(
-                &self.inner.scripts.acquire,
-                &[
-                    &keys.session,
-                    &keys.tombstones,
-                    &keys.selection,
-                    &keys.fence,
-                ],
-                &args,
-            )
+        let answer = self
+            .acquire_session_step(&request, &generation, &dead)
             .await?;
         match (status_of(&answer), answer.as_slice()) {
             ("refused", [_, pod, conn, fence]) => {
@@ -179,6 +152,46 @@ impl RedisStore {
             }
             _ => Err(StoreError::Corrupt(format!("acquire answered {answer:?}"))),
         }
+    }
+
+    /// The session step of an acquire (`acquire.lua`): `generation` is the pod's live
+    /// registration, `dead` the holder's ended one ('' when none was found).
+    pub(super) async fn acquire_session_step(
+        &self,
+        request: &AcquireRequest,
+        generation: &str,
+        dead: &(String, String),
+    ) -> StoreResult<Vec<String>> {
+        let skey = request.key.to_string();
+        let keys = self.inner.keys.session(&request.key);
+        let mode = match request.mode {
+            AcquireMode::Takeover => "takeover",
+            AcquireMode::IfVacant => "if_vacant",
+        };
+        let args = [
+            request.pod.as_str(),
+            generation,
+            request.connection.as_str(),
+            mode,
+            &millis(self.inner.settings.session_lease).to_string(),
+            &self.retention_ms().to_string(),
+            &self.tombstone_ms().to_string(),
+            &dead.0,
+            &dead.1,
+            &self.inner.keys.commands_channel(),
+            &skey,
+        ];
+        self.script(
+            &self.inner.scripts.acquire,
+            &[
+                &keys.session,
+                &keys.tombstones,
+                &keys.selection,
+                &keys.fence,
+            ],
+            &args,
+        )
+        .await
     }
 
     /// Runs a batch script (renew, release) over `sessions`, split by slot: 3 keys per

@@ -276,3 +276,106 @@ impl RedisStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Operations stopped midway (a coordinator that died between two steps): what readers
+    //! see must stay correct.
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::store::{
+        PodHeartbeat, RedisSettings, RedisTarget, RouteQuery, SessionStore, StoreSettings,
+    };
+    use daisi_testkit::RedisServer;
+    use std::time::Duration;
+
+    fn open(server: &RedisServer) -> RedisStore {
+        let redis = RedisSettings {
+            target: RedisTarget::Single(server.url()),
+            key_prefix: "steps".to_owned(),
+            timeout: Duration::from_secs(2),
+            chunk: 100,
+            tls: None,
+        };
+        let settings = StoreSettings {
+            session_lease: Duration::from_secs(30),
+            pod_lease: Duration::from_secs(30),
+            selection_retention: Duration::from_secs(3600),
+            tombstone_ttl: Duration::from_secs(60),
+        };
+        RedisStore::new(&redis, settings).unwrap()
+    }
+
+    async fn register(store: &RedisStore, pod: &PodId) {
+        store
+            .heartbeat(&PodHeartbeat {
+                pod: pod.clone(),
+                instance: "i1".to_owned(),
+                delivery_address: "http://10.0.0.1:50061".to_owned(),
+                load: None,
+            })
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_acquire_stopped_after_its_session_step_is_still_swept() {
+        let server = RedisServer::start().unwrap();
+        let store = open(&server);
+        let pod: PodId = "edge-1".parse().unwrap();
+        register(&store, &pod).await;
+        let key: SessionKey = "u:c1:a1:u1".parse().unwrap();
+        let skey = key.to_string();
+        // The first steps of an acquire with a route; the coordinator dies before the kill,
+        // route-set and index steps.
+        let generation = store
+            .live_pod(&pod, Some(&member(&skey, "c1")))
+            .await
+            .unwrap();
+        let request = crate::store::AcquireRequest {
+            key: key.clone(),
+            pod: pod.clone(),
+            connection: "c1".parse().unwrap(),
+            mode: crate::store::AcquireMode::Takeover,
+            routes: Vec::new(),
+        };
+        let none = (String::new(), String::new());
+        let answer = store
+            .acquire_session_step(&request, &generation, &none)
+            .await
+            .unwrap();
+        assert_eq!(answer.first().map(String::as_str), Some("granted"));
+        let route: Route = "agent:c1:a1".parse().unwrap();
+        store
+            .pod_grant(&pod, &generation, None, std::slice::from_ref(&route))
+            .await
+            .unwrap();
+
+        // Readers see the grant, and no route the route sets never got.
+        assert!(store.get_session(&key).await.unwrap().is_some());
+        let query = RouteQuery::Agent {
+            company: "c1".parse().unwrap(),
+            agent: "a1".parse().unwrap(),
+        };
+        let lookup = store
+            .lookup_routes(std::slice::from_ref(&query))
+            .await
+            .unwrap();
+        assert_eq!(lookup.results, vec![Vec::<PodId>::new()]);
+
+        // The pod ends: its sweep finds the session through the membership recorded before
+        // the grant, and the route through the pod's route set.
+        let purged = store.deregister(&pod, "i1").await.unwrap();
+        assert_eq!((purged.sessions, purged.routes), (1, 1));
+        assert!(store.get_session(&key).await.unwrap().is_none());
+        let left: Option<String> = store
+            .query({
+                let mut cmd = redis::cmd("HGET");
+                cmd.arg(store.inner.keys.session_hash(&skey)).arg("pod");
+                cmd
+            })
+            .await
+            .unwrap();
+        assert_eq!(left, None, "the record itself is gone, not only vacant");
+    }
+}
