@@ -51,8 +51,6 @@ fn cluster_config(cluster: &RedisCluster) -> Config {
     config.redis_timeout = Duration::from_secs(2);
     // Leases far above the failover window: nothing lapses while the test runs, so every
     // loss the test sees comes from the failover itself.
-    config.session_lease = Duration::from_secs(120);
-    config.renew_interval = Duration::from_secs(10);
     config.pod_lease = Duration::from_secs(120);
     config
 }
@@ -337,7 +335,6 @@ async fn sessions_survive_a_master_failover_with_one_holder_each() {
             tls: None,
         },
         StoreSettings {
-            session_lease: Duration::from_secs(120),
             pod_lease: Duration::from_secs(120),
             selection_retention: Duration::from_secs(3600),
             tombstone_ttl: Duration::from_secs(60),

@@ -3,7 +3,7 @@
 
 use super::keys::member;
 use super::steps::{Change, Record};
-use super::{RedisStore, decode, millis};
+use super::{RedisStore, decode};
 use crate::store::types::*;
 use crate::store::{Route, RouteQuery};
 use crate::store::{StoreError, StoreResult};
@@ -173,7 +173,6 @@ impl RedisStore {
             generation,
             request.connection.as_str(),
             mode,
-            &millis(self.inner.settings.session_lease).to_string(),
             &self.retention_ms().to_string(),
             &self.tombstone_ms().to_string(),
             &dead.0,
@@ -237,12 +236,7 @@ impl RedisStore {
         sessions: &[HeldSession],
     ) -> StoreResult<Vec<LostSession>> {
         let generation = self.live_pod(pod, None).await?;
-        let head = [
-            pod.to_string(),
-            generation,
-            millis(self.inner.settings.session_lease).to_string(),
-            self.retention_ms().to_string(),
-        ];
+        let head = [pod.to_string(), generation];
         let answers = self
             .session_batches(&self.inner.scripts.renew, &head, sessions)
             .await?;
@@ -374,9 +368,9 @@ impl RedisStore {
         let skey = key.to_string();
         let keys = self.inner.keys.session(key);
         for _ in 0..ATTEMPTS {
-            let record = self.read_session(&skey).await?;
-            let alive = match &record {
-                Some(r) => self.registration_lives(&r.pod, &r.generation).await?,
+            let mut record = self.read_session(&skey).await?;
+            let alive = match &mut record {
+                Some(r) => self.holder_lives(r).await?,
                 None => false,
             };
             let seen = record.clone().unwrap_or(Record {

@@ -89,6 +89,18 @@ impl RedisStore {
         pod: &PodId,
         grant: Option<&str>,
     ) -> StoreResult<Option<String>> {
+        Ok(self
+            .pod_lease(pod, grant)
+            .await?
+            .map(|(generation, _)| generation))
+    }
+
+    /// The live registration of `pod` and its lease end (ms), as [`RedisStore::pod_gen`].
+    async fn pod_lease(
+        &self,
+        pod: &PodId,
+        grant: Option<&str>,
+    ) -> StoreResult<Option<(String, String)>> {
         let keys = self.inner.keys.pod(pod);
         let answer: Vec<String> = self
             .script(
@@ -98,7 +110,9 @@ impl RedisStore {
             )
             .await?;
         match answer.as_slice() {
-            [status, generation] if status == "live" => Ok(Some(generation.clone())),
+            [status, generation, lease_end] if status == "live" => {
+                Ok(Some((generation.clone(), lease_end.clone())))
+            }
             [status] if status == "unknown" => Ok(None),
             _ => Err(StoreError::Corrupt(format!("pod_gen answered {answer:?}"))),
         }
@@ -262,17 +276,27 @@ impl RedisStore {
         }
     }
 
-    /// The record of `key` if its holder's registration lives.
+    /// The record of `key` if its holder's registration lives, with that registration's lease
+    /// end as its own (sessions live as long as their pod).
     pub(super) async fn live_session(&self, key: &str) -> StoreResult<Option<Record>> {
-        match self.read_session(key).await? {
-            Some(record)
-                if self
-                    .registration_lives(&record.pod, &record.generation)
-                    .await? =>
+        let Some(mut record) = self.read_session(key).await? else {
+            return Ok(None);
+        };
+        Ok(self.holder_lives(&mut record).await?.then_some(record))
+    }
+
+    /// Whether the registration holding `record` lives; if so, its lease end becomes the
+    /// record's (sessions live as long as their pod).
+    pub(super) async fn holder_lives(&self, record: &mut Record) -> StoreResult<bool> {
+        let pod: PodId = decode::parse("pod_id", &record.pod)?;
+        match self.pod_lease(&pod, None).await? {
+            Some((live, lease_end))
+                if record.generation.is_empty() || live == record.generation =>
             {
-                Ok(Some(record))
+                record.lease_end = lease_end;
+                Ok(true)
             }
-            _ => Ok(None),
+            _ => Ok(false),
         }
     }
 }
@@ -298,7 +322,6 @@ mod tests {
             tls: None,
         };
         let settings = StoreSettings {
-            session_lease: Duration::from_secs(30),
             pod_lease: Duration::from_secs(30),
             selection_retention: Duration::from_secs(3600),
             tombstone_ttl: Duration::from_secs(60),

@@ -7,8 +7,9 @@
 --
 -- Session slot {P:s:<skey>} (skey "u:<c>:<a>:<u>" or "a:<admin>"):
 --   :s      session hash: pod, gen (the pod registration that granted it), conn, fence,
---           since (ms), chat; PEXPIRE = session lease. Valid only while that registration is
---           its pod's current one and within its lease; scripts here cannot read the pod, so
+--           since (ms), chat; no TTL. Valid exactly while that registration is its pod's
+--           current one and within its lease (the pod's heartbeat keeps all its sessions);
+--           scripts here cannot read the pod, so
 --           the caller passes what it learnt of the holder's pod (dead_pod/dead_gen, own gen)
 --   :t      tombstones: hash conn -> "<until ms>|<fence>|<reason>" of each connection taken
 --           over or killed within the tombstone lifetime (PEXPIRE = that lifetime)
