@@ -83,10 +83,12 @@ pub fn started_message(component: Component) -> Option<&'static str> {
 /// Timing of the stack: short leases so pod loss is detected within seconds.
 #[derive(Debug, Clone)]
 pub struct Timing {
-    /// Session lease (and pod lease).
+    /// Pod lease (sessions live as long as their pod's registration); edges heartbeat every
+    /// third of it.
     pub lease: Duration,
-    /// Renew / heartbeat interval.
-    pub renew: Duration,
+    /// Edge session audit interval (`DAISI_EDGE_SESSION_AUDIT_INTERVAL`), the backstop for a
+    /// kill lost on the command stream and in the heartbeat's inbox.
+    pub audit: Duration,
     /// Edge drain window after SIGTERM.
     pub edge_grace: Duration,
 }
@@ -95,7 +97,7 @@ impl Default for Timing {
     fn default() -> Self {
         Self {
             lease: Duration::from_secs(6),
-            renew: Duration::from_secs(2),
+            audit: Duration::from_secs(2),
             edge_grace: Duration::from_secs(4),
         }
     }
@@ -147,8 +149,6 @@ pub fn service_env(
                 stack.bind(component, Port::Http),
             ),
             ("DAISI_COORDINATOR_REDIS_URL", stack.redis_url()),
-            ("DAISI_COORDINATOR_SESSION_LEASE", secs(timing.lease)),
-            ("DAISI_COORDINATOR_RENEW_INTERVAL", secs(timing.renew)),
             ("DAISI_COORDINATOR_POD_LEASE", secs(timing.lease)),
             ("DAISI_COORDINATOR_SHUTDOWN_GRACE", "2s".into()),
         ]),
@@ -185,6 +185,7 @@ pub fn service_env(
                 secrets.admin_api_key.clone(),
             ),
             ("DAISI_EDGE_SHUTDOWN_GRACE", secs(timing.edge_grace)),
+            ("DAISI_EDGE_SESSION_AUDIT_INTERVAL", secs(timing.audit)),
             // Bursts of thousands of events (the router-kill scenario) must not trip the
             // slow-consumer policy of a client that reads as fast as the test can.
             ("DAISI_EDGE_SEND_QUEUE", "8192".into()),

@@ -138,7 +138,7 @@ async fn s12_a_frozen_edge_never_slows_the_others_and_its_events_fail_fast() {
         // the coordinator purging the frozen pod.
         timing: Timing {
             lease: Duration::from_secs(120),
-            renew: Duration::from_secs(5),
+            audit: Duration::from_secs(5),
             ..Timing::default()
         },
         ..StackOptions::default()

@@ -36,9 +36,10 @@ const KILL_FAMILIES: [&str; 2] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s16_a_kill_whose_command_is_lost_still_closes_the_socket_within_one_renew() {
-    /// Time on top of the renew interval for the renew call itself and the close frame.
+    /// Time on top of the interval for the heartbeat (inbox) or audit call and the close frame.
     const SLACK: Duration = Duration::from_millis(700);
-    let renew = Timing::default().renew;
+    // Both the heartbeat (a third of the pod lease) and the session audit come this often.
+    let renew = Timing::default().audit;
     scenario(StackOptions::default(), async |stack: &mut Stack| {
         // Edge 1's command stream, like its other channels, is on coordinator-1 (the first
         // replica): the kill command for these sockets can only reach edge 1 through it.
@@ -82,7 +83,7 @@ async fn s16_a_kill_whose_command_is_lost_still_closes_the_socket_within_one_ren
              {kills_after} kills, {inbox_before} -> {inbox_after} from the inbox): nothing was lost"
         );
 
-        // Not re-acquired behind the client's back: after two more renews the coordinator
+        // Not re-acquired behind the client's back: after two more audits the coordinator
         // still lists no session for u1, while the other sockets keep theirs and their events.
         tokio::time::sleep(renew * 2).await;
         let sessions = stack.sessions("c1").await?;

@@ -82,7 +82,6 @@ async fn run(server: &RedisServer, sessions: usize) {
             tls: None,
         },
         StoreSettings {
-            session_lease: Duration::from_secs(600),
             pod_lease: POD_LEASE,
             selection_retention: Duration::from_secs(3600),
             tombstone_ttl: Duration::from_secs(60),

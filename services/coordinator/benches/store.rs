@@ -31,7 +31,6 @@ const IN_FLIGHT: usize = 64;
 
 fn settings() -> StoreSettings {
     StoreSettings {
-        session_lease: Duration::from_secs(300),
         pod_lease: Duration::from_secs(300),
         selection_retention: Duration::from_secs(3600),
         tombstone_ttl: Duration::from_secs(60),

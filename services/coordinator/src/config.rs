@@ -27,11 +27,8 @@ pub struct Config {
     pub redis_cluster_urls: Vec<RedisUrl>,
     /// Prefix of every Redis key, so several deployments can share one Redis.
     pub key_prefix: String,
-    /// How long a session survives without a renew (its pod crashed).
-    pub session_lease: Duration,
-    /// How often edges renew their sessions; well below the lease so one missed renew is harmless.
-    pub renew_interval: Duration,
-    /// How long a pod stays registered without a heartbeat.
+    /// How long a pod stays registered without a heartbeat. Sessions have no lease of their
+    /// own: they live exactly as long as the pod registration that holds them.
     pub pod_lease: Duration,
     /// Upper bound of every Redis call, so a dead Redis fails calls fast instead of hanging them.
     pub redis_timeout: Duration,
@@ -49,10 +46,10 @@ pub struct Config {
     pub watch_ping_interval: Duration,
     /// Authentication of internal gRPC (`DAISI_INTERNAL_*`, shared by every service).
     pub internal: InternalSecurity,
-    /// How long a connection that was taken over or killed is remembered, so its next renew
-    /// closes it (with the true reason) even when the kill command was lost, and no acquire
-    /// brings it back. At least the session lease plus two renew intervals; by default the
-    /// lease plus three renew intervals (60 s with the default timing).
+    /// How long a connection that was taken over or killed is remembered (and its kill kept in
+    /// its pod's inbox), so its next heartbeat or session audit closes it with the true reason
+    /// even when the kill command was lost, and no acquire brings it back. At least the pod
+    /// lease; by default the pod lease plus two default edge audit intervals (150 s).
     pub tombstone_ttl: Duration,
 }
 
@@ -77,8 +74,6 @@ impl Config {
             redis_tls: None,
             redis_cluster_urls: Vec::new(),
             key_prefix: "daisi".to_owned(),
-            session_lease: Duration::from_secs(30),
-            renew_interval: Duration::from_secs(10),
             pod_lease: Duration::from_secs(30),
             redis_timeout: Duration::from_secs(1),
             max_batch: 5_000,
@@ -87,7 +82,7 @@ impl Config {
             selection_retention: Duration::from_secs(3600),
             watch_ping_interval: Duration::from_secs(10),
             internal: InternalSecurity::off(),
-            tombstone_ttl: Duration::from_secs(60),
+            tombstone_ttl: default_tombstone_ttl(Duration::from_secs(30)),
         }
     }
 }
@@ -188,15 +183,17 @@ impl Config {
             Some("daisi".to_owned()),
             parse_key_prefix,
         );
-        let session_lease = v.duration(
+        // Sessions lost their own leases (issue 17): refuse the old knobs loudly rather than
+        // ignore them, naming what replaced them.
+        v.ensure(
+            raw.session_lease.as_deref().is_none_or(|s| s.trim().is_empty()),
             "SESSION_LEASE",
-            raw.session_lease.as_deref(),
-            Duration::from_secs(30),
+            format!("is gone: a session lives as long as its pod's registration ({PREFIX}POD_LEASE); unset it"),
         );
-        let renew_interval = v.duration(
+        v.ensure(
+            raw.renew_interval.as_deref().is_none_or(|s| s.trim().is_empty()),
             "RENEW_INTERVAL",
-            raw.renew_interval.as_deref(),
-            Duration::from_secs(10),
+            "is gone: edges no longer renew sessions; they audit them every DAISI_EDGE_SESSION_AUDIT_INTERVAL (set on the edges); unset it",
         );
         let pod_lease = v.duration(
             "POD_LEASE",
@@ -239,39 +236,14 @@ impl Config {
         let tombstone_ttl = v.duration(
             "TOMBSTONE_TTL",
             raw.tombstone_ttl.as_deref(),
-            default_tombstone_ttl(
-                session_lease.unwrap_or(Duration::from_secs(30)),
-                renew_interval.unwrap_or(Duration::from_secs(10)),
-            ),
+            default_tombstone_ttl(pod_lease.unwrap_or(Duration::from_secs(30))),
         );
-        if let (Some(lease), Some(renew), Some(ttl)) =
-            (session_lease, renew_interval, tombstone_ttl)
-        {
+        if let (Some(lease), Some(ttl)) = (pod_lease, tombstone_ttl) {
             v.ensure(
-                ttl >= lease + renew * 2,
+                ttl >= lease,
                 "TOMBSTONE_TTL",
                 format!(
-                    "must be at least {PREFIX}SESSION_LEASE plus two {PREFIX}RENEW_INTERVAL ({}) so a killed connection's next renew still finds it",
-                    humantime::format_duration(lease + renew * 2)
-                ),
-            );
-        }
-        if let (Some(lease), Some(retention)) = (session_lease, selection_retention) {
-            v.ensure(
-                retention >= lease,
-                "SELECTION_RETENTION",
-                format!(
-                    "must be at least {PREFIX}SESSION_LEASE ({}) so a selection outlives its session",
-                    humantime::format_duration(lease)
-                ),
-            );
-        }
-        if let (Some(lease), Some(renew)) = (session_lease, renew_interval) {
-            v.ensure(
-                renew * 2 <= lease,
-                "RENEW_INTERVAL",
-                format!(
-                    "must be at most half of {PREFIX}SESSION_LEASE ({}) so one late renew does not drop sessions",
+                    "must be at least {PREFIX}POD_LEASE ({}) so a killed connection's pod still finds the kill in its inbox at its next heartbeat",
                     humantime::format_duration(lease)
                 ),
             );
@@ -284,8 +256,6 @@ impl Config {
                 redis_tls: redis_tls?,
                 redis_cluster_urls: redis_cluster_urls?,
                 key_prefix: key_prefix?,
-                session_lease: session_lease?,
-                renew_interval: renew_interval?,
                 pod_lease: pod_lease?,
                 redis_timeout: redis_timeout?,
                 max_batch: max_batch?,
@@ -370,11 +340,15 @@ fn redis_tls(
     Some((ca.is_some() || client.is_some()).then_some(crate::store::RedisTls { ca, client }))
 }
 
-/// The session lease plus three renew intervals: an edge whose kill command was lost learns
-/// the truth at its next renew, and two more may fail (a coordinator restart, a Redis
-/// failover) before the tombstone is gone.
-pub fn default_tombstone_ttl(session_lease: Duration, renew_interval: Duration) -> Duration {
-    session_lease.saturating_add(renew_interval.saturating_mul(3))
+/// The edges' default session audit interval (`DAISI_EDGE_SESSION_AUDIT_INTERVAL`), which the
+/// default tombstone lifetime covers.
+pub const DEFAULT_EDGE_AUDIT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The pod lease plus two default edge audit intervals: an edge whose kill command and inbox
+/// delivery were both lost learns the truth at its next audit, and one more audit may fail (a
+/// coordinator restart, a Redis failover) before the tombstone is gone.
+pub fn default_tombstone_ttl(pod_lease: Duration) -> Duration {
+    pod_lease.saturating_add(DEFAULT_EDGE_AUDIT_INTERVAL.saturating_mul(2))
 }
 
 /// One seed of a Redis Cluster: `redis://[user:password@]host:port`, no path (cluster nodes
@@ -420,25 +394,20 @@ mod tests {
     fn defaults_are_valid() {
         let config = Config::from_env(&Env::default()).expect("defaults").value;
         assert_eq!(config.grpc_addr.port(), 50051);
-        assert_eq!(config.session_lease, Duration::from_secs(30));
-        assert_eq!(config.renew_interval, Duration::from_secs(10));
+        assert_eq!(config.pod_lease, Duration::from_secs(30));
         assert_eq!(config.key_prefix, "daisi");
-        assert_eq!(config.tombstone_ttl, Duration::from_secs(60));
+        assert_eq!(config.tombstone_ttl, Duration::from_secs(150));
         assert_eq!(config.tombstone_ttl, Config::for_tests().tombstone_ttl);
     }
 
     #[test]
     fn the_tombstone_lifetime_follows_the_timing_and_is_checked() {
-        let env = Env::from_pairs([
-            ("DAISI_COORDINATOR_SESSION_LEASE", "20s"),
-            ("DAISI_COORDINATOR_RENEW_INTERVAL", "5s"),
-        ]);
+        let env = Env::from_pairs([("DAISI_COORDINATOR_POD_LEASE", "20s")]);
         let config = Config::from_env(&env).expect("valid").value;
-        assert_eq!(config.tombstone_ttl, Duration::from_secs(35));
+        assert_eq!(config.tombstone_ttl, Duration::from_secs(140));
         let env = Env::from_pairs([
-            ("DAISI_COORDINATOR_SESSION_LEASE", "20s"),
-            ("DAISI_COORDINATOR_RENEW_INTERVAL", "5s"),
-            ("DAISI_COORDINATOR_TOMBSTONE_TTL", "29s"),
+            ("DAISI_COORDINATOR_POD_LEASE", "20s"),
+            ("DAISI_COORDINATOR_TOMBSTONE_TTL", "19s"),
         ]);
         let err = Config::from_env(&env).expect_err("too short");
         assert!(err.mentions("DAISI_COORDINATOR_TOMBSTONE_TTL"), "{err}");
@@ -449,13 +418,26 @@ mod tests {
         let env = Env::from_pairs([
             ("DAISI_COORDINATOR_REDIS_URL", "http://127.0.0.1"),
             ("DAISI_COORDINATOR_KEY_PREFIX", "a:b{c}"),
-            ("DAISI_COORDINATOR_SESSION_LEASE", "10s"),
-            ("DAISI_COORDINATOR_RENEW_INTERVAL", "8s"),
+            ("DAISI_COORDINATOR_POD_LEASE", "soon"),
         ]);
         let err = Config::from_env(&env).expect_err("invalid");
-        for var in ["REDIS_URL", "KEY_PREFIX", "RENEW_INTERVAL"] {
+        for var in ["REDIS_URL", "KEY_PREFIX", "POD_LEASE"] {
             assert!(err.mentions(&format!("{PREFIX}{var}")), "{var}: {err}");
         }
+    }
+
+    #[test]
+    fn the_removed_session_lease_settings_are_refused_naming_their_replacements() {
+        let env = Env::from_pairs([
+            ("DAISI_COORDINATOR_SESSION_LEASE", "30s"),
+            ("DAISI_COORDINATOR_RENEW_INTERVAL", "10s"),
+        ]);
+        let err = Config::from_env(&env).expect_err("removed settings");
+        let text = err.to_string();
+        assert!(err.mentions("DAISI_COORDINATOR_SESSION_LEASE"), "{text}");
+        assert!(err.mentions("DAISI_COORDINATOR_RENEW_INTERVAL"), "{text}");
+        assert!(text.contains("DAISI_COORDINATOR_POD_LEASE"), "{text}");
+        assert!(text.contains("DAISI_EDGE_SESSION_AUDIT_INTERVAL"), "{text}");
     }
 
     #[test]
@@ -470,7 +452,7 @@ mod tests {
         assert_eq!(config.selection_retention, Duration::from_secs(3600));
         let env = Env::from_pairs([
             ("DAISI_COORDINATOR_STORE", "etcd"),
-            ("DAISI_COORDINATOR_SELECTION_RETENTION", "5s"),
+            ("DAISI_COORDINATOR_SELECTION_RETENTION", "an hour"),
         ]);
         let err = Config::from_env(&env).expect_err("invalid");
         for var in ["STORE", "SELECTION_RETENTION"] {

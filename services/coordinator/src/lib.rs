@@ -76,7 +76,6 @@ pub enum Error {
 /// The store timing of `config`.
 pub fn store_settings(config: &Config) -> StoreSettings {
     StoreSettings {
-        session_lease: config.session_lease,
         pod_lease: config.pod_lease,
         selection_retention: config.selection_retention,
         tombstone_ttl: config.tombstone_ttl,
@@ -189,7 +188,6 @@ async fn serve<S: SessionStore>(
         Arc::new(grpc::Shared {
             store,
             metrics,
-            renew_interval: config.renew_interval,
             watch_ping_interval: config.watch_ping_interval,
             replica_id: daisi_domain::ConnectionId::generate().into_string(),
             stop: stop.clone(),

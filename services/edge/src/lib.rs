@@ -31,7 +31,6 @@ use daisi_telemetry::Metrics;
 use state::{COORDINATOR, Edge, EdgeState};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
@@ -216,9 +215,8 @@ pub fn state(
         metrics,
         readiness,
         heartbeat_now: tokio::sync::Notify::new(),
-        renew_now: tokio::sync::Notify::new(),
+        audit_now: tokio::sync::Notify::new(),
         heartbeats: lifecycle::pod::Heartbeats::default(),
-        renew_every_ms: AtomicU64::new(10_000),
         socket_tasks: TaskTracker::new(),
         sockets_stop: CancellationToken::new(),
         history: std::sync::OnceLock::new(),
@@ -286,7 +284,7 @@ pub async fn run_with(
     let tasks = TaskTracker::new();
     tasks.spawn(lifecycle::pod::run(edge.clone(), loops_stop.clone()));
     tasks.spawn(lifecycle::kill_watch::run(edge.clone(), loops_stop.clone()));
-    tasks.spawn(lifecycle::renew::run(edge.clone(), loops_stop.clone()));
+    tasks.spawn(lifecycle::audit::run(edge.clone(), loops_stop.clone()));
     tasks.spawn(lifecycle::routes::run(edge.clone(), loops_stop.clone()));
     tasks.spawn(lifecycle::release::run(edge.clone(), releases_stop.clone()));
 

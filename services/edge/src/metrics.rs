@@ -129,6 +129,10 @@ pub struct EdgeMetrics {
     pub recoveries: IntCounterVec,
     /// Events replayed into reconnected sockets.
     pub recovery_events: IntCounter,
+    /// Session releases that did not go through, counted per session: `retried` (the call
+    /// failed; sent again after a backoff), `given_up` (still failing at the retry deadline,
+    /// or over the queue's bound: the session stays held until the pod's registration ends).
+    pub release_failures: IntCounterVec,
 }
 
 impl EdgeMetrics {
@@ -162,6 +166,11 @@ impl EdgeMetrics {
             recovery_events: registry.counter(
                 "edge_recovery_events_total",
                 "events replayed from the stream into reconnected json.v2 sockets",
+            )?,
+            release_failures: registry.counter_vec(
+                "edge_session_release_failures_total",
+                "session releases that failed, per session: retried or given_up",
+                &["result"],
             )?,
             sockets: registry.gauge_vec("edge_sockets", "open websockets", &["kind"])?,
             connects: registry.counter_vec(

@@ -9,8 +9,6 @@ use crate::metrics::EdgeMetrics;
 use crate::registry::Registry;
 use daisi_runtime::Readiness;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -42,12 +40,10 @@ pub struct EdgeState {
     pub readiness: Readiness,
     /// Asks the heartbeat loop for an immediate heartbeat (the coordinator forgot the pod).
     pub heartbeat_now: Notify,
-    /// Asks the renew loop for an immediate renew (kill commands may have been missed).
-    pub renew_now: Notify,
+    /// Asks the session audit for an immediate run (kill commands may have been missed).
+    pub audit_now: Notify,
     /// The heartbeat in flight (shared by concurrent callers) and the restore it started.
     pub heartbeats: crate::lifecycle::pod::Heartbeats,
-    /// Renew period handed out by the coordinator, in milliseconds.
-    pub renew_every_ms: AtomicU64,
     /// Every socket task holds a token of it, so the drain can wait for them.
     pub socket_tasks: TaskTracker,
     /// Cancelled when the drain is over: socket tasks still running stop at once.
@@ -60,11 +56,6 @@ impl EdgeState {
     /// Whether new sockets are refused (SIGTERM received).
     pub fn draining(&self) -> bool {
         self.readiness.is_draining()
-    }
-
-    /// How often sessions are renewed.
-    pub fn renew_every(&self) -> Duration {
-        Duration::from_millis(self.renew_every_ms.load(Ordering::Relaxed).max(100))
     }
 
     /// Updates the socket gauges from the index.

@@ -28,8 +28,6 @@ use tonic::service::interceptor::InterceptedService;
 pub(crate) struct Shared<S> {
     pub(crate) store: Arc<S>,
     pub(crate) metrics: CoordinatorMetrics,
-    /// Edges renew this often (told in heartbeat answers).
-    pub(crate) renew_interval: Duration,
     /// Keep-alive period of command streams.
     pub(crate) watch_ping_interval: Duration,
     /// Named in `WatchSubscribed`, for the edge's logs.

@@ -94,8 +94,9 @@ impl<S: SessionStore> PodService for Pods<S> {
             status: status as i32,
             pod_lease_ttl: Some(convert::duration(settings.pod_lease)),
             heartbeat_interval: Some(convert::duration(settings.pod_lease / HEARTBEATS_PER_LEASE)),
-            session_lease_ttl: Some(convert::duration(settings.session_lease)),
-            renew_interval: Some(convert::duration(shared.renew_interval)),
+            // Sessions live with the pod's registration; edges audit at their own interval.
+            session_lease_ttl: Some(convert::duration(settings.pod_lease)),
+            renew_interval: None,
         }))
     }
 

@@ -72,7 +72,7 @@ impl<S: SessionStore> SessionService for Sessions<S> {
                         .selected_chat
                         .map(ChatId::into_string)
                         .unwrap_or_default(),
-                    lease_ttl: Some(convert::duration(shared.store.settings().session_lease)),
+                    lease_ttl: Some(convert::duration(shared.store.settings().pod_lease)),
                 })
             }
             AcquireOutcome::Refused(holder) => {
@@ -125,7 +125,7 @@ impl<S: SessionStore> SessionService for Sessions<S> {
                     current_holder: l.current.as_ref().map(convert::holder_out),
                 })
                 .collect(),
-            lease_ttl: Some(convert::duration(shared.store.settings().session_lease)),
+            lease_ttl: Some(convert::duration(shared.store.settings().pod_lease)),
         }))
     }
 

@@ -33,17 +33,18 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Calls naming a pod (except removals and [`SessionStore::deregister`]) fail with
 /// [`StoreError::UnknownPod`] unless the pod is registered and within its lease.
 ///
-/// A session is held while its lease runs *and* the pod registration that acquired it lives
-/// (the pod's current registration, within its lease; a pod that lapsed and heartbeats again
-/// starts a new registration). The sessions of a lapsed or re-registered pod are vacant at
-/// once, before any purge: every call treats them as absent, and taking one kills nobody.
+/// A session has no lease of its own: it is held exactly as long as the pod registration that
+/// acquired it lives (the pod's current registration, within its lease; a pod that lapsed and
+/// heartbeats again starts a new registration), so the pod's heartbeat keeps all its sessions.
+/// The sessions of a lapsed or re-registered pod are vacant at once, before any purge: every
+/// call treats them as absent, and taking one kills nobody.
 pub trait SessionStore: Send + Sync + 'static {
     /// The timing this store applies.
     fn settings(&self) -> &StoreSettings;
 
     /// Gives the session to a new connection. Takeover kills the previous holder (a
     /// [`KillCommand`] for its pod) and tombstones it; if-vacant refuses instead. A connection
-    /// that already holds the key gets its grant back with a fresh lease. A tombstoned
+    /// that already holds the key gets its grant back. A tombstoned
     /// connection (taken over or killed within [`StoreSettings::tombstone_ttl`]) is refused in
     /// every mode ([`AcquireOutcome::Ended`]): nothing undoes a kill.
     fn acquire(
@@ -51,9 +52,9 @@ pub trait SessionStore: Send + Sync + 'static {
         request: AcquireRequest,
     ) -> impl Future<Output = StoreResult<AcquireOutcome>> + Send;
 
-    /// Extends the leases of `sessions` held by `pod`; answers those it no longer holds. A
-    /// tombstoned connection is reported with its tombstone's reason (taken over, killed by an
-    /// operator), never as expired, even once the key is vacant again.
+    /// Audits `sessions` of `pod` (read-only: sessions live with their pod); answers those it
+    /// no longer holds. A tombstoned connection is reported with its tombstone's reason (taken
+    /// over, killed by an operator), never as expired, even once the key is vacant again.
     fn renew(
         &self,
         pod: &PodId,

@@ -12,18 +12,16 @@ use super::Route;
 /// Timing every store applies; taken from the coordinator's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreSettings {
-    /// A session lapses when it is not renewed for this long (its pod crashed).
-    pub session_lease: Duration,
-    /// A pod is purged when it does not heartbeat for this long; its sessions are vacant from
-    /// that moment (before the purge).
+    /// A pod is purged when it does not heartbeat for this long; its sessions, which have no
+    /// lease of their own, are vacant from that moment (before the purge).
     pub pod_lease: Duration,
-    /// How long a user's selected chat is kept after its session's last renew or release, so a
-    /// reconnect restores it.
+    /// How long a user's selected chat is kept after its session ends, so a reconnect restores
+    /// it.
     pub selection_retention: Duration,
     /// How long a connection that was taken over or killed is remembered (its tombstone), so
     /// that its next renew learns the true reason and no acquire brings it back, even when
-    /// the kill command never reached its edge. Must cover the edge's next successful renew:
-    /// at least the session lease plus two or three renew intervals.
+    /// the kill command never reached its edge. Must cover the pod's next heartbeat (its
+    /// inbox keeps the kill as long) and should cover the edge's next successful session audit.
     pub tombstone_ttl: Duration,
 }
 
@@ -174,7 +172,7 @@ pub struct SessionInfo {
     pub holder: Holder,
     /// When the holder acquired it.
     pub since: Timestamp,
-    /// When it lapses unless renewed.
+    /// When it lapses unless its pod heartbeats: its pod's lease end.
     pub lease_expires_at: Timestamp,
     /// The selected chat (user sessions only).
     pub selected_chat: Option<ChatId>,

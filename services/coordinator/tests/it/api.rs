@@ -130,7 +130,8 @@ async fn calls_naming_an_unknown_pod_fail_with_failed_precondition() {
     let first = heartbeat(&c, "edge-1").await.unwrap();
     assert_eq!(first.status, pb::PodLeaseStatus::Registered as i32);
     assert_eq!(first.heartbeat_interval.unwrap().seconds, 10);
-    assert_eq!(first.renew_interval.unwrap().seconds, 10);
+    // Sessions live with the pod: no renew cadence, the pod lease is theirs.
+    assert_eq!(first.renew_interval, None);
     assert_eq!(first.session_lease_ttl.unwrap().seconds, 30);
     let second = heartbeat(&c, "edge-1").await.unwrap();
     assert_eq!(second.status, pb::PodLeaseStatus::Renewed as i32);

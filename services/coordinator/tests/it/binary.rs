@@ -36,7 +36,7 @@ async fn refuses_bad_settings_naming_each_variable() {
     let env = [
         ("DAISI_COORDINATOR_GRPC_ADDR", "not-an-address"),
         ("DAISI_COORDINATOR_REDIS_URL", "postgres://x"),
-        ("DAISI_COORDINATOR_SESSION_LEASE", "soon"),
+        ("DAISI_COORDINATOR_POD_LEASE", "soon"),
     ];
     assert_refuses_config(
         BIN,
@@ -44,7 +44,7 @@ async fn refuses_bad_settings_naming_each_variable() {
         &[
             "DAISI_COORDINATOR_GRPC_ADDR",
             "DAISI_COORDINATOR_REDIS_URL",
-            "DAISI_COORDINATOR_SESSION_LEASE",
+            "DAISI_COORDINATOR_POD_LEASE",
         ],
     )
     .await;

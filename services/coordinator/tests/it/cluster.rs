@@ -51,8 +51,6 @@ fn cluster_config(cluster: &RedisCluster) -> Config {
     config.redis_timeout = Duration::from_secs(2);
     // Leases far above the failover window: nothing lapses while the test runs, so every
     // loss the test sees comes from the failover itself.
-    config.session_lease = Duration::from_secs(120);
-    config.renew_interval = Duration::from_secs(10);
     config.pod_lease = Duration::from_secs(120);
     config
 }
@@ -232,7 +230,7 @@ async fn sessions_survive_a_master_failover_with_one_holder_each() {
     let grown = used_memory(&cluster).saturating_sub(memory_before);
     eprintln!(
         "redis memory of the sessions: {grown} bytes on the masters = {} bytes per session \
-         (hash + fencing counter + pod set + 2 index sets)",
+         (hash + last fencing token + pod set + 2 index sets)",
         grown / USERS as u64
     );
 
@@ -337,7 +335,6 @@ async fn sessions_survive_a_master_failover_with_one_holder_each() {
             tls: None,
         },
         StoreSettings {
-            session_lease: Duration::from_secs(120),
             pod_lease: Duration::from_secs(120),
             selection_retention: Duration::from_secs(3600),
             tombstone_ttl: Duration::from_secs(60),

@@ -65,6 +65,10 @@ pub struct Config {
     pub drain_spread: Duration,
     /// Upper bound of every unary coordinator call; a slower coordinator counts as down.
     pub coordinator_timeout: Duration,
+    /// How often the pod's sessions are audited with the coordinator (one batched, read-only
+    /// call): the backstop for a kill whose stream message and inbox delivery were both lost.
+    /// Sessions themselves live with the pod's heartbeat.
+    pub session_audit_interval: Duration,
     /// Certificate and key when the edge terminates TLS itself (no ingress in front).
     pub tls: Option<TlsFiles>,
     /// Bounds on what one client or the whole pod may cost.
@@ -102,6 +106,7 @@ pub(crate) struct Raw {
     shutdown_grace: Option<String>,
     drain_spread_percent: Option<String>,
     coordinator_timeout: Option<String>,
+    session_audit_interval: Option<String>,
     tls_cert_path: Option<String>,
     tls_key_path: Option<String>,
     max_connections: Option<String>,
@@ -256,6 +261,18 @@ impl Config {
             raw.coordinator_timeout.as_deref(),
             Duration::from_secs(2),
         );
+        let session_audit_interval = v.duration(
+            "SESSION_AUDIT_INTERVAL",
+            raw.session_audit_interval.as_deref(),
+            Duration::from_secs(60),
+        );
+        if let Some(audit) = session_audit_interval {
+            v.ensure(
+                (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&audit),
+                "SESSION_AUDIT_INTERVAL",
+                "must be between 1s and 1h (a lost kill is caught within it; the coordinator's tombstone lifetime must outlast it)",
+            );
+        }
         let tls = tuning::tls(
             &mut v,
             raw.tls_cert_path.as_deref(),
@@ -307,6 +324,7 @@ impl Config {
                 shutdown_grace: shutdown_grace?,
                 drain_spread: shutdown_grace? * drain_percent? / 100,
                 coordinator_timeout: coordinator_timeout?,
+                session_audit_interval: session_audit_interval?,
                 tls: tls?,
                 limits: limits?,
                 sockets: sockets?,
@@ -358,6 +376,7 @@ mod tests {
         assert_eq!(config.pong_wait, Duration::from_secs(90));
         assert_eq!(config.origins, Origins::SameHost);
         assert_eq!(config.door.deadline, Duration::from_secs(10));
+        assert_eq!(config.session_audit_interval, Duration::from_secs(60));
         assert!(config.door.address_budget.is_some());
         assert!(!config.minting.public && !config.minting.internal());
     }
@@ -433,6 +452,23 @@ mod tests {
             !shown.contains(KEY) && !shown.contains("user-api-key"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn the_session_audit_interval_is_checked() {
+        let mut env = valid();
+        env.set("DAISI_EDGE_SESSION_AUDIT_INTERVAL", "15s");
+        let config = Config::from_env(&env).expect("valid").value;
+        assert_eq!(config.session_audit_interval, Duration::from_secs(15));
+        for bad in ["500ms", "2h", "often"] {
+            let mut env = valid();
+            env.set("DAISI_EDGE_SESSION_AUDIT_INTERVAL", bad);
+            let err = Config::from_env(&env).expect_err(bad);
+            assert!(
+                err.mentions("DAISI_EDGE_SESSION_AUDIT_INTERVAL"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -43,6 +43,11 @@ pub struct Faults {
     acquire_retry_ms: AtomicU64,
     /// How many of the next select calls run but lose their answers.
     select_answers_to_lose: AtomicU64,
+    /// Heartbeat answers lose their inbox (kill commands) while set.
+    drop_inbox: AtomicBool,
+    /// How many of the next release calls fail with `Unavailable` without reaching the
+    /// coordinator.
+    releases_to_fail: AtomicU64,
 }
 
 impl Faults {
@@ -96,6 +101,16 @@ impl Faults {
         self.select_answers_to_lose.store(n, Ordering::Relaxed);
     }
 
+    /// While set, heartbeat answers arrive without their inbox, as if it could not be read.
+    pub fn drop_inbox(&self, drop: bool) {
+        self.drop_inbox.store(drop, Ordering::Relaxed);
+    }
+
+    /// The next `n` release calls fail (`Unavailable`) without reaching the coordinator.
+    pub fn fail_releases(&self, n: u64) {
+        self.releases_to_fail.store(n, Ordering::Relaxed);
+    }
+
     /// Acquires the coordinator has answered whose reply is being held back now.
     pub fn acquires_held(&self) -> u64 {
         self.acquires_held.load(Ordering::Relaxed)
@@ -146,7 +161,12 @@ impl Coordinator for FaultInjector {
         load: Load,
         acked: u64,
     ) -> Result<HeartbeatOutcome, CoordinatorError> {
-        self.inner.heartbeat(pod, load, acked).await
+        let mut outcome = self.inner.heartbeat(pod, load, acked).await?;
+        if self.faults.drop_inbox.load(Ordering::Relaxed) {
+            outcome.commands.clear();
+            outcome.commands_through = 0;
+        }
+        Ok(outcome)
     }
 
     async fn deregister(&self, pod: &PodIdentity) -> Result<(), CoordinatorError> {
@@ -207,6 +227,16 @@ impl Coordinator for FaultInjector {
         pod: &PodId,
         sessions: Vec<HeldSession>,
     ) -> Result<(), CoordinatorError> {
+        let fail = self
+            .faults
+            .releases_to_fail
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        if fail {
+            return Err(CoordinatorError::Unavailable(
+                "injected release failure".to_owned(),
+            ));
+        }
         self.inner.release(pod, sessions).await
     }
 

@@ -140,10 +140,6 @@ impl Coordinator for GrpcCoordinator {
                 response.heartbeat_interval.as_ref(),
                 Duration::from_secs(10),
             ),
-            renew_interval: duration_from_pb(
-                response.renew_interval.as_ref(),
-                Duration::from_secs(10),
-            ),
             commands_through: response
                 .commands
                 .iter()

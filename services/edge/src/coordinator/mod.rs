@@ -158,8 +158,6 @@ pub struct HeartbeatOutcome {
     pub registered: bool,
     /// When to heartbeat next.
     pub heartbeat_interval: Duration,
-    /// How often to renew sessions.
-    pub renew_interval: Duration,
     /// The pod's inbox: kill commands raised for it and not yet acknowledged, oldest first
     /// (the repair path for kills the command stream missed).
     pub commands: Vec<Kill>,

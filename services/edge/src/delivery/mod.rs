@@ -161,7 +161,13 @@ impl EdgeDelivery for Delivery {
                 if ended {
                     return None;
                 }
-                let answer = match requests.message().await {
+                let message = tokio::select! {
+                    // The pod stops: end the stream, or the gRPC server's graceful stop waits
+                    // for the router to hang up (a SIGTERMed edge never exited).
+                    () = this.edge.sockets_stop.cancelled() => return None,
+                    message = requests.message() => message,
+                };
+                let answer = match message {
                     Ok(Some(request)) => this.deliver_batch(&request),
                     Ok(None) => return None,
                     Err(status) => Err(status),

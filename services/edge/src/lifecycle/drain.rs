@@ -50,7 +50,7 @@ pub async fn drain(edge: &Edge) {
         edge.sockets_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_millis(500), edge.socket_tasks.wait()).await;
     }
-    let released = edge.releases.flush(edge).await;
+    let released = edge.releases.flush(edge).await.sent;
     if let Err(error) = edge.coordinator.deregister(&edge.pod).await {
         tracing::warn!(%error, "deregistration failed; the pod lease will lapse");
     }

@@ -72,8 +72,9 @@ pub async fn run(edge: Edge, stop: CancellationToken) {
                         Ok(Some(Ok(PodCommand::Subscribed { ping_interval }))) => {
                             backoff = BACKOFF_MIN;
                             silence = ping_interval.saturating_mul(3);
-                            // Kills raised while the stream was down are caught by a renew.
-                            edge.renew_now.notify_one();
+                            // Kills raised while the stream was down: the inbox brings them
+                            // with the next heartbeat, and an audit now closes the rest.
+                            edge.audit_now.notify_one();
                             tracing::debug!("kill switch stream subscribed");
                         }
                         Ok(Some(Ok(PodCommand::Kill(kill)))) => apply_kill(&edge, &kill),

@@ -1,12 +1,12 @@
 //! The pod's background duties: registration and heartbeat ([`pod`]), the kill switch stream
-//! ([`kill_watch`]), the batched session renew ([`renew`]) and release ([`release`]), route
+//! ([`kill_watch`]), the slow batched session audit ([`audit`]) and release ([`release`]), route
 //! unregistration ([`routes`]), and the SIGTERM drain ([`drain`]).
 
+pub mod audit;
 pub mod drain;
 pub mod kill_watch;
 pub mod pod;
 pub mod release;
-pub mod renew;
 pub mod routes;
 
 use crate::ws::handle::SocketHandle;

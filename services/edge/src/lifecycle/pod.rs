@@ -95,8 +95,6 @@ async fn heartbeat_call(edge: Edge) -> Option<HeartbeatOutcome> {
             edge.heartbeats
                 .inbox_acked
                 .fetch_max(outcome.commands_through, Ordering::Relaxed);
-            let renew_ms = u64::try_from(outcome.renew_interval.as_millis()).unwrap_or(u64::MAX);
-            edge.renew_every_ms.store(renew_ms, Ordering::Relaxed);
             if outcome.registered {
                 tracing::info!(pod_id = %edge.pod.pod, sockets = users + admins, "registered with the coordinator");
                 if !edge.registry.is_empty() {

@@ -16,6 +16,7 @@ mod json_v2;
 mod many_sockets;
 mod minting;
 mod recovery;
+mod redis_load;
 mod secrets_in_logs;
 mod sessions;
 mod socket_loop;

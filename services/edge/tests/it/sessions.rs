@@ -1,7 +1,8 @@
 //! Exclusive sessions against the real coordinator (memory store): takeover on the same pod
 //! and across two edges (4402 to the old socket, the new one keeps receiving), an operator's
-//! kill through the pod command stream, and the renew loop closing sessions lost without a
-//! kill command (the fault injector drops the edge's kill commands).
+//! kill through the pod command stream, the heartbeat inbox and the session audit closing
+//! sessions whose kill command was lost (the fault injector drops the edge's kill commands),
+//! sessions living with the pod's heartbeat, and failed releases retried.
 
 use crate::support::*;
 use daisi_proto::coordinator::v1 as cpb;
@@ -111,25 +112,31 @@ async fn operator_kill_arrives_through_the_command_stream() {
 }
 
 #[tokio::test]
-async fn renew_closes_sessions_lost_without_a_kill() {
-    let coord = Coord::start_with(|c| c.renew_interval = Duration::from_millis(200)).await;
+async fn the_audit_closes_sessions_whose_kill_and_inbox_were_lost() {
+    // Heartbeats every 10 s (pod lease 30 s) and their inbox is lost too: only the session
+    // audit (every second here) can tell the edge in time.
+    let coord = Coord::start().await;
     let (coordinator, faults) = coord.faulty();
-    let edge = TestEdge::start_with(coordinator, "edge-renew", |_| {}).await;
+    let edge = TestEdge::start_with(coordinator, "edge-audit", |c| {
+        c.session_audit_interval = Duration::from_secs(1);
+    })
+    .await;
     let thief = TestEdge::start(&coord.url, "edge-thief", |_| {}).await;
     let mut c = user(edge.http, "c1", "a1", "u1").await;
-    // Another pod takes the session while this edge's kill commands are lost; the next renew
-    // must notice.
+    let mut bystander = user(edge.http, "c1", "a1", "u2").await;
     faults.drop_kills(true);
+    faults.drop_inbox(true);
     let _new = user(thief.http, "c1", "a1", "u1").await;
     assert_taken_over(&c.closed_within(Duration::from_secs(3)).await);
+    bystander.send_text(r#"{"type":"ready"}"#).await;
+    assert_eq!(bystander.next_text().await, r#"{"type":"ready"}"#);
 }
 
 #[tokio::test]
 async fn the_heartbeat_inbox_closes_sessions_whose_kill_was_lost() {
-    // Renews are far apart: only the pod heartbeat (every 300 ms) can tell the edge in time.
+    // The audit is far apart (the default minute): only the pod heartbeat (every 300 ms) can
+    // tell the edge in time.
     let coord = Coord::start_with(|c| {
-        c.renew_interval = Duration::from_secs(30);
-        c.session_lease = Duration::from_secs(90);
         c.pod_lease = Duration::from_millis(900);
     })
     .await;
@@ -143,6 +150,59 @@ async fn the_heartbeat_inbox_closes_sessions_whose_kill_was_lost() {
     assert_taken_over(&c.closed_within(Duration::from_secs(3)).await);
     bystander.send_text(r#"{"type":"ready"}"#).await;
     assert_eq!(bystander.next_text().await, r#"{"type":"ready"}"#);
+}
+
+/// Sessions live with the pod's heartbeat: with audits a minute apart and a pod lease of
+/// 900 ms, a session is still held by the same connection after more than four pod leases.
+#[tokio::test]
+async fn sessions_live_with_the_pod_heartbeat_without_audits() {
+    let coord = Coord::start_with(|c| {
+        c.pod_lease = Duration::from_millis(900);
+    })
+    .await;
+    let edge = TestEdge::start(&coord.url, "edge-alive", |_| {}).await;
+    let mut c = user(edge.http, "c1", "a1", "u1").await;
+    let (_, first) = coord.holder("c1", "a1", "u1").await.expect("held");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (pod, now) = coord.holder("c1", "a1", "u1").await.expect("still held");
+    assert_eq!(pod, "edge-alive");
+    assert_eq!(now, first, "the same connection holds it");
+    c.send_text(r#"{"type":"ready"}"#).await;
+    assert_eq!(c.next_text().await, r#"{"type":"ready"}"#);
+}
+
+/// A release the coordinator did not take is sent again (after a backoff) and counted; the
+/// user's session is free afterwards.
+#[tokio::test]
+async fn a_failed_release_is_retried_and_counted() {
+    let coord = Coord::start().await;
+    let (coordinator, faults) = coord.faulty();
+    let edge = TestEdge::start_with(coordinator, "edge-release", |_| {}).await;
+    let c = user(edge.http, "c1", "a1", "u1").await;
+    assert!(coord.holder("c1", "a1", "u1").await.is_some());
+    faults.fail_releases(3);
+    c.close().await;
+    eventually("the release goes through after three failures", || async {
+        coord.holder("c1", "a1", "u1").await.is_none()
+    })
+    .await;
+    let metrics = edge.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "daisi_edge_session_release_failures_total",
+            &["retried"]
+        ),
+        3
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "daisi_edge_session_release_failures_total",
+            &["given_up"]
+        ),
+        0
+    );
 }
 
 /// How many chat routes `pod` holds.

@@ -79,7 +79,6 @@ impl SessionStore for MemoryStore {
 
     async fn acquire(&self, request: AcquireRequest) -> StoreResult<AcquireOutcome> {
         let now = Timestamp::now();
-        let lease_end = after(now, self.inner.settings.session_lease);
         let retain = self.retention(now);
         let buried_until = self.tombstone_until(now);
         let mut state = self.state();
@@ -94,9 +93,6 @@ impl SessionStore for MemoryStore {
         }
         let (fencing, previous, chat) = match current {
             Some(s) if s.holder.connection == request.connection && s.holder.pod == request.pod => {
-                if let Some(session) = state.sessions.get_mut(&request.key) {
-                    session.expires = lease_end;
-                }
                 (s.holder.fencing, None, s.chat)
             }
             Some(s) if request.mode == AcquireMode::IfVacant => {
@@ -132,7 +128,6 @@ impl SessionStore for MemoryStore {
                             fencing,
                         },
                         since: now,
-                        expires: lease_end,
                         chat: chat.clone(),
                         registration,
                     },
@@ -168,41 +163,30 @@ impl SessionStore for MemoryStore {
     }
 
     async fn renew(&self, pod: &PodId, sessions: &[HeldSession]) -> StoreResult<Vec<LostSession>> {
+        // An audit: sessions live with their pod's registration, so nothing is extended here.
         let now = Timestamp::now();
-        let lease_end = after(now, self.inner.settings.session_lease);
-        let retain = self.retention(now);
-        let mut state = self.state();
+        let state = self.state();
         state.require_pod(pod, now)?;
         let mut lost = Vec::new();
         for held in sessions {
-            let outcome = match state.live(&held.key, now) {
-                Some(session) if matches(session, held) => {
-                    session.expires = lease_end;
-                    Ok(session.chat.clone())
-                }
-                Some(session) => Err(Some(session.holder.clone())),
-                None => Err(None),
+            let current = match state.sessions.get(&held.key) {
+                Some(s) if !state.holder_live(s, now) => None,
+                Some(s) if matches(s, held) => continue,
+                Some(s) => Some(s.holder.clone()),
+                None => None,
             };
-            match outcome {
-                Ok(Some(chat)) => {
-                    state.selections.insert(held.key.clone(), (chat, retain));
-                }
-                Ok(None) => {}
-                Err(current) => {
-                    // The tombstone knows the true reason, even when the kill command was lost
-                    // and the new holder has released since.
-                    let reason = match state.tombstone(&held.key, &held.connection, now) {
-                        Some(tombstone) => tombstone.reason,
-                        None if current.is_some() => EndReason::TakenOver,
-                        None => EndReason::Expired,
-                    };
-                    lost.push(LostSession {
-                        session: held.clone(),
-                        reason,
-                        current,
-                    });
-                }
-            }
+            // The tombstone knows the true reason, even when the kill command was lost and the
+            // new holder has released since.
+            let reason = match state.tombstone(&held.key, &held.connection, now) {
+                Some(tombstone) => tombstone.reason,
+                None if current.is_some() => EndReason::TakenOver,
+                None => EndReason::Expired,
+            };
+            lost.push(LostSession {
+                session: held.clone(),
+                reason,
+                current,
+            });
         }
         Ok(lost)
     }
@@ -266,7 +250,8 @@ impl SessionStore for MemoryStore {
     async fn get_session(&self, key: &SessionKey) -> StoreResult<Option<SessionInfo>> {
         let now = Timestamp::now();
         let mut state = self.state();
-        Ok(state.live(key, now).map(|s| State::info(key, s)))
+        let session = state.live(key, now).map(|s| s.clone());
+        Ok(session.map(|s| state.info(key, &s)))
     }
 
     async fn list_sessions(
@@ -288,13 +273,9 @@ impl SessionStore for MemoryStore {
         let items = state
             .sessions
             .iter()
-            .filter(|(k, s)| {
-                after_key.as_ref().is_none_or(|t| *k > t)
-                    && s.expires >= now
-                    && state.holder_live(s, now)
-            })
+            .filter(|(k, s)| after_key.as_ref().is_none_or(|t| *k > t) && state.holder_live(s, now))
             .filter(|(k, _)| wanted(k))
-            .map(|(k, s)| (k.clone(), State::info(k, s)));
+            .map(|(k, s)| (k.clone(), state.info(k, s)));
         Ok(page_of(items, page.size))
     }
 
@@ -308,8 +289,8 @@ impl SessionStore for MemoryStore {
         let retain = self.retention(now);
         let buried_until = self.tombstone_until(now);
         let mut state = self.state();
-        let target = match state.live(key, now) {
-            Some(s) if connection.is_none_or(|c| &s.holder.connection == c) => State::info(key, s),
+        let target = match state.live(key, now).map(|s| s.clone()) {
+            Some(s) if connection.is_none_or(|c| &s.holder.connection == c) => state.info(key, &s),
             _ => {
                 // A named connection that does not hold the key (yet: its acquire may be in
                 // flight) is remembered as killed, so that acquire is refused.

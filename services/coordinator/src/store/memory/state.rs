@@ -57,12 +57,10 @@ pub(super) struct Session {
     pub(super) holder: Holder,
     /// When the holder acquired it.
     pub(super) since: Timestamp,
-    /// Lease end; past it the session counts as gone.
-    pub(super) expires: Timestamp,
     /// The user's selected chat.
     pub(super) chat: Option<ChatId>,
-    /// The registration of the holder's pod that granted it: the session is valid only while
-    /// that registration is current and within its lease.
+    /// The registration of the holder's pod that granted it: the session is valid exactly as
+    /// long as that registration is current and within its lease (it has no lease of its own).
     pub(super) registration: u64,
 }
 
@@ -137,12 +135,9 @@ impl State {
         self.registration_sequence
     }
 
-    /// The session of `key` unless its lease lapsed or its holder died (both dropped here; the
-    /// latter keeps its chat selection, as a purge would).
+    /// The session of `key` unless its holder died (dropped here, keeping its chat selection,
+    /// as a purge would).
     pub(super) fn live(&mut self, key: &SessionKey, now: Timestamp) -> Option<&mut Session> {
-        if self.sessions.get(key).is_some_and(|s| s.expires < now) {
-            self.sessions.remove(key);
-        }
         if self
             .sessions
             .get(key)
@@ -263,12 +258,14 @@ impl State {
         }
     }
 
-    pub(super) fn info(key: &SessionKey, session: &Session) -> SessionInfo {
+    /// What operators see of `session`; it lives until its pod's lease ends.
+    pub(super) fn info(&self, key: &SessionKey, session: &Session) -> SessionInfo {
+        let pod_lease_end = self.pods.get(&session.holder.pod);
         SessionInfo {
             key: key.clone(),
             holder: session.holder.clone(),
             since: session.since,
-            lease_expires_at: session.expires,
+            lease_expires_at: pod_lease_end.map_or(session.since, |p| p.lease_expires_at),
             selected_chat: session.chat.clone(),
         }
     }

@@ -360,31 +360,120 @@ pub(crate) async fn admin_sessions_have_their_own_key_space(f: &impl Factory) {
     assert_eq!(admins.items[0].key, admin);
 }
 
-pub(crate) async fn sessions_lapse_without_renew(f: &impl Factory) {
-    let settings = StoreSettings {
-        session_lease: Duration::from_millis(400),
+async fn beat<S: SessionStore>(store: &S, name: &str) -> HeartbeatOutcome {
+    store
+        .heartbeat(&PodHeartbeat {
+            pod: pod(name),
+            instance: format!("{name}-i1"),
+            delivery_address: format!("http://{name}:50061"),
+            load: None,
+        })
+        .await
+        .unwrap()
+}
+
+/// Sessions have no lease of their own: a pod that heartbeats keeps every session it holds
+/// for many pod leases without a single renew, and each is reported to live until the pod's
+/// lease ends. Once the heartbeats stop, every one is vacant as soon as the pod's lease runs
+/// out (no reaper ran): nothing lists it, an audit of the pod is refused, and when the pod
+/// returns (a new registration) the audit reports them expired and they go to the next
+/// acquirer without a kill, with a greater token.
+pub(crate) async fn a_session_lives_as_long_as_its_pod_heartbeats_and_no_longer(f: &impl Factory) {
+    let lease = Duration::from_millis(800);
+    let (a, b) = f.replicas(StoreSettings {
+        pod_lease: lease,
         ..relaxed()
-    };
-    let store = f.store(settings);
-    let p = register(&store, "edge-1").await;
+    });
+    let p = register(&a, "edge-1").await;
     let (k1, k2) = (user("u1"), user("u2"));
-    let g1 = take(&store, &k1, &p, "c1").await;
-    let g2 = take(&store, &k2, &p, "c2").await;
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let g1 = take(&a, &k1, &p, "c1").await;
+    let g2 = take(&a, &k2, &p, "c2").await;
+    let mine = [held(&k1, "c1", &g1), held(&k2, "c2", &g2)];
+    // Four pod leases of heartbeats, no renew.
+    let until = tokio::time::Instant::now() + lease * 4;
+    while tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(beat(&b, "edge-1").await, HeartbeatOutcome::Renewed);
+    }
+    for key in [&k1, &k2] {
+        let session = b
+            .get_session(key)
+            .await
+            .unwrap()
+            .expect("held while the pod lives");
+        assert_eq!(session.holder.pod, p);
+        let pod_record = b.resolve_pods(std::slice::from_ref(&p)).await.unwrap();
         assert_eq!(
-            store.renew(&p, &[held(&k1, "c1", &g1)]).await.unwrap(),
-            vec![]
+            Some(session.lease_expires_at),
+            pod_record.pods.first().map(|r| r.lease_expires_at),
+            "a session lives until its pod's lease ends"
         );
     }
-    assert!(store.get_session(&k1).await.unwrap().is_some(), "renewed");
-    assert_eq!(store.get_session(&k2).await.unwrap(), None, "lapsed");
-    let lost = store.renew(&p, &[held(&k2, "c2", &g2)]).await.unwrap();
-    assert_eq!(lost[0].reason, EndReason::Expired);
-    // A lapsed session is free for anyone, without a kill.
-    let g3 = take(&store, &k2, &p, "c3").await;
+    assert_eq!(
+        a.renew(&p, &mine).await.unwrap(),
+        vec![],
+        "the audit finds both held"
+    );
+    let other = register(&b, "edge-2").await;
+    match b.acquire(if_vacant(&k1, &other, "c9")).await.unwrap() {
+        AcquireOutcome::Refused(holder) => assert_eq!(holder.connection, conn("c1")),
+        refused => panic!("held by edge-1: {refused:?}"),
+    }
+
+    // The heartbeats stop: vacant once the pod's lease is over, before any reaper.
+    tokio::time::sleep(lease + Duration::from_millis(200)).await;
+    assert_eq!(b.get_session(&k1).await.unwrap(), None);
+    assert!(matches!(
+        a.renew(&p, &mine).await,
+        Err(StoreError::UnknownPod(_))
+    ));
+    // The pod returns as a new registration: its old grants are gone.
+    assert!(matches!(
+        beat(&a, "edge-1").await,
+        HeartbeatOutcome::Registered { .. }
+    ));
+    let lost = a.renew(&p, &mine).await.unwrap();
+    assert_eq!(lost.len(), 2, "{lost:?}");
+    assert!(
+        lost.iter()
+            .all(|l| l.reason == EndReason::Expired && l.current.is_none())
+    );
+    let mut kills = a.watch_commands(&p).await.unwrap();
+    beat(&b, "edge-2").await;
+    let g3 = match b.acquire(if_vacant(&k2, &other, "c3")).await.unwrap() {
+        AcquireOutcome::Granted(grant) => grant,
+        refused => panic!("vacant: {refused:?}"),
+    };
     assert_eq!(g3.previous, None);
     assert!(g3.fencing > g2.fencing);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), kills.next())
+            .await
+            .is_err(),
+        "nobody is killed for a vacant session"
+    );
+}
+
+/// The selected chat outlives a session that lived longer than the selection retention with
+/// no renew (sessions no longer refresh it): the end of the session keeps it.
+pub(crate) async fn a_selection_outlives_a_session_longer_than_the_retention(f: &impl Factory) {
+    let store = f.store(StoreSettings {
+        selection_retention: Duration::from_millis(300),
+        ..relaxed()
+    });
+    let p = register(&store, "edge-1").await;
+    let key = user("u1");
+    let g1 = take(&store, &key, &p, "c1").await;
+    assert!(
+        store
+            .select_chat(&p, &held(&key, "c1", &g1), &chat("x"))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    store.release(&p, &[held(&key, "c1", &g1)]).await.unwrap();
+    let g2 = take(&store, &key, &p, "c2").await;
+    assert_eq!(g2.selected_chat, Some(chat("x")));
 }
 
 pub(crate) async fn routes_are_registered_looked_up_and_unregistered(f: &impl Factory) {

@@ -26,7 +26,6 @@ pub(crate) trait Factory {
 /// Leases long enough that nothing lapses during a test unless the test wants it to.
 pub(crate) fn relaxed() -> StoreSettings {
     StoreSettings {
-        session_lease: Duration::from_secs(30),
         pod_lease: Duration::from_secs(30),
         selection_retention: Duration::from_secs(3600),
         tombstone_ttl: Duration::from_secs(60),
@@ -142,7 +141,8 @@ contract!(
     release_after_takeover_leaves_the_new_holder,
     selected_chat_is_restored_on_the_next_acquire,
     admin_sessions_have_their_own_key_space,
-    sessions_lapse_without_renew,
+    a_session_lives_as_long_as_its_pod_heartbeats_and_no_longer,
+    a_selection_outlives_a_session_longer_than_the_retention,
     routes_are_registered_looked_up_and_unregistered,
     a_new_instance_starts_empty,
     deregister_removes_only_the_current_instance,

@@ -1,13 +1,18 @@
-//! One batched renew per interval for every session of the pod. Sessions reported taken over
-//! or killed are closed with 4402. Sessions that merely lapsed (lease expired, pod purged) are
-//! re-acquired with IF_VACANT, and closed when that is refused.
+//! The slow session audit: one batched, read-only call every
+//! `DAISI_EDGE_SESSION_AUDIT_INTERVAL` (60 s by default) asking the coordinator which of the
+//! pod's sessions it no longer holds. Sessions have no lease of their own (they live as long as
+//! the pod's registration, which the heartbeat keeps), so nothing here keeps them alive.
+//! Sessions reported taken over or killed are closed with 4402. Sessions that merely lapsed
+//! (the pod's registration lapsed) are re-acquired with IF_VACANT, and closed when that is
+//! refused.
 //!
-//! This is what makes a lost kill command harmless: the coordinator keeps a tombstone for every
-//! connection it took over or killed (for its tombstone lifetime, by default the session lease
-//! plus three renew intervals), reports such a connection with its true reason rather than
-//! `expired`, and refuses its re-acquire in any mode. So a killed socket whose kill never arrived
-//! (stream down, coordinator replica killed between the kill and its delivery) is closed by the
-//! first renew that reaches the coordinator, and is never handed a fresh grant.
+//! Kills reach the pod on its command stream, and again with every heartbeat (the pod's
+//! inbox); the audit is the backstop when both were lost. The coordinator keeps a tombstone for
+//! every connection it took over or killed (`DAISI_COORDINATOR_TOMBSTONE_TTL`, 150 s by
+//! default, longer than the default audit interval plus the pod lease), reports such a
+//! connection with its true reason rather than `expired`, and refuses its re-acquire in any
+//! mode, so a killed socket whose kill never arrived is closed by the first audit that reaches
+//! the coordinator, and is never handed a fresh grant.
 
 use super::{close_lost, pod};
 use crate::coordinator::{Coordinator, CoordinatorError, EndReason, LostSession};
@@ -23,7 +28,7 @@ async fn handle_lost(edge: &Edge, lost: LostSession) {
         return;
     };
     if socket.fencing() != lost.session.fencing {
-        // Re-acquired since this renew was sent.
+        // Re-acquired since this audit was sent.
         return;
     }
     match lost.reason {
@@ -34,8 +39,8 @@ async fn handle_lost(edge: &Edge, lost: LostSession) {
     }
 }
 
-/// Renews once; returns how many sessions were lost.
-pub async fn renew_once(edge: &Edge) -> usize {
+/// Audits once; returns how many sessions were lost.
+pub async fn audit_once(edge: &Edge) -> usize {
     let held = edge.registry.held_sessions();
     if held.is_empty() {
         return 0;
@@ -62,20 +67,20 @@ pub async fn renew_once(edge: &Edge) -> usize {
             0
         }
         Err(error) => {
-            tracing::warn!(%error, "session renew failed");
+            tracing::warn!(%error, "session audit failed");
             0
         }
     }
 }
 
-/// Renews until `stop`.
+/// Audits every `DAISI_EDGE_SESSION_AUDIT_INTERVAL`, and when asked, until `stop`.
 pub async fn run(edge: Edge, stop: CancellationToken) {
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(edge.renew_every()) => {}
-            () = edge.renew_now.notified() => {}
+            () = tokio::time::sleep(edge.config.session_audit_interval) => {}
+            () = edge.audit_now.notified() => {}
         }
-        renew_once(&edge).await;
+        audit_once(&edge).await;
     }
 }
