@@ -13,6 +13,11 @@
 /// The longest frame header: 2 bytes, an 8-byte length, a 4-byte mask key (RFC 6455 §5.2).
 const MAX_HEADER: usize = 14;
 
+/// The shortest header of a client frame: clients must mask, so 2 bytes and the mask key.
+/// Reading that much before the second byte is known never crosses the end of a valid client
+/// frame; an unmasked one ends the socket (tungstenite refuses it), so nothing is shed then.
+const MIN_CLIENT_HEADER: usize = 6;
+
 /// Position in the client's frame stream.
 #[derive(Debug, Clone, Default)]
 pub struct InFrames {
@@ -41,6 +46,8 @@ impl InFrames {
     pub fn limit(&self, room: usize) -> usize {
         let want = if self.payload_left > 0 {
             usize::try_from(self.payload_left).unwrap_or(usize::MAX)
+        } else if self.have < 2 {
+            MIN_CLIENT_HEADER - self.have
         } else {
             header_len(&self.head[..self.have]) - self.have
         };
@@ -175,13 +182,10 @@ mod tests {
         let one = frame(300);
         let mut frames = InFrames::default();
         assert!(frames.at_frame_end());
+        assert_eq!(frames.limit(4096), 6, "the shortest masked header");
         frames.read(&one[..1]);
         assert!(!frames.at_frame_end(), "inside the header");
-        assert_eq!(
-            frames.limit(4096),
-            1,
-            "the second header byte tells the rest"
-        );
+        assert_eq!(frames.limit(4096), 5);
         frames.read(&one[1..2]);
         assert_eq!(frames.limit(4096), 6, "two length bytes and the mask key");
         frames.read(&one[2..10]);
