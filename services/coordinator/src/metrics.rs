@@ -18,7 +18,7 @@ pub(crate) struct CoordinatorMetrics {
     acquires: IntCounterVec,
     /// Grants that took a session from another connection.
     takeovers: IntCounter,
-    /// Sessions whose lease a renew extended.
+    /// Sessions a renew (the edges' session audit) found still held; nothing is extended.
     renewed: IntCounter,
     /// Sessions a renew reported lost, by reason.
     lost: IntCounterVec,
@@ -101,7 +101,7 @@ impl CoordinatorMetrics {
             )?,
             renewed: metrics.counter(
                 "coordinator_renewed_sessions_total",
-                "sessions whose lease a renew extended",
+                "sessions a renew (the edges' read-only session audit) found still held",
             )?,
             lost: metrics.counter_vec(
                 "coordinator_lost_sessions_total",

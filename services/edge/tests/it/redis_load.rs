@@ -100,6 +100,9 @@ async fn start_edge(coordinator: &str, pod: &str) -> ServiceProcess {
         ("DAISI_EDGE_ADMIN_SECRET_TOKEN", ADMIN_API_KEY),
         ("DAISI_EDGE_SHUTDOWN_GRACE", "2s"),
         ("DAISI_EDGE_ADDRESS_RATE_PER_SECOND", "0"),
+        // A measurement of steady state, not of connect latency: a loaded machine's slow
+        // acquire must not turn into a refused socket.
+        ("DAISI_EDGE_COORDINATOR_TIMEOUT", "10s"),
         // The clients here never read, so they never answer pings: without this the edges
         // close them (pong timeout) mid-window and the releases are what gets measured.
         ("DAISI_EDGE_PING_INTERVAL", "1h"),
