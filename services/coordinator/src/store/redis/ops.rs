@@ -444,14 +444,46 @@ impl RedisStore {
             .filter_map(|m| m.split_once(' '))
             .map(|(k, c)| (k.to_owned(), c.to_owned()))
             .collect();
-        let records = self
+        let read = self
             .parallel(
                 entries
                     .iter()
-                    .map(|(key, _)| self.live_session(key))
+                    .map(|(key, _)| self.read_session(key))
                     .collect::<Vec<_>>(),
             )
             .await?;
+        // Each holder's pod is asked once per page, not once per session.
+        let mut pods: Vec<String> = read.iter().flatten().map(|r| r.pod.clone()).collect();
+        pods.sort_unstable();
+        pods.dedup();
+        let ids = pods
+            .iter()
+            .map(|p| decode::parse("pod_id", p))
+            .collect::<StoreResult<Vec<PodId>>>()?;
+        let leases = self
+            .parallel(
+                ids.iter()
+                    .map(|pod| self.pod_lease(pod, None))
+                    .collect::<Vec<_>>(),
+            )
+            .await?;
+        let live: std::collections::HashMap<String, (String, String)> = pods
+            .into_iter()
+            .zip(leases)
+            .filter_map(|(pod, lease)| lease.map(|lease| (pod, lease)))
+            .collect();
+        // As `holder_lives`: the holder's registration lives, and its lease end is the
+        // session's.
+        let records = read.into_iter().map(|record| {
+            record.and_then(|mut r| {
+                let (generation, lease_end) = live.get(r.pod.as_str())?;
+                if !r.generation.is_empty() && *generation != r.generation {
+                    return None;
+                }
+                r.lease_end.clone_from(lease_end);
+                Some(r)
+            })
+        });
         let mut fields = Vec::new();
         let mut stale = Vec::new();
         for ((key, connection), record) in entries.iter().zip(records) {

@@ -96,7 +96,7 @@ impl RedisStore {
     }
 
     /// The live registration of `pod` and its lease end (ms), as [`RedisStore::pod_gen`].
-    async fn pod_lease(
+    pub(super) async fn pod_lease(
         &self,
         pod: &PodId,
         grant: Option<&str>,
