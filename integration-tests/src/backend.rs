@@ -133,9 +133,8 @@ impl Backend {
     }
 }
 
-/// A free loopback port (bound and released: the small race is acceptable in tests).
+/// A free loopback port, claimed for this test process (see `daisi_testkit::ports`: a port
+/// from bind-to-0 can be taken by any outgoing connection before the service binds it).
 pub(crate) fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(daisi_testkit::ports::free_port()?)
 }

@@ -6,6 +6,7 @@
 mod contract;
 pub mod nats;
 mod nats_cluster;
+pub mod ports;
 mod process;
 mod redis;
 mod redis_cluster;

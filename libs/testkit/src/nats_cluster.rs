@@ -6,7 +6,6 @@
 
 use crate::nats::{NatsError, NatsServer};
 use nix::sys::signal::Signal;
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 /// How long the nodes may take to agree on a JetStream metadata leader.
@@ -22,17 +21,10 @@ pub struct NatsCluster {
 impl NatsCluster {
     /// Starts `size` nodes (3 for JetStream replicas 3) and waits until all are healthy.
     pub async fn start(size: usize) -> Result<Self, NatsError> {
-        // Hold every listener until all ports are chosen, so no two uses get the same one.
-        let listeners = (0..size * 3)
-            .map(|_| TcpListener::bind("127.0.0.1:0"))
+        let ports = (0..size * 3)
+            .map(|_| crate::ports::free_port())
             .collect::<Result<Vec<_>, _>>()
             .map_err(NatsError::Start)?;
-        let ports = listeners
-            .iter()
-            .map(|l| l.local_addr().map(|a| a.port()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(NatsError::Start)?;
-        drop(listeners);
         let (client, rest) = ports.split_at(size);
         let (cluster, monitor) = rest.split_at(size);
         let routes = cluster

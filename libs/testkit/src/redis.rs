@@ -58,10 +58,7 @@ impl RedisServer {
     /// Like [`RedisServer::start`], also listening on a free TCP port of 127.0.0.1
     /// ([`RedisServer::tcp_url`]).
     pub fn start_tcp() -> Result<Self, RedisServerError> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(RedisServerError::Spawn)?
-            .port();
+        let port = crate::ports::free_port().map_err(RedisServerError::Spawn)?;
         Self::start_on_port(port)
     }
 

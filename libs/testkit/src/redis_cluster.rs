@@ -8,7 +8,6 @@
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -133,17 +132,10 @@ impl RedisCluster {
             orphaned: Vec::new(),
         };
         let count = options.masters * (1 + options.replicas);
-        // Hold every listener until all ports are chosen, so no two nodes get the same one.
-        let listeners = (0..count * 2)
-            .map(|_| TcpListener::bind("127.0.0.1:0"))
+        let ports = (0..count * 2)
+            .map(|_| crate::ports::free_port())
             .collect::<Result<Vec<_>, _>>()
             .map_err(RedisClusterError::Setup)?;
-        let ports = listeners
-            .iter()
-            .map(|l| l.local_addr().map(|a| a.port()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(RedisClusterError::Setup)?;
-        drop(listeners);
         for pair in ports.chunks(2) {
             let (port, bus) = (pair[0], pair[1]);
             let node_dir = cluster.dir.join(port.to_string());

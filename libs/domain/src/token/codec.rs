@@ -1,29 +1,17 @@
 //! Turning claims into token text and back: base64, sealing, expiry check.
 
-use base64::{
-    Engine as _, alphabet,
-    engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig},
-};
+use base64::Engine as _;
 use jiff::Timestamp;
 
 use super::{
     AdminClaims, InvalidReason, TokenError, UserClaims,
+    base64_decode::{self, ENGINE, decoded_len_estimate},
     key::{SealError, TokenKeyring},
 };
 
 /// Longest token text accepted, in bytes. Real tokens are ~200 bytes; the cap keeps hostile
 /// input from costing base64 and AES work.
 pub const MAX_TOKEN_LEN: usize = 4096;
-
-/// URL-safe alphabet, `=` padding on output, padding optional on input. Non-zero trailing bits
-/// are tolerated like Go's non-strict decoder; GCM authenticates the bytes anyway.
-const ENGINE: GeneralPurpose = GeneralPurpose::new(
-    &alphabet::URL_SAFE,
-    GeneralPurposeConfig::new()
-        .with_encode_padding(true)
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
-        .with_decode_allow_trailing_bits(true),
-);
 
 impl TokenKeyring {
     /// A user token for `claims`, sealed with the first key under a random nonce.
@@ -66,15 +54,14 @@ impl TokenKeyring {
         }
         let mut stack = [0u8; STACK_SEALED];
         let mut heap = Vec::new();
-        let buffer: &mut [u8] = if base64::decoded_len_estimate(token.len()) <= STACK_SEALED {
+        let buffer: &mut [u8] = if decoded_len_estimate(token.len()) <= STACK_SEALED {
             &mut stack
         } else {
-            heap.resize(base64::decoded_len_estimate(token.len()), 0);
+            heap.resize(decoded_len_estimate(token.len()), 0);
             &mut heap
         };
-        let len = ENGINE
-            .decode_slice(token, buffer)
-            .map_err(|_| TokenError::from(InvalidReason::Base64))?;
+        let len = base64_decode::decode(token.as_bytes(), buffer)
+            .ok_or(TokenError::from(InvalidReason::Base64))?;
         let sealed = buffer
             .get_mut(..len)
             .ok_or(TokenError::from(InvalidReason::Base64))?;
@@ -173,7 +160,7 @@ mod tests {
         claims.subscribed_company_id = Some(id("c").parse().unwrap());
         claims.subscribed_agent_id = Some(id("g").parse().unwrap());
         let token = ring().encode_admin(&claims).unwrap();
-        assert!(base64::decoded_len_estimate(token.len()) > STACK_SEALED);
+        assert!(decoded_len_estimate(token.len()) > STACK_SEALED);
         assert_eq!(ring().decode_admin(&token, now()).unwrap(), claims);
         let mut tampered = token.into_bytes();
         let middle = tampered.len() / 2;

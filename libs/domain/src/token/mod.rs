@@ -5,6 +5,7 @@
 //! claims. Decoding takes `now` from the caller so expiry is testable and no clock is hidden
 //! in here.
 
+mod base64_decode;
 mod claims;
 mod codec;
 mod expiry;

@@ -21,10 +21,7 @@ impl Drop for LateRedis {
 
 #[tokio::test]
 async fn a_coordinator_started_before_redis_becomes_ready_when_redis_comes_up() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = daisi_testkit::ports::free_port().expect("a free port");
     let url = format!("redis://127.0.0.1:{port}");
     let env = Env::from_pairs([
         ("DAISI_COORDINATOR_GRPC_ADDR", "127.0.0.1:0"),

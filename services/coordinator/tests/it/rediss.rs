@@ -22,11 +22,7 @@ impl Drop for TlsRedis {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    daisi_testkit::ports::free_port().expect("a free port")
 }
 
 #[tokio::test]
