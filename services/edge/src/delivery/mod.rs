@@ -154,7 +154,9 @@ impl EdgeDelivery for Delivery {
     ) -> Result<Response<DeliverResponses>, Status> {
         // Each request is read and delivered when the previous answer was taken by the
         // transport, so the stream needs no task or buffer of its own and answers stay in
-        // request order. After a whole-request error the stream ends.
+        // request order. After a whole-request error the stream ends. It also ends when the
+        // sockets are stopped at shutdown: the server's graceful stop waits for open streams,
+        // and a router keeps its stream open for as long as the edge answers.
         let state = (self.clone(), request.into_inner(), false);
         let answers =
             futures_util::stream::unfold(state, |(this, mut requests, ended)| async move {

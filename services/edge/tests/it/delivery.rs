@@ -251,3 +251,49 @@ async fn the_close_policy_closes_a_slow_consumer_with_4008_and_spares_the_others
     .await;
     assert!(fast.next_text().await.contains("event"));
 }
+
+#[tokio::test]
+async fn an_open_delivery_stream_does_not_hold_the_edge_at_shutdown() {
+    let coord = Coord::start().await;
+    let edge = TestEdge::start(&coord.url, "edge-stream-stop", |_| {}).await;
+    let mut u1 = user(edge.http, "c1", "a1", "u1").await;
+    let (requests, outbound) = tokio::sync::mpsc::channel(4);
+    let mut answers = edge
+        .delivery()
+        .await
+        .deliver_stream(tokio_stream::wrappers::ReceiverStream::new(outbound))
+        .await
+        .expect("stream opens")
+        .into_inner();
+    let batch = |sequence: u64| daisi_proto::edge::v1::DeliverRequest {
+        pod_id: edge.pod.clone(),
+        events: vec![event(
+            sequence,
+            "c1",
+            "a1",
+            DeliveryScope::AgentUsers,
+            "",
+            "chat",
+            &format!(r#"{{"k":{sequence}}}"#),
+        )],
+        router_id: "test".into(),
+    };
+    for sequence in [1, 2] {
+        requests.send(batch(sequence)).await.expect("sent");
+        let answer = answers
+            .message()
+            .await
+            .expect("answered")
+            .expect("not ended");
+        assert_eq!(answer.results[0].stream_sequence, sequence);
+        assert_eq!(answer.results[0].outcome(), EventOutcome::Delivered);
+        assert_eq!(u1.next_json().await["payload"]["k"], sequence);
+    }
+    // The router keeps its stream open (`requests` is alive): the edge ends it itself.
+    edge.shutdown().await;
+    let ended = tokio::time::timeout(Duration::from_secs(5), answers.message())
+        .await
+        .expect("the stream ends with the edge");
+    assert!(!matches!(ended, Ok(Some(_))), "{ended:?}");
+    drop(requests);
+}
