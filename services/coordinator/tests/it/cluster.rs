@@ -230,7 +230,7 @@ async fn sessions_survive_a_master_failover_with_one_holder_each() {
     let grown = used_memory(&cluster).saturating_sub(memory_before);
     eprintln!(
         "redis memory of the sessions: {grown} bytes on the masters = {} bytes per session \
-         (hash + fencing counter + pod set + 2 index sets)",
+         (hash + last fencing token + pod set + 2 index sets)",
         grown / USERS as u64
     );
 

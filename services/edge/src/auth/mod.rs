@@ -3,14 +3,12 @@
 
 pub mod api_key;
 pub mod token_cache;
-pub mod token_digest;
 
 use crate::config::Config;
 use api_key::{ApiKey, KeyCheck};
 use daisi_domain::ErrorBody;
 use daisi_domain::token::{AdminClaims, TokenError, TokenKeyring, UserClaims};
 use jiff::Timestamp;
-use std::sync::Arc;
 use token_cache::{Cached, TokenCache};
 
 /// A refused request: what the client is told and the metric label.
@@ -48,28 +46,32 @@ fn token_denied(error: &TokenError) -> Denied {
     Denied::new(error.error_body(), reason)
 }
 
-/// The claims of `token` from `cache`, or `decode`d (and then cached until they expire). The
-/// token is hashed once, for the lookup and the insert alike.
-fn through_cache<C>(
+/// `read` of the claims of `token`, from `cache` or `decode`d (and then cached until they
+/// expire). The token is hashed once, for the lookup and the insert alike; on a hit `read` runs
+/// under the cache shard's read lock, so it must stay short.
+fn through_cache<C, R>(
     cache: &TokenCache<C>,
     token: &str,
     now: Timestamp,
     expires_at: impl FnOnce(&C) -> Timestamp,
     decode: impl FnOnce() -> Result<C, TokenError>,
-) -> Result<Arc<C>, Denied> {
+    read: impl Fn(&C) -> R,
+) -> Result<R, Denied> {
     let slot = cache.slot(token);
-    if let Some(slot) = &slot {
-        match cache.get(slot, now) {
-            Cached::Valid(claims) => return Ok(claims),
+    if let Some(slot) = slot {
+        match cache.get(slot, token, now, &read) {
+            Cached::Valid(read) => return Ok(read),
             Cached::Expired => return Err(token_denied(&TokenError::Expired)),
             Cached::Miss => {}
         }
     }
-    let claims = Arc::new(decode().map_err(|e| token_denied(&e))?);
+    let claims = decode().map_err(|e| token_denied(&e))?;
+    let answer = read(&claims);
     if let Some(slot) = slot {
-        cache.insert(slot, claims.clone(), expires_at(&claims));
+        let expires_at = expires_at(&claims);
+        cache.insert(slot, token, claims, expires_at);
     }
-    Ok(claims)
+    Ok(answer)
 }
 
 /// What a user-side key check means for the client: `InvalidAPIKey` when missing or wrong.
@@ -119,12 +121,14 @@ impl Authenticator {
         admin_key_outcome(self.admin_key.check(presented))
     }
 
-    /// The claims of a user token (shared with the cache: a hit allocates nothing).
-    pub fn user_token(
+    /// `read` of the claims of a user token. They are read in place (in the cache on a hit:
+    /// a hit allocates nothing), so `read` takes what it needs and must stay short.
+    pub fn user_token<R>(
         &self,
         token: Option<&str>,
         now: Timestamp,
-    ) -> Result<Arc<UserClaims>, Denied> {
+        read: impl Fn(&UserClaims) -> R,
+    ) -> Result<R, Denied> {
         let token = token.unwrap_or_default();
         through_cache(
             &self.user_cache,
@@ -132,15 +136,17 @@ impl Authenticator {
             now,
             |claims| claims.expires_at,
             || self.user_tokens.decode_user(token, now),
+            read,
         )
     }
 
-    /// The claims of an admin token (shared with the cache).
-    pub fn admin_token(
+    /// `read` of the claims of an admin token (read in place, like [`Self::user_token`]).
+    pub fn admin_token<R>(
         &self,
         token: Option<&str>,
         now: Timestamp,
-    ) -> Result<Arc<AdminClaims>, Denied> {
+        read: impl Fn(&AdminClaims) -> R,
+    ) -> Result<R, Denied> {
         let token = token.unwrap_or_default();
         through_cache(
             &self.admin_cache,
@@ -148,6 +154,7 @@ impl Authenticator {
             now,
             |claims| claims.expires_at,
             || self.admin_tokens.decode_admin(token, now),
+            read,
         )
     }
 

@@ -1,63 +1,48 @@
 //! A bounded cache of validated tokens, so a reconnect storm does not redo base64 and AES-GCM
 //! for tokens seen seconds ago.
 //!
-//! **Key.** A keyed digest of the token text (see [`super::token_digest`]): 2^-128 chance
-//! for two different tokens to share one, the key never leaves the process, and the cache
-//! never holds a usable token, only digests.
+//! **Key.** The token text itself: an entry is found by a seeded 64-bit hash (foldhash,
+//! random seed per cache) of the text's length and last bytes, and used only if its stored
+//! text is equal byte for byte, so no token can ever be served another token's claims,
+//! whatever the hash does. The hash only spreads entries; a collision costs a probe, not a
+//! wrong answer. Entries
+//! hold the token text (readable in a memory dump for as long as the token is cached and
+//! valid, like the request that carried it).
 //!
 //! **Bounds.** At most `capacity` entries (oldest inserted evicted first, per shard), and an
 //! entry is never used past the token's own `expires_at`: an expired token is refused exactly
 //! as if it had been decoded again.
 //!
-//! **Cheap hits.** One digest, one lock of one shard (large caches are split into
-//! [`SHARDS`] maps, chosen by digest bits the map itself does not use, so concurrent
-//! upgrades rarely meet on a lock), one map lookup, one expiry comparison and an `Arc` clone:
-//! a hit allocates nothing.
+//! **Cheap hits.** One hash, one shared (read) lock of one shard (large caches are split into
+//! [`SHARDS`] tables, chosen by hash bits the table itself does not use, so concurrent
+//! upgrades rarely meet on a lock), one probe, one comparison of the text, one expiry
+//! comparison, and the caller reads the claims in place: a hit allocates nothing and
+//! touches no reference count.
 
-use super::token_digest::{Digest, TokenHasher};
+use daisi_domain::token::MAX_TOKEN_LEN;
+use hashbrown::HashTable;
 use jiff::Timestamp;
-use parking_lot::Mutex;
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::Arc;
-
-/// Passes the digest's own bits through (the digest is keyed and random-looking already).
-#[derive(Default)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used by `Digest`; folding keeps any other use correct.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-type Entries<C> = HashMap<Digest, (Arc<C>, Timestamp), BuildHasherDefault<PassThrough>>;
+use parking_lot::RwLock;
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
 
 /// Shards of a large cache.
 pub const SHARDS: usize = 16;
 
+/// Bytes at the end of a token text that its hash covers (with the length).
+const HASHED_TAIL: usize = 16;
+
 /// Caches smaller than this stay one shard, so small capacities are exact.
 const SHARDED_FROM: usize = 1024;
 
-/// Validated claims by token digest.
+/// Validated claims by token text.
 pub struct TokenCache<C> {
     /// Empty when the cache is disabled; otherwise a power of two of them.
-    shards: Box<[Mutex<Shard<C>>]>,
+    shards: Box<[RwLock<Shard<C>>]>,
     /// Entries per shard: their sum never exceeds the configured capacity.
     shard_capacity: usize,
-    /// The digest under this cache's random keys; `None` when the cache is disabled.
-    hasher: Option<TokenHasher>,
+    /// The hash under this cache's random seed.
+    hasher: foldhash::fast::RandomState,
 }
 
 impl<C> std::fmt::Debug for TokenCache<C> {
@@ -69,22 +54,35 @@ impl<C> std::fmt::Debug for TokenCache<C> {
     }
 }
 
-struct Shard<C> {
-    entries: Entries<C>,
-    /// Insertion order, for eviction.
-    order: VecDeque<Digest>,
+struct Entry<C> {
+    /// The token text.
+    token: Box<[u8]>,
+    /// Its hash, kept for the table's growth and for eviction.
+    hash: u64,
+    /// Insertion number within the shard: tells an entry apart from a later one of the same
+    /// token when the order queue names it.
+    seq: u64,
+    claims: C,
+    expires_at: Timestamp,
 }
 
-/// Where a token lives in a cache: its digest, computed once for the lookup and for the insert
+struct Shard<C> {
+    entries: HashTable<Entry<C>>,
+    /// Insertion order (hash and insertion number), for eviction.
+    order: VecDeque<(u64, u64)>,
+    next_seq: u64,
+}
+
+/// Where a token lives in a cache: its hash, computed once for the lookup and for the insert
 /// that follows a miss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Slot(Digest);
+pub struct Slot(u64);
 
 /// A cache answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cached<C> {
-    /// Valid claims.
-    Valid(Arc<C>),
+pub enum Cached<R> {
+    /// What the caller read from the valid claims.
+    Valid(R),
     /// The token was valid but has expired since.
     Expired,
     /// Not cached: decode it.
@@ -92,81 +90,126 @@ pub enum Cached<C> {
 }
 
 impl<C> TokenCache<C> {
-    /// A cache of at most `capacity` tokens (0 disables it; so does a system without a random
-    /// source, which is logged).
+    /// A cache of at most `capacity` tokens (0 disables it).
     pub fn new(capacity: usize) -> Self {
-        let hasher = (capacity > 0).then(TokenHasher::random).flatten();
-        if hasher.is_none() && capacity > 0 {
-            tracing::warn!("no system randomness for the token cache key: token cache disabled");
-        }
-        let shards = match (hasher.is_some(), capacity) {
-            (false, _) | (_, 0) => 0,
-            (true, c) if c < SHARDED_FROM => 1,
-            (true, _) => SHARDS,
+        let shards = match capacity {
+            0 => 0,
+            c if c < SHARDED_FROM => 1,
+            _ => SHARDS,
         };
         Self {
             shards: (0..shards)
                 .map(|_| {
-                    Mutex::new(Shard {
-                        entries: Entries::default(),
+                    RwLock::new(Shard {
+                        entries: HashTable::new(),
                         order: VecDeque::new(),
+                        next_seq: 0,
                     })
                 })
                 .collect(),
             shard_capacity: capacity.checked_div(shards).unwrap_or(0),
-            hasher,
+            hasher: foldhash::fast::RandomState::default(),
         }
     }
 
-    /// The shard of `digest` (by bits the map does not hash).
-    fn shard(&self, digest: &Digest) -> Option<&Mutex<Shard<C>>> {
+    /// The shard of `slot`, by hash bits the table does not use (it takes the low bits for
+    /// the bucket and the top seven for its tags).
+    fn shard(&self, slot: Slot) -> Option<&RwLock<Shard<C>>> {
         // The shard count is a power of two (or zero, then this is `None`).
         let mask = self.shards.len().wrapping_sub(1);
-        self.shards.get(digest.shard_bits() & mask)
+        self.shards.get((slot.0 >> 40) as usize & mask)
     }
 
     /// Where `token` lives in this cache; `None` when the cache is disabled or the token too
     /// long to be valid.
     pub fn slot(&self, token: &str) -> Option<Slot> {
-        self.hasher.as_ref()?.digest(token.as_bytes()).map(Slot)
+        if self.shards.is_empty() || token.len() > MAX_TOKEN_LEN {
+            return None;
+        }
+        // The last bytes of a token are the base64 of its GCM tag, random per token, so they
+        // spread real tokens as well as the whole text would at a fraction of the cost. Texts
+        // chosen to share them only meet other texts in a probe: stored texts are all real
+        // tokens, and every hit compares the whole text.
+        let text = token.as_bytes();
+        let tail = text
+            .get(text.len().saturating_sub(HASHED_TAIL)..)
+            .unwrap_or(text);
+        Some(Slot(self.hasher.hash_one((text.len(), tail))))
     }
 
-    /// The claims cached at `slot`, looked up at `now`.
-    pub fn get(&self, slot: &Slot, now: Timestamp) -> Cached<C> {
-        let Some(shard) = self.shard(&slot.0) else {
+    /// `read` of the claims cached for `token` (at `slot`), looked up at `now`. `read` runs
+    /// under the shard's read lock: it must be short and must not use this cache.
+    pub fn get<R>(
+        &self,
+        slot: Slot,
+        token: &str,
+        now: Timestamp,
+        read: impl FnOnce(&C) -> R,
+    ) -> Cached<R> {
+        let Some(shard) = self.shard(slot) else {
             return Cached::Miss;
         };
-        let shard = shard.lock();
-        match shard.entries.get(&slot.0) {
-            Some((claims, expires_at)) if now <= *expires_at => Cached::Valid(claims.clone()),
+        let shard = shard.read();
+        match shard
+            .entries
+            .find(slot.0, |e| *e.token == *token.as_bytes())
+        {
+            Some(e) if now <= e.expires_at => Cached::Valid(read(&e.claims)),
             Some(_) => Cached::Expired,
             None => Cached::Miss,
         }
     }
 
-    /// Remembers that the token of `slot` carries `claims` until `expires_at`.
-    pub fn insert(&self, slot: Slot, claims: Arc<C>, expires_at: Timestamp) {
-        let Some(shard) = self.shard(&slot.0) else {
+    /// Remembers that `token` (at `slot`) carries `claims` until `expires_at`.
+    pub fn insert(&self, slot: Slot, token: &str, claims: C, expires_at: Timestamp) {
+        let Some(shard) = self.shard(slot) else {
             return;
         };
-        let mut shard = shard.lock();
-        // The order queue may hold digests already evicted or re-inserted; bounding it too
-        // keeps memory bounded whatever the access pattern.
+        let mut guard = shard.write();
+        let shard = &mut *guard;
+        // The order queue may name entries already replaced; bounding it too keeps memory
+        // bounded whatever the access pattern.
         while shard.entries.len() >= self.shard_capacity
             || shard.order.len() >= 2 * self.shard_capacity
         {
-            let Some(oldest) = shard.order.pop_front() else {
+            let Some((hash, seq)) = shard.order.pop_front() else {
                 break;
             };
-            shard.entries.remove(&oldest);
+            if let Ok(oldest) = shard.entries.find_entry(hash, |e| e.seq == seq) {
+                oldest.remove();
+            }
         }
-        shard.entries.insert(slot.0, (claims, expires_at));
-        shard.order.push_back(slot.0);
+        let seq = shard.next_seq;
+        shard.next_seq += 1;
+        let text = token.as_bytes();
+        match shard.entries.find_entry(slot.0, |e| *e.token == *text) {
+            // Two upgrades that missed at once: the later one's entry replaces the earlier.
+            Ok(mut same) => {
+                let e = same.get_mut();
+                e.seq = seq;
+                e.claims = claims;
+                e.expires_at = expires_at;
+            }
+            Err(_) => {
+                shard.entries.insert_unique(
+                    slot.0,
+                    Entry {
+                        token: text.into(),
+                        hash: slot.0,
+                        seq,
+                        claims,
+                        expires_at,
+                    },
+                    |e| e.hash,
+                );
+            }
+        }
+        shard.order.push_back((slot.0, seq));
     }
 
     /// Tokens cached.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().entries.len()).sum()
+        self.shards.iter().map(|s| s.read().entries.len()).sum()
     }
 
     /// Whether nothing is cached.
@@ -184,19 +227,19 @@ mod tests {
     }
 
     fn valid<C>(claims: C) -> Cached<C> {
-        Cached::Valid(Arc::new(claims))
+        Cached::Valid(claims)
     }
 
     /// Looks `token` up (a miss when the cache is disabled, as the authenticator treats it).
-    fn get<C>(cache: &TokenCache<C>, token: &str, now: Timestamp) -> Cached<C> {
+    fn get<C: Clone>(cache: &TokenCache<C>, token: &str, now: Timestamp) -> Cached<C> {
         cache
             .slot(token)
-            .map_or(Cached::Miss, |slot| cache.get(&slot, now))
+            .map_or(Cached::Miss, |slot| cache.get(slot, token, now, C::clone))
     }
 
     fn insert<C>(cache: &TokenCache<C>, token: &str, claims: C, expires_at: Timestamp) {
         if let Some(slot) = cache.slot(token) {
-            cache.insert(slot, Arc::new(claims), expires_at);
+            cache.insert(slot, token, claims, expires_at);
         }
     }
 
@@ -241,7 +284,7 @@ mod tests {
         assert!(cache.len() <= capacity, "{}", cache.len());
         // Every shard got some of the tokens and is full (digests spread over the shards).
         for shard in cache.shards.iter() {
-            assert_eq!(shard.lock().entries.len(), capacity / SHARDS);
+            assert_eq!(shard.read().entries.len(), capacity / SHARDS);
         }
         let last = 3 * capacity - 1;
         assert_eq!(get(&cache, &format!("token-{last}"), now), valid(last));
@@ -255,7 +298,7 @@ mod tests {
         let now = at("2029-01-01T00:00:00Z");
         let base = "A".repeat(40);
         insert(&cache, &base, 1, exp);
-        // Same blocks once zero-padded: only the length block tells them apart.
+        // Other lengths, and (below) every single-byte change: the whole text is compared.
         for other in [
             format!("{base}\0"),
             format!("{base}\0\0\0"),
@@ -273,9 +316,60 @@ mod tests {
     }
 
     #[test]
+    fn a_hash_shared_with_another_text_is_a_miss() {
+        let cache = TokenCache::new(10);
+        let exp = at("2030-01-01T00:00:00Z");
+        let now = at("2029-01-01T00:00:00Z");
+        insert(&cache, "token-a", 1, exp);
+        let slot = cache.slot("token-a").expect("enabled");
+        // Another text presented under token-a's slot, as if the two hashes collided.
+        assert_eq!(cache.get(slot, "token-b", now, |c| *c), Cached::Miss);
+        assert_eq!(cache.get(slot, "token-a", now, |c| *c), valid(1));
+        // Inserting it there keeps both apart.
+        cache.insert(slot, "token-b", 2, exp);
+        assert_eq!(cache.get(slot, "token-b", now, |c| *c), valid(2));
+        assert_eq!(cache.get(slot, "token-a", now, |c| *c), valid(1));
+        assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn texts_sharing_their_hashed_tail_are_told_apart() {
+        let cache = TokenCache::new(10);
+        let exp = at("2030-01-01T00:00:00Z");
+        let now = at("2029-01-01T00:00:00Z");
+        let tail = "T".repeat(HASHED_TAIL);
+        let (a, b) = (format!("aaaa{tail}"), format!("bbbb{tail}"));
+        assert_eq!(
+            cache.slot(&a),
+            cache.slot(&b),
+            "same length and tail, same hash"
+        );
+        insert(&cache, &a, 1, exp);
+        assert_eq!(get(&cache, &b, now), Cached::Miss);
+        insert(&cache, &b, 2, exp);
+        assert_eq!(get(&cache, &a, now), valid(1));
+        assert_eq!(get(&cache, &b, now), valid(2));
+    }
+
+    #[test]
+    fn inserting_a_token_again_replaces_its_entry() {
+        let cache = TokenCache::new(2);
+        let now = at("2029-01-01T00:00:00Z");
+        insert(&cache, "t", 1, at("2030-01-01T00:00:00Z"));
+        insert(&cache, "t", 2, at("2030-01-01T00:00:00Z"));
+        assert_eq!(cache.len(), 1);
+        assert_eq!(get(&cache, "t", now), valid(2));
+        // The stale order record of the first insert evicts nothing it should not.
+        insert(&cache, "u", 3, at("2030-01-01T00:00:00Z"));
+        assert_eq!(get(&cache, "t", now), valid(2));
+        assert_eq!(get(&cache, "u", now), valid(3));
+    }
+
+    #[test]
     fn two_caches_use_different_keys() {
         let a = TokenCache::<u8>::new(1);
         let b = TokenCache::<u8>::new(1);
+        // 2^-64 chance of a false failure.
         assert_ne!(a.slot("same token"), b.slot("same token"));
         assert_eq!(a.slot("same token"), a.slot("same token"));
     }

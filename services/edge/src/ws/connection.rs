@@ -175,10 +175,14 @@ async fn serve(
             incoming = socket.next() => {
                 let now = Instant::now();
                 heartbeat.heard(now);
+                let mut large = false;
                 let step = match incoming {
                     None => Step::End(End::Gone("client_closed")),
                     Some(Err(error)) => Step::End(read_failed(&error)),
-                    Some(Ok(message)) => on_message(edge, handle, &mut limiter, now, message),
+                    Some(Ok(message)) => {
+                        large = message.len() > config.sockets.read_buffer;
+                        on_message(edge, handle, &mut limiter, now, message)
+                    }
                 };
                 match step {
                     Step::Continue => {}
@@ -188,6 +192,13 @@ async fn serve(
                         }
                     }
                     Step::End(end) => return end,
+                }
+                // tungstenite's read buffer grew to that message's frame and would stay so.
+                if large {
+                    let shed = tokio::time::timeout(write_timeout, stream::shed_read_buffer(socket));
+                    if !matches!(shed.await, Ok(Ok(_))) {
+                        return End::Gone("write_failed");
+                    }
                 }
             }
         }

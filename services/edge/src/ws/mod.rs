@@ -9,6 +9,7 @@ pub mod connection;
 pub mod gap;
 pub mod handle;
 pub mod heartbeat;
+pub mod in_frames;
 pub mod outbox;
 pub mod rate_limit;
 pub mod recovery;

@@ -20,12 +20,10 @@ pub fn handle(edge: &Edge, socket: &SocketHandle, token: &str) -> Utf8Bytes {
     let claims: Result<(SessionKey, Timestamp), _> = match &socket.kind {
         SocketKind::User { .. } => edge
             .auth
-            .user_token(Some(token), now)
-            .map(|c| (c.session_key(), c.expires_at)),
+            .user_token(Some(token), now, |c| (c.session_key(), c.expires_at)),
         SocketKind::Admin(_) => edge
             .auth
-            .admin_token(Some(token), now)
-            .map(|c| (c.session_key(), c.expires_at)),
+            .admin_token(Some(token), now, |c| (c.session_key(), c.expires_at)),
     };
     let (outcome, reply) = match claims {
         Err(denied) => ("invalid", error(denied.body)),

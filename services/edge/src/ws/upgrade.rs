@@ -240,16 +240,19 @@ pub async fn user_socket(
     if let Err(d) = edge.auth.check_user_key(key) {
         return denied(&edge, &d);
     }
-    let claims = match edge
+    // What the socket needs, taken from the claims where they are (the token cache on a hit);
+    // `None` when the token is for another company or agent than the path.
+    let taken = edge
         .auth
-        .user_token(params.token.as_deref(), jiff::Timestamp::now())
-    {
-        Ok(claims) => claims,
+        .user_token(params.token.as_deref(), jiff::Timestamp::now(), |claims| {
+            (claims.company_id == company && claims.agent_id == agent)
+                .then(|| (claims.session_key(), claims.expires_at))
+        });
+    let (key, expires_at) = match taken {
+        Ok(Some(taken)) => taken,
+        Ok(None) => return denied(&edge, &crate::auth::Authenticator::path_mismatch()),
         Err(d) => return denied(&edge, &d),
     };
-    if claims.company_id != company || claims.agent_id != agent {
-        return denied(&edge, &crate::auth::Authenticator::path_mismatch());
-    }
     authenticated(&edge, "user");
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
@@ -257,16 +260,12 @@ pub async fn user_socket(
     };
     let extras = match since(&params) {
         Ok(since) => Extras {
-            expires_at_ms: claims.expires_at.as_millisecond(),
+            expires_at_ms: expires_at.as_millisecond(),
             since,
         },
         Err(body) => return bad_request(&body),
     };
-    let key = claims.session_key();
-    let kind = SocketKind::User {
-        company: claims.company_id.clone(),
-        agent: claims.agent_id.clone(),
-    };
+    let kind = SocketKind::User { company, agent };
     accept(edge, upgrade, kind, key, extras).await
 }
 
@@ -288,10 +287,11 @@ pub async fn admin_socket(
     if let Err(d) = edge.auth.check_admin_key(key) {
         return denied(&edge, &d);
     }
-    let claims = match edge
-        .auth
-        .admin_token(params.token.as_deref(), jiff::Timestamp::now())
-    {
+    let claims = match edge.auth.admin_token(
+        params.token.as_deref(),
+        jiff::Timestamp::now(),
+        AdminClaims::clone,
+    ) {
         Ok(claims) => claims,
         Err(d) => return denied(&edge, &d),
     };
@@ -311,7 +311,7 @@ pub async fn admin_socket(
     accept(
         edge,
         upgrade,
-        SocketKind::Admin(Box::new(AdminClaims::clone(&claims))),
+        SocketKind::Admin(Box::new(claims)),
         key,
         extras,
     )

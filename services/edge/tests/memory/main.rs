@@ -104,3 +104,119 @@ async fn a_large_event_leaves_no_buffer_of_its_size_behind() {
         "{kept} bytes still allocated after a {LARGE}-byte event went out"
     );
 }
+
+/// Writes one masked text frame (mask key zero: the payload goes out as is) straight to the
+/// connection, so the client side keeps no write buffer of its size.
+async fn send_raw_text(tcp: &mut tokio::net::TcpStream, payload: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    tcp.write_all(&raw_frame(0x1, payload)).await.unwrap();
+}
+
+/// One masked client frame of `opcode` (mask key zero).
+fn raw_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut head = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => head.push(0x80 | n as u8),
+        n if n <= usize::from(u16::MAX) => {
+            head.push(0x80 | 126);
+            head.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            head.push(0x80 | 127);
+            head.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    head.extend_from_slice(&[0; 4]);
+    head.extend_from_slice(payload);
+    head
+}
+
+/// The opcodes of the next `n` frames from the server (payloads read and dropped).
+async fn next_opcodes(tcp: &mut tokio::net::TcpStream, n: usize) -> Vec<u8> {
+    let mut opcodes = Vec::new();
+    for _ in 0..n {
+        let mut head = [0u8; 2];
+        tcp.read_exact(&mut head).await.unwrap();
+        let payload = match head[1] & 0x7f {
+            126 => usize::from(tcp.read_u16().await.unwrap()),
+            127 => usize::try_from(tcp.read_u64().await.unwrap()).unwrap(),
+            n => usize::from(n),
+        };
+        let mut body = vec![0u8; payload];
+        tcp.read_exact(&mut body).await.unwrap();
+        opcodes.push(head[0] & 0x0f);
+    }
+    opcodes
+}
+
+/// A socket whose client once sent a large message keeps nothing of its size: tungstenite
+/// reads a frame into one buffer reserved for the whole frame, and that buffer would stay with
+/// the socket (it is reused, never shrunk).
+#[tokio::test]
+async fn a_large_client_message_leaves_no_buffer_of_its_size_behind() {
+    const LARGE: usize = 1 << 20;
+    let coord = Coord::start().await;
+    let edge = TestEdge::start(&coord.url, "edge-memory-in", |c| {
+        c.limits.max_message_size = LARGE + 1024;
+        // One large message and a few small ones stay far below any rate limit.
+        c.limits.rate_burst = 100;
+    })
+    .await;
+    let mut client = user(edge.http, "c1", "a1", "u1").await;
+    let mut scratch = vec![0u8; 64 << 10];
+    let MaybeTlsStream::Plain(tcp) = client.ws().get_mut() else {
+        panic!("plain TCP expected");
+    };
+    // A type the edge does not handle: each message is answered by one error frame, the
+    // same for the small and the large one (it names the type only).
+    let small = br#"{"type":"unknown"}"#;
+    let reply_len = daisi_domain::protocol::ServerMessage::Error(
+        daisi_domain::protocol::parse_client_message(std::str::from_utf8(small).unwrap())
+            .unwrap_err()
+            .error_body(),
+    )
+    .to_json()
+    .len();
+    let large = format!(r#"{{"type":"unknown","pad":"{}"}}"#, "x".repeat(LARGE));
+
+    // Warm-up: one small message through the whole path.
+    send_raw_text(tcp, small).await;
+    skip_until_text_of(tcp, reply_len, &mut scratch).await;
+
+    let before = live_bytes();
+    send_raw_text(tcp, large.as_bytes()).await;
+    skip_until_text_of(tcp, reply_len, &mut scratch).await;
+    // Small messages after it: the socket has read on past the large one.
+    for _ in 0..3 {
+        send_raw_text(tcp, small).await;
+        skip_until_text_of(tcp, reply_len, &mut scratch).await;
+    }
+    let kept = live_bytes() - before;
+
+    println!("kept after a {LARGE}-byte client message: {kept} bytes");
+    assert!(
+        kept < (LARGE / 8) as i128,
+        "{kept} bytes still allocated after a {LARGE}-byte client message"
+    );
+
+    // Frames sent in one write right behind a large message (so they arrive with its end)
+    // are all read and answered: the socket is rebuilt only once nothing is left unread.
+    let mut burst = raw_frame(0x1, large.as_bytes());
+    burst.extend_from_slice(&raw_frame(0x9, b"p"));
+    burst.extend_from_slice(&raw_frame(0x1, small));
+    burst.extend_from_slice(&raw_frame(0x1, large.as_bytes()));
+    burst.extend_from_slice(&raw_frame(0x1, small));
+    tokio::io::AsyncWriteExt::write_all(tcp, &burst)
+        .await
+        .unwrap();
+    let replies = tokio::time::timeout(std::time::Duration::from_secs(10), next_opcodes(tcp, 5));
+    let mut opcodes = replies
+        .await
+        .expect("every frame of the burst answered within 10 s");
+    opcodes.sort_unstable();
+    assert_eq!(
+        opcodes,
+        [0x1, 0x1, 0x1, 0x1, 0xA],
+        "four replies and the pong"
+    );
+}

@@ -3,7 +3,7 @@
 //! over every master while each script still touches one slot:
 //!
 //! - `{P:s:<session key>}`: one user's (or admin's) session, its tombstones, its kept
-//!   selection and its fencing counter;
+//!   selection and its last fencing token;
 //! - `{P:c:<company>}`: the company's route sets and session indexes (`*` for admin routes
 //!   without a company);
 //! - `{P:p:<pod>}`: the pod's record, its session and route memberships, its inbox and the
@@ -30,7 +30,7 @@ pub(crate) struct SessionKeys {
     pub(crate) tombstones: String,
     /// Selected chat kept after the session.
     pub(crate) selection: String,
-    /// Fencing counter of the key (outlives every session of it).
+    /// The key's last fencing token (outlives every session of it by a day).
     pub(crate) fence: String,
 }
 

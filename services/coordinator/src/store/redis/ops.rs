@@ -48,7 +48,6 @@ impl RedisStore {
         request: AcquireRequest,
     ) -> StoreResult<AcquireOutcome> {
         let skey = request.key.to_string();
-        let keys = self.inner.keys.session(&request.key);
         let grant = member(&skey, request.connection.as_str());
         // The pod is live and records the grant first (steps.rs, invariant 1); the current
         // holder is read meanwhile.
@@ -70,33 +69,8 @@ impl RedisStore {
                 dead = (holder.pod, holder.generation);
             }
         }
-        let mode = match request.mode {
-            AcquireMode::Takeover => "takeover",
-            AcquireMode::IfVacant => "if_vacant",
-        };
-        let args = [
-            request.pod.as_str(),
-            generation.as_str(),
-            request.connection.as_str(),
-            mode,
-            &self.retention_ms().to_string(),
-            &self.tombstone_ms().to_string(),
-            &dead.0,
-            &dead.1,
-            &self.inner.keys.commands_channel(),
-            &skey,
-        ];
-        let answer: Vec<String> = self
-            .script(
-                &self.inner.scripts.acquire,
-                &[
-                    &keys.session,
-                    &keys.tombstones,
-                    &keys.selection,
-                    &keys.fence,
-                ],
-                &args,
-            )
+        let answer = self
+            .acquire_session_step(&request, &generation, &dead)
             .await?;
         match (status_of(&answer), answer.as_slice()) {
             ("refused", [_, pod, conn, fence]) => {
@@ -152,7 +126,14 @@ impl RedisStore {
                     }
                     Ok(())
                 };
-                let record = self.pod_grant(&request.pod, &generation, Some(&grant), &routes);
+                // Routes enter the pod's set before the route sets (steps.rs, invariant 3).
+                let record = async {
+                    if !routes.is_empty() {
+                        self.pod_grant(&request.pod, &generation, None, &routes)
+                            .await?;
+                    }
+                    Ok(())
+                };
                 futures_util::try_join!(kill, record)?;
                 let listed = [(&request.key, request.connection.as_str())];
                 futures_util::try_join!(
@@ -171,6 +152,45 @@ impl RedisStore {
             }
             _ => Err(StoreError::Corrupt(format!("acquire answered {answer:?}"))),
         }
+    }
+
+    /// The session step of an acquire (`acquire.lua`): `generation` is the pod's live
+    /// registration, `dead` the holder's ended one ('' when none was found).
+    pub(super) async fn acquire_session_step(
+        &self,
+        request: &AcquireRequest,
+        generation: &str,
+        dead: &(String, String),
+    ) -> StoreResult<Vec<String>> {
+        let skey = request.key.to_string();
+        let keys = self.inner.keys.session(&request.key);
+        let mode = match request.mode {
+            AcquireMode::Takeover => "takeover",
+            AcquireMode::IfVacant => "if_vacant",
+        };
+        let args = [
+            request.pod.as_str(),
+            generation,
+            request.connection.as_str(),
+            mode,
+            &self.retention_ms().to_string(),
+            &self.tombstone_ms().to_string(),
+            &dead.0,
+            &dead.1,
+            &self.inner.keys.commands_channel(),
+            &skey,
+        ];
+        self.script(
+            &self.inner.scripts.acquire,
+            &[
+                &keys.session,
+                &keys.tombstones,
+                &keys.selection,
+                &keys.fence,
+            ],
+            &args,
+        )
+        .await
     }
 
     /// Runs a batch script (renew, release) over `sessions`, split by slot: 3 keys per
@@ -227,18 +247,23 @@ impl RedisStore {
                     return Err(StoreError::Corrupt("truncated renew answer".to_owned()));
                 };
                 let index: usize = decode::parse("index", index)?;
-                let session = index
+                let &i = index
                     .checked_sub(1)
                     .and_then(|i| batch.get(i))
-                    .and_then(|&i| sessions.get(i))
                     .ok_or_else(|| StoreError::Corrupt("renew index out of range".to_owned()))?;
-                lost.push(LostSession {
-                    session: session.clone(),
-                    reason: decode::reason(reason)?,
-                    current: decode::holder(holder_pod, conn, fence)?,
-                });
+                lost.push((
+                    i,
+                    LostSession {
+                        session: sessions[i].clone(),
+                        reason: decode::reason(reason)?,
+                        current: decode::holder(holder_pod, conn, fence)?,
+                    },
+                ));
             }
         }
+        // Batches follow slots; answer in the caller's order.
+        lost.sort_unstable_by_key(|(i, _)| *i);
+        let lost: Vec<LostSession> = lost.into_iter().map(|(_, l)| l).collect();
         // Memberships go after the state they describe (steps.rs, invariant 4).
         let gone: Vec<String> = lost
             .iter()
@@ -264,27 +289,26 @@ impl RedisStore {
             .session_batches(&self.inner.scripts.release, &head, sessions)
             .await?;
         let mut released = Released::default();
+        let mut not_held = Vec::new();
         let mut gone = Vec::new();
         for (batch, answer) in &answers {
             if answer.len() != batch.len() {
                 return Err(StoreError::Corrupt(format!("release answered {answer:?}")));
             }
             for (&i, status) in batch.iter().zip(answer) {
-                let session = &sessions[i];
                 if status == "r" {
                     released.count += 1;
                 } else {
-                    released.not_held.push(session.clone());
+                    not_held.push(i);
                 }
                 if status != "h" {
-                    gone.push(session);
+                    gone.push(&sessions[i]);
                 }
             }
         }
-        // Not-held answers come in batch order; keep the caller's order.
-        released
-            .not_held
-            .sort_by_key(|s| sessions.iter().position(|x| x == s).unwrap_or(usize::MAX));
+        // Batches follow slots; answer in the caller's order.
+        not_held.sort_unstable();
+        released.not_held = not_held.iter().map(|&i| sessions[i].clone()).collect();
         let members: Vec<String> = gone
             .iter()
             .map(|s| member(&s.key.to_string(), s.connection.as_str()))

@@ -6,10 +6,10 @@
 //!
 //! 1. **A grant is recorded in its pod before it exists.** `"<skey> <conn>"` enters the pod's
 //!    session set (`pod_gen.lua`, in the same step that checks the pod is live) before the
-//!    session step grants it, and again after (`pod_grant.lua`). So a pod's sweep finds every
-//!    session that carries its registration; a session whose membership was lost anyway (a
-//!    sweep that ran between the two) carries a dead registration, so it is vacant on access
-//!    and dropped by the next call that reads it.
+//!    session step grants it, so the pod's sweep finds every session that carries its
+//!    registration. Only steps about that very connection remove the member (invariant 4).
+//!    A grant whose registration was claimed between the two steps carries a dead
+//!    registration: it is vacant on access, and dropped by the next call that reads it.
 //! 2. **A session is vacant as soon as its registration ends,** whatever the steps after it
 //!    did: session steps receive what the caller learnt of the holder's pod (its own live
 //!    registration, or the holder's ended one) and drop such a record before anything else.
@@ -36,6 +36,7 @@ use super::keys::member;
 use super::{RedisStore, decode, millis};
 use crate::store::{Route, StoreError, StoreResult};
 use daisi_domain::{PodId, SessionKey};
+use std::collections::HashMap;
 
 /// A session record as `session.lua` answers it.
 #[derive(Debug, Clone)]
@@ -191,31 +192,29 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Adds or removes `"<key> <connection>"` in the session indexes of each key.
+    /// Adds or removes `"<key> <connection>"` in the session indexes of each key: one
+    /// command per index (a sweep's chunk of 200 sessions of a few companies is a few
+    /// commands, not 400).
     pub(super) async fn indexes(
         &self,
         change: Change,
         grants: &[(&SessionKey, &str)],
     ) -> StoreResult<()> {
-        let commands: Vec<redis::Cmd> = grants
-            .iter()
-            .flat_map(|(key, connection)| {
-                let entry = member(&key.to_string(), connection);
-                self.inner
-                    .keys
-                    .indexes_of(key)
-                    .into_iter()
-                    .map(move |index| {
-                        let mut cmd = redis::cmd(change.command());
-                        cmd.arg(index).arg(&entry);
-                        cmd
-                    })
-            })
-            .collect();
+        let mut by_index: HashMap<String, Vec<String>> = HashMap::new();
+        for (key, connection) in grants {
+            let entry = member(&key.to_string(), connection);
+            for index in self.inner.keys.indexes_of(key) {
+                by_index.entry(index).or_default().push(entry.clone());
+            }
+        }
         self.parallel(
-            commands
+            by_index
                 .into_iter()
-                .map(|cmd| self.query::<i64>(cmd))
+                .map(|(index, members)| {
+                    let mut cmd = redis::cmd(change.command());
+                    cmd.arg(index).arg(members);
+                    self.query::<i64>(cmd)
+                })
                 .collect::<Vec<_>>(),
         )
         .await?;
@@ -299,5 +298,107 @@ impl RedisStore {
             }
             _ => Ok(false),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Operations stopped midway (a coordinator that died between two steps): what readers
+    //! see must stay correct.
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::store::{
+        PodHeartbeat, RedisSettings, RedisTarget, RouteQuery, SessionStore, StoreSettings,
+    };
+    use daisi_testkit::RedisServer;
+    use std::time::Duration;
+
+    fn open(server: &RedisServer) -> RedisStore {
+        let redis = RedisSettings {
+            target: RedisTarget::Single(server.url()),
+            key_prefix: "steps".to_owned(),
+            timeout: Duration::from_secs(2),
+            chunk: 100,
+            tls: None,
+        };
+        let settings = StoreSettings {
+            pod_lease: Duration::from_secs(30),
+            selection_retention: Duration::from_secs(3600),
+            tombstone_ttl: Duration::from_secs(60),
+        };
+        RedisStore::new(&redis, settings).unwrap()
+    }
+
+    async fn register(store: &RedisStore, pod: &PodId) {
+        store
+            .heartbeat(&PodHeartbeat {
+                pod: pod.clone(),
+                instance: "i1".to_owned(),
+                delivery_address: "http://10.0.0.1:50061".to_owned(),
+                load: None,
+            })
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_acquire_stopped_after_its_session_step_is_still_swept() {
+        let server = RedisServer::start().unwrap();
+        let store = open(&server);
+        let pod: PodId = "edge-1".parse().unwrap();
+        register(&store, &pod).await;
+        let key: SessionKey = "u:c1:a1:u1".parse().unwrap();
+        let skey = key.to_string();
+        // The first steps of an acquire with a route; the coordinator dies before the kill,
+        // route-set and index steps.
+        let generation = store
+            .live_pod(&pod, Some(&member(&skey, "c1")))
+            .await
+            .unwrap();
+        let request = crate::store::AcquireRequest {
+            key: key.clone(),
+            pod: pod.clone(),
+            connection: "c1".parse().unwrap(),
+            mode: crate::store::AcquireMode::Takeover,
+            routes: Vec::new(),
+        };
+        let none = (String::new(), String::new());
+        let answer = store
+            .acquire_session_step(&request, &generation, &none)
+            .await
+            .unwrap();
+        assert_eq!(answer.first().map(String::as_str), Some("granted"));
+        let route: Route = "agent:c1:a1".parse().unwrap();
+        store
+            .pod_grant(&pod, &generation, None, std::slice::from_ref(&route))
+            .await
+            .unwrap();
+
+        // Readers see the grant, and no route the route sets never got.
+        assert!(store.get_session(&key).await.unwrap().is_some());
+        let query = RouteQuery::Agent {
+            company: "c1".parse().unwrap(),
+            agent: "a1".parse().unwrap(),
+        };
+        let lookup = store
+            .lookup_routes(std::slice::from_ref(&query))
+            .await
+            .unwrap();
+        assert_eq!(lookup.results, vec![Vec::<PodId>::new()]);
+
+        // The pod ends: its sweep finds the session through the membership recorded before
+        // the grant, and the route through the pod's route set.
+        let purged = store.deregister(&pod, "i1").await.unwrap();
+        assert_eq!((purged.sessions, purged.routes), (1, 1));
+        assert!(store.get_session(&key).await.unwrap().is_none());
+        let left: Option<String> = store
+            .query({
+                let mut cmd = redis::cmd("HGET");
+                cmd.arg(store.inner.keys.session_hash(&skey)).arg("pod");
+                cmd
+            })
+            .await
+            .unwrap();
+        assert_eq!(left, None, "the record itself is gone, not only vacant");
     }
 }

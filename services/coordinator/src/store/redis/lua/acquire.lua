@@ -35,7 +35,12 @@ else
       'taken over by another connection')
   end
   if chat == '' then chat = redis.call('GET', selk) or '' end
-  fence = fmt(redis.call('INCR', fk))
+  -- Strictly increasing per key: above the key's last token, and at least this master's clock
+  -- in microseconds (so the counter may expire, and a token whose write a failover lost is
+  -- still exceeded by the next one unless the clocks differ by more than the time between).
+  local last = tonumber(redis.call('GET', fk) or '0') or 0
+  fence = fmt(math.max(last + 1, now * 1000))
+  redis.call('SET', fk, fence, 'PX', FENCE_KEEP_MS)
   redis.call('HSET', sk, 'pod', pod, 'gen', gen, 'conn', conn, 'fence', fence, 'since', fmt(now),
     'chat', chat)
   redis.call('PERSIST', sk)

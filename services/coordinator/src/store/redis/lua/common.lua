@@ -14,8 +14,9 @@
 --   :t      tombstones: hash conn -> "<until ms>|<fence>|<reason>" of each connection taken
 --           over or killed within the tombstone lifetime (PEXPIRE = that lifetime)
 --   :sel    selected chat kept after the session (TTL = selection retention)
---   :f      fencing counter of the key (INCR; never expires, so tokens of the key strictly
---           increase across every session of it)
+--   :f      the key's last fencing token (kept FENCE_KEEP_MS after its latest grant; tokens
+--           are max(last + 1, clock in µs), so they strictly increase per key across every
+--           session of it, and keep doing so once the key expired)
 -- Company slot {P:c:<company>} ('*' for admin routes without a company):
 --   :r:<route>  set of "<pod> <gen>" registered for the route (a sweep removes exactly the
 --               member of the ended registration, never the pod's current one)
@@ -40,6 +41,7 @@
 --   :cmd    pub/sub channel of kill commands (a channel, not a key)
 -- Ids never contain whitespace, ':', '{' or '}'; members join two ids with one space.
 local INBOX_LIMIT = 1000
+local FENCE_KEEP_MS = 86400000
 
 -- Integers as plain decimal text (tostring would switch to exponent notation).
 local function fmt(n) return string.format('%d', n) end
