@@ -28,7 +28,7 @@ pub use config::Config;
 use coordinator::{AnyCoordinator, PodIdentity};
 use daisi_runtime::{CancellationToken, Readiness};
 use daisi_telemetry::Metrics;
-use state::{COORDINATOR, Edge, EdgeState};
+use state::{COORDINATOR, Edge, EdgeState, KILL_COMMANDS};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -205,7 +205,7 @@ pub fn state(
         instance: uuid::Uuid::new_v4().simple().to_string(),
         delivery_address: delivery_address(&config, grpc_addr),
     };
-    let readiness = Readiness::new(&[COORDINATOR]);
+    let readiness = Readiness::new(&[COORDINATOR, KILL_COMMANDS]);
     let edge = Arc::new(EdgeState {
         auth: auth::Authenticator::new(&config),
         pod,

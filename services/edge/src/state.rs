@@ -15,6 +15,13 @@ use tokio_util::task::TaskTracker;
 
 /// Readiness dependency name of the coordinator.
 pub const COORDINATOR: &str = "coordinator";
+/// Readiness dependency name of the kill-command stream. Up once the first stream is
+/// subscribed: an edge that admitted sockets before that would miss the kills of their
+/// takeovers until the next heartbeat brought its inbox. It stays up when a later stream
+/// breaks: the heartbeat asked for on every resubscription brings the inbox, and the audit
+/// closes the rest, so a blip of one coordinator replica does not take the edge out of its
+/// load balancer.
+pub const KILL_COMMANDS: &str = "kill_commands";
 
 /// Shared edge state; cheap to clone.
 pub type Edge = Arc<EdgeState>;

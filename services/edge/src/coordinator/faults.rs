@@ -27,6 +27,8 @@ pub struct Faults {
     acquire_reply_delay_ms: AtomicU64,
     /// Kill commands on the pod's stream are dropped while set.
     drop_kills: AtomicBool,
+    /// Opening the pod's command stream fails with `Unavailable` while set.
+    refuse_watch: AtomicBool,
     /// Acquires that reached the coordinator and whose reply is being held back.
     acquires_held: AtomicU64,
     /// Added before each route unregistration is sent, in milliseconds.
@@ -62,6 +64,12 @@ impl Faults {
     pub fn delay_unregisters(&self, delay: Duration) {
         let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
         self.unregister_delay_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Refuses to open the pod's command stream (`true`: `Unavailable`) or opens it again
+    /// (`false`).
+    pub fn refuse_watch(&self, refuse: bool) {
+        self.refuse_watch.store(refuse, Ordering::Relaxed);
     }
 
     /// Drops kill commands (`true`) or delivers them again (`false`).
@@ -285,6 +293,11 @@ impl Coordinator for FaultInjector {
     }
 
     async fn watch(&self, pod: &PodIdentity) -> Result<CommandStream, CoordinatorError> {
+        if self.faults.refuse_watch.load(Ordering::Relaxed) {
+            return Err(CoordinatorError::Unavailable(
+                "fault injector: command stream refused".to_owned(),
+            ));
+        }
         let stream = self.inner.watch(pod).await?;
         let faults = self.faults.clone();
         Ok(stream

@@ -72,9 +72,11 @@ pub async fn run(edge: Edge, stop: CancellationToken) {
                         Ok(Some(Ok(PodCommand::Subscribed { ping_interval }))) => {
                             backoff = BACKOFF_MIN;
                             silence = ping_interval.saturating_mul(3);
-                            // Kills raised while the stream was down: the inbox brings them
-                            // with the next heartbeat, and an audit now closes the rest.
+                            // Kills raised while the stream was down: a heartbeat now brings
+                            // them from the pod's inbox, and an audit now closes the rest.
+                            edge.heartbeat_now.notify_one();
                             edge.audit_now.notify_one();
+                            edge.readiness.set(crate::state::KILL_COMMANDS, true);
                             tracing::debug!("kill switch stream subscribed");
                         }
                         Ok(Some(Ok(PodCommand::Kill(kill)))) => apply_kill(&edge, &kill),

@@ -36,7 +36,7 @@ async fn health_ready_metrics_and_request_ids() {
     assert_eq!(ready.status(), 200);
     assert_eq!(
         ready.json::<Value>().await.unwrap(),
-        json!({"status": "READY", "dependencies": {"coordinator": "UP"}})
+        json!({"status": "READY", "dependencies": {"coordinator": "UP", "kill_commands": "UP"}})
     );
 
     let metrics = edge.metrics().await;

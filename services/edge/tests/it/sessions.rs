@@ -264,3 +264,57 @@ async fn a_select_whose_answers_are_lost_is_made_again_before_failing() {
     assert!(text.contains("SubscriptionFailure"), "{text}");
     assert_eq!(c.maybe_text(Duration::from_millis(300)).await, None);
 }
+
+#[tokio::test]
+async fn an_edge_is_not_ready_before_its_kill_command_stream_is_subscribed() {
+    // Sockets admitted before the stream is up would miss the kills of their takeovers (a
+    // reconnect storm right after start left several open): the edge stays out of its load
+    // balancer until the first stream is subscribed.
+    let coord = Coord::start().await;
+    let (coordinator, faults) = coord.faulty();
+    faults.refuse_watch(true);
+    let edge = TestEdge::spawn(
+        "http://127.0.0.1:1",
+        "edge-unwatched",
+        |_| {},
+        Some(coordinator),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let answer = daisi_testkit::get_json(edge.http, "/ready").await;
+        if let Ok((503, body)) = &answer
+            && body["dependencies"]["coordinator"] == "UP"
+        {
+            break body.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never registered: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(body["dependencies"]["kill_commands"], "DOWN", "{body}");
+    // Still not ready a while later: registered, but no stream.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body) = daisi_testkit::get_json(edge.http, "/ready")
+        .await
+        .expect("ready");
+    assert_eq!(status, 503, "{body}");
+    faults.refuse_watch(false);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = daisi_testkit::get_json(edge.http, "/ready")
+            .await
+            .expect("ready");
+        if status == 200 {
+            assert_eq!(body["dependencies"]["kill_commands"], "UP", "{body}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never ready: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
