@@ -249,7 +249,9 @@ async fn a_failing_edge_that_answers_again_gets_its_parked_events() {
 
     // Thawed before the grace: the prober's next probe is answered and the lanes resend.
     rig.client.silent.store(false, Ordering::Release);
-    rig.run_for(Duration::from_secs(3)).await;
+    // The prober's next try comes within its longest pause, which backon's jitter may double
+    // (a random part up to the current delay), plus one probe deadline.
+    rig.run_for(PROBE_BACKOFF.1 * 2 + PROBE * 2).await;
     assert_eq!(rig.edge.health(), HealthState::Healthy);
     let verdicts = rig.verdicts();
     assert_eq!(
@@ -270,7 +272,9 @@ async fn an_unreachable_edge_recovers_when_a_probe_is_answered() {
     assert_eq!(count(&rig.verdicts(), unreachable), 3);
 
     rig.client.silent.store(false, Ordering::Release);
-    rig.run_for(Duration::from_secs(3)).await;
+    // The prober's next try comes within its longest pause, which backon's jitter may double
+    // (a random part up to the current delay), plus one probe deadline.
+    rig.run_for(PROBE_BACKOFF.1 * 2 + PROBE * 2).await;
     assert_eq!(rig.edge.health(), HealthState::Healthy);
     rig.send(4);
     rig.run_for(Duration::from_millis(50)).await;
