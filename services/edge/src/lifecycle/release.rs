@@ -206,7 +206,7 @@ fn requeue<T>(queue: &mut Vec<T>, older: Vec<T>) -> usize {
     skip
 }
 
-/// Flushes the queue every [`FLUSH_EVERY`], backing off while flushes fail, until `stop`; the
+/// Flushes the queue every `FLUSH_EVERY`, backing off while flushes fail, until `stop`; the
 /// drain does the last flush itself.
 pub async fn run(edge: Edge, stop: CancellationToken) {
     let backoff = ExponentialBuilder::default()
