@@ -10,18 +10,18 @@
 //! the kernel or Docker for a free port. Sources spread over 127.0.0.2.. so 2,000 ports each
 //! suffice.
 
-use crate::support::{ADMIN_API_KEY, ADMIN_KEY, API_KEY, Coord, USER_KEY, enc, event, user_token};
+use crate::support::{
+    ADMIN_API_KEY, ADMIN_KEY, API_KEY, Coord, PER_SOURCE_ADDRESS, USER_KEY, event, user_token,
+};
 use daisi_proto::edge::v1 as epb;
 use daisi_testkit::{ServiceProcess, get_json};
 use futures_util::StreamExt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const BIN: &str = env!("CARGO_BIN_EXE_daisi-edge");
 const SOCKETS: usize = 10_000;
-const PER_SOURCE_ADDRESS: usize = 2_000;
 /// First client port; the clients use `FIRST_PORT..FIRST_PORT + PER_SOURCE_ADDRESS`.
 const FIRST_PORT: u16 = 20_000;
 /// Measured 15–16 KiB per socket (debug and release); the bound leaves room for allocator
@@ -33,31 +33,7 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 async fn connect(http: SocketAddr, i: usize, token: String) -> Client {
-    let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i / PER_SOURCE_ADDRESS) as u8));
-    let port = FIRST_PORT + (i % PER_SOURCE_ADDRESS) as u16;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    // A rerun within a minute finds these ports in TIME_WAIT.
-    socket.set_reuseaddr(true).unwrap();
-    socket
-        .bind(SocketAddr::new(source, port))
-        .unwrap_or_else(|e| panic!("cannot bind client port {source}:{port}: {e}"));
-    let tcp = socket.connect(http).await.unwrap();
-    let mut request = format!("ws://{http}/ws/c1/a1?token={}", enc(&token))
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("x-api-key", API_KEY.parse().unwrap());
-    request
-        .headers_mut()
-        .insert("sec-websocket-protocol", "json.v1".parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::client_async(request, tcp)
-        .await
-        .unwrap_or_else(|e| panic!("socket {i} refused: {e}"));
-    match ws.next().await {
-        Some(Ok(Message::Text(text))) if text.as_str().contains("\"ready\"") => ws,
-        other => panic!("socket {i}: expected ready, got {other:?}"),
-    }
+    crate::support::connect_numbered(http, 2, FIRST_PORT, i, &token).await
 }
 
 type Client = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;

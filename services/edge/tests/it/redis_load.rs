@@ -17,52 +17,24 @@
 //! per edge every 10 s), after a settling time of one pod lease so the first heartbeat and
 //! renew/audit rounds are out of the window.
 
-use crate::support::{ADMIN_API_KEY, ADMIN_KEY, API_KEY, Coord, USER_KEY, enc, user_token};
+use crate::support::{ADMIN_API_KEY, ADMIN_KEY, API_KEY, Coord, USER_KEY, user_token};
 use daisi_proto::coordinator::v1 as cpb;
 use daisi_testkit::{RedisServer, ServiceProcess, get_json};
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const BIN: &str = env!("CARGO_BIN_EXE_daisi-edge");
 const SOCKETS_PER_EDGE: usize = 5_000;
-const PER_SOURCE_ADDRESS: usize = 2_000;
 /// Client ports, below the ephemeral range; sources 127.0.0.20.. (many_sockets uses ..2-6).
 const FIRST_PORT: u16 = 24_000;
-const FIRST_SOURCE: usize = 20;
+const FIRST_SOURCE: u8 = 20;
 
 type Client = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
 async fn connect(http: SocketAddr, i: usize, token: String) -> Client {
-    let source = IpAddr::V4(Ipv4Addr::new(
-        127,
-        0,
-        0,
-        (FIRST_SOURCE + i / PER_SOURCE_ADDRESS) as u8,
-    ));
-    let port = FIRST_PORT + (i % PER_SOURCE_ADDRESS) as u16;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_reuseaddr(true).unwrap();
-    socket
-        .bind(SocketAddr::new(source, port))
-        .unwrap_or_else(|e| panic!("cannot bind client port {source}:{port}: {e}"));
-    let tcp = socket.connect(http).await.unwrap();
-    let mut request = format!("ws://{http}/ws/c1/a1?token={}", enc(&token))
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("x-api-key", API_KEY.parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::client_async(request, tcp)
-        .await
-        .unwrap_or_else(|e| panic!("socket {i} refused: {e}"));
-    match ws.next().await {
-        Some(Ok(Message::Text(text))) if text.as_str().contains("\"ready\"") => ws,
-        other => panic!("socket {i}: expected ready, got {other:?}"),
-    }
+    crate::support::connect_numbered(http, FIRST_SOURCE, FIRST_PORT, i, &token).await
 }
 
 /// `cmdstat_<name>` -> calls, from `INFO commandstats` of the server at `socket`.

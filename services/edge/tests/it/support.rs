@@ -604,3 +604,49 @@ pub fn metric(text: &str, name: &str, labels: &[&str]) -> u64 {
         .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .map_or(0, |v| v as u64)
 }
+
+/// Client ports per source address when a test opens thousands of sockets: one address has
+/// only so many ports, so socket `i` comes from `127.0.0.(first_source + i / 2,000)`, port
+/// `first_port + i % 2,000` (below the ephemeral range, so no outgoing connection takes it).
+pub const PER_SOURCE_ADDRESS: usize = 2_000;
+
+/// User socket `i` of c1/a1 (json.v1) from its own source address and port (see
+/// [`PER_SOURCE_ADDRESS`]), read up to its `ready`.
+pub async fn connect_numbered(
+    http: SocketAddr,
+    first_source: u8,
+    first_port: u16,
+    i: usize,
+    token: &str,
+) -> WebSocketStream<TcpStream> {
+    let source = std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+        127,
+        0,
+        0,
+        first_source + (i / PER_SOURCE_ADDRESS) as u8,
+    ));
+    let port = first_port + (i % PER_SOURCE_ADDRESS) as u16;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    // A rerun within a minute finds these ports in TIME_WAIT.
+    socket.set_reuseaddr(true).unwrap();
+    socket
+        .bind(SocketAddr::new(source, port))
+        .unwrap_or_else(|e| panic!("cannot bind client port {source}:{port}: {e}"));
+    let tcp = socket.connect(http).await.unwrap();
+    let mut request = format!("ws://{http}/ws/c1/a1?token={}", enc(token))
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("x-api-key", API_KEY.parse().unwrap());
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", "json.v1".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::client_async(request, tcp)
+        .await
+        .unwrap_or_else(|e| panic!("socket {i} refused: {e}"));
+    match ws.next().await {
+        Some(Ok(Message::Text(text))) if text.as_str().contains("\"ready\"") => ws,
+        other => panic!("socket {i}: expected ready, got {other:?}"),
+    }
+}
