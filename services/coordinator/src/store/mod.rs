@@ -186,3 +186,19 @@ pub trait SessionStore: Send + Sync + 'static {
     /// a new registration of the pod holds is touched.
     fn reap_expired_pods(&self) -> impl Future<Output = StoreResult<Vec<(PodId, Purged)>>> + Send;
 }
+
+/// The chat route of a user session, `None` for admin sessions (both stores register it on
+/// select and restore it on acquire).
+pub(crate) fn chat_route(
+    key: &daisi_domain::SessionKey,
+    chat: &daisi_domain::ChatId,
+) -> Option<Route> {
+    match key {
+        daisi_domain::SessionKey::User { company, agent, .. } => Some(Route::Chat {
+            company: company.clone(),
+            agent: agent.clone(),
+            chat: chat.clone(),
+        }),
+        daisi_domain::SessionKey::Admin { .. } => None,
+    }
+}

@@ -4,6 +4,7 @@
 
 mod state;
 
+use super::chat_route;
 use crate::store::fanout::{CommandStream, Fanout};
 use crate::store::types::*;
 use crate::store::{Route, RouteQuery};
@@ -12,7 +13,7 @@ use daisi_domain::coordination::FencingToken;
 use daisi_domain::{ChatId, ConnectionId, PodId, SessionKey};
 use jiff::Timestamp;
 use parking_lot::{Mutex, MutexGuard};
-use state::{Session, State, after, chat_route, matches, page_of, parse_token};
+use state::{Session, State, after, matches, page_of, parse_token};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 

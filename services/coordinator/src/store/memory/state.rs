@@ -279,17 +279,6 @@ pub(super) fn matches(session: &Session, held: &HeldSession) -> bool {
     session.holder.connection == held.connection && session.holder.fencing == held.fencing
 }
 
-pub(super) fn chat_route(key: &SessionKey, chat: &ChatId) -> Option<Route> {
-    match key {
-        SessionKey::User { company, agent, .. } => Some(Route::Chat {
-            company: company.clone(),
-            agent: agent.clone(),
-            chat: chat.clone(),
-        }),
-        SessionKey::Admin { .. } => None,
-    }
-}
-
 /// Items after `token` (exclusive) in key order: at most `size`, and the next token.
 pub(super) fn page_of<K: Ord + Clone + ToString, T>(
     items: impl Iterator<Item = (K, T)>,

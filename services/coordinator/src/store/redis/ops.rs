@@ -4,6 +4,7 @@
 use super::keys::member;
 use super::steps::{Change, Record};
 use super::{RedisStore, decode};
+use crate::store::chat_route;
 use crate::store::types::*;
 use crate::store::{Route, RouteQuery};
 use crate::store::{StoreError, StoreResult};
@@ -14,18 +15,6 @@ const ATTEMPTS: usize = 5;
 
 pub(super) fn status_of(answer: &[String]) -> &str {
     answer.first().map_or("", String::as_str)
-}
-
-/// The chat route of a user session, `None` for admin sessions.
-fn chat_route(key: &SessionKey, chat: &ChatId) -> Option<Route> {
-    match key {
-        SessionKey::User { company, agent, .. } => Some(Route::Chat {
-            company: company.clone(),
-            agent: agent.clone(),
-            chat: chat.clone(),
-        }),
-        SessionKey::Admin { .. } => None,
-    }
 }
 
 /// One (skey, connection, fence) triple per session, as the batch scripts read them.
