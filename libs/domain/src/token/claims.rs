@@ -165,10 +165,14 @@ fn text(value: &str) -> Option<Cow<'_, str>> {
 }
 
 impl UserClaims {
-    /// The claims in `plaintext`: the usual flat object is read in place, anything else by
-    /// serde_json (same answer either way, see `flat_json`).
+    /// The claims in `plaintext`: the usual flat object is read in place (quickest in the
+    /// order we and the Go service write), anything else by serde_json (same answer either
+    /// way, see `flat_json`).
     pub(super) fn from_json(plaintext: &[u8]) -> Result<Self, InvalidReason> {
         const NAMES: [&str; 4] = ["company_id", "agent_id", "user_id", "expires_at"];
+        if let Some([company, agent, user, expires]) = flat_json::in_order(plaintext, NAMES) {
+            return Self::from_fields(Some(company), Some(agent), Some(user), Some(expires));
+        }
         if let Some([company, agent, user, expires]) = flat_json::string_fields(plaintext, NAMES) {
             return Self::from_fields(company, agent, user, expires);
         }
