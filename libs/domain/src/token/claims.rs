@@ -318,6 +318,13 @@ mod tests {
     fn vectors_read_the_same_by_both_readers() {
         let plaintexts = vector_plaintexts();
         assert!(plaintexts.len() >= 10, "{}", plaintexts.len());
+        // The user vectors with all four claims are in the order the in-order reader expects.
+        const USER: [&str; 4] = ["company_id", "agent_id", "user_id", "expires_at"];
+        let in_order = plaintexts
+            .iter()
+            .filter(|p| flat_json::in_order(p.as_bytes(), USER).is_some())
+            .count();
+        assert!(in_order >= 8, "{in_order}");
         for plaintext in &plaintexts {
             same_answer(plaintext.as_bytes());
             // Every object among them has the usual shape: the fast path reads it.
