@@ -170,7 +170,9 @@ impl UserClaims {
     /// way, see `flat_json`).
     pub(super) fn from_json(plaintext: &[u8]) -> Result<Self, InvalidReason> {
         const NAMES: [&str; 4] = ["company_id", "agent_id", "user_id", "expires_at"];
-        if let Some([company, agent, user, expires]) = flat_json::in_order(plaintext, NAMES) {
+        let in_order =
+            flat_json::in_order!(plaintext; "company_id", "agent_id", "user_id", "expires_at");
+        if let Some([company, agent, user, expires]) = in_order {
             return Self::from_fields(Some(company), Some(agent), Some(user), Some(expires));
         }
         if let Some([company, agent, user, expires]) = flat_json::string_fields(plaintext, NAMES) {
@@ -319,10 +321,13 @@ mod tests {
         let plaintexts = vector_plaintexts();
         assert!(plaintexts.len() >= 10, "{}", plaintexts.len());
         // The user vectors with all four claims are in the order the in-order reader expects.
-        const USER: [&str; 4] = ["company_id", "agent_id", "user_id", "expires_at"];
         let in_order = plaintexts
             .iter()
-            .filter(|p| flat_json::in_order(p.as_bytes(), USER).is_some())
+            .filter(|p| {
+                let text = p.as_bytes();
+                flat_json::in_order!(text; "company_id", "agent_id", "user_id", "expires_at")
+                    .is_some()
+            })
             .count();
         assert!(in_order >= 8, "{in_order}");
         for plaintext in &plaintexts {

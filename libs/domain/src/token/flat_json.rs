@@ -47,40 +47,39 @@ pub(super) fn string_fields<'a, const N: usize>(
     (cursor.at == text.len()).then_some(values)
 }
 
-/// The values of `names` when `text` is exactly `{"name0":"value0","name1":"value1",...}`
-/// with every name once, in this order and without whitespace: the layout the Go service and
-/// [`super::TokenKeyring::encode_user`] write. Values are as in [`string_fields`] (no escapes,
-/// no control bytes). `None` for any other text, which [`string_fields`] then reads: this is
-/// only the common case without looking names up or skipping whitespace, never a different
-/// answer (tested against `string_fields`).
+/// The values of the named fields when `$text` (bytes) is exactly
+/// `{"name0":"value0","name1":"value1",...}` with every name once, in this order and without
+/// whitespace: the layout the Go service and [`super::TokenKeyring::encode_user`] write.
+/// Values are as in [`string_fields`] (no escapes, no control bytes). `None` for any other
+/// text, which [`string_fields`] then reads: this is only the common case without looking
+/// names up or skipping whitespace, never a different answer (tested against `string_fields`).
 ///
-/// Always inlined: with the names known at the call site, the name checks compile to a few
-/// word compares instead of `bcmp` calls (~600 instructions a user token otherwise).
-#[inline(always)]
-pub(super) fn in_order<'a, const N: usize>(
-    text: &'a [u8],
-    names: [&str; N],
-) -> Option<[&'a str; N]> {
-    let text = std::str::from_utf8(text).ok()?;
-    let mut cursor = Cursor { text, at: 0 };
-    let mut values = [""; N];
-    cursor.eat(b'{')?;
-    for (i, (name, value)) in names.iter().zip(&mut values).enumerate() {
-        if i > 0 {
-            cursor.eat(b',')?;
-        }
-        cursor.eat(b'"')?;
-        cursor.literal(name.as_bytes())?;
-        cursor.literal(b"\":")?;
-        *value = cursor.string()?;
-    }
-    cursor.eat(b'}')?;
-    (cursor.at == text.len()).then_some(values)
+/// A macro so that every name is a literal at its check: the checks compile to word compares
+/// (a function looping over the names called `bcmp` four times a user token).
+macro_rules! in_order {
+    ($text:expr; $first:literal $(, $name:literal)* $(,)?) => {
+        (|| {
+            let text = std::str::from_utf8($text).ok()?;
+            let mut cursor = $crate::token::flat_json::Cursor { text, at: 0 };
+            cursor.literal(concat!("{\"", $first, "\":").as_bytes())?;
+            let values = [
+                cursor.string()?
+                $(, {
+                    cursor.literal(concat!(",\"", $name, "\":").as_bytes())?;
+                    cursor.string()?
+                })*
+            ];
+            cursor.literal(b"}")?;
+            (cursor.at == text.len()).then_some(values)
+        })()
+    };
 }
+pub(super) use in_order;
 
-struct Cursor<'a> {
-    text: &'a str,
-    at: usize,
+/// A reading position in a text; [`in_order`] builds one at its call site.
+pub(super) struct Cursor<'a> {
+    pub(super) text: &'a str,
+    pub(super) at: usize,
 }
 
 impl<'a> Cursor<'a> {
@@ -109,14 +108,14 @@ impl<'a> Cursor<'a> {
 
     /// `bytes`, exactly, next.
     #[inline(always)]
-    fn literal(&mut self, bytes: &[u8]) -> Option<()> {
+    pub(super) fn literal(&mut self, bytes: &[u8]) -> Option<()> {
         let end = self.at + bytes.len();
         (self.text.as_bytes().get(self.at..end)? == bytes).then(|| self.at = end)
     }
 
     /// A string without escapes or control characters, borrowed from the text.
     #[inline(always)]
-    fn string(&mut self) -> Option<&'a str> {
+    pub(super) fn string(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let bytes = self.text.as_bytes();
         let start = self.at;
@@ -176,7 +175,7 @@ mod tests {
 
     fn check(text: &[u8]) -> bool {
         let general = string_fields(text, ["a", "b"]);
-        if let Some([a, b]) = in_order(text, ["a", "b"]) {
+        if let Some([a, b]) = in_order!(text; "a", "b") {
             assert_eq!(general, Some([Some(a), Some(b)]), "{text:?}");
         }
         let Some([a, b]) = general else {
@@ -252,7 +251,7 @@ mod tests {
     #[test]
     fn reads_the_usual_layout_in_order_only() {
         let usual = "{\"a\":\"1\",\"b\":\"\u{e9}x\"}".as_bytes();
-        assert_eq!(in_order(usual, ["a", "b"]), Some(["1", "\u{e9}x"]));
+        assert_eq!(in_order!(usual; "a", "b"), Some(["1", "\u{e9}x"]));
         assert!(check(usual));
         for text in [
             r#"{"b":"2","a":"1"}"#,
@@ -266,7 +265,7 @@ mod tests {
             r#"{"a":"1","b":2}"#,
             r#"{"ab":"1","b":"2"}"#,
         ] {
-            assert!(in_order(text.as_bytes(), ["a", "b"]).is_none(), "{text}");
+            assert!(in_order!(text.as_bytes(); "a", "b").is_none(), "{text}");
             check(text.as_bytes());
         }
     }
