@@ -9,6 +9,11 @@
 # DAISI_RUN_LOCAL_NO_BUILD=1 since it built them already);
 # DAISI_RUN_LOCAL_REDIS_PORT / DAISI_RUN_LOCAL_NATS_PORT move Redis and NATS; every service
 # setting (ports included) can be set as usual through its DAISI_* variable.
+# Runtime sizes per process, for measuring them (docs/performance.md, levers):
+# DAISI_RUN_LOCAL_NATS_GOMAXPROCS (Go threads running nats-server code at once) and
+# DAISI_RUN_LOCAL_{COORDINATOR,ROUTER,EDGE}_WORKERS (tokio worker threads, TOKIO_WORKER_THREADS);
+# unset means the runtime's default (one per core). DAISI_RUN_LOCAL_NATS_MONITOR_PORT turns on
+# nats-server's monitoring endpoint (/connz, /jsz) on that port.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -34,7 +39,13 @@ cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm 
 trap cleanup EXIT INT TERM
 
 redis-server --port "$redis_port" --save '' --appendonly no --dir "$work" >"$work/redis.log" 2>&1 & pids+=($!)
-nats-server -js -p "$nats_port" -sd "$work/nats" >"$work/nats.log" 2>&1 & pids+=($!)
+# `env` with a setting only when one is given: an empty GOMAXPROCS or TOKIO_WORKER_THREADS is
+# not the default.
+only() { [ -n "$2" ] && echo "$1=$2" || echo "RUN_LOCAL_DEFAULT_RUNTIME=1"; }
+monitor=()
+[ -n "${DAISI_RUN_LOCAL_NATS_MONITOR_PORT:-}" ] && monitor=(-m "$DAISI_RUN_LOCAL_NATS_MONITOR_PORT")
+env "$(only GOMAXPROCS "${DAISI_RUN_LOCAL_NATS_GOMAXPROCS:-}")" \
+    nats-server -js -p "$nats_port" -sd "$work/nats" "${monitor[@]}" >"$work/nats.log" 2>&1 & pids+=($!)
 
 key() { od -An -tx1 -N32 /dev/urandom | tr -d ' \n'; }
 export DAISI_LOG_FORMAT=${DAISI_LOG_FORMAT:-pretty}
@@ -49,9 +60,9 @@ export DAISI_EDGE_MINT_ADDR=${DAISI_EDGE_MINT_ADDR:-127.0.0.1:8082}
 export DAISI_EDGE_MINT_API_KEY=${DAISI_EDGE_MINT_API_KEY:-$(key)}
 export DAISI_EDGE_ADMIN_MINT_API_KEY=${DAISI_EDGE_ADMIN_MINT_API_KEY:-$(key)}
 
-"$bin/daisi-coordinator" & pids+=($!)
-"$bin/daisi-router" & pids+=($!)
-"$bin/daisi-edge" & pids+=($!)
+env "$(only TOKIO_WORKER_THREADS "${DAISI_RUN_LOCAL_COORDINATOR_WORKERS:-}")" "$bin/daisi-coordinator" & pids+=($!)
+env "$(only TOKIO_WORKER_THREADS "${DAISI_RUN_LOCAL_ROUTER_WORKERS:-}")" "$bin/daisi-router" & pids+=($!)
+env "$(only TOKIO_WORKER_THREADS "${DAISI_RUN_LOCAL_EDGE_WORKERS:-}")" "$bin/daisi-edge" & pids+=($!)
 
 cat <<TXT
 

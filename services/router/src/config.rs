@@ -73,7 +73,8 @@ pub struct Config {
     /// queued and new event for it fails fast (dead-lettered, or dropped and counted). Kept
     /// under the coordinator's pod lease so the router, not the purge, ends the wait.
     pub edge_unreachable_grace: Duration,
-    /// Events queued or in flight for one edge at most (its share of the ack window).
+    /// Events queued or in flight for one edge at most; as many more (fewer if the ack window
+    /// is smaller than twice this) may wait in its hold.
     pub edge_max_pending: usize,
     /// Deadline of an edge health probe, and how long a `Deliver` runs before the edge is
     /// probed: a frozen edge is detected after about twice this.

@@ -147,6 +147,14 @@ pub fn memory_settings(config: &Config) -> MemorySettings {
     }
 }
 
+/// How many events may wait in one edge's hold beyond its cap: as many again, but never so many
+/// that one edge in one replica could fill the ack window (the configuration checks only that
+/// the cap is below the window).
+fn edge_max_held(cap: usize, window: i64) -> usize {
+    let window = usize::try_from(window).unwrap_or(0);
+    cap.min(window.saturating_sub(cap).saturating_sub(1))
+}
+
 fn router_id() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| SERVICE.to_owned());
     format!("{host}-{}", std::process::id())
@@ -200,7 +208,6 @@ pub async fn run_with<S: EventSource>(
             ack_wait: config.ack_wait,
             hold_limit: config.ack_wait + config.edge_unreachable_grace,
             dead_letter_subject: config.dead_letter_subject.clone(),
-            max_deliver: config.max_deliver,
         },
         settler_stop.clone(),
     ));
@@ -249,6 +256,7 @@ pub async fn run_with<S: EventSource>(
                 lanes: config.edge_lanes,
                 unreachable_grace: config.edge_unreachable_grace,
                 max_pending: config.edge_max_pending,
+                max_held: edge_max_held(config.edge_max_pending, config.max_ack_pending),
                 probe_timeout: config.edge_probe_timeout,
                 router_id: Arc::from(router_id()),
             },
@@ -403,5 +411,18 @@ async fn probe<R: RouteResolver>(
         metrics
             .consumer_lag
             .set(i64::try_from(lag()).unwrap_or(i64::MAX));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::edge_max_held;
+
+    #[test]
+    fn an_edges_hold_matches_its_cap_but_never_lets_it_fill_the_ack_window() {
+        assert_eq!(edge_max_held(1_000, 10_000), 1_000);
+        assert_eq!(edge_max_held(1_000, 2_000), 999);
+        assert_eq!(edge_max_held(1_000, 1_001), 0);
+        assert_eq!(edge_max_held(1_000, 0), 0);
     }
 }

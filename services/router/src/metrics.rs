@@ -11,10 +11,11 @@ pub struct RouterMetrics {
     /// Deliveries that were redeliveries (delivery count > 1): a router died or gave up.
     pub redelivered: IntCounter,
     /// Per (event, edge): `delivered`, `duplicate`, `rejected`, `pod_gone`, `unreachable`,
-    /// `deferred` (the edge's backlog was full).
+    /// `backlog_full` (a healthy edge's backlog and hold were full).
     pub forwarded: IntCounterVec,
-    /// Messages settled, by verdict: `delivered`, `no_route`, `undeliverable` (acknowledged),
-    /// `redeliver` (handed back with a delayed nak: an edge had no room).
+    /// Events that waited in an edge's hold because its backlog was at the cap.
+    pub edge_held: IntCounter,
+    /// Messages settled, by verdict: `delivered`, `no_route`, `undeliverable` (acknowledged).
     pub acked: IntCounterVec,
     /// Events acknowledged without reaching every target, by reason.
     pub undeliverable: IntCounterVec,
@@ -73,6 +74,7 @@ impl RouterMetrics {
             "pod_gone",
             "rejected",
             "unreachable",
+            "backlog_full",
         ] {
             self.forwarded.with_label_values(&[outcome]);
         }
@@ -81,6 +83,7 @@ impl RouterMetrics {
             "malformed_payload",
             "rejected",
             "edge_unreachable",
+            "edge_backlog_full",
             "pod_gone",
         ] {
             self.undeliverable.with_label_values(&[reason]);
@@ -111,6 +114,10 @@ impl RouterMetrics {
                 "router_forwarded_total",
                 "events forwarded to edges, per event and edge, by outcome",
                 &["outcome"],
+            )?,
+            edge_held: metrics.counter(
+                "router_edge_held_total",
+                "events that waited in an edge's hold because its backlog was at the cap",
             )?,
             acked: metrics.counter_vec(
                 "router_acked_total",

@@ -26,10 +26,13 @@
 //!
 //! **Bounded backlog.** At most `max_pending` events are queued or in flight for one edge; each
 //! of them holds a slot of the consumer's ack window until it settles. An event beyond the cap
-//! never blocks the dispatcher or another edge: for a healthy (merely slow) edge it is handed
-//! back to the server for a later redelivery (a delayed nak, which still occupies its slot
-//! for the delay); for an edge that does not answer it is settled at once as unreachable, as
-//! holding it would take the shared window from every other edge.
+//! never blocks the dispatcher or another edge: for a healthy (merely slow) edge it waits in
+//! the edge's [`hold`] (at most `max_held` more, in dispatch order, so every key keeps its
+//! order), and once the hold is full too it is given up (`edge_backlog_full`, counted for the
+//! edge's gap notice); for an edge that does not answer it is settled at once as unreachable,
+//! as holding it would take the shared window from every other edge.
+
+mod hold;
 
 use super::health::{EdgeHealth, HealthState};
 use super::{DeliverCall, DeliverError, EdgeClient, EventOutcome, GapNotice, OutEvent};
@@ -43,6 +46,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use daisi_domain::PodId;
 use daisi_proto::limits::MAX_DELIVER_REQUEST_BYTES;
 use daisi_telemetry::propagation::set_parent;
+use hold::{Hold, Locked, Waiting};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -72,6 +76,8 @@ pub struct EdgeSettings {
     pub unreachable_grace: Duration,
     /// Events queued or in flight for one edge at most.
     pub max_pending: usize,
+    /// Events waiting in the edge's hold beyond `max_pending` at most.
+    pub max_held: usize,
     /// Deadline of a health probe, and how long a `Deliver` runs before the edge is probed.
     pub probe_timeout: Duration,
     /// This router replica (for the edge's logs).
@@ -93,6 +99,11 @@ struct Shared<C, R> {
     gone: AtomicBool,
     /// Obligations queued or in flight: the edge's share of the ack window.
     pending: AtomicUsize,
+    /// Obligations beyond the cap waiting for room, in dispatch order (see [`hold`]).
+    hold: Hold,
+    /// The lanes, for moving entries out of the hold; weak, so dropping the [`Edge`] (which
+    /// holds the strong senders) still ends the lanes.
+    lanes: Vec<mpsc::WeakSender<Obligation>>,
     last_used: Mutex<Instant>,
     health: EdgeHealth,
     /// Why the last call failed, for the unreachable verdict.
@@ -147,11 +158,15 @@ impl<C: EdgeClient, R: RouteResolver> Edge<C, R> {
         let lanes = settings.lanes.max(1);
         // Each lane could take the whole backlog; `pending` bounds the sum.
         let capacity = settings.max_pending.max(1);
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..lanes).map(|_| mpsc::channel(capacity)).unzip();
         let shared = Arc::new(Shared {
             pod,
             address: Mutex::new(address),
             gone: AtomicBool::new(false),
             pending: AtomicUsize::new(0),
+            hold: Hold::default(),
+            lanes: senders.iter().map(mpsc::Sender::downgrade).collect(),
             last_used: Mutex::new(Instant::now()),
             health: EdgeHealth::new(settings.unreachable_grace),
             last_error: Mutex::new(String::new()),
@@ -164,13 +179,10 @@ impl<C: EdgeClient, R: RouteResolver> Edge<C, R> {
             stop,
         });
         shared.report_state(HealthState::Healthy);
-        let lanes = (0..lanes)
-            .map(|_| {
-                let (tx, rx) = mpsc::channel(capacity);
-                tokio::spawn(run_lane(shared.clone(), rx));
-                tx
-            })
-            .collect();
+        for rx in receivers {
+            tokio::spawn(run_lane(shared.clone(), rx));
+        }
+        let lanes = senders;
         let retired = shared.stop.child_token();
         tokio::spawn(run_prober(shared.clone(), retired.clone()));
         Self {
@@ -180,8 +192,10 @@ impl<C: EdgeClient, R: RouteResolver> Edge<C, R> {
         }
     }
 
-    /// Queues an obligation on the lane of `key_hash`, or settles it at once when the pod is
-    /// gone, the edge unreachable or its backlog full. Never waits.
+    /// Queues an obligation on the lane of `key_hash`, holds it when the backlog is full (in
+    /// order, see [`hold`]), or settles it at once when the pod is gone, the edge unreachable,
+    /// or backlog and hold are full. Never waits. Called by the dispatcher only: the hold's
+    /// order relies on one producer.
     pub fn send(&self, key_hash: u64, obligation: Obligation) {
         let shared = &self.shared;
         if shared.gone.load(Ordering::Acquire) {
@@ -195,25 +209,31 @@ impl<C: EdgeClient, R: RouteResolver> Edge<C, R> {
             shared.settle(&obligation, shared.unreachable());
             return;
         }
-        if shared.pending.load(Ordering::Acquire) >= shared.settings.max_pending {
-            shared.overflow(&obligation, state);
+        let lane = usize::try_from(key_hash % self.lanes.len() as u64).unwrap_or(0);
+        let max = shared.settings.max_pending;
+        // Fast path: nothing older waits (only this producer fills the hold) and there is room.
+        if shared.hold.is_empty() && shared.pending.load(Ordering::Acquire) < max {
+            shared.enqueue(&self.lanes[lane], obligation);
             return;
         }
-        shared.pending.fetch_add(1, Ordering::AcqRel);
-        let lane = usize::try_from(key_hash % self.lanes.len() as u64).unwrap_or(0);
-        match self.lanes[lane].try_send(obligation) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(obligation)) => {
-                // Not reached while `pending` bounds the lanes; kept as a second bound.
-                shared.pending.fetch_sub(1, Ordering::AcqRel);
-                shared.overflow(&obligation, state);
-            }
-            Err(mpsc::error::TrySendError::Closed(obligation)) => {
-                // The lane ended (shutdown): the message is handed back to the server.
-                shared.pending.fetch_sub(1, Ordering::AcqRel);
-                drop(obligation);
-            }
+        let mut hold = shared.hold.lock();
+        shared.drain(&mut hold);
+        if hold.is_empty() && shared.pending.load(Ordering::Acquire) < max {
+            shared.enqueue(&self.lanes[lane], obligation);
+            return;
         }
+        if state == HealthState::Healthy && hold.len() < shared.settings.max_held {
+            hold.push_back(Waiting {
+                lane,
+                obligation,
+                since: Instant::now(),
+            });
+            shared.metrics.edge_held.inc();
+            return;
+        }
+        drop(hold);
+        // Giving up leaves a gap (announced to the edge), never a reordering.
+        shared.overflow(&obligation, state);
     }
 
     /// The pod moved to `address` (the coordinator says so).
@@ -234,15 +254,21 @@ impl<C: EdgeClient, R: RouteResolver> Edge<C, R> {
         self.shared.gone.load(Ordering::Acquire)
     }
 
-    /// Whether nothing is queued and nothing was sent for `idle`.
+    /// Whether nothing is queued or held and nothing was sent for `idle`.
     pub fn is_idle(&self, idle: Duration) -> bool {
         self.shared.pending.load(Ordering::Acquire) == 0
+            && self.shared.hold.is_empty()
             && self.shared.last_used.lock().elapsed() >= idle
     }
 
     /// Events queued or in flight for the edge.
     pub fn pending(&self) -> usize {
         self.shared.pending.load(Ordering::Acquire)
+    }
+
+    /// Events waiting in the edge's hold for room in its backlog.
+    pub fn held(&self) -> usize {
+        self.shared.hold.len()
     }
 
     /// The edge's health.
@@ -303,6 +329,10 @@ async fn run_lane<C: EdgeClient, R: RouteResolver>(
         let n = batch.len();
         shared.send_batch(batch).await;
         shared.pending.fetch_sub(n, Ordering::AcqRel);
+        // Always under the lock (once per batch): the dispatcher checks for room and adds to
+        // the hold under the same lock, so room made here is never missed by both sides.
+        let mut hold = shared.hold.lock();
+        shared.drain(&mut hold);
     }
 }
 
@@ -394,7 +424,7 @@ impl<C: EdgeClient, R: RouteResolver> Shared<C, R> {
     }
 
     fn settle(&self, obligation: &Obligation, outcome: EdgeOutcome) {
-        if matches!(outcome, EdgeOutcome::Unreachable(_)) {
+        if outcome.gives_up() {
             self.given_up.fetch_add(1, Ordering::AcqRel);
         }
         self.metrics
@@ -404,8 +434,66 @@ impl<C: EdgeClient, R: RouteResolver> Shared<C, R> {
         obligation.tracker.settle(outcome);
     }
 
+    /// Queues `obligation` on `lane` (the caller checked for room).
+    fn enqueue(&self, lane: &mpsc::Sender<Obligation>, obligation: Obligation) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        match lane.try_send(obligation) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(obligation)) => {
+                // Not reached while `pending` bounds the lanes; kept as a second bound.
+                self.pending.fetch_sub(1, Ordering::AcqRel);
+                self.overflow(&obligation, self.health.state());
+            }
+            Err(mpsc::error::TrySendError::Closed(obligation)) => {
+                // The lane ended (shutdown): the message is handed back to the server.
+                self.pending.fetch_sub(1, Ordering::AcqRel);
+                drop(obligation);
+            }
+        }
+    }
+
+    /// Moves entries from the front of the hold to their lanes while there is room; gives up
+    /// an entry that waited past the grace (a gap, not a reordering).
+    fn drain(&self, hold: &mut Locked<'_>) {
+        let max = self.settings.max_pending;
+        let grace = self.settings.unreachable_grace;
+        while let Some(front) = hold.front() {
+            let expired = front.since.elapsed() >= grace;
+            if !expired && self.pending.load(Ordering::Acquire) >= max {
+                return;
+            }
+            let Some(waiting) = hold.pop_front() else {
+                return;
+            };
+            if expired {
+                // The verdict a lane would give it now, if there is one.
+                let outcome = if self.gone.load(Ordering::Acquire) {
+                    EdgeOutcome::Gone
+                } else if self.health.state().fails_fast() {
+                    self.unreachable()
+                } else {
+                    EdgeOutcome::BacklogFull(format!(
+                        "waited {grace:?} for room in the backlog of edge {} ({max} events)",
+                        self.pod
+                    ))
+                };
+                self.settle(&waiting.obligation, outcome);
+                continue;
+            }
+            match self
+                .lanes
+                .get(waiting.lane)
+                .and_then(mpsc::WeakSender::upgrade)
+            {
+                Some(lane) => self.enqueue(&lane, waiting.obligation),
+                // The edge was dropped (shutdown): the message is handed back to the server.
+                None => drop(waiting),
+            }
+        }
+    }
+
     fn settle_all(&self, batch: &[Obligation], outcome: &EdgeOutcome) {
-        if matches!(outcome, EdgeOutcome::Unreachable(_)) {
+        if outcome.gives_up() {
             self.given_up
                 .fetch_add(batch.len() as u64, Ordering::AcqRel);
         }
@@ -426,17 +514,25 @@ impl<C: EdgeClient, R: RouteResolver> Shared<C, R> {
         ))
     }
 
-    /// An event beyond the backlog cap: later for a slow edge, given up for a silent one.
+    /// An event beyond the backlog cap and the hold (or beyond the cap of an edge that does
+    /// not answer): given up.
     fn overflow(&self, obligation: &Obligation, state: HealthState) {
+        let max = self.settings.max_pending;
         if state == HealthState::Healthy {
-            self.settle(obligation, EdgeOutcome::Deferred);
+            self.settle(
+                obligation,
+                EdgeOutcome::BacklogFull(format!(
+                    "edge {} backlog ({max} events) and hold ({}) full",
+                    self.pod, self.settings.max_held
+                )),
+            );
         } else {
             let error = self.last_error.lock().clone();
             self.settle(
                 obligation,
                 EdgeOutcome::Unreachable(format!(
-                    "edge {} backlog full ({} events) while it does not answer: {error}",
-                    self.pod, self.settings.max_pending
+                    "edge {} backlog full ({max} events) while it does not answer: {error}",
+                    self.pod
                 )),
             );
         }

@@ -35,7 +35,8 @@ pub enum Reason {
     /// A registered edge could not be reached within the unreachable grace (or its backlog
     /// was full while it did not answer).
     EdgeUnreachable(String),
-    /// A healthy edge's backlog stayed full until the message's last allowed delivery.
+    /// A healthy edge's backlog and hold were full, or the event waited in the hold past the
+    /// grace (services/router/src/forward/edge/hold.rs).
     EdgeBacklogFull(String),
     /// Every target pod is gone (its clients reconnect elsewhere and resynchronise).
     PodGone,
@@ -80,8 +81,6 @@ pub enum Verdict {
     Delivered,
     /// Nobody listens: acknowledged, nothing to do.
     NoRoute,
-    /// An edge's backlog was full: handed back to the server for a later redelivery.
-    Redeliver,
     /// Acknowledged without reaching every target.
     Undeliverable(Reason),
 }
@@ -99,8 +98,9 @@ pub enum EdgeOutcome {
     Rejected(String),
     /// Not reachable within the grace.
     Unreachable(String),
-    /// The edge's backlog is full (it is slow, not silent): to be redelivered later.
-    Deferred,
+    /// Given up by a healthy (slow) edge: its backlog and hold were full, or the event waited
+    /// past the grace for room.
+    BacklogFull(String),
 }
 
 impl EdgeOutcome {
@@ -112,17 +112,22 @@ impl EdgeOutcome {
             Self::Gone => "pod_gone",
             Self::Rejected(_) => "rejected",
             Self::Unreachable(_) => "unreachable",
-            Self::Deferred => "deferred",
+            Self::BacklogFull(_) => "backlog_full",
         }
+    }
+
+    /// Whether the edge missed the event: it counts toward the edge's next gap notice.
+    pub fn gives_up(&self) -> bool {
+        matches!(self, Self::Unreachable(_) | Self::BacklogFull(_))
     }
 }
 
 #[derive(Debug, Default)]
 struct Fold {
     accepted: bool,
-    deferred: bool,
     rejected: Option<String>,
     unreachable: Option<String>,
+    backlog_full: Option<String>,
 }
 
 /// Counts down the edges one event still waits for.
@@ -144,21 +149,20 @@ impl Tracker {
                 EdgeOutcome::Gone => {}
                 EdgeOutcome::Rejected(r) => fold.rejected = Some(r),
                 EdgeOutcome::Unreachable(r) => fold.unreachable = Some(r),
-                EdgeOutcome::Deferred => fold.deferred = true,
+                EdgeOutcome::BacklogFull(r) => fold.backlog_full = Some(r),
             }
         }
         if self.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
         }
         let fold = std::mem::take(&mut *self.fold.lock());
-        // A refusal is final; an edge that merely had no room gets the message again (the
-        // others drop the repeat by its stream sequence); then what was given up.
+        // A refusal is final; then what was given up (a silent edge before a slow one).
         let verdict = if let Some(reason) = fold.rejected {
             Verdict::Undeliverable(Reason::Rejected(reason))
-        } else if fold.deferred {
-            Verdict::Redeliver
         } else if let Some(reason) = fold.unreachable {
             Verdict::Undeliverable(Reason::EdgeUnreachable(reason))
+        } else if let Some(reason) = fold.backlog_full {
+            Verdict::Undeliverable(Reason::EdgeBacklogFull(reason))
         } else if fold.accepted {
             Verdict::Delivered
         } else {
@@ -173,8 +177,6 @@ impl Tracker {
 #[derive(Debug)]
 struct Held {
     acker: Arc<Acker>,
-    /// Delivery attempt of this copy (1 on the first delivery).
-    delivered: u64,
     received: Instant,
     sequence: u64,
     subject: String,
@@ -227,7 +229,6 @@ impl Ledger {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let held = Held {
             acker: Arc::new(delivery.acker),
-            delivered: delivery.delivered,
             received: Instant::now(),
             sequence: delivery.stream_sequence,
             subject: delivery.subject,
@@ -328,14 +329,6 @@ pub struct SettlerSettings {
     pub hold_limit: Duration,
     /// Where undeliverable messages are republished.
     pub dead_letter_subject: Option<String>,
-    /// The consumer's max deliver: a message on its last delivery is not handed back.
-    pub max_deliver: i64,
-}
-
-/// Delay of a nak for an edge without room, per delivery so far (1 s, 2 s, ... up to 10 s):
-/// long enough for a slow edge to drain, short next to the ack wait.
-fn redeliver_delay(delivered: u64) -> Duration {
-    Duration::from_secs(delivered.clamp(1, 10))
 }
 
 /// Acknowledges settled messages, dead-letters undeliverable ones and keeps long-held ones
@@ -373,34 +366,13 @@ pub async fn run_settler<P: Publisher>(
 
 async fn settle<P: Publisher>(
     held: Held,
-    mut verdict: Verdict,
+    verdict: Verdict,
     publisher: &P,
     settings: &SettlerSettings,
     metrics: &RouterMetrics,
     logs: &RateLimit,
 ) {
-    if verdict == Verdict::Redeliver {
-        let last = i64::try_from(held.delivered).unwrap_or(i64::MAX) >= settings.max_deliver;
-        if !last {
-            metrics.acked.with_label_values(&["redeliver"]).inc();
-            if held
-                .acker
-                .nak(redeliver_delay(held.delivered))
-                .await
-                .is_err()
-            {
-                metrics.ack_errors.inc();
-            }
-            return;
-        }
-        // The server would drop it silently after this delivery: give it up visibly instead.
-        verdict = Verdict::Undeliverable(Reason::EdgeBacklogFull(format!(
-            "an edge had no room for it in {} deliveries",
-            held.delivered
-        )));
-    }
     match &verdict {
-        Verdict::Redeliver => {}
         Verdict::Delivered => metrics.acked.with_label_values(&["delivered"]).inc(),
         Verdict::NoRoute => metrics.acked.with_label_values(&["no_route"]).inc(),
         Verdict::Undeliverable(reason) => {
@@ -478,7 +450,6 @@ mod tests {
                 ack_wait: Duration::from_secs(30),
                 hold_limit: Duration::from_secs(60),
                 dead_letter_subject: Some("dlq".into()),
-                max_deliver: MAX_DELIVER,
             },
             stop.clone(),
         ));
@@ -495,29 +466,17 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_edge_without_room_gets_the_message_again_later_and_a_last_delivery_is_given_up_visibly()
-     {
+    async fn an_event_an_edge_gave_up_for_lack_of_room_is_dead_lettered_and_acknowledged() {
         let (stream, mut consumer, ledger, stop) = rig().await;
-        // Two targets: one took it, the other had no room.
+        // Two targets: one took it, the other's backlog and hold were full.
         let first = consumer.next().await.unwrap();
-        assert_eq!(first.delivered, 1);
         let id = ledger.hold(first);
         let tracker = ledger.tracker(id, 2);
         tracker.settle(EdgeOutcome::Delivered);
-        tracker.settle(EdgeOutcome::Deferred);
-        // Handed back with a delayed nak: not acknowledged, not dead-lettered, back later.
-        let again = tokio::time::timeout(Duration::from_secs(5), consumer.next())
-            .await
-            .expect("redelivered after the nak's delay")
-            .unwrap();
-        assert_eq!(again.delivered, 2);
-        assert!(stream.dead_letters().is_empty());
-        assert_eq!(stream.len(), 1);
-
-        // The last delivery the consumer allows: given up with a reason, not dropped silently.
-        let id = ledger.hold(again);
-        ledger.tracker(id, 1).settle(EdgeOutcome::Deferred);
+        tracker.settle(EdgeOutcome::BacklogFull("full".into()));
         tokio::time::sleep(Duration::from_millis(10)).await;
+        // Given up with a reason, never handed back (a redelivery would come back behind
+        // later events of its key).
         let letters = stream.dead_letters();
         assert_eq!(letters.len(), 1);
         assert!(
@@ -527,11 +486,13 @@ mod tests {
         );
         assert!(stream.is_empty(), "acknowledged");
         assert!(ledger.is_empty());
+        let redelivered = tokio::time::timeout(Duration::from_secs(60), consumer.next()).await;
+        assert!(redelivered.is_err(), "not redelivered");
         stop.cancel();
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_refusal_outweighs_a_deferral_and_a_deferral_outweighs_an_unreachable_edge() {
+    async fn a_refusal_outweighs_what_was_given_up_and_a_silent_edge_outweighs_a_full_one() {
         let (_stream, _consumer, ledger, stop) = rig().await;
         let (tx, mut rx) = mpsc::unbounded_channel();
         let tracker = |outcomes: Vec<EdgeOutcome>| {
@@ -546,12 +507,16 @@ mod tests {
             }
         };
         tracker(vec![
-            EdgeOutcome::Deferred,
+            EdgeOutcome::BacklogFull("full".into()),
             EdgeOutcome::Rejected("bad".into()),
         ]);
         tracker(vec![
             EdgeOutcome::Unreachable("frozen".into()),
-            EdgeOutcome::Deferred,
+            EdgeOutcome::BacklogFull("full".into()),
+        ]);
+        tracker(vec![
+            EdgeOutcome::BacklogFull("full".into()),
+            EdgeOutcome::Delivered,
         ]);
         tracker(vec![
             EdgeOutcome::Unreachable("frozen".into()),
@@ -565,7 +530,8 @@ mod tests {
             verdicts,
             [
                 Verdict::Undeliverable(Reason::Rejected("bad".into())),
-                Verdict::Redeliver,
+                Verdict::Undeliverable(Reason::EdgeUnreachable("frozen".into())),
+                Verdict::Undeliverable(Reason::EdgeBacklogFull("full".into())),
                 Verdict::Undeliverable(Reason::EdgeUnreachable("frozen".into())),
                 Verdict::Delivered,
             ]

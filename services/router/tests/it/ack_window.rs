@@ -1,6 +1,7 @@
 //! How a real nats-server counts settled and unsettled messages in a consumer's ack-pending
-//! window (`max_ack_pending`). The router's per-edge cap and its overflow handling rely on
-//! these facts (services/router/README.md, "The ack window"); this pins them.
+//! window (`max_ack_pending`). The router's per-edge cap, and its choice to hold events beyond
+//! it rather than hand them back with a nak, rest on these facts (services/router/README.md,
+//! "The ack window"); this pins them.
 
 use crate::support::{create_stream, jetstream, payload, publish_all};
 use async_nats::jetstream::AckKind;

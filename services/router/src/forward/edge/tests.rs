@@ -1,5 +1,5 @@
 //! The forwarding policy of one edge with a paused clock: the backlog cap (the edge's share
-//! of the ack window), what happens beyond it, detection of a silent edge by deadline, the
+//! of the ack window), the hold beyond it and per-key order through it, detection of a silent edge by deadline, the
 //! fail-fast after the grace, and recovery. The transport is a scripted [`EdgeClient`] (an
 //! edge that answers, or one that never does), the coordinator a resolver that lists the pod.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -23,6 +23,8 @@ struct Scripted {
     delivered: AtomicUsize,
     /// When each call started and how many events it carried.
     calls: Mutex<Vec<(Instant, usize)>>,
+    /// Stream sequences of the events accepted, in the order the calls were answered.
+    accepted: Mutex<Vec<u64>>,
 }
 
 impl Default for Scripted {
@@ -33,6 +35,7 @@ impl Default for Scripted {
             gate: tokio::sync::Semaphore::new(0),
             delivered: AtomicUsize::new(0),
             calls: Mutex::new(Vec::new()),
+            accepted: Mutex::new(Vec::new()),
         }
     }
 }
@@ -48,6 +51,9 @@ impl EdgeClient for Scripted {
         }
         self.delivered
             .fetch_add(call.events.len(), Ordering::AcqRel);
+        self.accepted
+            .lock()
+            .extend(call.events.iter().map(|e| e.stream_sequence));
         Ok(call
             .events
             .iter()
@@ -114,6 +120,7 @@ impl Rig {
                 lanes: 2,
                 unreachable_grace: GRACE,
                 max_pending: CAP,
+                max_held: CAP,
                 probe_timeout: PROBE,
                 router_id: Arc::from("router-test"),
             },
@@ -187,6 +194,10 @@ fn unreachable(v: &Verdict) -> bool {
     matches!(v, Verdict::Undeliverable(Reason::EdgeUnreachable(_)))
 }
 
+fn backlog_full(v: &Verdict) -> bool {
+    matches!(v, Verdict::Undeliverable(Reason::EdgeBacklogFull(_)))
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_healthy_edge_gets_everything_and_its_backlog_empties() {
     let mut rig = Rig::new();
@@ -204,13 +215,12 @@ async fn the_backlog_is_capped_and_a_silent_edge_fails_fast_after_the_grace() {
     rig.client.silent.store(true, Ordering::Release);
     let frozen_at = Instant::now();
 
-    // The cap holds; beyond it a (so far) healthy edge's events are handed back for later.
+    // The cap holds; beyond it a (so far) healthy edge's events wait in its hold.
     rig.send(CAP + 3);
     assert_eq!(rig.edge.pending(), CAP, "the edge's share of the window");
+    assert_eq!(rig.edge.held(), 3);
     rig.run_for(Duration::from_millis(10)).await;
-    let verdicts = rig.verdicts();
-    assert_eq!(count(&verdicts, |v| *v == Verdict::Redeliver), 3);
-    assert_eq!(verdicts.len(), 3, "the capped ones wait");
+    assert!(rig.verdicts().is_empty(), "the capped ones wait");
 
     // Detected by deadline: the calls run past the probe timeout, the probe gets no answer.
     rig.run_for(PROBE * 2 + Duration::from_millis(10)).await;
@@ -219,19 +229,21 @@ async fn the_backlog_is_capped_and_a_silent_edge_fails_fast_after_the_grace() {
         "{:?}",
         rig.edge.health()
     );
-    // Beyond the cap while failing: given up at once, never queued.
+    // Beyond the cap while failing: given up at once, never queued nor held.
     rig.send(2);
     assert_eq!(rig.edge.pending(), CAP);
+    assert_eq!(rig.edge.held(), 3);
     let verdicts = rig.verdicts();
     assert_eq!(count(&verdicts, unreachable), 2);
 
-    // The grace ends: every held event settles at once, new ones never wait.
+    // The grace ends: every queued and held event settles at once, new ones never wait.
     let until = frozen_at + GRACE;
     tokio::time::sleep_until(until + Duration::from_millis(10)).await;
     assert!(rig.edge.health().fails_fast());
     let verdicts = rig.verdicts();
-    assert_eq!(count(&verdicts, unreachable), CAP, "{verdicts:?}");
+    assert_eq!(count(&verdicts, unreachable), CAP + 3, "{verdicts:?}");
     assert_eq!(rig.edge.pending(), 0, "the window share is free again");
+    assert_eq!(rig.edge.held(), 0);
     rig.send(5);
     let verdicts = rig.verdicts();
     assert_eq!(count(&verdicts, unreachable), 5, "new events fail fast");
@@ -326,5 +338,77 @@ async fn a_batch_delay_still_waits_for_more() {
         *rig.client.calls.lock(),
         [(sent_at + Duration::from_millis(2), 2)],
         "one call after the delay, with both events"
+    );
+}
+
+/// A burst of three keys, interleaved, twice the cap: the events beyond the cap wait in the
+/// hold and every key reaches the edge complete and in order (handed back, they would come
+/// back behind later events of their key).
+#[tokio::test(start_paused = true)]
+async fn a_burst_beyond_the_cap_waits_in_the_hold_and_keeps_each_keys_order() {
+    let mut rig = Rig::new();
+    rig.client.gated.store(true, Ordering::Release);
+    let keys = [11_u64, 12, 13];
+    let mut key_of = HashMap::new();
+    for i in 0..2 * CAP {
+        let key = keys[i % keys.len()];
+        rig.send_keyed(key, 1);
+        key_of.insert(rig.next, key);
+        // Let the lanes take what they can meanwhile, as the dispatcher would.
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(rig.edge.pending(), CAP);
+    assert_eq!(rig.edge.held(), CAP);
+    assert!(rig.verdicts().is_empty(), "nothing given up or handed back");
+
+    // The edge answers, one call at a time.
+    for _ in 0..(2 * CAP) {
+        rig.client.gate.add_permits(1);
+        rig.run_for(Duration::from_millis(1)).await;
+    }
+    rig.run_for(Duration::from_millis(50)).await;
+    let verdicts = rig.verdicts();
+    assert_eq!(
+        count(&verdicts, |v| *v == Verdict::Delivered),
+        2 * CAP,
+        "{verdicts:?}"
+    );
+    assert_eq!(rig.edge.pending(), 0);
+    assert_eq!(rig.edge.held(), 0);
+    let accepted = rig.client.accepted.lock().clone();
+    assert_eq!(accepted.len(), 2 * CAP);
+    for key in keys {
+        let order: Vec<u64> = accepted
+            .iter()
+            .copied()
+            .filter(|s| key_of[s] == key)
+            .collect();
+        assert!(order.is_sorted(), "key {key}: {order:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn beyond_the_hold_or_past_the_grace_in_it_an_event_is_given_up_and_announced() {
+    let mut rig = Rig::new();
+    rig.client.gated.store(true, Ordering::Release);
+    rig.send(2 * CAP + 2);
+    assert_eq!(rig.edge.pending(), CAP);
+    assert_eq!(rig.edge.held(), CAP);
+    let verdicts = rig.verdicts();
+    assert_eq!(count(&verdicts, backlog_full), 2, "{verdicts:?}");
+    assert_eq!(rig.edge.shared.given_up.load(Ordering::Acquire), 2);
+
+    // The edge stays slow (answers probes, not the calls) past the grace: the next event
+    // finds the hold's entries too old and gives them up, then waits itself.
+    rig.run_for(GRACE + Duration::from_millis(10)).await;
+    assert_eq!(rig.edge.health(), HealthState::Healthy);
+    rig.send(1);
+    let verdicts = rig.verdicts();
+    assert_eq!(count(&verdicts, backlog_full), CAP, "{verdicts:?}");
+    assert_eq!(rig.edge.held(), 1);
+    assert_eq!(
+        rig.edge.shared.given_up.load(Ordering::Acquire),
+        CAP as u64 + 2,
+        "the next answered call carries a gap notice"
     );
 }
