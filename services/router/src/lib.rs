@@ -208,6 +208,7 @@ pub async fn run_with<S: EventSource>(
             ack_wait: config.ack_wait,
             hold_limit: config.ack_wait + config.edge_unreachable_grace,
             dead_letter_subject: config.dead_letter_subject.clone(),
+            max_deliver: config.max_deliver,
         },
         settler_stop.clone(),
     ));

@@ -11,11 +11,13 @@ pub struct RouterMetrics {
     /// Deliveries that were redeliveries (delivery count > 1): a router died or gave up.
     pub redelivered: IntCounter,
     /// Per (event, edge): `delivered`, `duplicate`, `rejected`, `pod_gone`, `unreachable`,
-    /// `backlog_full` (a healthy edge's backlog and hold were full).
+    /// `deferred` (a healthy edge's backlog and hold were full: handed back for a later
+    /// redelivery), `backlog_full` (given up after waiting in the hold past the grace).
     pub forwarded: IntCounterVec,
     /// Events that waited in an edge's hold because its backlog was at the cap.
     pub edge_held: IntCounter,
-    /// Messages settled, by verdict: `delivered`, `no_route`, `undeliverable` (acknowledged).
+    /// Messages settled, by verdict: `delivered`, `no_route`, `undeliverable` (acknowledged),
+    /// `redeliver` (handed back with a delayed nak: an edge had no room in backlog nor hold).
     pub acked: IntCounterVec,
     /// Events acknowledged without reaching every target, by reason.
     pub undeliverable: IntCounterVec,
@@ -65,7 +67,7 @@ impl RouterMetrics {
     /// Creates the labelled series the dashboards and alerts (deploy/) query at zero, so a
     /// healthy router exports them too and rates read 0 rather than "no data".
     fn start_at_zero(&self) {
-        for verdict in ["delivered", "no_route", "undeliverable"] {
+        for verdict in ["delivered", "no_route", "undeliverable", "redeliver"] {
             self.acked.with_label_values(&[verdict]);
         }
         for outcome in [
@@ -74,6 +76,7 @@ impl RouterMetrics {
             "pod_gone",
             "rejected",
             "unreachable",
+            "deferred",
             "backlog_full",
         ] {
             self.forwarded.with_label_values(&[outcome]);

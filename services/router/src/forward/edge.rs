@@ -27,10 +27,11 @@
 //! **Bounded backlog.** At most `max_pending` events are queued or in flight for one edge; each
 //! of them holds a slot of the consumer's ack window until it settles. An event beyond the cap
 //! never blocks the dispatcher or another edge: for a healthy (merely slow) edge it waits in
-//! the edge's [`hold`] (at most `max_held` more, in dispatch order, so every key keeps its
-//! order), and once the hold is full too it is given up (`edge_backlog_full`, counted for the
-//! edge's gap notice); for an edge that does not answer it is settled at once as unreachable,
-//! as holding it would take the shared window from every other edge.
+//! the edge's hold (`edge/hold.rs`: at most `max_held` more, in dispatch order, so every key
+//! keeps its order), and once the hold is full too it is handed back to the server with a
+//! delayed nak (nothing lost, but it comes back behind later events of its key, so it counts
+//! for the edge's gap notice); for an edge that does not answer it is settled at once as
+//! unreachable, as holding it would take the shared window from every other edge.
 
 mod hold;
 
@@ -108,7 +109,7 @@ struct Shared<C, R> {
     health: EdgeHealth,
     /// Why the last call failed, for the unreachable verdict.
     last_error: Mutex<String>,
-    /// Events given up on (settled unreachable) since the last answered call: the next call
+    /// Events given up on or handed back ([`EdgeOutcome::gives_up`]) since the last answered call: the next call
     /// carries the count, so the edge can tell its sockets they may have missed events.
     given_up: AtomicU64,
     client: Arc<C>,
@@ -193,9 +194,9 @@ impl<C: EdgeClient, R: RouteResolver> Edge<C, R> {
     }
 
     /// Queues an obligation on the lane of `key_hash`, holds it when the backlog is full (in
-    /// order, see [`hold`]), or settles it at once when the pod is gone, the edge unreachable,
-    /// or backlog and hold are full. Never waits. Called by the dispatcher only: the hold's
-    /// order relies on one producer.
+    /// order, see `edge/hold.rs`), or settles it at once when the pod is gone, the edge
+    /// unreachable, or backlog and hold are full (handed back). Never waits. Called by the
+    /// dispatcher only: the hold's order relies on one producer.
     pub fn send(&self, key_hash: u64, obligation: Obligation) {
         let shared = &self.shared;
         if shared.gone.load(Ordering::Acquire) {
@@ -232,7 +233,7 @@ impl<C: EdgeClient, R: RouteResolver> Edge<C, R> {
             return;
         }
         drop(hold);
-        // Giving up leaves a gap (announced to the edge), never a reordering.
+        // Beyond backlog and hold: handed back (healthy) or given up (failing); both announced.
         shared.overflow(&obligation, state);
     }
 
@@ -514,18 +515,13 @@ impl<C: EdgeClient, R: RouteResolver> Shared<C, R> {
         ))
     }
 
-    /// An event beyond the backlog cap and the hold (or beyond the cap of an edge that does
-    /// not answer): given up.
+    /// An event beyond the backlog cap and the hold of a healthy edge: handed back for a later
+    /// redelivery (nothing lost; it may arrive behind later events of its key, so it counts
+    /// toward the gap notice). Beyond the cap of an edge that does not answer: given up.
     fn overflow(&self, obligation: &Obligation, state: HealthState) {
         let max = self.settings.max_pending;
         if state == HealthState::Healthy {
-            self.settle(
-                obligation,
-                EdgeOutcome::BacklogFull(format!(
-                    "edge {} backlog ({max} events) and hold ({}) full",
-                    self.pod, self.settings.max_held
-                )),
-            );
+            self.settle(obligation, EdgeOutcome::Deferred);
         } else {
             let error = self.last_error.lock().clone();
             self.settle(

@@ -81,6 +81,10 @@ pub enum Verdict {
     Delivered,
     /// Nobody listens: acknowledged, nothing to do.
     NoRoute,
+    /// An edge had no room in its backlog nor its hold: handed back to the server for a later
+    /// redelivery (the last resort, after the hold: nothing is lost, but the event may arrive
+    /// behind later events of its key, so the edge also gets a gap notice).
+    Redeliver,
     /// Acknowledged without reaching every target.
     Undeliverable(Reason),
 }
@@ -98,8 +102,9 @@ pub enum EdgeOutcome {
     Rejected(String),
     /// Not reachable within the grace.
     Unreachable(String),
-    /// Given up by a healthy (slow) edge: its backlog and hold were full, or the event waited
-    /// past the grace for room.
+    /// A healthy (slow) edge's backlog and hold were both full: to be redelivered later.
+    Deferred,
+    /// Given up by a healthy (slow) edge: the event waited in its hold past the grace.
     BacklogFull(String),
 }
 
@@ -112,19 +117,26 @@ impl EdgeOutcome {
             Self::Gone => "pod_gone",
             Self::Rejected(_) => "rejected",
             Self::Unreachable(_) => "unreachable",
+            Self::Deferred => "deferred",
             Self::BacklogFull(_) => "backlog_full",
         }
     }
 
-    /// Whether the edge missed the event: it counts toward the edge's next gap notice.
+    /// Whether the edge missed the event, or will get it out of order (a deferred event comes
+    /// back behind later ones, which a `json.v2` socket's sequence floor then drops): it counts
+    /// toward the edge's next gap notice.
     pub fn gives_up(&self) -> bool {
-        matches!(self, Self::Unreachable(_) | Self::BacklogFull(_))
+        matches!(
+            self,
+            Self::Unreachable(_) | Self::BacklogFull(_) | Self::Deferred
+        )
     }
 }
 
 #[derive(Debug, Default)]
 struct Fold {
     accepted: bool,
+    deferred: bool,
     rejected: Option<String>,
     unreachable: Option<String>,
     backlog_full: Option<String>,
@@ -149,6 +161,7 @@ impl Tracker {
                 EdgeOutcome::Gone => {}
                 EdgeOutcome::Rejected(r) => fold.rejected = Some(r),
                 EdgeOutcome::Unreachable(r) => fold.unreachable = Some(r),
+                EdgeOutcome::Deferred => fold.deferred = true,
                 EdgeOutcome::BacklogFull(r) => fold.backlog_full = Some(r),
             }
         }
@@ -156,9 +169,13 @@ impl Tracker {
             return;
         }
         let fold = std::mem::take(&mut *self.fold.lock());
-        // A refusal is final; then what was given up (a silent edge before a slow one).
+        // A refusal is final; an edge that merely had no room gets the message again (the
+        // others drop the repeat by its stream sequence); then what was given up (a silent
+        // edge before a slow one).
         let verdict = if let Some(reason) = fold.rejected {
             Verdict::Undeliverable(Reason::Rejected(reason))
+        } else if fold.deferred {
+            Verdict::Redeliver
         } else if let Some(reason) = fold.unreachable {
             Verdict::Undeliverable(Reason::EdgeUnreachable(reason))
         } else if let Some(reason) = fold.backlog_full {
@@ -177,6 +194,8 @@ impl Tracker {
 #[derive(Debug)]
 struct Held {
     acker: Arc<Acker>,
+    /// Delivery attempt of this copy (1 on the first delivery).
+    delivered: u64,
     received: Instant,
     sequence: u64,
     subject: String,
@@ -229,6 +248,7 @@ impl Ledger {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let held = Held {
             acker: Arc::new(delivery.acker),
+            delivered: delivery.delivered,
             received: Instant::now(),
             sequence: delivery.stream_sequence,
             subject: delivery.subject,
@@ -329,6 +349,14 @@ pub struct SettlerSettings {
     pub hold_limit: Duration,
     /// Where undeliverable messages are republished.
     pub dead_letter_subject: Option<String>,
+    /// The consumer's max deliver: a message on its last delivery is not handed back.
+    pub max_deliver: i64,
+}
+
+/// Delay of a nak for an edge without room, per delivery so far (1 s, 2 s, ... up to 10 s):
+/// long enough for a slow edge to drain, short next to the ack wait.
+fn redeliver_delay(delivered: u64) -> Duration {
+    Duration::from_secs(delivered.clamp(1, 10))
 }
 
 /// Acknowledges settled messages, dead-letters undeliverable ones and keeps long-held ones
@@ -366,13 +394,34 @@ pub async fn run_settler<P: Publisher>(
 
 async fn settle<P: Publisher>(
     held: Held,
-    verdict: Verdict,
+    mut verdict: Verdict,
     publisher: &P,
     settings: &SettlerSettings,
     metrics: &RouterMetrics,
     logs: &RateLimit,
 ) {
+    if verdict == Verdict::Redeliver {
+        let last = i64::try_from(held.delivered).unwrap_or(i64::MAX) >= settings.max_deliver;
+        if !last {
+            metrics.acked.with_label_values(&["redeliver"]).inc();
+            if held
+                .acker
+                .nak(redeliver_delay(held.delivered))
+                .await
+                .is_err()
+            {
+                metrics.ack_errors.inc();
+            }
+            return;
+        }
+        // The server would drop it silently after this delivery: give it up visibly instead.
+        verdict = Verdict::Undeliverable(Reason::EdgeBacklogFull(format!(
+            "an edge had no room for it in {} deliveries",
+            held.delivered
+        )));
+    }
     match &verdict {
+        Verdict::Redeliver => {}
         Verdict::Delivered => metrics.acked.with_label_values(&["delivered"]).inc(),
         Verdict::NoRoute => metrics.acked.with_label_values(&["no_route"]).inc(),
         Verdict::Undeliverable(reason) => {
@@ -450,6 +499,7 @@ mod tests {
                 ack_wait: Duration::from_secs(30),
                 hold_limit: Duration::from_secs(60),
                 dead_letter_subject: Some("dlq".into()),
+                max_deliver: MAX_DELIVER,
             },
             stop.clone(),
         ));
@@ -466,9 +516,45 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn an_edge_without_room_gets_the_message_again_later_and_a_last_delivery_is_given_up_visibly()
+     {
+        let (stream, mut consumer, ledger, stop) = rig().await;
+        // Two targets: one took it, the other had no room in its backlog nor its hold.
+        let first = consumer.next().await.unwrap();
+        assert_eq!(first.delivered, 1);
+        let id = ledger.hold(first);
+        let tracker = ledger.tracker(id, 2);
+        tracker.settle(EdgeOutcome::Delivered);
+        tracker.settle(EdgeOutcome::Deferred);
+        // Handed back with a delayed nak: not acknowledged, not dead-lettered, back later.
+        let again = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+            .await
+            .expect("redelivered after the nak's delay")
+            .unwrap();
+        assert_eq!(again.delivered, 2);
+        assert!(stream.dead_letters().is_empty());
+        assert_eq!(stream.len(), 1);
+
+        // The last delivery the consumer allows: given up with a reason, not dropped silently.
+        let id = ledger.hold(again);
+        ledger.tracker(id, 1).settle(EdgeOutcome::Deferred);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let letters = stream.dead_letters();
+        assert_eq!(letters.len(), 1);
+        assert!(
+            letters[0].1.reason.starts_with("edge_backlog_full"),
+            "{}",
+            letters[0].1.reason
+        );
+        assert!(stream.is_empty(), "acknowledged");
+        assert!(ledger.is_empty());
+        stop.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn an_event_an_edge_gave_up_for_lack_of_room_is_dead_lettered_and_acknowledged() {
         let (stream, mut consumer, ledger, stop) = rig().await;
-        // Two targets: one took it, the other's backlog and hold were full.
+        // Two targets: one took it, the other's hold kept it past the grace.
         let first = consumer.next().await.unwrap();
         let id = ledger.hold(first);
         let tracker = ledger.tracker(id, 2);
@@ -523,6 +609,16 @@ mod tests {
             EdgeOutcome::Delivered,
         ]);
         tracker(vec![EdgeOutcome::Gone, EdgeOutcome::Delivered]);
+        // An edge without room in backlog nor hold gets the event again; only a refusal
+        // outweighs that.
+        tracker(vec![
+            EdgeOutcome::Unreachable("frozen".into()),
+            EdgeOutcome::Deferred,
+        ]);
+        tracker(vec![
+            EdgeOutcome::Deferred,
+            EdgeOutcome::Rejected("bad".into()),
+        ]);
         let verdicts: Vec<Verdict> = std::iter::from_fn(|| rx.try_recv().ok())
             .map(|(_, v)| v)
             .collect();
@@ -534,6 +630,8 @@ mod tests {
                 Verdict::Undeliverable(Reason::EdgeBacklogFull("full".into())),
                 Verdict::Undeliverable(Reason::EdgeUnreachable("frozen".into())),
                 Verdict::Delivered,
+                Verdict::Redeliver,
+                Verdict::Undeliverable(Reason::Rejected("bad".into())),
             ]
         );
         drop(ledger);
