@@ -42,46 +42,51 @@ pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
 /// hours below 24, minutes and seconds below 60 and an offset below 24 hours: the instant
 /// jiff would parse. `None` for any other text (jiff decides those), never a different answer.
 fn usual_rfc3339(text: &[u8]) -> Option<Timestamp> {
-    let digits = |at: usize, len: usize| -> Option<i64> {
-        let field = text.get(at..at + len)?;
-        field.iter().try_fold(0i64, |acc, &b| {
-            b.is_ascii_digit().then(|| acc * 10 + i64::from(b - b'0'))
-        })
-    };
+    // Fixed positions in a fixed-size head: no bounds checks, no loop over fields.
+    let (head, tail) = text.split_first_chunk::<19>()?;
     let separators = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
-    if separators.iter().any(|&(at, s)| text.get(at) != Some(&s)) {
+    let digit = |at: usize| i64::from(head[at].wrapping_sub(b'0'));
+    const DIGITS: [usize; 14] = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18];
+    let not_digits = DIGITS.iter().fold(false, |bad, &at| bad | (digit(at) > 9));
+    if not_digits || separators.iter().any(|&(at, s)| head[at] != s) {
         return None;
     }
-    let (year, month, day) = (digits(0, 4)?, digits(5, 2)?, digits(8, 2)?);
-    let (hour, minute, second) = (digits(11, 2)?, digits(14, 2)?, digits(17, 2)?);
+    let two = |at: usize| digit(at) * 10 + digit(at + 1);
+    let (year, month, day) = (two(0) * 100 + two(2), two(5), two(8));
+    let (hour, minute, second) = (two(11), two(14), two(17));
     if !(1000..=9000).contains(&year) || hour > 23 || minute > 59 || second > 59 {
         return None;
     }
     if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
         return None;
     }
-    let mut at = 19;
-    let mut nanos = 0i64;
-    if text.get(at) == Some(&b'.') {
-        let len = text[at + 1..]
-            .iter()
-            .take_while(|b| b.is_ascii_digit())
-            .count();
-        if !(1..=9).contains(&len) {
-            return None;
+    let (nanos, offset) = match tail {
+        [b'.', rest @ ..] => {
+            let len = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+            if !(1..=9).contains(&len) {
+                return None;
+            }
+            let (fraction, offset) = rest.split_at(len);
+            let value = fraction
+                .iter()
+                .fold(0i64, |acc, &b| acc * 10 + i64::from(b - b'0'));
+            (value * 10i64.pow(9 - len as u32), offset)
         }
-        nanos = digits(at + 1, len)? * 10i64.pow(9 - len as u32);
-        at += 1 + len;
-    }
-    let offset = match text.get(at..)? {
+        _ => (0, tail),
+    };
+    let offset = match offset {
         b"Z" => 0,
-        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
-            let (hours, minutes) = (digits(at + 1, 2)?, digits(at + 4, 2)?);
+        &[sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let digits = [h1, h2, m1, m2].map(|b| i64::from(b.wrapping_sub(b'0')));
+            if digits.iter().any(|&d| d > 9) {
+                return None;
+            }
+            let (hours, minutes) = (digits[0] * 10 + digits[1], digits[2] * 10 + digits[3]);
             if hours > 23 || minutes > 59 {
                 return None;
             }
             let offset = hours * 3600 + minutes * 60;
-            if *sign == b'-' { -offset } else { offset }
+            if sign == b'-' { -offset } else { offset }
         }
         _ => return None,
     };
@@ -100,6 +105,7 @@ fn days_in_month(year: i64, month: i64) -> i64 {
 }
 
 /// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+#[inline]
 fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let year = if month <= 2 { year - 1 } else { year };
     let era = year.div_euclid(400);

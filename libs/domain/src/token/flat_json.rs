@@ -47,9 +47,39 @@ pub(super) fn string_fields<'a, const N: usize>(
     (cursor.at == text.len()).then_some(values)
 }
 
-struct Cursor<'a> {
-    text: &'a str,
-    at: usize,
+/// The values of the named fields when `$text` (bytes) is exactly
+/// `{"name0":"value0","name1":"value1",...}` with every name once, in this order and without
+/// whitespace: the layout the Go service and [`super::TokenKeyring::encode_user`] write.
+/// Values are as in [`string_fields`] (no escapes, no control bytes). `None` for any other
+/// text, which [`string_fields`] then reads: this is only the common case without looking
+/// names up or skipping whitespace, never a different answer (tested against `string_fields`).
+///
+/// A macro so that every name is a literal at its check: the checks compile to word compares
+/// (a function looping over the names called `bcmp` four times a user token).
+macro_rules! in_order {
+    ($text:expr; $first:literal $(, $name:literal)* $(,)?) => {
+        (|| {
+            let text = std::str::from_utf8($text).ok()?;
+            let mut cursor = $crate::token::flat_json::Cursor { text, at: 0 };
+            cursor.literal(concat!("{\"", $first, "\":").as_bytes())?;
+            let values = [
+                cursor.string()?
+                $(, {
+                    cursor.literal(concat!(",\"", $name, "\":").as_bytes())?;
+                    cursor.string()?
+                })*
+            ];
+            cursor.literal(b"}")?;
+            (cursor.at == text.len()).then_some(values)
+        })()
+    };
+}
+pub(super) use in_order;
+
+/// A reading position in a text; [`in_order`] builds one at its call site.
+pub(super) struct Cursor<'a> {
+    pub(super) text: &'a str,
+    pub(super) at: usize,
 }
 
 impl<'a> Cursor<'a> {
@@ -76,8 +106,16 @@ impl<'a> Cursor<'a> {
         self.eat_if(byte).then_some(())
     }
 
+    /// `bytes`, exactly, next.
+    #[inline(always)]
+    pub(super) fn literal(&mut self, bytes: &[u8]) -> Option<()> {
+        let end = self.at + bytes.len();
+        (self.text.as_bytes().get(self.at..end)? == bytes).then(|| self.at = end)
+    }
+
     /// A string without escapes or control characters, borrowed from the text.
-    fn string(&mut self) -> Option<&'a str> {
+    #[inline(always)]
+    pub(super) fn string(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let bytes = self.text.as_bytes();
         let start = self.at;
@@ -136,7 +174,11 @@ mod tests {
     }
 
     fn check(text: &[u8]) -> bool {
-        let Some([a, b]) = string_fields(text, ["a", "b"]) else {
+        let general = string_fields(text, ["a", "b"]);
+        if let Some([a, b]) = in_order!(text; "a", "b") {
+            assert_eq!(general, Some([Some(a), Some(b)]), "{text:?}");
+        }
+        let Some([a, b]) = general else {
             return false;
         };
         let wire: Wire<'_> = serde_json::from_slice(text).unwrap_or_else(|e| {
@@ -206,8 +248,48 @@ mod tests {
         assert!(string_fields(b"{\"a\":\"\xff\"}", ["a", "b"]).is_none());
     }
 
+    #[test]
+    fn reads_the_usual_layout_in_order_only() {
+        let usual = "{\"a\":\"1\",\"b\":\"\u{e9}x\"}".as_bytes();
+        assert_eq!(in_order!(usual; "a", "b"), Some(["1", "\u{e9}x"]));
+        assert!(check(usual));
+        for text in [
+            r#"{"b":"2","a":"1"}"#,
+            r#"{"a":"1", "b":"2"}"#,
+            r#" {"a":"1","b":"2"}"#,
+            r#"{"a":"1","b":"2"} "#,
+            r#"{"a":"1"}"#,
+            r#"{"a":"1","b":"2","c":"3"}"#,
+            r#"{"a":"1","x":"0","b":"2"}"#,
+            r#"{"a":"1","b":"\"2"}"#,
+            r#"{"a":"1","b":2}"#,
+            r#"{"ab":"1","b":"2"}"#,
+        ] {
+            assert!(in_order!(text.as_bytes(); "a", "b").is_none(), "{text}");
+            check(text.as_bytes());
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        /// The usual layout with arbitrary values (escapes, quotes, control bytes and invalid
+        /// UTF-8 among them): the in-order reader answers as the general one or not at all.
+        #[test]
+        fn in_order_agrees_with_the_general_reader(
+            a in proptest::collection::vec(any::<u8>(), 0..20),
+            b in proptest::collection::vec(
+                prop_oneof![Just(b'"'), Just(b'\\'), Just(b','), Just(b'}'), 0x20..0x7fu8],
+                0..20,
+            ),
+        ) {
+            let mut text = br#"{"a":""#.to_vec();
+            text.extend_from_slice(&a);
+            text.extend_from_slice(br#"","b":""#);
+            text.extend_from_slice(&b);
+            text.extend_from_slice(br#""}"#);
+            check(&text);
+        }
 
         /// Texts built from JSON's pieces (so many are flat objects) and raw bytes.
         #[test]

@@ -48,8 +48,8 @@ const SILENT: usize = 5_000;
 const HALF_TLS: usize = 3_500;
 const HALF_HEAD: usize = 1_500;
 const ATTACK: usize = SILENT + HALF_TLS + HALF_HEAD;
+/// Attacking connections per source address (127.0.2.x), each on a port the kernel picks.
 const PER_SOURCE_ADDRESS: usize = 2_000;
-const FIRST_PORT: u16 = 20_000;
 
 #[derive(Debug, Clone, Copy)]
 enum Kind {
@@ -85,10 +85,8 @@ fn server_name() -> ServerName<'static> {
 
 async fn attacker_socket(edge: SocketAddr, i: usize) -> std::io::Result<TcpStream> {
     let source = IpAddr::V4(Ipv4Addr::new(127, 0, 2, 1 + (i / PER_SOURCE_ADDRESS) as u8));
-    let port = FIRST_PORT + (i % PER_SOURCE_ADDRESS) as u16;
     let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.set_reuseaddr(true)?;
-    socket.bind(SocketAddr::new(source, port))?;
+    socket.bind(SocketAddr::new(source, 0))?;
     socket.connect(edge).await
 }
 

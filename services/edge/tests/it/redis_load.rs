@@ -27,14 +27,13 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_daisi-edge");
 const SOCKETS_PER_EDGE: usize = 5_000;
-/// Client ports, below the ephemeral range; sources 127.0.0.20.. (many_sockets uses ..2-6).
-const FIRST_PORT: u16 = 24_000;
+/// Client sources 127.0.0.20.. (many_sockets uses ..2-6).
 const FIRST_SOURCE: u8 = 20;
 
 type Client = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
 async fn connect(http: SocketAddr, i: usize, token: String) -> Client {
-    crate::support::connect_numbered(http, FIRST_SOURCE, FIRST_PORT, i, &token).await
+    crate::support::connect_numbered(http, FIRST_SOURCE, i, &token).await
 }
 
 /// `cmdstat_<name>` -> calls, from `INFO commandstats` of the server at `socket`.

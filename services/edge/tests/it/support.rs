@@ -605,9 +605,11 @@ pub fn metric(text: &str, name: &str, labels: &[&str]) -> u64 {
         .map_or(0, |v| v as u64)
 }
 
-/// Client ports per source address when a test opens thousands of sockets: one address has
-/// only so many ports, so socket `i` comes from `127.0.0.(first_source + i / 2,000)`, port
-/// `first_port + i % 2,000` (below the ephemeral range, so no outgoing connection takes it).
+/// Sockets per source address when a test opens thousands of them: one address has only so
+/// many ports, so socket `i` comes from `127.0.0.(first_source + i / 2,000)`, on a port the
+/// kernel picks for that address. (Fixed client ports collided with servers that test
+/// harnesses start on ports below the ephemeral range, `daisi_testkit::ports`, and with the
+/// same test running in another checkout: `Address already in use`.)
 pub const PER_SOURCE_ADDRESS: usize = 2_000;
 
 /// User socket `i` of c1/a1 (json.v1) from its own source address and port (see
@@ -615,7 +617,6 @@ pub const PER_SOURCE_ADDRESS: usize = 2_000;
 pub async fn connect_numbered(
     http: SocketAddr,
     first_source: u8,
-    first_port: u16,
     i: usize,
     token: &str,
 ) -> WebSocketStream<TcpStream> {
@@ -625,13 +626,10 @@ pub async fn connect_numbered(
         0,
         first_source + (i / PER_SOURCE_ADDRESS) as u8,
     ));
-    let port = first_port + (i % PER_SOURCE_ADDRESS) as u16;
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    // A rerun within a minute finds these ports in TIME_WAIT.
-    socket.set_reuseaddr(true).unwrap();
     socket
-        .bind(SocketAddr::new(source, port))
-        .unwrap_or_else(|e| panic!("cannot bind client port {source}:{port}: {e}"));
+        .bind(SocketAddr::new(source, 0))
+        .unwrap_or_else(|e| panic!("cannot bind a client port on {source}: {e}"));
     let tcp = socket.connect(http).await.unwrap();
     let mut request = format!("ws://{http}/ws/c1/a1?token={}", enc(token))
         .into_client_request()
