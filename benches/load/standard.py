@@ -398,10 +398,12 @@ def main():
     env.update({"DAISI_EDGE_URL": f"http://127.0.0.1:{PORTS['edge']}",
                 "DAISI_NATS_URL": f"nats://127.0.0.1:{PORTS['nats']}"})
     meta = {"when": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "command": "make benchmark-load" if not (only or args.runs != 3 or args.no_build)
+            "command": "make benchmark-load"
+            if not (only or args.runs != 3 or args.no_build or args.port_offset or args.stack_env)
             else "python3 benches/load/standard.py"
             + (" --no-build" if args.no_build else "")
             + f" --runs {args.runs}" + (f" --only {args.only}" if only else "")
+            + (f" --port-offset {args.port_offset}" if args.port_offset else "")
             + "".join(f" --stack-env {item}" for item in args.stack_env),
             "runs": args.runs, "load_before": load_average(), "out_dir": args.out_dir}
     results = {}
