@@ -25,7 +25,6 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto::ring};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const BIN: &str = env!("CARGO_BIN_EXE_daisi-edge");
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
@@ -170,19 +169,11 @@ async fn legitimate_client(edge: SocketAddr, tls: &TlsConnector) -> Result<Wss, 
         .connect(server_name(), tcp)
         .await
         .map_err(|e| format!("tls: {e}"))?;
-    let mut request = format!(
+    let request = crate::support::v1_request(&format!(
         "wss://127.0.0.1:{}/ws/c1/a1?token={}",
         edge.port(),
         enc(&token)
-    )
-    .into_client_request()
-    .unwrap();
-    request
-        .headers_mut()
-        .insert("x-api-key", API_KEY.parse().unwrap());
-    request
-        .headers_mut()
-        .insert("sec-websocket-protocol", "json.v1".parse().unwrap());
+    ));
     let (mut ws, _) = tokio_tungstenite::client_async(request, stream)
         .await
         .map_err(|e| format!("upgrade: {e}"))?;

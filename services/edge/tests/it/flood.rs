@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const BIN: &str = env!("CARGO_BIN_EXE_daisi-edge");
 const CLIENTS: usize = 20;
@@ -33,15 +32,8 @@ type Client =
 
 async fn client(http: SocketAddr, user: &str) -> Client {
     let token = user_token("c1", "a1", user);
-    let mut request = format!("ws://{http}/ws/c1/a1?token={}", enc(&token))
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("x-api-key", API_KEY.parse().unwrap());
-    request
-        .headers_mut()
-        .insert("sec-websocket-protocol", "json.v1".parse().unwrap());
+    let request =
+        crate::support::v1_request(&format!("ws://{http}/ws/c1/a1?token={}", enc(&token)));
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     match ws.next().await {
         Some(Ok(Message::Text(t))) if t.as_str().contains("ready") => ws,

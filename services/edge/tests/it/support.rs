@@ -365,6 +365,15 @@ pub struct Client {
     pub protocol: Option<String>,
 }
 
+/// A json.v1 upgrade request for `url` carrying the API key.
+pub fn v1_request(url: &str) -> tungstenite::handshake::client::Request {
+    let mut request = url.into_client_request().unwrap();
+    let headers = request.headers_mut();
+    headers.insert("x-api-key", API_KEY.parse().unwrap());
+    headers.insert("sec-websocket-protocol", "json.v1".parse().unwrap());
+    request
+}
+
 /// Opens a socket at `path_and_query` with `api_key` in the header (when given).
 pub async fn open(
     http: SocketAddr,
@@ -631,15 +640,7 @@ pub async fn connect_numbered(
         .bind(SocketAddr::new(source, 0))
         .unwrap_or_else(|e| panic!("cannot bind a client port on {source}: {e}"));
     let tcp = socket.connect(http).await.unwrap();
-    let mut request = format!("ws://{http}/ws/c1/a1?token={}", enc(token))
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("x-api-key", API_KEY.parse().unwrap());
-    request
-        .headers_mut()
-        .insert("sec-websocket-protocol", "json.v1".parse().unwrap());
+    let request = v1_request(&format!("ws://{http}/ws/c1/a1?token={}", enc(token)));
     let (mut ws, _) = tokio_tungstenite::client_async(request, tcp)
         .await
         .unwrap_or_else(|e| panic!("socket {i} refused: {e}"));

@@ -515,6 +515,19 @@ mod tests {
         (stream, consumer, ledger, stop)
     }
 
+    /// One dead letter for lack of room, the message acknowledged and released.
+    fn assert_given_up_as_backlog_full(stream: &MemoryStream, ledger: &Ledger) {
+        let letters = stream.dead_letters();
+        assert_eq!(letters.len(), 1);
+        assert!(
+            letters[0].1.reason.starts_with("edge_backlog_full"),
+            "{}",
+            letters[0].1.reason
+        );
+        assert!(stream.is_empty(), "acknowledged");
+        assert!(ledger.is_empty());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_edge_without_room_gets_the_message_again_later_and_a_last_delivery_is_given_up_visibly()
      {
@@ -539,15 +552,7 @@ mod tests {
         let id = ledger.hold(again);
         ledger.tracker(id, 1).settle(EdgeOutcome::Deferred);
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let letters = stream.dead_letters();
-        assert_eq!(letters.len(), 1);
-        assert!(
-            letters[0].1.reason.starts_with("edge_backlog_full"),
-            "{}",
-            letters[0].1.reason
-        );
-        assert!(stream.is_empty(), "acknowledged");
-        assert!(ledger.is_empty());
+        assert_given_up_as_backlog_full(&stream, &ledger);
         stop.cancel();
     }
 
@@ -563,15 +568,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(10)).await;
         // Given up with a reason, never handed back (a redelivery would come back behind
         // later events of its key).
-        let letters = stream.dead_letters();
-        assert_eq!(letters.len(), 1);
-        assert!(
-            letters[0].1.reason.starts_with("edge_backlog_full"),
-            "{}",
-            letters[0].1.reason
-        );
-        assert!(stream.is_empty(), "acknowledged");
-        assert!(ledger.is_empty());
+        assert_given_up_as_backlog_full(&stream, &ledger);
         let redelivered = tokio::time::timeout(Duration::from_secs(60), consumer.next()).await;
         assert!(redelivered.is_err(), "not redelivered");
         stop.cancel();

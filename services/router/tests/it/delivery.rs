@@ -195,14 +195,7 @@ async fn two_routers_deliver_10k_events_to_exactly_the_subscribed_edges_in_order
     for router in &routers {
         let text = router.metrics().await;
         consumed += support::metric(&text, "daisi_router_consumed_total");
-        assert_eq!(
-            support::metric(&text, "daisi_router_redelivered_total"),
-            0.0
-        );
-        assert_eq!(
-            support::metric(&text, "daisi_router_undeliverable_total"),
-            0.0
-        );
+        assert_nothing_redelivered_or_given_up(&text);
         eprintln!(
             "events that waited in an edge's hold: {}",
             support::metric(&text, "daisi_router_edge_held_total")
@@ -272,14 +265,7 @@ async fn a_burst_beyond_the_cap_for_a_slow_edge_arrives_complete_and_in_order() 
     assert_eq!(received.len(), total, "each event once");
     assert_ordered(&received, "agent", |r| format!("{}/{}", r.company, r.agent));
     let text = router.metrics().await;
-    assert_eq!(
-        support::metric(&text, "daisi_router_redelivered_total"),
-        0.0
-    );
-    assert_eq!(
-        support::metric(&text, "daisi_router_undeliverable_total"),
-        0.0
-    );
+    assert_nothing_redelivered_or_given_up(&text);
     let held = support::metric(&text, "daisi_router_edge_held_total");
     assert!(held > 0.0, "the burst went past the cap");
     eprintln!("events that waited in the edge's hold: {held}");
@@ -367,4 +353,16 @@ async fn a_router_killed_with_sigkill_mid_stream_loses_nothing() {
     );
     drop(survivor);
     drop(victim);
+}
+
+/// A router's metrics show no redelivery and no event given up.
+fn assert_nothing_redelivered_or_given_up(metrics: &str) {
+    assert_eq!(
+        support::metric(metrics, "daisi_router_redelivered_total"),
+        0.0
+    );
+    assert_eq!(
+        support::metric(metrics, "daisi_router_undeliverable_total"),
+        0.0
+    );
 }
