@@ -13,8 +13,10 @@
 //!   meanwhile wait in the send queue (without waking the task) and leave together in one
 //!   vectored write, each still its own text frame. A socket that wrote nothing within the
 //!   window writes at once, so a lone event gets no added latency. The same timer marks the
-//!   window's end (no timer of its own); close requests, resync frames, pongs, pings, reads and
-//!   the stop signal do not wait for it. The window trades latency for CPU: most of a fan-out's
+//!   window's end (no timer of its own), and only once a frame waits: a socket that gets one
+//!   event at a time pays no extra wake-up (a busy one, whose last window ended with frames,
+//!   waits from the write on, so later frames do not wake it either). Close requests, resync
+//!   frames, pongs, pings, reads and the stop signal do not wait for the window. The window trades latency for CPU: most of a fan-out's
 //!   cost is one `writev` per socket wake-up (docs/performance.md).
 //! - Every client frame, control frames included, draws from the rate limit.
 //! - How the socket ends, in both directions, is [`super::closing`]; that cold path is boxed,
@@ -130,6 +132,12 @@ async fn serve(
     let v2 = handle.protocol == Subprotocol::V2;
     // No data frames are written before this instant (set after a write when a window is on).
     let mut hold: Option<Instant> = None;
+    // Frames wait for `hold`: the send queue defers and the timer is armed for it.
+    let mut waiting = false;
+    // The last window ended with frames to write: a busy socket, whose next window starts
+    // waiting right after the write. Otherwise a window only waits once a frame arrives within
+    // it, so a socket with one event at a time pays no timer wake-up for the window.
+    let mut eager = false;
 
     loop {
         // Read from the config, not kept in the loop's state: every idle socket carries that.
@@ -147,8 +155,10 @@ async fn serve(
                 let cause = close.cause.as_str();
                 return End::Close(close, cause);
             }
+            waiting = waiting || handle.outbox.defer_if_queued();
         } else {
             hold = None;
+            let waited = std::mem::take(&mut waiting);
             // With a window the whole queue goes in one write (the queue's bound caps it);
             // without, a batch per wake-up.
             let max = if coalescing { usize::MAX } else { BATCH };
@@ -158,6 +168,7 @@ async fn serve(
                 let cause = close.cause.as_str();
                 return End::Close(close, cause);
             }
+            eager = waited && !batch.is_empty();
         }
         if !batch.is_empty() {
             let n = batch.len() as u64;
@@ -170,10 +181,13 @@ async fn serve(
             edge.metrics.frames.text_out.inc_by(n);
             edge.metrics.socket_writes.inc();
             if coalescing {
-                // Frames pushed from now on wait for the timer, armed below at the window's
-                // end; if none came by then, the socket goes idle as before.
                 hold = Instant::now().checked_add(config.sockets.write_coalesce);
-                handle.outbox.defer();
+                if eager {
+                    // Frames pushed from now on wait for the timer, armed below at the
+                    // window's end; if none came by then, the socket is no longer eager.
+                    handle.outbox.defer();
+                    waiting = true;
+                }
             }
             continue;
         }
@@ -185,7 +199,10 @@ async fn serve(
             // A refresh or a rate-limited resync may have moved the next wake-up.
             wake = wake_at(&heartbeat, handle);
         }
-        let target = hold.map_or(wake, |until| until.min(wake));
+        let target = match hold {
+            Some(until) if waiting => until.min(wake),
+            _ => wake,
+        };
         if armed != Some(target) {
             armed = Some(target);
             timer.as_mut().reset(target);

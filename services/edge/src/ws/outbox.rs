@@ -14,9 +14,10 @@
 //! the queue *holds* live events aside (bounded), so the replay and the live stream meet
 //! without a gap and without a duplicate ([`Outbox::release`]).
 //!
-//! With a write coalescing window (`DAISI_EDGE_WRITE_COALESCE`) the socket task, after a write,
-//! [defers](Outbox::defer): frames pushed until its next take queue up without waking it (it
-//! comes back on its own timer at the window's end and writes them together). Close requests
+//! With a write coalescing window (`DAISI_EDGE_WRITE_COALESCE`) the socket task, within a
+//! window that has frames waiting, [defers](Outbox::defer): frames pushed until its next take
+//! queue up without waking it (it comes back on its own timer at the window's end and writes
+//! them together). Close requests
 //! and gap announcements still wake it at once. The queue's bound and the slow-consumer policy
 //! are the same either way: a window longer than the queue's capacity over a socket's event
 //! rate drops frames (drop-oldest) or closes the socket (close policy).
@@ -342,6 +343,15 @@ impl Outbox {
         self.state().deferred = true;
     }
 
+    /// Defers (see [`Self::defer`]) if frames are queued; whether it did. A task inside its
+    /// window calls this: an empty queue lets it sleep with no timer for the window, and the
+    /// next push wakes it.
+    pub fn defer_if_queued(&self) -> bool {
+        let mut state = self.state();
+        state.deferred = !state.frames.is_empty();
+        state.deferred
+    }
+
     /// The pending close request, if any; queued frames stay (a deferring task checks for a
     /// close without taking the frames it lets wait).
     pub fn take_close(&self) -> Option<CloseRequest> {
@@ -532,6 +542,18 @@ mod tests {
         assert!(outbox.close(CloseRequest::shutdown()));
         assert!(woken(&outbox).await, "a close wakes a deferring task");
         assert_eq!(outbox.take_close().map(|c| c.code), Some(1001));
+
+        // Inside a window with nothing queued the task sleeps undeferred: a push wakes it.
+        let lazy = Outbox::new(4, SlowConsumerPolicy::DropOldest);
+        assert!(!lazy.defer_if_queued());
+        lazy.push("a".into());
+        assert!(
+            woken(&lazy).await,
+            "the first frame within the window wakes the task"
+        );
+        assert!(lazy.defer_if_queued(), "which then defers");
+        lazy.push("b".into());
+        assert!(!woken(&lazy).await, "later frames wait for its timer");
 
         let slow = Outbox::new(1, SlowConsumerPolicy::Close);
         slow.push("a".into());
