@@ -140,7 +140,8 @@ async fn serve(
     let mut eager = false;
 
     loop {
-        // Read from the config, not kept in the loop's state: every idle socket carries that.
+        // Read from the config each time rather than copied once: a `Duration` fewer in every
+        // idle socket's state.
         let coalescing = !config.sockets.write_coalesce.is_zero();
         // A gap to announce goes ahead of the frames still queued (they are newer than it).
         if v2 && let Some(cause) = handle.outbox.take_resync(Instant::now()) {
