@@ -57,6 +57,9 @@ def main():
                 report = json.load(f)
             row = {
                 "cpu_us_per_event": report.get("cpu_us_per_event"),
+                "cpu_us_per_delivery": report.get("cpu_us_per_delivery"),
+                "frames_per_write": (report.get("edge_writes") or {}).get("frames_per_write"),
+                "duplicates": report.get("deliveries", {}).get("duplicates"),
                 "p50_ms": report["latency"]["p50_ms"] if report.get("latency") else None,
                 "p99_ms": report["latency"]["p99_ms"] if report.get("latency") else None,
                 "delivered_per_s": report.get("deliveries", {}).get("per_second"),

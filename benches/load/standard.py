@@ -85,6 +85,26 @@ def get(url, timeout=2.0):
         return None
 
 
+def edge_writes():
+    """Text frames and socket writes so far, from the edge's metrics (frames per write: the
+    fan-out's CPU lever); `None` when the edge does not export them."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{PORTS['edge']}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except Exception:  # noqa: BLE001 - a figure, not the run
+        return None
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("daisi_edge_frames_out_total{") and 'kind="text"' in line:
+            found["text_frames"] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("daisi_edge_socket_writes_total"):
+            found["writes"] = float(line.rsplit(" ", 1)[1])
+    if "writes" not in found or "text_frames" not in found:
+        return None
+    found["frames_per_write"] = found["text_frames"] / found["writes"] if found["writes"] else None
+    return found
+
+
 def children(pid):
     """{comm: pid} of the direct children of `pid`."""
     found = {}
@@ -205,9 +225,12 @@ def run_once(name, bench_args, env, stack_extra, out_dir, run):
         tool.returncode = os.waitstatus_to_exitcode(status)
         if tool.returncode != 0:
             raise RuntimeError(f"daisi bench failed for {name} run {run}")
+        writes = edge_writes()
     with open(out, encoding="utf-8") as f:
         report = json.load(f)
     report["load_tool_cpu_seconds"] = usage.ru_utime + usage.ru_stime
+    if writes is not None:
+        report["edge_writes"] = writes
     with open(out, "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
     return report
@@ -242,6 +265,7 @@ def figures(name):
         ("duplicates", lambda r: pick(r, "deliveries.duplicates"), "{:,.0f}"),
         ("CPU per event (edge+router+coordinator+nats)", lambda r: r.get("cpu_us_per_event"), "{:.1f} µs"),
         ("CPU per delivery", lambda r: r.get("cpu_us_per_delivery"), "{:.2f} µs"),
+        ("edge text frames per socket write", lambda r: pick(r, "edge_writes.frames_per_write"), "{:.2f}"),
         ("cores: edge", lambda r: process(r, "edge", "cores"), "{:.2f}"),
         ("cores: router", lambda r: process(r, "router", "cores"), "{:.2f}"),
         ("cores: coordinator", lambda r: process(r, "coordinator", "cores"), "{:.2f}"),

@@ -80,6 +80,9 @@ pub struct EdgeMetrics {
     pub frames_in: IntCounterVec,
     /// Frames written to sockets, by kind.
     pub frames_out: IntCounterVec,
+    /// Writes of text frames by the socket loops (one vectored write round per wake-up, or
+    /// per coalescing window): `frames_out{kind="text"}` over this is frames per write.
+    pub socket_writes: IntCounter,
     /// Events handed to a socket queue (one per socket reached).
     pub events_delivered: IntCounter,
     /// Events received over gRPC, by outcome.
@@ -208,6 +211,10 @@ impl EdgeMetrics {
             frames: FrameCounters::new(&frames_in, &frames_out),
             frames_in,
             frames_out,
+            socket_writes: registry.counter(
+                "edge_socket_writes_total",
+                "writes of text frames to sockets by the socket loops (text frames out / this = frames per write)",
+            )?,
             events_delivered: registry.counter(
                 "edge_events_delivered_total",
                 "event frames queued to sockets",

@@ -119,6 +119,7 @@ pub(crate) struct Raw {
     slow_consumer_policy: Option<String>,
     ws_read_buffer: Option<String>,
     ws_write_buffer: Option<String>,
+    write_coalesce: Option<String>,
     token_cache_size: Option<String>,
     dedup_window: Option<String>,
     max_pending_connections: Option<String>,
@@ -468,6 +469,24 @@ mod tests {
                 err.mentions("DAISI_EDGE_SESSION_AUDIT_INTERVAL"),
                 "{bad}: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn the_write_coalescing_window_is_off_by_default_and_bounded() {
+        let config = Config::from_env(&valid()).expect("valid").value;
+        assert_eq!(config.sockets.write_coalesce, Duration::ZERO);
+        for (set, want) in [("0ms", 0), ("5ms", 5), ("1s", 1000)] {
+            let mut env = valid();
+            env.set("DAISI_EDGE_WRITE_COALESCE", set);
+            let config = Config::from_env(&env).expect(set).value;
+            assert_eq!(config.sockets.write_coalesce, Duration::from_millis(want));
+        }
+        for bad in ["1001ms", "2s", "soon", "-5ms"] {
+            let mut env = valid();
+            env.set("DAISI_EDGE_WRITE_COALESCE", bad);
+            let err = Config::from_env(&env).expect_err(bad);
+            assert!(err.mentions("DAISI_EDGE_WRITE_COALESCE"), "{bad}: {err}");
         }
     }
 

@@ -6,6 +6,11 @@
 use super::Raw;
 use daisi_config::Validator;
 use std::path::PathBuf;
+use std::time::Duration;
+
+/// The longest write coalescing window accepted: beyond it the added latency is no longer a
+/// trade anyone wants, and frames risk the send queue's bound.
+pub const MAX_WRITE_COALESCE: Duration = Duration::from_secs(1);
 
 /// What one client, and the pod as a whole, may cost.
 #[derive(Debug, Clone)]
@@ -42,6 +47,10 @@ pub struct SocketTuning {
     pub read_buffer: usize,
     /// tungstenite write buffer target before bytes go to the socket.
     pub write_buffer: usize,
+    /// After a socket wrote data frames, how long its next data frames wait so that the ones
+    /// arriving meanwhile leave together in one vectored write (`DAISI_EDGE_WRITE_COALESCE`).
+    /// Zero (the default) writes every wake-up's frames at once.
+    pub write_coalesce: Duration,
 }
 
 /// PEM files for TLS termination by the edge.
@@ -131,8 +140,23 @@ pub(super) fn sockets(v: &mut Validator, raw: &Raw) -> Option<SocketTuning> {
         0,
         1 << 20,
     );
+    // Off by default: it trades each event's latency (up to the window) for fewer socket
+    // writes, which only pays when a socket gets several events per window (fan-out).
+    let write_coalesce = v.duration_or_zero(
+        "WRITE_COALESCE",
+        raw.write_coalesce.as_deref(),
+        Duration::ZERO,
+    );
+    if let Some(window) = write_coalesce {
+        v.ensure(
+            window <= MAX_WRITE_COALESCE,
+            "WRITE_COALESCE",
+            "must be at most 1s (0ms, the default, turns it off; a few ms is the useful range)",
+        );
+    }
     Some(SocketTuning {
         send_queue: send_queue?,
+        write_coalesce: write_coalesce?,
         slow_consumer: slow_consumer?,
         read_buffer: read_buffer?,
         write_buffer: write_buffer?,

@@ -8,6 +8,16 @@
 //!   of its own; the loop keeps writing and pinging meanwhile.
 //! - One timer ([`super::heartbeat`]) sends the pings and closes a client that was silent
 //!   for `pong_wait`, at that deadline.
+//! - With a write coalescing window (`DAISI_EDGE_WRITE_COALESCE`, off by default), after a
+//!   write the loop writes no data frames before the window has passed: frames arriving
+//!   meanwhile wait in the send queue (without waking the task) and leave together in one
+//!   vectored write, each still its own text frame. A socket that wrote nothing within the
+//!   window writes at once, so a lone event gets no added latency. The same timer marks the
+//!   window's end (no timer of its own), and only once a frame waits: a socket that gets one
+//!   event at a time pays no extra wake-up (a busy one, whose last window ended with frames,
+//!   waits from the write on, so later frames do not wake it either). Close requests, resync
+//!   frames, pongs, pings, reads and the stop signal do not wait for the window. The window trades latency for CPU: most of a fan-out's
+//!   cost is one `writev` per socket wake-up (docs/performance.md).
 //! - Every client frame, control frames included, draws from the rate limit.
 //! - How the socket ends, in both directions, is [`super::closing`]; that cold path is boxed,
 //!   so an idle socket's future holds only the loop's state.
@@ -115,19 +125,51 @@ async fn serve(
     let mut heartbeat = Heartbeat::new(now, config.ping_interval, config.pong_wait, offset);
     let mut wake = wake_at(&heartbeat, handle);
     let mut timer = Box::pin(tokio::time::sleep_until(wake));
+    // What the timer is armed for: `wake`, or the end of a coalescing window when earlier;
+    // `None` once it fired (a fired sleep stays ready, so it must be re-armed).
+    let mut armed = Some(wake);
     let mut batch = Vec::new();
     let v2 = handle.protocol == Subprotocol::V2;
+    // No data frames are written before this instant (set after a write when a window is on).
+    let mut hold: Option<Instant> = None;
+    // Frames wait for `hold`: the send queue defers and the timer is armed for it.
+    let mut waiting = false;
+    // The last window ended with frames to write: a busy socket, whose next window starts
+    // waiting right after the write. Otherwise a window only waits once a frame arrives within
+    // it, so a socket with one event at a time pays no timer wake-up for the window.
+    let mut eager = false;
 
     loop {
+        // Read from the config each time rather than copied once: a `Duration` fewer in every
+        // idle socket's state.
+        let coalescing = !config.sockets.write_coalesce.is_zero();
         // A gap to announce goes ahead of the frames still queued (they are newer than it).
         if v2 && let Some(cause) = handle.outbox.take_resync(Instant::now()) {
             batch.push(Utf8Bytes::from(cause.resync_frame()));
             edge.metrics.gaps.of(cause).inc();
         }
-        // Whatever is queued goes out first (also covers a wake-up lost to a cancelled wait).
-        if let Some(close) = handle.outbox.take(BATCH, &mut batch) {
-            let cause = close.cause.as_str();
-            return End::Close(close, cause);
+        // Within a coalescing window queued frames wait, unless a resync frame leaves now
+        // anyway (they then follow it); a close request never waits.
+        let holding = batch.is_empty() && hold.is_some_and(|until| Instant::now() < until);
+        if holding {
+            if let Some(close) = handle.outbox.take_close() {
+                let cause = close.cause.as_str();
+                return End::Close(close, cause);
+            }
+            waiting = waiting || handle.outbox.defer_if_queued();
+        } else {
+            hold = None;
+            let waited = std::mem::take(&mut waiting);
+            // With a window the whole queue goes in one write (the queue's bound caps it);
+            // without, a batch per wake-up.
+            let max = if coalescing { usize::MAX } else { BATCH };
+            // Whatever is queued goes out first (also covers a wake-up lost to a cancelled
+            // wait).
+            if let Some(close) = handle.outbox.take(max, &mut batch) {
+                let cause = close.cause.as_str();
+                return End::Close(close, cause);
+            }
+            eager = waited && !batch.is_empty();
         }
         if !batch.is_empty() {
             let n = batch.len() as u64;
@@ -138,6 +180,16 @@ async fn serve(
                 return End::Gone("write_failed");
             }
             edge.metrics.frames.text_out.inc_by(n);
+            edge.metrics.socket_writes.inc();
+            if coalescing {
+                hold = Instant::now().checked_add(config.sockets.write_coalesce);
+                if eager {
+                    // Frames pushed from now on wait for the timer, armed below at the
+                    // window's end; if none came by then, the socket is no longer eager.
+                    handle.outbox.defer();
+                    waiting = true;
+                }
+            }
             continue;
         }
         // Going idle: an idle socket keeps no batch buffer (a batch allocates anew), nor the
@@ -146,11 +198,15 @@ async fn serve(
         handle.outbox.trim();
         if v2 || handle.expiry_enforced() {
             // A refresh or a rate-limited resync may have moved the next wake-up.
-            let next = wake_at(&heartbeat, handle);
-            if next != wake {
-                wake = next;
-                timer.as_mut().reset(wake);
-            }
+            wake = wake_at(&heartbeat, handle);
+        }
+        let target = match hold {
+            Some(until) if waiting => until.min(wake),
+            _ => wake,
+        };
+        if armed != Some(target) {
+            armed = Some(target);
+            timer.as_mut().reset(target);
         }
         tokio::select! {
             () = handle.outbox.ready() => {}
@@ -170,7 +226,7 @@ async fn serve(
                     Due::Nothing => {}
                 }
                 wake = wake_at(&heartbeat, handle);
-                timer.as_mut().reset(wake);
+                armed = None;
             }
             incoming = socket.next() => {
                 let now = Instant::now();

@@ -13,6 +13,14 @@
 //! close policy a gap closes the socket with 4008 instead. While a recovery replays history
 //! the queue *holds* live events aside (bounded), so the replay and the live stream meet
 //! without a gap and without a duplicate ([`Outbox::release`]).
+//!
+//! With a write coalescing window (`DAISI_EDGE_WRITE_COALESCE`) the socket task, within a
+//! window that has frames waiting, [defers](Outbox::defer): frames pushed until its next take
+//! queue up without waking it (it comes back on its own timer at the window's end and writes
+//! them together). Close requests
+//! and gap announcements still wake it at once. The queue's bound and the slow-consumer policy
+//! are the same either way: a window longer than the queue's capacity over a socket's event
+//! rate drops frames (drop-oldest) or closes the socket (close policy).
 
 use crate::config::SlowConsumerPolicy;
 use daisi_domain::ErrorBody;
@@ -138,6 +146,9 @@ struct State {
     /// The last sequence a recovery replayed: a live event at or below it (a router's retry
     /// or a JetStream redelivery of an event this socket got from the replay) is a repeat.
     floor: u64,
+    /// The socket task waits out its write coalescing window and comes back on its timer:
+    /// pushed frames need not wake it. Cleared by the next [`Outbox::take`].
+    deferred: bool,
 }
 
 /// How a gap announcement was taken.
@@ -289,12 +300,13 @@ impl Outbox {
 
     /// Queues `frame` without waiting.
     pub fn push(&self, frame: Utf8Bytes) -> Pushed {
-        let outcome = {
+        let (outcome, deferred) = {
             let mut state = self.state();
             if state.closing {
                 return Pushed::Closing;
             }
-            if state.frames.len() < self.capacity {
+            let deferred = state.deferred;
+            let outcome = if state.frames.len() < self.capacity {
                 state.frames.push_back(frame);
                 Pushed::Queued
             } else {
@@ -314,10 +326,36 @@ impl Outbox {
                         Pushed::ClosedSlow
                     }
                 }
-            }
+            };
+            (outcome, deferred)
         };
-        self.notify.notify_one();
+        // A deferring task comes back by itself, except for a close: that must not wait.
+        if !deferred || outcome == Pushed::ClosedSlow {
+            self.notify.notify_one();
+        }
         outcome
+    }
+
+    /// The socket task starts waiting out its write coalescing window: frames pushed until
+    /// its next [`Self::take`] queue up without waking it. It must come back on its own by
+    /// then (its timer is armed at the window's end).
+    pub fn defer(&self) {
+        self.state().deferred = true;
+    }
+
+    /// Defers (see [`Self::defer`]) if frames are queued; whether it did. A task inside its
+    /// window calls this: an empty queue lets it sleep with no timer for the window, and the
+    /// next push wakes it.
+    pub fn defer_if_queued(&self) -> bool {
+        let mut state = self.state();
+        state.deferred = !state.frames.is_empty();
+        state.deferred
+    }
+
+    /// The pending close request, if any; queued frames stay (a deferring task checks for a
+    /// close without taking the frames it lets wait).
+    pub fn take_close(&self) -> Option<CloseRequest> {
+        self.state().close.take()
     }
 
     /// Asks the socket to close; `false` when it was already closing.
@@ -353,6 +391,7 @@ impl Outbox {
     /// Moves up to `max` frames into `out`, or returns the pending close request.
     pub fn take(&self, max: usize, out: &mut Vec<Utf8Bytes>) -> Option<CloseRequest> {
         let mut state = self.state();
+        state.deferred = false;
         if let Some(close) = state.close.take() {
             return Some(close);
         }
@@ -475,6 +514,52 @@ mod tests {
             frames(&outbox).is_empty(),
             "a redelivery of a replayed event"
         );
+    }
+
+    /// While the socket task defers, pushes do not wake it (it comes back on its timer), a
+    /// close still does, and the next take ends the deferral.
+    #[tokio::test(start_paused = true)]
+    async fn a_deferring_task_is_woken_only_for_a_close() {
+        use std::time::Duration;
+        async fn woken(outbox: &Outbox) -> bool {
+            tokio::time::timeout(Duration::from_secs(1), outbox.ready())
+                .await
+                .is_ok()
+        }
+        let outbox = Outbox::new(2, SlowConsumerPolicy::DropOldest);
+        outbox.defer();
+        outbox.push("a".into());
+        outbox.push("b".into());
+        assert_eq!(outbox.push("c".into()), Pushed::DroppedOldest, "same bound");
+        assert!(!woken(&outbox).await, "pushes wait for the task's timer");
+        assert!(outbox.take_close().is_none());
+        assert_eq!(frames(&outbox), ["b", "c"], "take ends the deferral");
+        outbox.push("d".into());
+        assert!(woken(&outbox).await, "pushes wake the task again");
+
+        outbox.defer();
+        outbox.push("e".into());
+        assert!(outbox.close(CloseRequest::shutdown()));
+        assert!(woken(&outbox).await, "a close wakes a deferring task");
+        assert_eq!(outbox.take_close().map(|c| c.code), Some(1001));
+
+        // Inside a window with nothing queued the task sleeps undeferred: a push wakes it.
+        let lazy = Outbox::new(4, SlowConsumerPolicy::DropOldest);
+        assert!(!lazy.defer_if_queued());
+        lazy.push("a".into());
+        assert!(
+            woken(&lazy).await,
+            "the first frame within the window wakes the task"
+        );
+        assert!(lazy.defer_if_queued(), "which then defers");
+        lazy.push("b".into());
+        assert!(!woken(&lazy).await, "later frames wait for its timer");
+
+        let slow = Outbox::new(1, SlowConsumerPolicy::Close);
+        slow.push("a".into());
+        slow.defer();
+        assert_eq!(slow.push("b".into()), Pushed::ClosedSlow);
+        assert!(woken(&slow).await, "a slow-consumer close wakes it too");
     }
 
     #[test]

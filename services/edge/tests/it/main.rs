@@ -22,5 +22,6 @@ mod sessions;
 mod socket_loop;
 mod support;
 mod tls;
+mod write_coalescing;
 mod ws_auth;
 mod ws_protocol;
