@@ -11,7 +11,6 @@
 //!   late acquire takes nothing over.
 
 use crate::support::*;
-use daisi_proto::edge::v1::DeliveryScope;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
@@ -27,17 +26,7 @@ fn user_path(company: &str, agent: &str, user: &str) -> String {
 
 /// Delivers one agent-wide `chat` event of c1/a1 through `edge`: how many sockets it reached.
 async fn agent_event_reached(edge: &TestEdge) -> u32 {
-    edge.deliver(vec![event(
-        1,
-        "c1",
-        "a1",
-        DeliveryScope::AgentUsers,
-        "",
-        "chat",
-        "{}",
-    )])
-    .await[0]
-        .sockets_reached
+    edge.deliver(vec![agent_users_event(1, "{}")]).await[0].sockets_reached
 }
 
 async fn acquire_held(faults: &daisi_edge::coordinator::faults::Faults) {

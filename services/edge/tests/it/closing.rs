@@ -5,7 +5,6 @@
 //! its code before the TCP connection ends (cleanly, except 1009: see its test).
 
 use crate::support::*;
-use daisi_proto::edge::v1::DeliveryScope;
 use futures_util::StreamExt;
 use std::io;
 use std::pin::Pin;
@@ -191,17 +190,7 @@ async fn a_slow_consumer_close_4008_ends_cleanly() {
     loop {
         seq += 1;
         assert!(seq < 2_000, "the send queue never overflowed");
-        let results = edge
-            .deliver(vec![event(
-                seq,
-                "c1",
-                "a1",
-                DeliveryScope::AgentUsers,
-                "",
-                "chat",
-                &big,
-            )])
-            .await;
+        let results = edge.deliver(vec![agent_users_event(seq, &big)]).await;
         if results[0].sockets_reached == 0 {
             break;
         }

@@ -27,15 +27,7 @@ async fn events_reach_exactly_the_interested_sockets() {
         r#"{"event_id":"1:chats:9","company_id":"c1","row_data":{"x":[1, 2]},"extra":true}"#;
     let results = edge
         .deliver(vec![
-            event(
-                1,
-                "c1",
-                "a1",
-                DeliveryScope::AgentUsers,
-                "",
-                "chat",
-                payload,
-            ),
+            agent_users_event(1, payload),
             event(
                 2,
                 "c1",
@@ -68,24 +60,14 @@ async fn events_reach_exactly_the_interested_sockets() {
     }
 
     // The same sequence again is a duplicate and reaches nobody.
-    let again = edge
-        .deliver(vec![event(
-            1,
-            "c1",
-            "a1",
-            DeliveryScope::AgentUsers,
-            "",
-            "chat",
-            payload,
-        )])
-        .await;
+    let again = edge.deliver(vec![agent_users_event(1, payload)]).await;
     assert_eq!(again[0].outcome, EventOutcome::Duplicate as i32);
     assert_eq!(u1.maybe_text(Duration::from_millis(200)).await, None);
 
     // Malformed events are rejected one by one; the batch goes on.
     let mixed = edge
         .deliver(vec![
-            event(3, "c1", "a1", DeliveryScope::AgentUsers, "", "chat", "[1]"),
+            agent_users_event(3, "[1]"),
             event(4, "c.1", "a1", DeliveryScope::AgentUsers, "", "chat", "{}"),
             event(5, "c1", "a1", DeliveryScope::Unspecified, "", "chat", "{}"),
             event(6, "c1", "a1", DeliveryScope::ChatUsers, "", "message", "{}"),
@@ -168,17 +150,7 @@ async fn a_slow_consumer_does_not_hold_back_the_others() {
     let _slow = user(edge.http, "c1", "a1", "slow").await; // never reads
     let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(64 * 1024));
     for seq in 1..=200u64 {
-        let results = edge
-            .deliver(vec![event(
-                seq,
-                "c1",
-                "a1",
-                DeliveryScope::AgentUsers,
-                "",
-                "chat",
-                &big,
-            )])
-            .await;
+        let results = edge.deliver(vec![agent_users_event(seq, &big)]).await;
         assert_eq!(results[0].outcome, EventOutcome::Delivered as i32);
         // The fast reader keeps up.
         assert!(fast.next_text().await.len() > 64 * 1024);
@@ -206,17 +178,7 @@ async fn the_close_policy_closes_a_slow_consumer_with_4008_and_spares_the_others
     let mut slow = user(edge.http, "c1", "a1", "slow").await; // does not read until the end
     let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(64 * 1024));
     for seq in 1..=200u64 {
-        let results = edge
-            .deliver(vec![event(
-                seq,
-                "c1",
-                "a1",
-                DeliveryScope::AgentUsers,
-                "",
-                "chat",
-                &big,
-            )])
-            .await;
+        let results = edge.deliver(vec![agent_users_event(seq, &big)]).await;
         assert_eq!(results[0].outcome, EventOutcome::Delivered as i32);
         assert!(
             fast.next_text().await.len() > 64 * 1024,
@@ -239,16 +201,7 @@ async fn the_close_policy_closes_a_slow_consumer_with_4008_and_spares_the_others
         "{metrics}"
     );
     // The fast socket is still served.
-    edge.deliver(vec![event(
-        201,
-        "c1",
-        "a1",
-        DeliveryScope::AgentUsers,
-        "",
-        "chat",
-        "{}",
-    )])
-    .await;
+    edge.deliver(vec![agent_users_event(201, "{}")]).await;
     assert!(fast.next_text().await.contains("event"));
 }
 
@@ -267,13 +220,8 @@ async fn an_open_delivery_stream_does_not_hold_the_edge_at_shutdown() {
         .into_inner();
     let batch = |sequence: u64| daisi_proto::edge::v1::DeliverRequest {
         pod_id: edge.pod.clone(),
-        events: vec![event(
+        events: vec![agent_users_event(
             sequence,
-            "c1",
-            "a1",
-            DeliveryScope::AgentUsers,
-            "",
-            "chat",
             &format!(r#"{{"k":{sequence}}}"#),
         )],
         router_id: "test".into(),

@@ -25,16 +25,8 @@ fn assert_taken_over(closed: &Closed) {
 }
 
 async fn chats_reach(edge: &TestEdge, seq: u64) -> u32 {
-    edge.deliver(vec![event(
-        seq,
-        "c1",
-        "a1",
-        DeliveryScope::AgentUsers,
-        "",
-        "chat",
-        r#"{"n":1}"#,
-    )])
-    .await[0]
+    edge.deliver(vec![agent_users_event(seq, r#"{"n":1}"#)])
+        .await[0]
         .sockets_reached
 }
 

@@ -110,17 +110,7 @@ async fn a_selection_stuck_on_a_frozen_coordinator_does_not_stop_events_or_pings
 
     // Meanwhile the socket gets its agent's events, answers the client's ping and keeps
     // pinging, each well inside the coordinator's 20 s deadline the selection waits on.
-    let results = edge
-        .deliver(vec![event(
-            1,
-            "c1",
-            "a1",
-            DeliveryScope::AgentUsers,
-            "",
-            "chat",
-            r#"{"n":1}"#,
-        )])
-        .await;
+    let results = edge.deliver(vec![agent_users_event(1, r#"{"n":1}"#)]).await;
     assert_eq!(results[0].sockets_reached, 1);
     let started = tokio::time::Instant::now();
     let quick = Duration::from_secs(3);

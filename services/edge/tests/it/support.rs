@@ -303,6 +303,20 @@ pub fn event(
     }
 }
 
+/// A `chat` event of c1/a1 for every user socket of the agent (`AgentUsers`): the tests' usual
+/// event.
+pub fn agent_users_event(seq: u64, payload: &str) -> epb::Event {
+    event(
+        seq,
+        "c1",
+        "a1",
+        epb::DeliveryScope::AgentUsers,
+        "",
+        "chat",
+        payload,
+    )
+}
+
 /// A user token valid for an hour.
 pub fn user_token(company: &str, agent: &str, user: &str) -> String {
     let claims = UserClaims::expiring_in(

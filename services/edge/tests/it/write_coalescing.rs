@@ -8,7 +8,6 @@
 
 use crate::closing::read_to_end;
 use crate::support::*;
-use daisi_proto::edge::v1::DeliveryScope;
 use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -20,15 +19,7 @@ const WINDOW: Duration = Duration::from_secs(300);
 
 /// An event for every user socket of c1/a1.
 fn chat(seq: u64) -> daisi_proto::edge::v1::Event {
-    event(
-        seq,
-        "c1",
-        "a1",
-        DeliveryScope::AgentUsers,
-        "",
-        "chat",
-        &format!(r#"{{"n":{seq}}}"#),
-    )
+    agent_users_event(seq, &format!(r#"{{"n":{seq}}}"#))
 }
 
 /// An edge with a window of [`WINDOW`] and pings far apart, and one user socket on it whose

@@ -5,7 +5,7 @@
 #[path = "../it/support.rs"]
 mod support;
 
-use daisi_proto::edge::v1::{DeliveryScope, EventOutcome};
+use daisi_proto::edge::v1::EventOutcome;
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use std::alloc::System;
 use support::*;
@@ -68,15 +68,7 @@ async fn a_large_event_leaves_no_buffer_of_its_size_behind() {
         panic!("plain TCP expected");
     };
     let deliver = |seq: u64, payload: &str| {
-        let e = event(
-            seq,
-            "c1",
-            "a1",
-            DeliveryScope::AgentUsers,
-            "",
-            "chat",
-            payload,
-        );
+        let e = agent_users_event(seq, payload);
         edge.deliver(vec![e])
     };
 
