@@ -160,12 +160,10 @@ async fn serve(
         } else {
             hold = None;
             let waited = std::mem::take(&mut waiting);
-            // With a window the whole queue goes in one write (the queue's bound caps it);
-            // without, a batch per wake-up.
-            let max = if coalescing { usize::MAX } else { BATCH };
             // Whatever is queued goes out first (also covers a wake-up lost to a cancelled
-            // wait).
-            if let Some(close) = handle.outbox.take(max, &mut batch) {
+            // wait), a batch at a time: each batch has its own write deadline, and a close
+            // request is looked at between batches.
+            if let Some(close) = handle.outbox.take(BATCH, &mut batch) {
                 let cause = close.cause.as_str();
                 return End::Close(close, cause);
             }
@@ -181,7 +179,9 @@ async fn serve(
             }
             edge.metrics.frames.text_out.inc_by(n);
             edge.metrics.socket_writes.inc();
-            if coalescing {
+            // A full batch may have left more queued: that goes out next, without a window
+            // (the window starts after the write that empties the queue).
+            if coalescing && n < BATCH as u64 {
                 hold = Instant::now().checked_add(config.sockets.write_coalesce);
                 if eager {
                     // Frames pushed from now on wait for the timer, armed below at the

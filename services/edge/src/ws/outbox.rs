@@ -17,8 +17,8 @@
 //! With a write coalescing window (`DAISI_EDGE_WRITE_COALESCE`) the socket task, within a
 //! window that has frames waiting, [defers](Outbox::defer): frames pushed until its next take
 //! queue up without waking it (it comes back on its own timer at the window's end and writes
-//! them together). Close requests
-//! and gap announcements still wake it at once. The queue's bound and the slow-consumer policy
+//! them together). Close requests and gaps (announced by the edge, or opened by this queue
+//! dropping its oldest frame) still wake it at once. The queue's bound and the slow-consumer policy
 //! are the same either way: a window longer than the queue's capacity over a socket's event
 //! rate drops frames (drop-oldest) or closes the socket (close policy).
 
@@ -300,12 +300,13 @@ impl Outbox {
 
     /// Queues `frame` without waiting.
     pub fn push(&self, frame: Utf8Bytes) -> Pushed {
-        let (outcome, deferred) = {
+        let (outcome, deferred, gap_opened) = {
             let mut state = self.state();
             if state.closing {
                 return Pushed::Closing;
             }
             let deferred = state.deferred;
+            let mut gap_opened = false;
             let outcome = if state.frames.len() < self.capacity {
                 state.frames.push_back(frame);
                 Pushed::Queued
@@ -316,6 +317,7 @@ impl Outbox {
                         state.frames.push_back(frame);
                         if self.announces_gaps && state.gap.is_none() {
                             state.gap = Some(GapCause::DropOldest);
+                            gap_opened = true;
                         }
                         Pushed::DroppedOldest
                     }
@@ -327,10 +329,11 @@ impl Outbox {
                     }
                 }
             };
-            (outcome, deferred)
+            (outcome, deferred, gap_opened)
         };
-        // A deferring task comes back by itself, except for a close: that must not wait.
-        if !deferred || outcome == Pushed::ClosedSlow {
+        // A deferring task comes back by itself, except for a close or a gap to announce:
+        // those must not wait for the window (a gap wakes it once per announcement at most).
+        if !deferred || outcome == Pushed::ClosedSlow || gap_opened {
             self.notify.notify_one();
         }
         outcome

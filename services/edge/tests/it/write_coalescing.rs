@@ -12,6 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// Far longer than anything else the test waits for, so "arrived before the window's end"
 /// cannot happen by chance (the setting itself is capped at 1 s; the loop takes any length).
@@ -22,21 +23,63 @@ fn chat(seq: u64) -> daisi_proto::edge::v1::Event {
     agent_users_event(seq, &format!(r#"{{"n":{seq}}}"#))
 }
 
-/// An edge with a window of [`WINDOW`] and pings far apart, and one user socket on it whose
-/// `ready` frame's window has passed (time is paused from here on).
+/// An edge with a window of [`WINDOW`] and pings far apart, and one json.v1 user socket on it
+/// whose `ready` frame's window has passed (time is paused from here on).
 async fn coalescing_edge(coord: &Coord, pod: &str) -> (TestEdge, Client, Metronome) {
+    coalescing_edge_with(coord, pod, |_| {}, false).await
+}
+
+/// [`coalescing_edge`] with `tweak` applied to the edge's config and, with `v2`, a json.v2
+/// socket.
+async fn coalescing_edge_with(
+    coord: &Coord,
+    pod: &str,
+    tweak: impl FnOnce(&mut daisi_edge::Config),
+    v2: bool,
+) -> (TestEdge, Client, Metronome) {
     let edge = TestEdge::start(&coord.url, pod, |c| {
         c.sockets.write_coalesce = WINDOW;
         c.ping_interval = Duration::from_secs(3600);
         c.pong_wait = Duration::from_secs(7200);
+        tweak(c);
     })
     .await;
     // Its `ready` frame was a write: a window starts there.
-    let client = user(edge.http, "c1", "a1", "u1").await;
+    let client = if v2 {
+        v2_user(edge.http).await
+    } else {
+        user(edge.http, "c1", "a1", "u1").await
+    };
     tokio::time::pause();
     let metronome = Metronome::start();
     tokio::time::sleep(WINDOW + Duration::from_secs(1)).await;
     (edge, client, metronome)
+}
+
+/// Opens a json.v2 socket of c1/a1/u1 and consumes `ready`.
+async fn v2_user(http: std::net::SocketAddr) -> Client {
+    let token = user_token("c1", "a1", "u1");
+    let mut request = format!("ws://{http}/ws/c1/a1?token={}", enc(&token))
+        .into_client_request()
+        .unwrap();
+    let headers = request.headers_mut();
+    headers.insert(
+        "sec-websocket-protocol",
+        http::HeaderValue::from_static("json.v2"),
+    );
+    headers.insert("x-api-key", http::HeaderValue::from_static(API_KEY));
+    let (ws, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+        .await
+        .expect("connect in time")
+        .expect("v2 socket opens");
+    let protocol = response
+        .headers()
+        .get("sec-websocket-protocol")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let mut client = Client::from_parts(ws, protocol);
+    assert_eq!(client.protocol.as_deref(), Some("json.v2"));
+    assert_eq!(client.next_text().await, r#"{"type":"ready"}"#);
+    client
 }
 
 /// Keeps paused time moving in steps of at most a second. The runtime auto-advances to the next
@@ -168,6 +211,84 @@ async fn pings_and_a_close_request_do_not_wait_for_the_window() {
         ending.frames.iter().all(|f| !f.contains(r#""n":2"#)),
         "{ending:?}"
     );
+}
+
+#[tokio::test]
+async fn a_gap_from_the_queue_overflowing_does_not_wait_for_the_window() {
+    let coord = Coord::start().await;
+    let (edge, mut client, _metronome) = coalescing_edge_with(
+        &coord,
+        "edge-coalesce-gap",
+        |c| c.sockets.send_queue = 4,
+        true,
+    )
+    .await;
+    let sent = Instant::now();
+    deliver_one(&edge, 1).await;
+    let lone = client.maybe_text(WINDOW * 2).await.expect("the lone event");
+    assert!(lone.contains(r#""n":1"#), "{lone}");
+
+    // Within the window the queue fills (2 to 5) and waits; 6 pushes 2 out of it (drop-oldest),
+    // a gap the socket announces at once rather than at the window's end.
+    for seq in 2..=6 {
+        edge.deliver(vec![chat(seq)]).await;
+    }
+    let resync = client.maybe_text(WINDOW * 2).await.expect("a resync");
+    assert!(resync.contains(r#""type":"resync""#), "{resync}");
+    let waited = sent.elapsed();
+    assert!(waited < WINDOW / 10, "the resync waited {waited:?}");
+    // The newer events follow it, in order.
+    for seq in 3..=6 {
+        let frame = client
+            .maybe_text(WINDOW * 2)
+            .await
+            .expect("every newer event");
+        assert!(frame.contains(&format!(r#""n":{seq}"#)), "{seq}: {frame}");
+    }
+    assert!(sent.elapsed() < WINDOW / 10, "{:?}", sent.elapsed());
+}
+
+#[tokio::test]
+async fn a_burst_longer_than_a_batch_leaves_in_batches_without_waiting() {
+    let coord = Coord::start().await;
+    let (edge, mut client, _metronome) = coalescing_edge_with(
+        &coord,
+        "edge-coalesce-burst",
+        |c| c.sockets.send_queue = 1024,
+        false,
+    )
+    .await;
+    let sent = Instant::now();
+    deliver_one(&edge, 1).await;
+    assert!(
+        client
+            .maybe_text(WINDOW * 2)
+            .await
+            .expect("lone")
+            .contains(r#""n":1"#)
+    );
+    let (writes_before, frames_before) = writes(&edge).await;
+    // 200 events in one delivery: they wait for the window the first write opened, then leave
+    // a batch (64 frames) per write, one batch right after the other.
+    let burst: Vec<_> = (2..=201).map(chat).collect();
+    let results = edge.deliver(burst).await;
+    assert!(results.iter().all(|r| r.sockets_reached == 1));
+    for seq in 2..=201 {
+        let frame = client.maybe_text(WINDOW * 2).await.expect("every event");
+        assert!(frame.contains(&format!(r#""n":{seq}"#)), "{seq}: {frame}");
+    }
+    let waited = sent.elapsed();
+    assert!(
+        waited >= WINDOW,
+        "the burst waited for the window: {waited:?}"
+    );
+    assert!(
+        waited < WINDOW * 2,
+        "one window, not one per batch: {waited:?}"
+    );
+    let (writes_after, frames_after) = writes(&edge).await;
+    assert_eq!(frames_after - frames_before, 200);
+    assert_eq!(writes_after - writes_before, 4, "64 + 64 + 64 + 8 frames");
 }
 
 #[tokio::test]
