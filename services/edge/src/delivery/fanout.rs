@@ -69,7 +69,9 @@ pub fn fan_out(edge: &Edge, audience: &Audience, frames: &EventFrames) -> u32 {
     let mut slow = 0u64;
     let mut push = |socket: &SocketHandle| match match socket.protocol {
         Subprotocol::V1 => socket.outbox.push(frames.v1().clone()),
-        Subprotocol::V2 => socket.outbox.push_event(frames.v2().clone(), frames.seq),
+        Subprotocol::V2 => socket
+            .outbox
+            .push_event(frames.v2().clone(), frames.seq, frames.epoch),
     } {
         Pushed::Queued => reached += 1,
         Pushed::DroppedOldest => {

@@ -84,7 +84,7 @@ impl Delivery {
                 return result(pb::EventOutcome::Rejected, 0, &error.to_string());
             }
         };
-        let seen = self.dedup.check(event.stream_sequence);
+        let seen = self.dedup.check(event.stream_sequence, event.stream_epoch);
         if seen == Seen::Repeat {
             self.count("duplicate");
             return result(pb::EventOutcome::Duplicate, 0, "");

@@ -139,13 +139,16 @@ struct State {
     gap: Option<GapCause>,
     /// `json.v2`: no resync frame before this instant.
     resync_after: Option<Instant>,
-    /// While a recovery runs: live events set aside with their stream sequences.
-    held: Option<VecDeque<(u64, Utf8Bytes)>>,
+    /// While a recovery runs: live events set aside with their stream sequences and epochs.
+    held: Option<VecDeque<(u64, u64, Utf8Bytes)>>,
     /// The held events overflowed their bound: the recovery ends in a resync.
     held_overflow: bool,
-    /// The last sequence a recovery replayed: a live event at or below it (a router's retry
-    /// or a JetStream redelivery of an event this socket got from the replay) is a repeat.
+    /// The last sequence a recovery replayed: a live event of the same epoch at or below it (a
+    /// router's retry or a JetStream redelivery of an event this socket got from the replay)
+    /// is a repeat.
     floor: u64,
+    /// The stream epoch of `floor` (sequences of another epoch are not comparable with it).
+    floor_epoch: u64,
     /// The socket task waits out its write coalescing window and comes back on its timer:
     /// pushed frames need not wake it. Cleared by the next [`Outbox::take`].
     deferred: bool,
@@ -243,12 +246,12 @@ impl Outbox {
         Some(state.resync_after.unwrap_or_else(Instant::now))
     }
 
-    /// Queues the `json.v2` frame of the event at stream sequence `seq`: set aside while a
-    /// recovery runs, queued otherwise.
-    pub fn push_event(&self, frame: Utf8Bytes, seq: u64) -> Pushed {
+    /// Queues the `json.v2` frame of the event at stream sequence `seq` of stream `epoch`: set
+    /// aside while a recovery runs, queued otherwise.
+    pub fn push_event(&self, frame: Utf8Bytes, seq: u64, epoch: u64) -> Pushed {
         {
             let mut state = self.state();
-            if seq != 0 && seq <= state.floor {
+            if seq != 0 && seq <= state.floor && same_epoch(epoch, state.floor_epoch) {
                 return Pushed::Queued;
             }
             if !state.closing {
@@ -256,7 +259,7 @@ impl Outbox {
                 if let Some(held) = state.held.as_mut() {
                     // Bounded like the queue (the replay itself is bounded by its window).
                     if held.len() < capacity.max(HELD_MIN) {
-                        held.push_back((seq, frame));
+                        held.push_back((seq, epoch, frame));
                     } else {
                         state.held_overflow = true;
                     }
@@ -276,18 +279,29 @@ impl Outbox {
         }
     }
 
-    /// Ends the hold: the events set aside with a sequence above `replayed` are queued (those
-    /// at or below it were part of the replay), in arrival order. `false` when the held
-    /// events overflowed their bound (the caller announces a gap).
-    pub fn release(&self, replayed: u64) -> bool {
+    /// Ends the hold: the events set aside are queued in arrival order, except those the
+    /// replay covered: of the stream epoch `replayed` names, at or below its sequence. `None`
+    /// when nothing was replayed against a known epoch (the client's position could not be
+    /// checked, or named another stream): then every held event is queued and no floor is
+    /// set. `false` when the held events overflowed their bound (the caller announces a gap).
+    pub fn release(&self, replayed: Option<(u64, u64)>) -> bool {
         let (held, overflow) = {
             let mut state = self.state();
-            state.floor = state.floor.max(replayed);
+            if let Some((epoch, seq)) = replayed {
+                if state.floor_epoch != epoch {
+                    state.floor = 0;
+                }
+                state.floor_epoch = epoch;
+                state.floor = state.floor.max(seq);
+            }
             let overflow = std::mem::take(&mut state.held_overflow);
             (state.held.take().unwrap_or_default(), overflow)
         };
-        for (seq, frame) in held {
-            if seq > replayed {
+        for (seq, epoch, frame) in held {
+            let covered = replayed.is_some_and(|(replayed_epoch, replayed_seq)| {
+                seq != 0 && seq <= replayed_seq && same_epoch(epoch, replayed_epoch)
+            });
+            if !covered {
                 self.push(frame);
             }
         }
@@ -433,6 +447,12 @@ impl Outbox {
     }
 }
 
+/// Whether an event of `epoch` belongs to the stream epoch `of` (0: a router that sends no
+/// epoch, taken to be the same stream).
+fn same_epoch(epoch: u64, of: u64) -> bool {
+    epoch == 0 || epoch == of
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -499,24 +519,55 @@ mod tests {
         assert_eq!(close.code, SLOW_CONSUMER_CLOSE);
     }
 
+    const E1: u64 = 1_764_441_600_000_000_000;
+    const E2: u64 = E1 + 1;
+
     #[test]
     fn held_events_meet_the_replay_without_duplicates() {
         let outbox = Outbox::new(8, SlowConsumerPolicy::DropOldest).announcing_gaps();
         outbox.push("ready".into());
         outbox.hold();
         for seq in [5, 6, 7] {
-            outbox.push_event(format!("e{seq}").into(), seq);
+            outbox.push_event(format!("e{seq}").into(), seq, E1);
         }
         assert_eq!(frames(&outbox), ["ready"], "held events wait");
-        assert!(outbox.release(6));
+        assert!(outbox.release(Some((E1, 6))));
         assert_eq!(frames(&outbox), ["e7"]);
-        outbox.push_event("e8".into(), 8);
+        outbox.push_event("e8".into(), 8, E1);
         assert_eq!(frames(&outbox), ["e8"], "live again");
-        outbox.push_event("e6 again".into(), 6);
+        outbox.push_event("e6 again".into(), 6, E1);
         assert!(
             frames(&outbox).is_empty(),
             "a redelivery of a replayed event"
         );
+        // The stream is recreated while the socket lives: its sequences start over.
+        outbox.push_event("new e1".into(), 1, E2);
+        assert_eq!(
+            frames(&outbox),
+            ["new e1"],
+            "another epoch is not below the floor"
+        );
+    }
+
+    #[test]
+    fn without_a_replay_in_a_known_epoch_nothing_held_is_dropped() {
+        let outbox = Outbox::new(8, SlowConsumerPolicy::DropOldest).announcing_gaps();
+        outbox.hold();
+        // The client came back from E1:4711; the stream is now E2 at 30.
+        for seq in [31, 32] {
+            outbox.push_event(format!("e{seq}").into(), seq, E2);
+        }
+        assert!(outbox.release(None));
+        assert_eq!(frames(&outbox), ["e31", "e32"]);
+        outbox.push_event("e33".into(), 33, E2);
+        assert_eq!(frames(&outbox), ["e33"], "no floor was set");
+        // A replay in E2 up to 40 covers held events of E2 only.
+        outbox.hold();
+        outbox.push_event("e40".into(), 40, E2);
+        outbox.push_event("old e7".into(), 7, E1);
+        outbox.push_event("e41".into(), 41, E2);
+        assert!(outbox.release(Some((E2, 40))));
+        assert_eq!(frames(&outbox), ["old e7", "e41"]);
     }
 
     /// While the socket task defers, pushes do not wake it (it comes back on its timer), a

@@ -14,7 +14,10 @@
 //! - The epoch differs (stream recreated), the position is older than the stream's first
 //!   message or than `max_age`, more than `max_events` would be replayed, or the stream cannot
 //!   be read in `timeout`: the client gets `resync` (after whatever was replayed), then live
-//!   events.
+//!   events. The timeout bounds the reads from the stream, not the writes to the socket: those
+//!   have the socket's write deadline, and one cut short would leave a frame half sent.
+//! - The socket is asked to close (a takeover, a kill) or the edge stops: the replay ends
+//!   between two reads or writes and the socket loop closes it.
 
 use super::gap;
 use super::handle::{SocketHandle, SocketKind};
@@ -42,6 +45,8 @@ enum Stop {
     Gap(GapCause),
     /// The connection broke.
     Broken,
+    /// The socket is closing or the edge stops: the socket loop takes over.
+    Closing,
 }
 
 /// The socket broke during the recovery.
@@ -62,16 +67,28 @@ pub async fn run(
     if write(socket, &mut frames, write_timeout).await.is_err() {
         return Err(Broken);
     }
-    let settings = &edge.config.recovery;
     let mut last = since.seq;
-    let replay = replay(edge, handle, socket, since, &mut last, write_timeout);
-    let stop = match tokio::time::timeout(settings.timeout, replay).await {
-        Ok(Ok(())) => None,
-        Ok(Err(Stop::Gap(cause))) => Some(cause),
-        Ok(Err(Stop::Broken)) => return Err(Broken),
-        Err(_elapsed) => Some(GapCause::RecoveryUnavailable),
+    // Set once the stream's epoch is known to be the client's: only then are the client's
+    // position and the replayed sequences comparable with the live events' sequences.
+    let mut confirmed = None;
+    let replay = replay(
+        edge,
+        handle,
+        socket,
+        since,
+        (&mut last, &mut confirmed),
+        write_timeout,
+    );
+    let stop = match replay.await {
+        Ok(()) => None,
+        Err(Stop::Gap(cause)) => Some(cause),
+        Err(Stop::Broken) => return Err(Broken),
+        Err(Stop::Closing) => {
+            handle.outbox.release(confirmed.map(|epoch| (epoch, last)));
+            return Ok(());
+        }
     };
-    let held_whole = handle.outbox.release(last);
+    let held_whole = handle.outbox.release(confirmed.map(|epoch| (epoch, last)));
     let outcome = match stop.or((!held_whole).then_some(GapCause::BeyondWindow)) {
         Some(cause) => {
             tracing::debug!(cause = cause.as_str(), "recovery ends in resync");
@@ -88,29 +105,35 @@ pub async fn run(
     Ok(())
 }
 
+/// Replays from `since`: `last` follows the last sequence written, `confirmed` is set to the
+/// epoch once the stream is known to be the client's.
 async fn replay(
     edge: &Edge,
     handle: &SocketHandle,
     socket: &mut Socket,
     since: Position,
-    last: &mut u64,
+    (last, confirmed): (&mut u64, &mut Option<u64>),
     write_timeout: Duration,
 ) -> Result<(), Stop> {
     let settings = &edge.config.recovery;
     let (Some(history), Some(config)) = (edge.history.get(), settings.history.as_ref()) else {
         return Err(Stop::Gap(GapCause::RecoveryUnavailable));
     };
-    let seam_end = Instant::now() + settings.seam;
-    let state = history
-        .state()
-        .await
-        .map_err(|_| Stop::Gap(GapCause::RecoveryUnavailable))?;
+    let now = Instant::now();
+    let seam_end = now + settings.seam;
+    // Reads from the stream give up here; writes have their own deadline (module docs).
+    let deadline = now + settings.timeout;
+    let unavailable = |_| Stop::Gap(GapCause::RecoveryUnavailable);
+    let state = read(edge, handle, deadline, history.state())
+        .await?
+        .map_err(unavailable)?;
     if state.transformed {
         return Err(Stop::Gap(GapCause::RecoveryUnavailable));
     }
     if state.epoch != since.epoch || since.seq > state.last_seq {
         return Err(Stop::Gap(GapCause::EpochChanged));
     }
+    *confirmed = Some(state.epoch);
     if since.seq.saturating_add(1) < state.first_seq {
         return Err(Stop::Gap(GapCause::BeyondWindow));
     }
@@ -118,10 +141,14 @@ async fn replay(
         .checked_sub(settings.max_age)
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let mut caught_up = state.last_seq <= since.seq;
-    let events = history
-        .replay(filter(handle, &config.subjects), since.seq + 1)
-        .await
-        .map_err(|_| Stop::Gap(GapCause::RecoveryUnavailable))?;
+    let events = read(
+        edge,
+        handle,
+        deadline,
+        history.replay(filter(handle, &config.subjects), since.seq + 1),
+    )
+    .await?
+    .map_err(unavailable)?;
     let mut events = std::pin::pin!(events);
     let mut frames = Vec::with_capacity(BATCH);
     let mut batch_last = *last;
@@ -134,12 +161,14 @@ async fn replay(
             break;
         }
         let next = if caught_up {
-            match tokio::time::timeout_at(seam_end, events.next()).await {
+            // Caught up, the replay follows the stream until the seam has passed.
+            match read(edge, handle, seam_end.min(deadline), events.next()).await {
                 Ok(next) => next,
-                Err(_seam_passed) => break,
+                Err(Stop::Gap(_)) if Instant::now() >= seam_end => break,
+                Err(stop) => return Err(stop),
             }
         } else {
-            events.next().await
+            read(edge, handle, deadline, events.next()).await?
         };
         let Some(Ok(event)) = next else {
             return Err(Stop::Gap(GapCause::RecoveryUnavailable));
@@ -166,6 +195,31 @@ async fn replay(
     flush(socket, &mut frames, write_timeout, last, batch_last).await?;
     edge.metrics.recovery_events.inc_by(replayed as u64);
     Ok(())
+}
+
+/// Awaits a read from the stream until `deadline` (then the client must resync), unless the
+/// socket is asked to close or the edge stops first.
+async fn read<T>(
+    edge: &Edge,
+    handle: &SocketHandle,
+    deadline: Instant,
+    reading: impl Future<Output = T>,
+) -> Result<T, Stop> {
+    let mut reading = std::pin::pin!(reading);
+    loop {
+        if handle.outbox.is_closing() || edge.sockets_stop.is_cancelled() {
+            return Err(Stop::Closing);
+        }
+        tokio::select! {
+            read = &mut reading => return Ok(read),
+            () = tokio::time::sleep_until(deadline) => {
+                return Err(Stop::Gap(GapCause::RecoveryUnavailable));
+            }
+            () = edge.sockets_stop.cancelled() => return Err(Stop::Closing),
+            // A close request wakes the queue (held live events do not): checked above.
+            () = handle.outbox.ready() => {}
+        }
+    }
 }
 
 /// Writes the batch; the last replayed sequence moves only once its frame left.

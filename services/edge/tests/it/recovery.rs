@@ -181,10 +181,20 @@ async fn another_epoch_or_too_much_missed_gets_resync_then_live() {
             .publish("websocket.c1.a1.chats", format!(r#"{{"n":{n}}}"#))
             .await;
     }
-    let mut old_epoch = v2_since(edge.http, "u1", &format!("{}:3", backend.epoch - 1)).await;
+    // A position in a stream that was since recreated, further along than the new one.
+    let mut old_epoch = v2_since(
+        edge.http,
+        "u1",
+        &format!("{}:{}", backend.epoch - 1, last + 4711),
+    )
+    .await;
     let resync = old_epoch.next_json().await;
     assert_eq!(resync["type"], "resync");
     assert_eq!(resync["payload"]["reason"], "epoch_changed");
+    // The new stream's live events reach it, though their sequences are below the old position.
+    edge.deliver(vec![live(last + 1, backend.epoch)]).await;
+    let next = old_epoch.next_json().await;
+    assert_eq!(next["position"]["seq"], last + 1, "{next}");
     drop(old_epoch);
     // 17 missed, 5 allowed: the first 5 are replayed, then resync.
     let mut beyond = v2_since(edge.http, "u2", &format!("{}:3", backend.epoch)).await;
@@ -193,8 +203,42 @@ async fn another_epoch_or_too_much_missed_gets_resync_then_live() {
     assert_eq!(kinds.last(), Some(&"resync"), "{got:?}");
     assert_eq!(got.last().unwrap()["payload"]["reason"], "beyond_window");
     // Live events keep flowing after the resync.
-    edge.deliver(vec![live(last + 1, backend.epoch)]).await;
-    assert_eq!(beyond.next_json().await["position"]["seq"], last + 1);
+    edge.deliver(vec![live(last + 2, backend.epoch)]).await;
+    assert_eq!(beyond.next_json().await["position"]["seq"], last + 2);
+}
+
+#[tokio::test]
+async fn a_takeover_during_a_replay_closes_the_replaying_socket_at_once() {
+    let backend = backend().await;
+    let coord = Coord::start().await;
+    let url = backend.nats.url();
+    // A long seam: the replay, caught up, keeps following the stream for this long.
+    let seam = Duration::from_secs(30);
+    let edge = TestEdge::start(&coord.url, "edge-recover-takeover", |c| {
+        c.recovery.history = Some(daisi_edge::config::History {
+            nats_url: url.parse().unwrap(),
+            stream: STREAM.into(),
+            subjects: daisi_domain::subject::SubjectModel::new("websocket").unwrap(),
+        });
+        c.recovery.seam = seam;
+        c.recovery.timeout = seam * 2;
+    })
+    .await;
+    let seq = backend
+        .publish("websocket.c1.a1.chats", r#"{"n":1}"#.to_owned())
+        .await;
+    let mut replaying = v2_since(edge.http, "u1", &format!("{}:{}", backend.epoch, seq - 1)).await;
+    assert_eq!(replaying.next_json().await["position"]["seq"], seq);
+    // Still in its seam; the same user connects again and takes the session over.
+    let started = std::time::Instant::now();
+    let _newer = v2_since(edge.http, "u1", &format!("{}:{seq}", backend.epoch)).await;
+    let ending = crate::closing::read_to_end(replaying.ws(), seam).await;
+    assert_eq!(ending.code(), Some(4402), "{ending:?}");
+    assert!(
+        started.elapsed() < seam / 3,
+        "closed after {:?}, not at the end of the seam",
+        started.elapsed()
+    );
 }
 
 /// Replay throughput into one socket (printed; the note of issue 13 quotes it): 10,000 missed
