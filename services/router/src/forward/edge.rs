@@ -446,9 +446,8 @@ impl<C: EdgeClient, R: RouteResolver> Shared<C, R> {
                 self.overflow(&obligation, self.health.state());
             }
             Err(mpsc::error::TrySendError::Closed(obligation)) => {
-                // The lane ended (shutdown): the message is handed back to the server.
                 self.pending.fetch_sub(1, Ordering::AcqRel);
-                drop(obligation);
+                self.lane_ended(&obligation);
             }
         }
     }
@@ -487,10 +486,25 @@ impl<C: EdgeClient, R: RouteResolver> Shared<C, R> {
                 .and_then(mpsc::WeakSender::upgrade)
             {
                 Some(lane) => self.enqueue(&lane, waiting.obligation),
-                // The edge was dropped (shutdown): the message is handed back to the server.
-                None => drop(waiting),
+                None => self.lane_ended(&waiting.obligation),
             }
         }
+    }
+
+    /// An obligation for a lane that ended: at shutdown it is left to the ledger, which hands
+    /// every message still held back to the server; otherwise the edge was replaced (its pod
+    /// gone) or swept, and the obligation is settled here, or its message would stay held
+    /// (never acknowledged, kept in the ledger) until the server's ack wait.
+    fn lane_ended(&self, obligation: &Obligation) {
+        if self.stop.is_cancelled() {
+            return;
+        }
+        let outcome = if self.gone.load(Ordering::Acquire) {
+            EdgeOutcome::Gone
+        } else {
+            EdgeOutcome::Deferred
+        };
+        self.settle(obligation, outcome);
     }
 
     fn settle_all(&self, batch: &[Obligation], outcome: &EdgeOutcome) {

@@ -420,3 +420,40 @@ async fn beyond_the_hold_an_event_is_handed_back_and_past_the_grace_in_it_given_
         "the next answered call carries a gap notice"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_edge_dropped_with_events_in_its_hold_settles_them_rather_than_strand_them() {
+    let mut rig = Rig::new();
+    rig.client.gated.store(true, Ordering::Release);
+    for _ in 0..2 * CAP {
+        rig.send_keyed(7, 1);
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(rig.edge.pending(), CAP);
+    assert_eq!(rig.edge.held(), CAP);
+    // The registry replaces the edge (its pod was reported gone and a route names it again)
+    // while its calls are in flight and its hold is full; the router keeps running.
+    let Rig {
+        edge,
+        client,
+        mut verdicts,
+        ..
+    } = rig;
+    drop(edge);
+    for _ in 0..(2 * CAP) {
+        client.gate.add_permits(1);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let verdicts: Vec<Verdict> = verdicts.drain().into_iter().map(|(_, v)| v).collect();
+    assert_eq!(
+        verdicts.len(),
+        2 * CAP,
+        "every event settled, none left held until the ack wait: {verdicts:?}"
+    );
+    assert_eq!(
+        count(&verdicts, |v| *v == Verdict::Redeliver),
+        CAP,
+        "the held ones are handed back for redelivery: {verdicts:?}"
+    );
+}
