@@ -291,19 +291,23 @@ pub async fn run_with<S: EventSource>(
     }
     readiness.start_draining();
     intake_stop.cancel();
-    let leftover = match dispatching.await {
-        Ok(rx) => Some(rx),
+    // The dispatcher comes back with its edges, which live until the lanes stop: events in
+    // flight or held for an edge get the grace to settle.
+    let (leftover, edges) = match dispatching.await {
+        Ok((rx, dispatcher)) => (Some(rx), Some(dispatcher)),
         Err(error) => {
             tracing::error!(%error, "dispatcher failed");
-            None
+            (None, None)
         }
     };
     let failure = reader.await.ok().flatten();
     if let Some(mut rx) = leftover {
         rx.close();
+        let mut undispatched = Vec::new();
         while let Ok(delivery) = rx.try_recv() {
-            give_back(delivery).await;
+            undispatched.push(delivery);
         }
+        give_back_all(undispatched).await;
     }
     let held = ledger.len();
     if held > 0 {
@@ -313,7 +317,17 @@ pub async fn run_with<S: EventSource>(
         .await
         .is_ok();
     lanes_stop.cancel();
-    let released = ledger.release_all().await;
+    drop(edges);
+    let released = match tokio::time::timeout(GIVE_BACK_DEADLINE, ledger.release_all()).await {
+        Ok(released) => released,
+        Err(_) => {
+            tracing::warn!(
+                deadline = ?GIVE_BACK_DEADLINE,
+                "could not hand every held message back in time; the server redelivers the rest after its ack wait"
+            );
+            ledger.len()
+        }
+    };
     if !drained || released > 0 {
         tracing::warn!(
             released,
@@ -333,9 +347,31 @@ pub async fn run_with<S: EventSource>(
     }
 }
 
+/// How long shutdown spends handing messages back to the server: with the server unreachable
+/// a nak waits for the client's command queue, and the server redelivers after its ack wait
+/// anyway.
+const GIVE_BACK_DEADLINE: Duration = Duration::from_secs(5);
+
 /// Hands a delivery that was never dispatched back to the server.
 async fn give_back(delivery: Delivery) {
     let _ = delivery.acker.nak(Duration::ZERO).await;
+}
+
+/// Hands deliveries that were never dispatched back to the server, within
+/// [`GIVE_BACK_DEADLINE`].
+async fn give_back_all(deliveries: Vec<Delivery>) {
+    let count = deliveries.len();
+    let all = async {
+        for delivery in deliveries {
+            give_back(delivery).await;
+        }
+    };
+    if tokio::time::timeout(GIVE_BACK_DEADLINE, all).await.is_err() {
+        tracing::warn!(
+            count,
+            "could not hand undispatched messages back in time; the server redelivers them after its ack wait"
+        );
+    }
 }
 
 /// Feeds the dispatcher until `stop`; returns the source's failure when it closed for good
@@ -348,7 +384,10 @@ async fn read_source<S: EventSource>(
 ) -> Option<String> {
     loop {
         let delivery = tokio::select! {
-            () = stop.cancelled() => return None,
+            () = stop.cancelled() => {
+                give_back_all(source.take_buffered()).await;
+                return None;
+            }
             next = source.next() => match next {
                 Some(d) => d,
                 None => {
@@ -367,7 +406,9 @@ async fn read_source<S: EventSource>(
         match permit {
             Some(permit) => permit.send(delivery),
             None => {
-                give_back(delivery).await;
+                let mut undispatched = vec![delivery];
+                undispatched.extend(source.take_buffered());
+                give_back_all(undispatched).await;
                 return None;
             }
         }

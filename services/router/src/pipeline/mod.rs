@@ -9,8 +9,11 @@
 //!
 //! When the coordinator cannot answer and the cache holds no fresh entry, the dispatcher stops
 //! taking deliveries and retries with backoff: the held messages stay unacknowledged (kept
-//! alive by in-progress acks) and the rest stays in the stream. Readiness reports the
-//! coordinator down meanwhile.
+//! alive by in-progress acks). What the source already read into the intake channel and the
+//! NATS client's pull buffer (a pull batch at most) is not held yet and gets no in-progress
+//! acks: past the ack wait the server redelivers it while this router still has it, so it may
+//! be forwarded twice (the edges drop the repeat). The rest stays in the stream. Readiness
+//! reports the coordinator down meanwhile.
 
 pub mod ledger;
 pub mod parse;
@@ -58,22 +61,23 @@ pub struct Dispatcher<C, R> {
 
 impl<C: EdgeClient, R: RouteResolver> Dispatcher<C, R> {
     /// Dispatches deliveries until `stop` or the channel closes; hands the channel back so
-    /// the caller can return what is left in it to the server.
+    /// the caller can return what is left in it to the server, and itself: its edges must
+    /// live on while their in-flight and held events settle within the shutdown grace.
     pub async fn run(
         mut self,
         mut deliveries: mpsc::Receiver<Delivery>,
         stop: CancellationToken,
-    ) -> mpsc::Receiver<Delivery> {
+    ) -> (mpsc::Receiver<Delivery>, Self) {
         let logs = RateLimit::new(Duration::from_secs(10));
         let mut chunk = Vec::with_capacity(CHUNK);
         let mut last_sweep = Instant::now();
         loop {
             let first = tokio::select! {
                 biased;
-                () = stop.cancelled() => return deliveries,
+                () = stop.cancelled() => return (deliveries, self),
                 next = deliveries.recv() => match next {
                     Some(d) => d,
-                    None => return deliveries,
+                    None => return (deliveries, self),
                 },
             };
             chunk.push(first);

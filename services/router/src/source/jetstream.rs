@@ -422,6 +422,29 @@ impl JetStreamSource {
 impl EventSource for JetStreamSource {
     type Publisher = JetStreamPublisher;
 
+    fn take_buffered(&mut self) -> Vec<Delivery> {
+        use futures_util::FutureExt as _;
+        let mut taken = Vec::new();
+        let Some(mut messages) = self.messages.take() else {
+            return taken;
+        };
+        // What the pull already brought sits in the subscription: polled once each, no wait.
+        // Bounded by the pull batch (the server sends no more than was asked for); the cap
+        // only guards against a stream that keeps being ready.
+        for _ in 0..self.settings.pull_batch.saturating_mul(2).max(1) {
+            match messages.next().now_or_never() {
+                Some(Some(Ok(message))) => {
+                    if let Some(delivery) = self.convert(message) {
+                        taken.push(delivery);
+                    }
+                }
+                _ => break,
+            }
+        }
+        self.messages = Some(messages);
+        taken
+    }
+
     async fn next(&mut self) -> Option<Delivery> {
         // A window a little longer than the client's missed-heartbeat timer (2 heartbeats):
         // a pull that stays quiet this long without an error did get its heartbeats.

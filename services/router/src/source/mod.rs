@@ -209,6 +209,13 @@ pub trait EventSource: Send + 'static {
         None
     }
 
+    /// Deliveries that already arrived and were not yet taken, without waiting: the router
+    /// hands them back to the server when it stops, rather than leave them to the ack wait.
+    /// Empty for a source that buffers nothing on the client side.
+    fn take_buffered(&mut self) -> Vec<Delivery> {
+        Vec::new()
+    }
+
     /// A writer into the same stream.
     fn publisher(&self) -> Self::Publisher;
 

@@ -220,3 +220,48 @@ async fn jetstream_source_keeps_the_contract() {
     assert!(next(&mut b, Duration::from_millis(300)).await.is_none());
     Box::pin(consumers_share_work(a, b, "t4")).await;
 }
+
+/// What a stopping router hands back includes what the pull already brought into the client
+/// (up to a pull batch), not only what it took: without that, those messages wait out the ack
+/// wait and come back behind later ones.
+#[tokio::test]
+async fn jetstream_source_gives_up_what_the_pull_already_brought() {
+    let nats = NatsServer::start().await.unwrap();
+    let mut a = jetstream(&nats, "t5", 5).await;
+    assert!(next(&mut a, Duration::from_millis(300)).await.is_none());
+    let publisher = a.publisher();
+    let mut sequences = Vec::new();
+    for n in 0..8 {
+        sequences.push(
+            publisher
+                .publish(message("t5", n, TraceHeaders::default()))
+                .await
+                .unwrap(),
+        );
+    }
+    let first = next(&mut a, Duration::from_secs(2))
+        .await
+        .expect("one taken");
+    assert_eq!(first.stream_sequence, sequences[0]);
+    // The rest of the batch arrives in the client without being asked for by `next`.
+    let mut buffered = Vec::new();
+    for _ in 0..20 {
+        buffered.extend(a.take_buffered());
+        if buffered.len() >= 7 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got: Vec<u64> = buffered.iter().map(|d| d.stream_sequence).collect();
+    assert_eq!(got, sequences[1..], "in order, each once");
+    assert!(a.take_buffered().is_empty(), "taken means gone");
+    for delivery in buffered {
+        delivery.acker.nak(Duration::ZERO).await.unwrap();
+    }
+    first.acker.nak(Duration::ZERO).await.unwrap();
+    // Handed back: delivered again at once, to whoever asks.
+    let again = next(&mut a, Duration::from_millis(700))
+        .await
+        .expect("again");
+    assert_eq!(again.delivered, 2, "a redelivery");
+}
