@@ -330,3 +330,71 @@ async fn drain(client: &mut Client, quiet: Duration) -> Vec<String> {
     }
     frames
 }
+
+/// An admin token of `admin` restricted to `restriction`, expiring `seconds` from now.
+fn admin_token_for(admin: &str, restriction: Option<&str>, seconds: u64) -> String {
+    let mut claims = daisi_domain::token::AdminClaims::expiring_in(
+        admin.parse().unwrap(),
+        jiff::Timestamp::now(),
+        seconds,
+    )
+    .unwrap();
+    claims.company_id_restriction = restriction.map(|c| c.parse().unwrap());
+    TokenKeyring::from_hex(&[crate::support::ADMIN_KEY])
+        .unwrap()
+        .encode_admin(&claims)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_admin_refresh_must_grant_the_same_access() {
+    let coord = Coord::start().await;
+    let edge = TestEdge::start(&coord.url, "edge-v2-admin-refresh", |_| {}).await;
+    let mut request = format!(
+        "ws://{}/ws/admin?token={}",
+        edge.http,
+        enc(&admin_token_for("ad1", Some("c1"), 60))
+    )
+    .into_client_request()
+    .unwrap();
+    let headers = request.headers_mut();
+    headers.insert(
+        "sec-websocket-protocol",
+        http::HeaderValue::from_static("json.v2"),
+    );
+    headers.insert(
+        "x-api-key",
+        http::HeaderValue::from_static(crate::support::ADMIN_API_KEY),
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut socket = Client::from_parts(ws, Some("json.v2".into()));
+    assert_eq!(socket.next_text().await, r#"{"type":"ready"}"#);
+    let refresh =
+        |token: String| format!(r#"{{"type":"refresh","payload":{{"token":"{token}"}}}}"#);
+
+    // The same admin, a later expiry, but no company restriction: wider access, refused.
+    socket
+        .send_text(&refresh(admin_token_for("ad1", None, 3600)))
+        .await;
+    let refused = socket.next_json().await;
+    assert_eq!(refused["payload"]["code"], "InvalidToken", "{refused}");
+    // Restricted to another company: refused too.
+    socket
+        .send_text(&refresh(admin_token_for("ad1", Some("c2"), 3600)))
+        .await;
+    assert_eq!(socket.next_json().await["payload"]["code"], "InvalidToken");
+    // The same access, later: accepted.
+    socket
+        .send_text(&refresh(admin_token_for("ad1", Some("c1"), 3600)))
+        .await;
+    let ok = socket.next_json().await;
+    assert_eq!(ok["type"], "refreshed", "{ok}");
+    assert_eq!(
+        metric(
+            &edge.metrics().await,
+            "daisi_edge_token_refreshes_total",
+            &["other_scope"]
+        ),
+        2
+    );
+}
