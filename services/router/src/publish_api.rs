@@ -7,13 +7,15 @@
 //! stored byte for byte as sent. Every message is published with JetStream acknowledgement, in
 //! order; the answer carries the stream sequences. `X-Request-ID` and `traceparent` of the
 //! request travel on as NATS headers. The API key is sent in `X-API-Key` and compared in
-//! constant time.
+//! constant time, before any of the body is read: a caller without the key cannot make the
+//! router buffer anything. Bodies are read by at most [`MAX_CONCURRENT`] requests at once
+//! (others get 503 at once) and within [`BODY_DEADLINE`] (408 after).
 
 use crate::metrics::RouterMetrics;
 use crate::source::{Outgoing, PublishError, Publisher, TraceHeaders};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -25,6 +27,15 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// Requests whose bodies are read or published at once, at most: with the body limit, this
+/// bounds the memory the API can take (16 × 8 MiB by default).
+pub const MAX_CONCURRENT: usize = 16;
+/// A body not received within this long is refused (408): a slow sender holds its slot no
+/// longer.
+pub const BODY_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Most messages in one request.
 pub const MAX_BATCH: usize = 1_000;
@@ -46,6 +57,12 @@ pub struct PublishApi<P> {
     pub metrics: RouterMetrics,
 }
 
+struct Shared<P> {
+    api: PublishApi<P>,
+    body_limit: usize,
+    slots: Semaphore,
+}
+
 /// The router with `POST /api/v1/publish`.
 pub fn router<P: Publisher>(api: PublishApi<P>) -> Router {
     // Bounds the memory one request can take: four maximal payloads or 8 MiB, whichever is
@@ -55,8 +72,11 @@ pub fn router<P: Publisher>(api: PublishApi<P>) -> Router {
     let body_limit = api.max_payload_bytes.saturating_mul(4).max(8 * 1024 * 1024);
     Router::new()
         .route(PATH, post(publish::<P>))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(Arc::new(api))
+        .with_state(Arc::new(Shared {
+            api,
+            body_limit,
+            slots: Semaphore::new(MAX_CONCURRENT),
+        }))
 }
 
 #[derive(Deserialize)]
@@ -114,11 +134,10 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty() && v.len() <= 512)
 }
 
-async fn publish<P: Publisher>(
-    State(api): State<Arc<PublishApi<P>>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn publish<P: Publisher>(State(shared): State<Arc<Shared<P>>>, request: Request) -> Response {
+    let api = &shared.api;
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
     let Some(key) = header(&headers, "x-api-key") else {
         api.metrics
             .published
@@ -135,6 +154,42 @@ async fn publish<P: Publisher>(
         let body = ErrorBody::api_key_invalid();
         return (StatusCode::UNAUTHORIZED, body.to_json()).into_response();
     }
+    let Ok(_slot) = shared.slots.try_acquire() else {
+        api.metrics.published.with_label_values(&["busy"]).inc();
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::InternalServerError,
+            "Too many publish requests at once",
+            format!("at most {MAX_CONCURRENT} are served at once; retry"),
+        );
+    };
+    let body =
+        match tokio::time::timeout(BODY_DEADLINE, axum::body::to_bytes(body, shared.body_limit))
+            .await
+        {
+            Ok(Ok(body)) => body,
+            Ok(Err(_too_large_or_broken)) => {
+                api.metrics
+                    .published
+                    .with_label_values(&["too_large"])
+                    .inc();
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    ErrorCode::BadRequest,
+                    "Request body too large",
+                    format!("at most {} bytes", shared.body_limit),
+                );
+            }
+            Err(_late) => {
+                api.metrics.published.with_label_values(&["invalid"]).inc();
+                return error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    ErrorCode::BadRequest,
+                    "Request body too slow",
+                    format!("the body must arrive within {BODY_DEADLINE:?}"),
+                );
+            }
+        };
     let (messages, single) = match messages(&body) {
         Some(parsed) => parsed,
         None => {
