@@ -54,8 +54,8 @@ impl<S: SessionStore> PodService for Pods<S> {
             .await
             .map_err(from_store)?;
         let status = match outcome {
-            HeartbeatOutcome::Renewed => pb::PodLeaseStatus::Renewed,
-            HeartbeatOutcome::Registered { purged } => {
+            HeartbeatOutcome::Renewed { .. } => pb::PodLeaseStatus::Renewed,
+            HeartbeatOutcome::Registered { purged, .. } => {
                 if purged.sessions > 0 || purged.routes > 0 {
                     shared.metrics.purged("new_instance");
                 }
@@ -97,6 +97,7 @@ impl<S: SessionStore> PodService for Pods<S> {
             // Sessions live with the pod's registration; edges audit at their own interval.
             session_lease_ttl: Some(convert::duration(settings.pod_lease)),
             renew_interval: None,
+            registration: outcome.registration(),
         }))
     }
 

@@ -233,17 +233,33 @@ pub struct PodHeartbeat {
     pub load: Option<PodLoad>,
 }
 
-/// What a heartbeat did.
+/// What a heartbeat did. `registration` is the pod's registration number after the call: it
+/// changes exactly when the pod was registered anew, so an edge that missed the `Registered`
+/// answer (a reply lost, a retry on another replica) still sees that it must restore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeartbeatOutcome {
     /// The lease was extended; sessions and routes are intact.
-    Renewed,
+    Renewed {
+        /// The pod's registration number.
+        registration: u64,
+    },
     /// The pod starts empty: first heartbeat, new instance, or lapsed lease. `purged` counts
     /// what the previous registration left behind.
     Registered {
         /// State of the previous registration that was purged.
         purged: Purged,
+        /// The pod's new registration number.
+        registration: u64,
     },
+}
+
+impl HeartbeatOutcome {
+    /// The pod's registration number after the heartbeat.
+    pub fn registration(&self) -> u64 {
+        match self {
+            Self::Renewed { registration } | Self::Registered { registration, .. } => *registration,
+        }
+    }
 }
 
 /// Counts of what a pod purge removed.

@@ -47,6 +47,10 @@ pub struct Faults {
     select_answers_to_lose: AtomicU64,
     /// Heartbeat answers lose their inbox (kill commands) while set.
     drop_inbox: AtomicBool,
+    /// Heartbeats fail with `Unavailable` without reaching the coordinator while set.
+    fail_heartbeats: AtomicBool,
+    /// How many of the next heartbeats whose answer is REGISTERED run but lose that answer.
+    registered_answers_to_lose: AtomicU64,
     /// How many of the next release calls fail with `Unavailable` without reaching the
     /// coordinator.
     releases_to_fail: AtomicU64,
@@ -102,6 +106,18 @@ impl Faults {
     pub fn retry_acquires_after(&self, delay: Duration) {
         let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
         self.acquire_retry_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Heartbeats fail at once without reaching the coordinator (`true`), so the pod's lease
+    /// lapses, or reach it again (`false`).
+    pub fn fail_heartbeats(&self, fail: bool) {
+        self.fail_heartbeats.store(fail, Ordering::Relaxed);
+    }
+
+    /// The next `n` heartbeats that (re)register the pod run on the coordinator, but the edge
+    /// sees `Unavailable`: its retry then finds the pod registered and is answered RENEWED.
+    pub fn lose_registered_answers(&self, n: u64) {
+        self.registered_answers_to_lose.store(n, Ordering::Relaxed);
     }
 
     /// The next `n` select calls run on the coordinator, but the edge sees `Unavailable`.
@@ -169,7 +185,23 @@ impl Coordinator for FaultInjector {
         load: Load,
         acked: u64,
     ) -> Result<HeartbeatOutcome, CoordinatorError> {
+        if self.faults.fail_heartbeats.load(Ordering::Relaxed) {
+            return Err(CoordinatorError::Unavailable(
+                "injected: heartbeat failed".into(),
+            ));
+        }
         let mut outcome = self.inner.heartbeat(pod, load, acked).await?;
+        if outcome.registered
+            && self
+                .faults
+                .registered_answers_to_lose
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return Err(CoordinatorError::Unavailable(
+                "injected: registered answer lost".into(),
+            ));
+        }
         if self.faults.drop_inbox.load(Ordering::Relaxed) {
             outcome.commands.clear();
             outcome.commands_through = 0;

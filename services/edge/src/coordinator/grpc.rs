@@ -136,6 +136,7 @@ impl Coordinator for GrpcCoordinator {
             .await?;
         Ok(HeartbeatOutcome {
             registered: response.status == pb::PodLeaseStatus::Registered as i32,
+            registration: response.registration,
             heartbeat_interval: duration_from_pb(
                 response.heartbeat_interval.as_ref(),
                 Duration::from_secs(10),

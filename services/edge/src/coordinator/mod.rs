@@ -156,6 +156,9 @@ pub struct LostSession {
 pub struct HeartbeatOutcome {
     /// The pod was (re)registered empty: routes and sessions must be restored.
     pub registered: bool,
+    /// The pod's registration number after the call (0: not reported). A change means the
+    /// pod was registered anew, also when the answer that said so was lost.
+    pub registration: u64,
     /// When to heartbeat next.
     pub heartbeat_interval: Duration,
     /// The pod's inbox: kill commands raised for it and not yet acknowledged, oldest first

@@ -37,6 +37,8 @@ const RESTORE_CONCURRENCY: usize = 64;
 pub struct Heartbeats {
     /// The highest inbox sequence applied, acknowledged with every heartbeat.
     inbox_acked: AtomicU64,
+    /// The pod's registration number as last reported (0: none yet).
+    registration: AtomicU64,
     flight: Mutex<Option<(u64, Flight)>>,
     flights: AtomicU64,
     restoring: AtomicBool,
@@ -95,8 +97,20 @@ async fn heartbeat_call(edge: Edge) -> Option<HeartbeatOutcome> {
             edge.heartbeats
                 .inbox_acked
                 .fetch_max(outcome.commands_through, Ordering::Relaxed);
-            if outcome.registered {
-                tracing::info!(pod_id = %edge.pod.pod, sockets = users + admins, "registered with the coordinator");
+            // A registration number other than the last one seen: the pod was registered
+            // anew, though this answer may say RENEWED (the one that said REGISTERED was lost,
+            // or went to another replica, and this is the retry).
+            let previous = match outcome.registration {
+                0 => 0,
+                now => edge.heartbeats.registration.swap(now, Ordering::Relaxed),
+            };
+            let missed = !outcome.registered && previous != 0 && previous != outcome.registration;
+            if outcome.registered || missed {
+                if missed {
+                    tracing::warn!(pod_id = %edge.pod.pod, sockets = users + admins, "the pod was registered anew in a heartbeat whose answer was lost; restoring");
+                } else {
+                    tracing::info!(pod_id = %edge.pod.pod, sockets = users + admins, "registered with the coordinator");
+                }
                 if !edge.registry.is_empty() {
                     start_restore(&edge);
                 }

@@ -310,3 +310,46 @@ async fn an_edge_is_not_ready_before_its_kill_command_stream_is_subscribed() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The pod's lease lapses (its heartbeats fail) and the heartbeat that registers it anew loses
+/// its answer; the retry is answered RENEWED. The new registration number in that answer still
+/// tells the edge to restore: the socket's session and route are held by the pod again.
+#[tokio::test]
+async fn a_lost_registered_answer_still_restores_sessions_and_routes() {
+    let coord = Coord::start_with(|c| {
+        // Longer than the edge's retry after a failed heartbeat (1 s), so that the retry
+        // finds the new registration still live.
+        c.pod_lease = Duration::from_secs(3);
+    })
+    .await;
+    let (coordinator, faults) = coord.faulty();
+    let edge = TestEdge::start_with(coordinator, "edge-lost-registered", |_| {}).await;
+    let mut c = user(edge.http, "c1", "a1", "u1").await;
+    let (_, connection) = coord.holder("c1", "a1", "u1").await.expect("held");
+
+    // The kill stream stays away: its resubscription would start an audit, which repairs the
+    // pod's state by another way; this test is about the heartbeat alone.
+    faults.refuse_watch(true);
+    faults.fail_heartbeats(true);
+    eventually("the pod's lease lapses and its state is purged", || async {
+        coord.holder("c1", "a1", "u1").await.is_none()
+    })
+    .await;
+    faults.lose_registered_answers(1);
+    faults.fail_heartbeats(false);
+    eventually("the socket's session is restored", || async {
+        coord.holder("c1", "a1", "u1").await
+            == Some(("edge-lost-registered".to_owned(), connection.clone()))
+    })
+    .await;
+    assert!(
+        !coord.routes_of("edge-lost-registered").await.is_empty(),
+        "routes restored too"
+    );
+    c.send_text(r#"{"type":"ready"}"#).await;
+    assert_eq!(
+        c.next_text().await,
+        r#"{"type":"ready"}"#,
+        "the socket lives"
+    );
+}

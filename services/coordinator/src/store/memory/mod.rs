@@ -414,22 +414,38 @@ impl SessionStore for MemoryStore {
         let current = state.pods.get(&heartbeat.pod).cloned();
         let (outcome, registered_at) = match current {
             Some(pod) if pod.instance == heartbeat.instance && pod.lease_expires_at >= now => {
-                (HeartbeatOutcome::Renewed, pod.registered_at)
+                let registration = state
+                    .registrations
+                    .get(&heartbeat.pod)
+                    .copied()
+                    .unwrap_or_default();
+                (
+                    HeartbeatOutcome::Renewed { registration },
+                    pod.registered_at,
+                )
             }
             Some(_) => {
                 let purged = state.purge(&heartbeat.pod, retain);
-                (HeartbeatOutcome::Registered { purged }, now)
+                let registration = state.register(&heartbeat.pod);
+                (
+                    HeartbeatOutcome::Registered {
+                        purged,
+                        registration,
+                    },
+                    now,
+                )
             }
-            None => (
-                HeartbeatOutcome::Registered {
-                    purged: Purged::default(),
-                },
-                now,
-            ),
+            None => {
+                let registration = state.register(&heartbeat.pod);
+                (
+                    HeartbeatOutcome::Registered {
+                        purged: Purged::default(),
+                        registration,
+                    },
+                    now,
+                )
+            }
         };
-        if matches!(outcome, HeartbeatOutcome::Registered { .. }) {
-            state.register(&heartbeat.pod);
-        }
         state.pods.insert(
             heartbeat.pod.clone(),
             PodRecord {

@@ -98,18 +98,27 @@ impl RedisStore {
                 String::new(),
             )
             .await?;
-        match answer.split_first() {
-            Some((status, due)) if status == "renewed" => {
-                self.sweep_all(pod, due, Some(self.inner.timeout)).await;
-                Ok(HeartbeatOutcome::Renewed)
+        let corrupt = || StoreError::Corrupt(format!("heartbeat answered {answer:?}"));
+        let Some((status, rest)) = answer.split_first() else {
+            return Err(corrupt());
+        };
+        let Some((registration, rest)) = rest.split_first() else {
+            return Err(corrupt());
+        };
+        let registration: u64 = registration.parse().map_err(|_| corrupt())?;
+        match status.as_str() {
+            "renewed" => {
+                self.sweep_all(pod, rest, Some(self.inner.timeout)).await;
+                Ok(HeartbeatOutcome::Renewed { registration })
             }
-            Some((status, rest)) if status == "registered" => {
+            "registered" => {
                 let purged = self.sweep_all(pod, rest, Some(self.inner.timeout)).await;
-                Ok(HeartbeatOutcome::Registered { purged })
+                Ok(HeartbeatOutcome::Registered {
+                    purged,
+                    registration,
+                })
             }
-            _ => Err(StoreError::Corrupt(format!(
-                "heartbeat answered {answer:?}"
-            ))),
+            _ => Err(corrupt()),
         }
     }
 
