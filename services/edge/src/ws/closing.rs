@@ -86,12 +86,17 @@ pub async fn initiate(socket: &mut Socket, request: CloseRequest, write_timeout:
     .await;
 }
 
-/// Whether a read failed because the client's frame or message exceeded the size limit.
+/// Whether a read failed because the client's frame or message exceeded the size limit, or
+/// the message came in too many frames ([`super::in_frames::MAX_FRAGMENTS`]).
 pub fn is_too_big(error: &WsError) -> bool {
-    matches!(
-        error,
-        WsError::Capacity(CapacityError::MessageTooLong { .. })
-    )
+    match error {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => true,
+        // A message in too many fragments is refused as too big as well.
+        WsError::Io(io) => io
+            .get_ref()
+            .is_some_and(|inner| inner.is::<super::stream::TooFragmented>()),
+        _ => false,
+    }
 }
 
 /// No pong (or any frame) for `pong_wait`: 1011 "Pong timeout" (compat.md).

@@ -13,6 +13,12 @@
 /// The longest frame header: 2 bytes, an 8-byte length, a 4-byte mask key (RFC 6455 §5.2).
 const MAX_HEADER: usize = 14;
 
+/// Most frames one client message may come in. A message is charged to the socket's rate
+/// limit once, when complete; without a bound, a message that never completes (a first
+/// fragment, then empty continuations forever, each a read of its own) would make the socket
+/// work for free. Browsers do not fragment client messages at all.
+pub const MAX_FRAGMENTS: u32 = 256;
+
 /// The shortest header of a client frame: clients must mask, so 2 bytes and the mask key.
 /// Reading that much before the second byte is known never crosses the end of a valid client
 /// frame; an unmasked one ends the socket (tungstenite refuses it), so nothing is shed then.
@@ -30,6 +36,8 @@ pub struct InFrames {
     /// request and given to tungstenite directly); reads must go past them before the
     /// position says anything about tungstenite's buffer.
     unread_part: u64,
+    /// Data frames of the current, unfinished message so far.
+    fragments: u32,
 }
 
 impl InFrames {
@@ -60,6 +68,11 @@ impl InFrames {
         self.advance(bytes);
     }
 
+    /// Whether the current message came in more than [`MAX_FRAGMENTS`] frames.
+    pub fn too_fragmented(&self) -> bool {
+        self.fragments > MAX_FRAGMENTS
+    }
+
     /// Whether everything handed over ends at a frame end, past the bytes given at creation.
     pub fn at_frame_end(&self) -> bool {
         self.unread_part == 0 && self.payload_left == 0 && self.have == 0
@@ -82,6 +95,15 @@ impl InFrames {
             bytes = &bytes[n..];
             if self.have == header_len(&self.head[..self.have]) && self.have >= 2 {
                 self.payload_left = payload_len(&self.head[..self.have]);
+                // Control frames (opcode 8 and up) may come between fragments: not counted.
+                let first = self.head[0];
+                if first & 0x08 == 0 {
+                    if first & 0x80 == 0 {
+                        self.fragments = self.fragments.saturating_add(1);
+                    } else {
+                        self.fragments = 0;
+                    }
+                }
                 self.have = 0;
             }
         }
@@ -229,5 +251,31 @@ mod tests {
             assert_eq!(sizes.iter().sum::<usize>(), stream.len());
             assert!(frames.at_frame_end(), "room {room}");
         }
+    }
+
+    #[test]
+    fn a_message_in_too_many_fragments_is_noticed_and_control_frames_do_not_count() {
+        // First fragment (text, FIN clear), empty continuations, a ping between them.
+        let start = [0x01, 0x80, 0, 0, 0, 0];
+        let continuation = [0x00, 0x80, 0, 0, 0, 0];
+        let ping = [0x89, 0x80, 0, 0, 0, 0];
+        let last = [0x80, 0x80, 0, 0, 0, 0];
+        let mut frames = InFrames::default();
+        frames.read(&start);
+        for _ in 1..MAX_FRAGMENTS {
+            frames.read(&continuation);
+            frames.read(&ping);
+        }
+        assert!(!frames.too_fragmented(), "at the bound");
+        frames.read(&last);
+        assert!(
+            !frames.too_fragmented(),
+            "a complete message starts the count over"
+        );
+        frames.read(&start);
+        for _ in 0..MAX_FRAGMENTS {
+            frames.read(&continuation);
+        }
+        assert!(frames.too_fragmented());
     }
 }

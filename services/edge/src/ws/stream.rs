@@ -206,10 +206,22 @@ impl AsyncRead for Io {
             }
             (polled, window.filled().len())
         };
+        if this.frames.too_fragmented() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                TooFragmented,
+            )));
+        }
         buf.advance(n);
         polled
     }
 }
+
+/// A client message came in more frames than [`super::in_frames::MAX_FRAGMENTS`]; the read
+/// fails with this inside an [`io::ErrorKind::InvalidData`] error.
+#[derive(Debug, thiserror::Error)]
+#[error("a message in more than {} frames", super::in_frames::MAX_FRAGMENTS)]
+pub struct TooFragmented;
 
 fn detached() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, "socket being rebuilt")

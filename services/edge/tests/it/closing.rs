@@ -5,7 +5,7 @@
 //! its code before the TCP connection ends (cleanly, except 1009: see its test).
 
 use crate::support::*;
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -296,4 +296,31 @@ pub async fn muted_user(
         "{ready:?}"
     );
     (ws, muted)
+}
+
+/// A message that never completes (a first fragment, then empty continuations) would never be
+/// charged to the rate limit: past the fragment bound the socket is closed with 1009, as for a
+/// message too big.
+#[tokio::test]
+async fn a_message_in_endless_fragments_closes_1009() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let coord = Coord::start().await;
+    let edge = TestEdge::start(&coord.url, "edge-close-fragments", |_| {}).await;
+    let mut client = user(edge.http, "c1", "a1", "fragments").await;
+    let first = Frame::message(b"{".to_vec(), OpCode::Data(Data::Text), false);
+    client
+        .ws()
+        .send(Message::Frame(first))
+        .await
+        .expect("first");
+    let bound = daisi_edge::ws::in_frames::MAX_FRAGMENTS as usize;
+    for _ in 0..bound + 10 {
+        let empty = Frame::message(Vec::new(), OpCode::Data(Data::Continue), false);
+        if client.ws().send(Message::Frame(empty)).await.is_err() {
+            break;
+        }
+    }
+    let ending = read_to_end(client.ws(), WAIT).await;
+    assert_eq!(ending.code(), Some(1009), "{ending:?}");
 }
