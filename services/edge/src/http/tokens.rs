@@ -26,6 +26,20 @@ pub const PATHS: [&str; 2] = ["/generate-token", "/admin/generate-token"];
 
 /// Token requests are a few hundred bytes; nothing larger is read.
 const MAX_BODY_BYTES: usize = 16 * 1024;
+/// A token request's body (a few ids) must arrive within this long once the key was accepted:
+/// a request counts as in flight at its door, so a body sent slowly would hold a slot.
+const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The body of a request whose key was accepted, within [`MAX_BODY_BYTES`] and
+/// [`BODY_DEADLINE`]. Read only after the key check: a caller without the key makes the edge
+/// wait for nothing.
+async fn read_body(body: axum::body::Body) -> Result<Bytes, Response> {
+    match tokio::time::timeout(BODY_DEADLINE, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(error::compat(&bad("Invalid request body"))),
+        Err(_late) => Err(error::compat(&bad("Request body too slow"))),
+    }
+}
 
 /// Who may mint: the credential of each route; a route without one is not served.
 #[derive(Debug, Clone)]
@@ -183,13 +197,17 @@ async fn user_token(
     State(minter): State<Minter>,
     headers: HeaderMap,
     query: Result<Query<KeyParam>, QueryRejection>,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     let (edge, keys) = (&minter.edge, &minter.keys);
     let presented = presented(keys, &headers, &query);
     if let Err(d) = user_key_outcome(check(keys.user.as_ref(), presented)) {
         return denied(edge, &d);
     }
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
     let Ok(request) = serde_json::from_slice::<UserTokenRequest>(&body) else {
         return error::compat(&bad("Invalid request body"));
     };
@@ -216,13 +234,17 @@ async fn admin_token(
     State(minter): State<Minter>,
     headers: HeaderMap,
     query: Result<Query<KeyParam>, QueryRejection>,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     let (edge, keys) = (&minter.edge, &minter.keys);
     let presented = presented(keys, &headers, &query);
     if let Err(d) = admin_key_outcome(check(keys.admin.as_ref(), presented)) {
         return denied(edge, &d);
     }
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
     let Ok(request) = serde_json::from_slice::<AdminTokenRequest>(&body) else {
         return error::compat(&bad("Invalid request body"));
     };

@@ -336,3 +336,61 @@ async fn wait_logged(process: &ServiceProcess, needle: &str) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Sends a request head announcing a body that never comes; the status line of the answer, if
+/// one comes within `within`.
+async fn head_only(
+    addr: std::net::SocketAddr,
+    path: &str,
+    key: Option<&str>,
+    within: Duration,
+) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let key = key.map_or(String::new(), |k| format!("x-api-key: {k}\r\n"));
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: edge\r\ncontent-type: application/json\r\n{key}content-length: 16000\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 1024];
+    let n = tokio::time::timeout(within, tcp.read(&mut answer))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&answer[..n]).into_owned();
+    text.lines().next().map(str::to_owned)
+}
+
+/// A token request without the key is refused on its head, without waiting for its body; one
+/// with the key whose body does not come is refused after a short deadline, so slow bodies
+/// cannot hold the door's in-flight slots.
+#[tokio::test]
+async fn token_requests_are_refused_before_their_body_and_slow_bodies_time_out() {
+    let coord = Coord::start().await;
+    let edge = TestEdge::start(&coord.url, "edge-mint-slow-body", |c| {
+        c.minting.public = true;
+    })
+    .await;
+    let status = head_only(edge.http, "/generate-token", None, Duration::from_secs(1)).await;
+    assert!(
+        status.as_deref().is_some_and(|s| s.contains(" 401 ")),
+        "{status:?}"
+    );
+    let started = std::time::Instant::now();
+    let status = head_only(
+        edge.http,
+        "/generate-token",
+        Some(API_KEY),
+        Duration::from_secs(8),
+    )
+    .await;
+    assert!(
+        status.as_deref().is_some_and(|s| s.contains(" 400 ")),
+        "{status:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "refused after {:?}, before the request deadline",
+        started.elapsed()
+    );
+}
