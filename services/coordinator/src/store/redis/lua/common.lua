@@ -100,15 +100,24 @@ local function drop_session(sk, selk, chat, retention_ms)
   redis.call('DEL', sk)
 end
 
+-- Whether registration `gen` of a pod came before `own_gen` (numbers, increasing per pod).
+-- Only earlier ones are known dead: a caller that read `own_gen` before the pod registered
+-- anew must not take a session of the newer registration for dead.
+local function earlier_gen(gen, own_gen)
+  local g, o = tonumber(gen), tonumber(own_gen)
+  if g and o then return g < o end
+  return gen ~= own_gen
+end
+
 -- The record of session hash `sk` as HMGET of pod, gen, conn, fence, chat, or all false when
 -- nobody holds it. A record the caller knows to be dead (its registration `dead_gen` of
--- `dead_pod` ended, or `own_pod` now runs registration `own_gen`) is dropped here, as its
--- pod's sweep would: the key is vacant at once.
+-- `dead_pod` ended, or `own_pod` now runs a later registration `own_gen`) is dropped here, as
+-- its pod's sweep would: the key is vacant at once.
 local function held_record(sk, selk, now, retention_ms, own_pod, own_gen, dead_pod, dead_gen)
   local cur = redis.call('HMGET', sk, 'pod', 'gen', 'conn', 'fence', 'chat')
   if cur[1] then
     local gen = cur[2] or ''
-    local dead = (cur[1] == own_pod and gen ~= own_gen)
+    local dead = (cur[1] == own_pod and earlier_gen(gen, own_gen))
       or (dead_pod ~= '' and cur[1] == dead_pod and gen == dead_gen)
     if dead then
       drop_session(sk, selk, cur[5], retention_ms)

@@ -17,8 +17,8 @@ for i = 3, #ARGV, 3 do
   local conn, fence = ARGV[i + 1], ARGV[i + 2]
   local sk, tk = KEYS[3 * n - 2], KEYS[3 * n - 1]
   local cur = redis.call('HMGET', sk, 'pod', 'gen', 'conn', 'fence')
-  -- A record of an ended registration of this pod is vacant (its sweep drops it).
-  if cur[1] == pod and (cur[2] or '') ~= gen then cur = { false, false, false, false } end
+  -- A record of an ended (earlier) registration of this pod is vacant (its sweep drops it).
+  if cur[1] == pod and earlier_gen(cur[2] or '', gen) then cur = { false, false, false, false } end
   if cur[3] ~= conn or cur[4] ~= fence then
     local ended = tombstone(tk, conn, now)
     if ended then
