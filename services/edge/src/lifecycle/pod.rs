@@ -196,6 +196,17 @@ pub async fn reacquire(edge: &Edge, socket: Arc<SocketHandle>) {
     match edge.coordinator.acquire(&edge.pod.pod, request).await {
         Ok(AcquireOutcome::Granted { fencing, .. }) => {
             socket.set_fencing(fencing);
+            // The socket closed while the call was in flight: its release went out with the
+            // old token, which no longer matches. Release the new grant too (a second release
+            // of the same grant, should the close come right now, is a no-op).
+            let indexed = edge
+                .registry
+                .by_connection(socket.connection.as_str())
+                .is_some_and(|held| Arc::ptr_eq(&held, &socket));
+            if !indexed {
+                edge.releases.push(socket.held());
+                return;
+            }
             // While the pod was forgotten its events were acknowledged as "no route": a
             // json.v2 socket may have missed some.
             crate::ws::gap::announce(edge, &socket, daisi_domain::protocol::GapCause::PodPurge);

@@ -353,3 +353,39 @@ async fn a_lost_registered_answer_still_restores_sessions_and_routes() {
         "the socket lives"
     );
 }
+
+/// A socket closes while its session's restore is in flight: the grant the restore made after
+/// the close is released too (the close's release carried the old token, which no longer
+/// matched), instead of staying held by no socket until the pod's registration ends.
+#[tokio::test]
+async fn a_restore_granted_to_a_socket_that_just_closed_is_released() {
+    let coord = Coord::start_with(|c| {
+        // Longer than the edge's heartbeat retry (see the test above).
+        c.pod_lease = Duration::from_secs(3);
+    })
+    .await;
+    let (coordinator, faults) = coord.faulty();
+    let edge = TestEdge::start_with(coordinator, "edge-restore-closed", |_| {}).await;
+    let c = user(edge.http, "c1", "a1", "u1").await;
+    let (_, connection) = coord.holder("c1", "a1", "u1").await.expect("held");
+
+    faults.refuse_watch(true);
+    faults.fail_heartbeats(true);
+    eventually("the pod's lease lapses and its state is purged", || async {
+        coord.holder("c1", "a1", "u1").await.is_none()
+    })
+    .await;
+    // The restore's acquire is applied at once; its answer reaches the edge 2 s later.
+    faults.delay_acquire_replies(Duration::from_secs(2));
+    faults.fail_heartbeats(false);
+    eventually("the restore's grant is applied", || async {
+        coord.holder("c1", "a1", "u1").await
+            == Some(("edge-restore-closed".to_owned(), connection.clone()))
+    })
+    .await;
+    c.close().await;
+    eventually("the grant is released once its answer arrives", || async {
+        coord.holder("c1", "a1", "u1").await.is_none()
+    })
+    .await;
+}
