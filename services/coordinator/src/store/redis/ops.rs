@@ -253,9 +253,15 @@ impl RedisStore {
         // Batches follow slots; answer in the caller's order.
         lost.sort_unstable_by_key(|(i, _)| *i);
         let lost: Vec<LostSession> = lost.into_iter().map(|(_, l)| l).collect();
-        // Memberships go after the state they describe (steps.rs, invariant 4).
+        // Memberships go after the state they describe (steps.rs, invariant 4). Only those of
+        // connections that can never hold the key again (taken over, killed: tombstoned): a
+        // session found vacant may be granted to the same connection again right now (a
+        // restore's re-acquire), and removing its membership then would hide it from the
+        // sweep at the pod's end. A membership left behind is harmless: the sweep drops only a
+        // session that pod, registration and connection still hold.
         let gone: Vec<String> = lost
             .iter()
+            .filter(|l| matches!(l.reason, EndReason::TakenOver | EndReason::KilledByAdmin))
             .map(|l| member(&l.session.key.to_string(), l.session.connection.as_str()))
             .collect();
         self.forget_grants(pod, &gone).await?;
