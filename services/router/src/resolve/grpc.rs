@@ -70,6 +70,17 @@ fn error(status: &tonic::Status) -> ResolveError {
         | Code::Cancelled
         | Code::Unknown
         | Code::Internal => ResolveError::Unavailable(status.message().to_owned()),
+        // A credential the coordinator does not accept, or a coordinator without the method:
+        // configuration or version skew, not the events' fault. Refusing would acknowledge
+        // every event of the chunk as undeliverable (lost) while readiness stays up; waiting,
+        // not ready, until it is fixed loses nothing.
+        Code::Unauthenticated | Code::PermissionDenied | Code::Unimplemented => {
+            ResolveError::Unavailable(format!(
+                "{:?} from the coordinator (check the router's internal credential and versions): {}",
+                status.code(),
+                status.message()
+            ))
+        }
         code => ResolveError::Refused(format!("{code:?}: {}", status.message())),
     }
 }
@@ -153,5 +164,29 @@ impl RouteResolver for GrpcResolver {
             }
         }
         Ok(statuses)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_and_version_failures_wait_rather_than_refuse_the_events() {
+        for status in [
+            tonic::Status::unauthenticated("no credential"),
+            tonic::Status::permission_denied("not a router"),
+            tonic::Status::unimplemented("older coordinator"),
+            tonic::Status::unavailable("down"),
+        ] {
+            assert!(
+                matches!(error(&status), ResolveError::Unavailable(_)),
+                "{status:?}"
+            );
+        }
+        assert!(matches!(
+            error(&tonic::Status::invalid_argument("too many queries")),
+            ResolveError::Refused(_)
+        ));
     }
 }
