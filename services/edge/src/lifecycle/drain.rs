@@ -13,6 +13,8 @@ use tokio::time::Instant;
 const MAX_WAVES: usize = 100;
 /// Kept at the end of the grace for the release batch and deregistration.
 const RESERVE: Duration = Duration::from_secs(2);
+/// The close waves end within this share of the time before the drain deadline.
+const WAVES_WITHIN: f64 = 0.8;
 
 /// Drains the pod; returns once sessions are released and the pod deregistered (or the grace
 /// is spent).
@@ -21,12 +23,19 @@ pub async fn drain(edge: &Edge) {
     let grace = edge.config.shutdown_grace;
     edge.readiness.start_draining();
     let sockets = edge.registry.all();
-    tracing::info!(sockets = sockets.len(), spread = ?edge.config.drain_spread, "draining");
+    let deadline = started + grace.saturating_sub(RESERVE.min(grace / 4));
+    // The waves end well before the deadline, so the last sockets have time to close and the
+    // releases and deregistration their reserve, whatever the spread setting.
+    let spread = edge
+        .config
+        .drain_spread
+        .min((deadline - started).mul_f64(WAVES_WITHIN));
+    tracing::info!(sockets = sockets.len(), ?spread, "draining");
     if !sockets.is_empty() {
         let waves = sockets.len().min(MAX_WAVES);
         let per_wave = sockets.len().div_ceil(waves);
         for (i, wave) in sockets.chunks(per_wave).enumerate() {
-            let at = started + edge.config.drain_spread.mul_f64(i as f64 / waves as f64);
+            let at = started + spread.mul_f64(i as f64 / waves as f64);
             tokio::time::sleep_until(at).await;
             for socket in wave {
                 socket.outbox.close(CloseRequest::shutdown());
@@ -37,7 +46,6 @@ pub async fn drain(edge: &Edge) {
     for socket in edge.registry.all() {
         socket.outbox.close(CloseRequest::shutdown());
     }
-    let deadline = started + grace.saturating_sub(RESERVE.min(grace / 4));
     edge.socket_tasks.close();
     if tokio::time::timeout_at(deadline, edge.socket_tasks.wait())
         .await
@@ -51,6 +59,9 @@ pub async fn drain(edge: &Edge) {
         let _ = tokio::time::timeout(Duration::from_millis(500), edge.socket_tasks.wait()).await;
     }
     let released = edge.releases.flush(edge).await.sent;
+    // No heartbeat may reach the coordinator after the deregistration: it would register the
+    // pod anew for a lease (and restore the routes of sockets still indexed).
+    crate::lifecycle::pod::stop_heartbeats(edge).await;
     if let Err(error) = edge.coordinator.deregister(&edge.pod).await {
         tracing::warn!(%error, "deregistration failed; the pod lease will lapse");
     }

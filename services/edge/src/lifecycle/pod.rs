@@ -39,6 +39,8 @@ pub struct Heartbeats {
     inbox_acked: AtomicU64,
     /// The pod's registration number as last reported (0: none yet).
     registration: AtomicU64,
+    /// Set before the pod deregisters: no heartbeat is sent from then on.
+    stopped: AtomicBool,
     flight: Mutex<Option<(u64, Flight)>>,
     flights: AtomicU64,
     restoring: AtomicBool,
@@ -59,6 +61,9 @@ impl std::fmt::Debug for Heartbeats {
 /// One heartbeat (joining the one in flight, if any); `None` when it failed. A REGISTERED
 /// answer while sockets are open starts the restore in the background.
 pub async fn heartbeat_once(edge: &Edge) -> Option<HeartbeatOutcome> {
+    if edge.heartbeats.stopped.load(Ordering::SeqCst) {
+        return None;
+    }
     let (id, flight) = {
         let mut slot = edge.heartbeats.flight.lock();
         match slot.as_ref() {
@@ -77,6 +82,22 @@ pub async fn heartbeat_once(edge: &Edge) -> Option<HeartbeatOutcome> {
         *slot = None;
     }
     outcome
+}
+
+/// Stops heartbeating before the pod deregisters: no new heartbeat starts, and the one in
+/// flight (if any) is waited for (within the coordinator's call deadline), so none lands
+/// after the deregistration.
+pub async fn stop_heartbeats(edge: &Edge) {
+    edge.heartbeats.stopped.store(true, Ordering::SeqCst);
+    let flight = edge
+        .heartbeats
+        .flight
+        .lock()
+        .as_ref()
+        .map(|(_, flight)| flight.clone());
+    if let Some(flight) = flight {
+        let _ = tokio::time::timeout(edge.config.coordinator_timeout, flight).await;
+    }
 }
 
 async fn heartbeat_call(edge: Edge) -> Option<HeartbeatOutcome> {

@@ -19,6 +19,7 @@ use crate::coordinator::{Coordinator, CoordinatorError, HeldSession, Route};
 use crate::state::Edge;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use parking_lot::{Mutex, MutexGuard};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -56,8 +57,8 @@ struct Abandon {
 
 #[derive(Debug, Default)]
 struct Pending {
-    released: Vec<Release>,
-    abandoned: Vec<Abandon>,
+    released: VecDeque<Release>,
+    abandoned: VecDeque<Abandon>,
 }
 
 /// Sessions waiting for release.
@@ -82,10 +83,10 @@ impl ReleaseQueue {
     pub fn push(&self, session: HeldSession) {
         let mut pending = self.lock();
         if pending.released.len() >= MAX_PENDING {
-            pending.released.remove(0);
+            pending.released.pop_front();
             self.overflowed.fetch_add(1, Ordering::Relaxed);
         }
-        pending.released.push(Release {
+        pending.released.push_back(Release {
             session,
             until: Instant::now() + RETRY_FOR,
         });
@@ -95,10 +96,10 @@ impl ReleaseQueue {
     pub fn abandon(&self, session: HeldSession, route: Route) {
         let mut pending = self.lock();
         if pending.abandoned.len() >= MAX_PENDING {
-            pending.abandoned.remove(0);
+            pending.abandoned.pop_front();
             self.overflowed.fetch_add(1, Ordering::Relaxed);
         }
-        pending.abandoned.push(Abandon {
+        pending.abandoned.push_back(Abandon {
             session,
             route,
             until: Instant::now() + RETRY_FOR,
@@ -169,7 +170,7 @@ impl ReleaseQueue {
         // granted a late acquire.
         let released = if matches!(error, CoordinatorError::UnknownPod) {
             edge.heartbeat_now.notify_one();
-            Vec::new()
+            VecDeque::new()
         } else {
             released
         };
@@ -199,10 +200,12 @@ impl ReleaseQueue {
 
 /// Puts `older` back in front of `queue`, keeping at most [`MAX_PENDING`] (the newest);
 /// answers how many were dropped.
-fn requeue<T>(queue: &mut Vec<T>, older: Vec<T>) -> usize {
+fn requeue<T>(queue: &mut VecDeque<T>, older: Vec<T>) -> usize {
     let room = MAX_PENDING.saturating_sub(queue.len());
     let skip = older.len().saturating_sub(room);
-    queue.splice(0..0, older.into_iter().skip(skip));
+    for item in older.into_iter().skip(skip).rev() {
+        queue.push_front(item);
+    }
     skip
 }
 

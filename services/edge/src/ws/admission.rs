@@ -287,6 +287,14 @@ async fn acquire_and_index(
         // `ready` goes first; events arriving before the socket task starts queue behind it.
         handle.outbox.push(Utf8Bytes::from_static(READY_FRAME));
         let killed_before_indexing = edge.registry.insert(handle.clone());
+        if edge.draining() {
+            // The drain began while this socket was admitted, maybe after its last pass over
+            // the index: nobody else would ask it to close, and the drain would wait for it
+            // to its deadline.
+            handle
+                .outbox
+                .close(crate::ws::outbox::CloseRequest::shutdown());
+        }
         if killed_before_indexing {
             // Taken over (or killed) while the acquire reply was on its way: the close request
             // overrides the queued `ready`, so the client gets the SessionConflict frame and

@@ -64,3 +64,72 @@ async fn shutdown_drains_every_socket_and_releases_sessions() {
         "deregistered"
     );
 }
+
+/// A socket whose admission was under way when the drain began (its acquire answered only
+/// after the drain's last pass over the sockets) is still closed with 1001 at once, not cut
+/// without a close at the drain deadline.
+#[tokio::test]
+async fn a_socket_admitted_while_the_drain_begins_is_closed_with_1001() {
+    let coord = Coord::start().await;
+    let (coordinator, faults) = coord.faulty();
+    let edge = TestEdge::start_with(coordinator, "edge-drain-late", |c| {
+        c.shutdown_grace = Duration::from_secs(8);
+        c.drain_spread = Duration::from_millis(100);
+    })
+    .await;
+    faults.delay_acquire_replies(Duration::from_millis(800));
+    let http = edge.http;
+    let token = user_token("c1", "a1", "late");
+    let connecting = tokio::spawn(async move {
+        open(
+            http,
+            &format!("/ws/c1/a1?token={}", enc(&token)),
+            Some(API_KEY),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    edge.begin_shutdown();
+    let started = tokio::time::Instant::now();
+    let mut client = connecting
+        .await
+        .unwrap()
+        .expect("admitted before the drain");
+    let closed = client.closed_within(Duration::from_secs(4)).await;
+    assert_eq!(closed.code, Some(1001), "{closed:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "closed after {:?}, not at the drain deadline",
+        started.elapsed()
+    );
+}
+
+/// A drain spread nearly as long as the grace (the settings allow 90 %) still closes every
+/// socket with 1001 and leaves time to release the sessions and deregister: the waves end
+/// well before the drain deadline.
+#[tokio::test]
+async fn a_spread_close_to_the_grace_still_closes_every_socket_and_releases() {
+    let coord = Coord::start().await;
+    let edge = TestEdge::start(&coord.url, "edge-drain-long-spread", |c| {
+        c.shutdown_grace = Duration::from_secs(3);
+        c.drain_spread = Duration::from_millis(2700);
+    })
+    .await;
+    let mut clients = Vec::new();
+    for i in 0..20 {
+        clients.push(user(edge.http, "c1", "a1", &format!("u{i}")).await);
+    }
+    edge.begin_shutdown();
+    for client in &mut clients {
+        let closed = client.closed_within(Duration::from_secs(4)).await;
+        assert_eq!(closed.code, Some(1001), "{closed:?}");
+    }
+    edge.shutdown().await;
+    for i in 0..20 {
+        assert_eq!(
+            coord.holder("c1", "a1", &format!("u{i}")).await,
+            None,
+            "u{i} released"
+        );
+    }
+}
