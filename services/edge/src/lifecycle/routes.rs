@@ -5,7 +5,9 @@
 //! the routes the coordinator holds for this pod and unregisters those no local socket needs
 //! (a lost acquire may have registered its agent route and the chat route of a restored
 //! selection). A stray route only costs deliveries that reach nobody, but it would otherwise
-//! stay for the life of the pod.
+//! stay for the life of the pod. The other way round, it registers again the routes local
+//! sockets count that the coordinator does not list (an unregister that landed after every
+//! wait for it), which would otherwise cost those sockets every event.
 
 use crate::coordinator::Coordinator;
 use crate::state::Edge;
@@ -38,9 +40,23 @@ pub async fn run(edge: Edge, stop: CancellationToken) {
         if reconcile {
             match edge.coordinator.list_routes(&edge.pod.pod).await {
                 Ok(registered) => {
+                    let missing = routes.missing(&registered);
                     let strays = routes.strays(registered);
                     if strays > 0 {
                         tracing::info!(strays, "unregistering routes no socket needs");
+                    }
+                    if !missing.is_empty() {
+                        tracing::warn!(
+                            missing = missing.len(),
+                            "registering again routes local sockets need that the coordinator lost"
+                        );
+                        if let Err(error) = edge
+                            .coordinator
+                            .register_routes(&edge.pod.pod, missing)
+                            .await
+                        {
+                            tracing::warn!(%error, "route re-registration failed; retried at the next reconciliation");
+                        }
                     }
                 }
                 Err(error) => {

@@ -255,6 +255,23 @@ impl RouteBook {
         strays
     }
 
+    /// Reconciliation, the other way: the routes local sockets count that the coordinator
+    /// does not list (`listed`). The invariant says there are none; an unregister batch that
+    /// landed later than [`RouteBook::register_again`] waited for it (a batch of many chunks,
+    /// a slow coordinator, a call that timed out here but was applied there) breaks it, and
+    /// the sockets of such a route would get no events. The caller registers them again
+    /// (idempotent; one whose last socket leaves meanwhile is a stray the next pass removes).
+    pub fn missing(&self, listed: &[Route]) -> Vec<Route> {
+        let listed: HashSet<&Route> = listed.iter().collect();
+        let state = self.state.lock();
+        state
+            .counts
+            .keys()
+            .filter(|route| !listed.contains(route))
+            .cloned()
+            .collect()
+    }
+
     /// Unregisters the routes that are still unused, in one batch. On failure they are kept
     /// for the next round (a stale route only costs deliveries that reach nobody). Called by
     /// one task at a time (the route syncer).
@@ -466,8 +483,35 @@ mod tests {
         let book = RouteBook::default();
         book.retain(agent("a"));
         let listed = s.coordinator.list_routes(&s.pod.pod).await.expect("list");
+        assert!(book.missing(&listed).is_empty());
         assert_eq!(book.strays(listed), 1);
         book.unregister_unused(&s.coordinator, &s.pod.pod).await;
+        assert_eq!(registered(&s.url).await, ["a"]);
+    }
+
+    #[tokio::test]
+    async fn reconciliation_finds_a_counted_route_an_unregister_removed_anyway() {
+        let s = setup().await;
+        let book = RouteBook::default();
+        book.retain(agent("a"));
+        s.coordinator
+            .register_routes(&s.pod.pod, vec![agent("a")])
+            .await
+            .expect("register");
+        // An unregister batch that landed after every wait for it: `a` is gone at the
+        // coordinator although a socket counts it.
+        s.coordinator
+            .unregister_routes(&s.pod.pod, vec![agent("a")])
+            .await
+            .expect("late unregister");
+        let listed = s.coordinator.list_routes(&s.pod.pod).await.expect("list");
+        let missing = book.missing(&listed);
+        assert_eq!(missing, [agent("a")]);
+        assert_eq!(book.strays(listed), 0);
+        s.coordinator
+            .register_routes(&s.pod.pod, missing)
+            .await
+            .expect("register again");
         assert_eq!(registered(&s.url).await, ["a"]);
     }
 }
