@@ -3,7 +3,8 @@
 //! answering `resync` when it cannot replay. `json.v1` sockets beside them see none of it.
 
 use crate::support::{
-    API_KEY, Client, Coord, Refused, TestEdge, USER_KEY, WAIT, enc, event, metric, user, user_token,
+    API_KEY, Client, Coord, Refused, TestEdge, USER_KEY, enc, event, metric, open_as, user,
+    user_token,
 };
 use daisi_domain::token::{TokenKeyring, UserClaims};
 use daisi_proto::edge::v1::{self as epb, DeliveryScope};
@@ -12,7 +13,6 @@ use serde_json::Value;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const EPOCH: u64 = 1_764_441_600_123_456_789;
 
@@ -38,38 +38,13 @@ async fn open_offering(
     query: &str,
     protocols: &'static str,
 ) -> Result<Client, Refused> {
-    let mut request = format!("ws://{http}/ws/c1/a1?{query}")
-        .into_client_request()
-        .unwrap();
-    let headers = request.headers_mut();
-    headers.insert(
-        "sec-websocket-protocol",
-        http::HeaderValue::from_static(protocols),
-    );
-    headers.insert("x-api-key", http::HeaderValue::from_static(API_KEY));
-    match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
-        .await
-        .expect("connect in time")
-    {
-        Ok((ws, response)) => Ok(Client::from_parts(
-            ws,
-            response
-                .headers()
-                .get("sec-websocket-protocol")
-                .map(|v| v.to_str().unwrap().to_owned()),
-        )),
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            let (parts, body) = response.into_parts();
-            Err(Refused {
-                status: parts.status.as_u16(),
-                headers: parts.headers,
-                body: body
-                    .map(|b| serde_json::from_slice(&b).unwrap_or(Value::Null))
-                    .unwrap_or(Value::Null),
-            })
-        }
-        Err(e) => panic!("connect failed: {e}"),
-    }
+    open_as(
+        http,
+        &format!("/ws/c1/a1?{query}"),
+        Some(API_KEY),
+        protocols,
+    )
+    .await
 }
 
 /// A `json.v2` user socket of c1/a1 with `token` (and `extra` query), `ready` consumed.
@@ -350,24 +325,18 @@ fn admin_token_for(admin: &str, restriction: Option<&str>, seconds: u64) -> Stri
 async fn an_admin_refresh_must_grant_the_same_access() {
     let coord = Coord::start().await;
     let edge = TestEdge::start(&coord.url, "edge-v2-admin-refresh", |_| {}).await;
-    let mut request = format!(
-        "ws://{}/ws/admin?token={}",
+    let mut socket = open_as(
         edge.http,
-        enc(&admin_token_for("ad1", Some("c1"), 60))
+        &format!(
+            "/ws/admin?token={}",
+            enc(&admin_token_for("ad1", Some("c1"), 60))
+        ),
+        Some(crate::support::ADMIN_API_KEY),
+        "json.v2",
     )
-    .into_client_request()
-    .unwrap();
-    let headers = request.headers_mut();
-    headers.insert(
-        "sec-websocket-protocol",
-        http::HeaderValue::from_static("json.v2"),
-    );
-    headers.insert(
-        "x-api-key",
-        http::HeaderValue::from_static(crate::support::ADMIN_API_KEY),
-    );
-    let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    let mut socket = Client::from_parts(ws, Some("json.v2".into()));
+    .await
+    .expect("admin socket opens");
+    assert_eq!(socket.protocol.as_deref(), Some("json.v2"));
     assert_eq!(socket.next_text().await, r#"{"type":"ready"}"#);
     let refresh =
         |token: String| format!(r#"{{"type":"refresh","payload":{{"token":"{token}"}}}}"#);

@@ -311,30 +311,53 @@ async fn an_edge_is_not_ready_before_its_kill_command_stream_is_subscribed() {
     }
 }
 
-/// The pod's lease lapses (its heartbeats fail) and the heartbeat that registers it anew loses
-/// its answer; the retry is answered RENEWED. The new registration number in that answer still
-/// tells the edge to restore: the socket's session and route are held by the pod again.
-#[tokio::test]
-async fn a_lost_registered_answer_still_restores_sessions_and_routes() {
-    let coord = Coord::start_with(|c| {
-        // Longer than the edge's retry after a failed heartbeat (1 s), so that the retry
-        // finds the new registration still live.
-        c.pod_lease = Duration::from_secs(3);
-    })
-    .await;
-    let (coordinator, faults) = coord.faulty();
-    let edge = TestEdge::start_with(coordinator, "edge-lost-registered", |_| {}).await;
-    let mut c = user(edge.http, "c1", "a1", "u1").await;
-    let (_, connection) = coord.holder("c1", "a1", "u1").await.expect("held");
+/// A coordinator whose pod lease (3 s) is longer than the edge's retry after a failed heartbeat
+/// (1 s), so that a retry finds a new registration still live; an edge `pod` behind the fault
+/// injector with one socket of c1/a1/u1, whose heartbeats then fail until the pod's lease
+/// lapses and its state is purged. The kill stream stays away: its resubscription would start
+/// an audit, which repairs the pod's state by another way; these tests are about the heartbeat
+/// and the restore it starts. Heartbeats still fail on return.
+struct LapsedPod {
+    coord: Coord,
+    edge: TestEdge,
+    faults: std::sync::Arc<daisi_edge::coordinator::faults::Faults>,
+    client: Client,
+    connection: String,
+}
 
-    // The kill stream stays away: its resubscription would start an audit, which repairs the
-    // pod's state by another way; this test is about the heartbeat alone.
+async fn lapsed_pod(pod: &str) -> LapsedPod {
+    let coord = Coord::start_with(|c| c.pod_lease = Duration::from_secs(3)).await;
+    let (coordinator, faults) = coord.faulty();
+    let edge = TestEdge::start_with(coordinator, pod, |_| {}).await;
+    let client = user(edge.http, "c1", "a1", "u1").await;
+    let (_, connection) = coord.holder("c1", "a1", "u1").await.expect("held");
     faults.refuse_watch(true);
     faults.fail_heartbeats(true);
     eventually("the pod's lease lapses and its state is purged", || async {
         coord.holder("c1", "a1", "u1").await.is_none()
     })
     .await;
+    LapsedPod {
+        coord,
+        edge,
+        faults,
+        client,
+        connection,
+    }
+}
+
+/// The pod's lease lapses and the heartbeat that registers it anew loses its answer; the retry
+/// is answered RENEWED. The new registration number in that answer still tells the edge to
+/// restore: the socket's session and route are held by the pod again.
+#[tokio::test]
+async fn a_lost_registered_answer_still_restores_sessions_and_routes() {
+    let LapsedPod {
+        coord,
+        edge: _edge,
+        faults,
+        client: mut c,
+        connection,
+    } = lapsed_pod("edge-lost-registered").await;
     faults.lose_registered_answers(1);
     faults.fail_heartbeats(false);
     eventually("the socket's session is restored", || async {
@@ -359,22 +382,13 @@ async fn a_lost_registered_answer_still_restores_sessions_and_routes() {
 /// matched), instead of staying held by no socket until the pod's registration ends.
 #[tokio::test]
 async fn a_restore_granted_to_a_socket_that_just_closed_is_released() {
-    let coord = Coord::start_with(|c| {
-        // Longer than the edge's heartbeat retry (see the test above).
-        c.pod_lease = Duration::from_secs(3);
-    })
-    .await;
-    let (coordinator, faults) = coord.faulty();
-    let edge = TestEdge::start_with(coordinator, "edge-restore-closed", |_| {}).await;
-    let c = user(edge.http, "c1", "a1", "u1").await;
-    let (_, connection) = coord.holder("c1", "a1", "u1").await.expect("held");
-
-    faults.refuse_watch(true);
-    faults.fail_heartbeats(true);
-    eventually("the pod's lease lapses and its state is purged", || async {
-        coord.holder("c1", "a1", "u1").await.is_none()
-    })
-    .await;
+    let LapsedPod {
+        coord,
+        edge: _edge,
+        faults,
+        client: c,
+        connection,
+    } = lapsed_pod("edge-restore-closed").await;
     // The restore's acquire is applied at once; its answer reaches the edge 2 s later.
     faults.delay_acquire_replies(Duration::from_secs(2));
     faults.fail_heartbeats(false);

@@ -388,18 +388,29 @@ pub fn v1_request(url: &str) -> tungstenite::handshake::client::Request {
     request
 }
 
-/// Opens a socket at `path_and_query` with `api_key` in the header (when given).
+/// Opens a `json.v1` socket at `path_and_query` with `api_key` in the header (when given).
 pub async fn open(
     http: SocketAddr,
     path_and_query: &str,
     api_key: Option<&str>,
+) -> Result<Client, Refused> {
+    open_as(http, path_and_query, api_key, "json.v1").await
+}
+
+/// [`open`] offering the subprotocols `protocols` (e.g. `"json.v2, json.v1"`); the client
+/// knows the one the server chose.
+pub async fn open_as(
+    http: SocketAddr,
+    path_and_query: &str,
+    api_key: Option<&str>,
+    protocols: &str,
 ) -> Result<Client, Refused> {
     let mut request = format!("ws://{http}{path_and_query}")
         .into_client_request()
         .unwrap();
     request.headers_mut().insert(
         "sec-websocket-protocol",
-        http::HeaderValue::from_static("json.v1"),
+        http::HeaderValue::from_str(protocols).unwrap(),
     );
     if let Some(key) = api_key {
         request

@@ -12,7 +12,6 @@ use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// Far longer than anything else the test waits for, so "arrived before the window's end"
 /// cannot happen by chance (the setting itself is capped at 1 s; the loop takes any length).
@@ -59,24 +58,10 @@ async fn coalescing_edge_with(
 /// Opens a json.v2 socket of c1/a1/u1 and consumes `ready`.
 async fn v2_user(http: std::net::SocketAddr) -> Client {
     let token = user_token("c1", "a1", "u1");
-    let mut request = format!("ws://{http}/ws/c1/a1?token={}", enc(&token))
-        .into_client_request()
-        .unwrap();
-    let headers = request.headers_mut();
-    headers.insert(
-        "sec-websocket-protocol",
-        http::HeaderValue::from_static("json.v2"),
-    );
-    headers.insert("x-api-key", http::HeaderValue::from_static(API_KEY));
-    let (ws, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+    let path = format!("/ws/c1/a1?token={}", enc(&token));
+    let mut client = open_as(http, &path, Some(API_KEY), "json.v2")
         .await
-        .expect("connect in time")
         .expect("v2 socket opens");
-    let protocol = response
-        .headers()
-        .get("sec-websocket-protocol")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let mut client = Client::from_parts(ws, protocol);
     assert_eq!(client.protocol.as_deref(), Some("json.v2"));
     assert_eq!(client.next_text().await, r#"{"type":"ready"}"#);
     client
@@ -118,6 +103,13 @@ async fn deliver_one(edge: &TestEdge, seq: u64) {
     assert_eq!(results[0].sockets_reached, 1, "event {seq}");
 }
 
+/// Delivers event 1 and reads it: a lone event, whose write opens a window.
+async fn lone_event(edge: &TestEdge, client: &mut Client) {
+    deliver_one(edge, 1).await;
+    let lone = client.maybe_text(WINDOW * 2).await.expect("the lone event");
+    assert!(lone.contains(r#""n":1"#), "{lone}");
+}
+
 #[tokio::test]
 async fn events_within_the_window_leave_together_and_a_lone_one_at_once() {
     let coord = Coord::start().await;
@@ -125,9 +117,7 @@ async fn events_within_the_window_leave_together_and_a_lone_one_at_once() {
     let (writes_before, frames_before) = writes(&edge).await;
 
     let sent = Instant::now();
-    deliver_one(&edge, 1).await;
-    let first = client.maybe_text(WINDOW * 2).await.expect("the lone event");
-    assert!(first.contains(r#""n":1"#), "{first}");
+    lone_event(&edge, &mut client).await;
     let lone = sent.elapsed();
     assert!(lone < WINDOW / 10, "a lone event waited {lone:?}");
 
@@ -167,14 +157,7 @@ async fn pings_and_a_close_request_do_not_wait_for_the_window() {
     let coord = Coord::start().await;
     let (edge, mut client, _metronome) = coalescing_edge(&coord, "edge-coalesce-close").await;
     let sent = Instant::now();
-    deliver_one(&edge, 1).await;
-    assert!(
-        client
-            .maybe_text(WINDOW * 2)
-            .await
-            .expect("lone")
-            .contains(r#""n":1"#)
-    );
+    lone_event(&edge, &mut client).await;
     // This one waits for the window...
     deliver_one(&edge, 2).await;
 
@@ -224,9 +207,7 @@ async fn a_gap_from_the_queue_overflowing_does_not_wait_for_the_window() {
     )
     .await;
     let sent = Instant::now();
-    deliver_one(&edge, 1).await;
-    let lone = client.maybe_text(WINDOW * 2).await.expect("the lone event");
-    assert!(lone.contains(r#""n":1"#), "{lone}");
+    lone_event(&edge, &mut client).await;
 
     // Within the window the queue fills (2 to 5) and waits; 6 pushes 2 out of it (drop-oldest),
     // a gap the socket announces at once rather than at the window's end.
@@ -259,14 +240,7 @@ async fn a_burst_longer_than_a_batch_leaves_in_batches_without_waiting() {
     )
     .await;
     let sent = Instant::now();
-    deliver_one(&edge, 1).await;
-    assert!(
-        client
-            .maybe_text(WINDOW * 2)
-            .await
-            .expect("lone")
-            .contains(r#""n":1"#)
-    );
+    lone_event(&edge, &mut client).await;
     let (writes_before, frames_before) = writes(&edge).await;
     // 200 events in one delivery: they wait for the window the first write opened, then leave
     // a batch (64 frames) per write, one batch right after the other.
