@@ -79,16 +79,15 @@ pub async fn run(
         (&mut last, &mut confirmed),
         write_timeout,
     );
-    let stop = match replay.await {
+    let replayed = replay.await;
+    let held_whole = handle.outbox.release(confirmed.map(|epoch| (epoch, last)));
+    let stop = match replayed {
         Ok(()) => None,
         Err(Stop::Gap(cause)) => Some(cause),
         Err(Stop::Broken) => return Err(Broken),
-        Err(Stop::Closing) => {
-            handle.outbox.release(confirmed.map(|epoch| (epoch, last)));
-            return Ok(());
-        }
+        // The socket loop closes it; nothing to announce.
+        Err(Stop::Closing) => return Ok(()),
     };
-    let held_whole = handle.outbox.release(confirmed.map(|epoch| (epoch, last)));
     let outcome = match stop.or((!held_whole).then_some(GapCause::BeyondWindow)) {
         Some(cause) => {
             tracing::debug!(cause = cause.as_str(), "recovery ends in resync");

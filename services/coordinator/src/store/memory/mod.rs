@@ -424,22 +424,15 @@ impl SessionStore for MemoryStore {
                     pod.registered_at,
                 )
             }
-            Some(_) => {
-                let purged = state.purge(&heartbeat.pod, retain);
+            previous => {
+                let purged = match previous {
+                    Some(_) => state.purge(&heartbeat.pod, retain),
+                    None => Purged::default(),
+                };
                 let registration = state.register(&heartbeat.pod);
                 (
                     HeartbeatOutcome::Registered {
                         purged,
-                        registration,
-                    },
-                    now,
-                )
-            }
-            None => {
-                let registration = state.register(&heartbeat.pod);
-                (
-                    HeartbeatOutcome::Registered {
-                        purged: Purged::default(),
                         registration,
                     },
                     now,
