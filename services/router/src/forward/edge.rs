@@ -239,10 +239,7 @@ impl<C: EdgeClient, R: RouteResolver> Edge<C, R> {
 
     /// The pod moved to `address` (the coordinator says so).
     pub fn set_address(&self, address: &Arc<str>) {
-        let mut current = self.shared.address.lock();
-        if *current != *address {
-            *current = address.clone();
-        }
+        self.shared.move_to(address);
     }
 
     /// The current address.
@@ -548,6 +545,21 @@ impl<C: EdgeClient, R: RouteResolver> Shared<C, R> {
         }
     }
 
+    /// The pod now listens at `address`: later calls go there, and the connections to the old
+    /// address are released (pod addresses change with every restart of a Kubernetes pod, so
+    /// keeping them would grow the client's pools with every rollout). Whether it moved.
+    fn move_to(&self, address: &Arc<str>) -> bool {
+        let old = {
+            let mut current = self.address.lock();
+            if *current == *address {
+                return false;
+            }
+            std::mem::replace(&mut *current, address.clone())
+        };
+        self.client.forget(&old);
+        true
+    }
+
     /// Asks the coordinator about the pod: gone (settle everything) or moved.
     async fn resolve(&self) {
         match self
@@ -557,11 +569,8 @@ impl<C: EdgeClient, R: RouteResolver> Shared<C, R> {
         {
             Ok(statuses) => match statuses.get(&self.pod) {
                 Some(PodStatus::Alive(current)) => {
-                    let mut address = self.address.lock();
-                    if *address != *current {
+                    if self.move_to(current) {
                         tracing::info!(edge = %self.pod, address = %current, "edge moved");
-                        *address = current.clone();
-                        drop(address);
                         self.health.wake();
                     }
                 }

@@ -70,11 +70,7 @@ impl<C: EdgeClient, R: RouteResolver> EdgeRegistry<C, R> {
                 self.stop.child_token(),
             )
         });
-        if edge.address() != pod.address {
-            let old = edge.address();
-            edge.set_address(&pod.address);
-            self.client.forget(&old);
-        }
+        edge.set_address(&pod.address);
         edge
     }
 

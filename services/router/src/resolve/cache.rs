@@ -34,12 +34,14 @@ use daisi_domain::PodId;
 use parking_lot::Mutex;
 use prometheus::IntCounter;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-/// Entries above which expired ones are swept on the next lookup.
+/// Entries above which expired ones are swept on the next lookup. After a sweep the bar is
+/// twice what is left, so a cache that holds more live entries than this does not scan them
+/// all on every miss (each sweep is paid for by as many inserts as it scans).
 const SWEEP_ABOVE: usize = 50_000;
 
 #[derive(Debug, Clone)]
@@ -74,6 +76,8 @@ pub struct RouteCache<R> {
     entries: Mutex<HashMap<RouteQuery, Entry>>,
     /// The refresher task was started.
     refresher: AtomicBool,
+    /// Entries above which a lookup sweeps the expired ones (see [`SWEEP_ABOVE`]).
+    sweep_above: AtomicUsize,
     counters: Option<LookupCounters>,
 }
 
@@ -87,6 +91,7 @@ impl<R: RouteResolver> RouteCache<R> {
             stale_if_error,
             entries: Mutex::new(HashMap::new()),
             refresher: AtomicBool::new(false),
+            sweep_above: AtomicUsize::new(SWEEP_ABOVE),
             counters: None,
         }
     }
@@ -160,9 +165,11 @@ impl<R: RouteResolver> RouteCache<R> {
             )));
         }
         let mut entries = self.lock();
-        if entries.len() > SWEEP_ABOVE {
-            let ttl = self.ttl + self.stale_if_error;
-            entries.retain(|_, e| sent_at.duration_since(e.sent_at) < ttl);
+        if entries.len() > self.sweep_above.load(Ordering::Relaxed) {
+            let keep = self.ttl + self.stale_if_error;
+            entries.retain(|_, e| sent_at.duration_since(e.sent_at) < keep);
+            self.sweep_above
+                .store(SWEEP_ABOVE.max(entries.len() * 2), Ordering::Relaxed);
         }
         let fetched: HashMap<&RouteQuery, Arc<[Pod]>> = missing
             .iter()
@@ -197,10 +204,13 @@ impl<R: RouteResolver> RouteCache<R> {
     }
 
     /// Entries at least `ttl / 2` old, used since they were stored and not being refreshed:
-    /// marked as being refreshed, and returned.
+    /// marked as being refreshed, and returned. Entries too old to be served even while the
+    /// coordinator is down are dropped on the way, so keys no longer used leave the cache.
     fn due(&self) -> Vec<RouteQuery> {
         let now = Instant::now();
+        let keep = self.ttl + self.stale_if_error;
         let mut entries = self.lock();
+        entries.retain(|_, e| now.duration_since(e.sent_at) < keep);
         entries
             .iter_mut()
             .filter(|(_, e)| {
@@ -380,6 +390,28 @@ mod tests {
         tokio::time::advance(Duration::from_millis(700)).await;
         let again = cache.pods(&[q("a")]).await.unwrap();
         assert_eq!(again[0][0].id.as_str(), "pod2", "expired entry refetched");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keys_no_longer_used_leave_the_cache() {
+        let backend = Arc::new(Counting::default());
+        let cache = Arc::new(RouteCache::new(
+            backend.clone(),
+            Duration::from_secs(1),
+            Duration::from_secs(2),
+        ));
+        let keys: Vec<RouteQuery> = (0..100).map(|i| q(&format!("a{i}"))).collect();
+        cache.pods(&keys).await.unwrap();
+        assert_eq!(cache.lock().len(), 100);
+        // Still servable while the coordinator is down: kept.
+        tokio::time::advance(Duration::from_millis(2_500)).await;
+        settle().await;
+        assert_eq!(cache.lock().len(), 100);
+        // Past ttl + stale_if_error: the refresher's next tick drops them, no lookup needed.
+        tokio::time::advance(Duration::from_millis(1_000)).await;
+        settle().await;
+        assert_eq!(cache.lock().len(), 0);
+        assert_eq!(*backend.queried.lock(), [100], "nothing looked up again");
     }
 
     async fn settle() {

@@ -25,6 +25,8 @@ struct Scripted {
     calls: Mutex<Vec<(Instant, usize)>>,
     /// Stream sequences of the events accepted, in the order the calls were answered.
     accepted: Mutex<Vec<u64>>,
+    /// Addresses whose connections the edge released.
+    forgotten: Mutex<Vec<String>>,
 }
 
 impl Default for Scripted {
@@ -36,6 +38,7 @@ impl Default for Scripted {
             delivered: AtomicUsize::new(0),
             calls: Mutex::new(Vec::new()),
             accepted: Mutex::new(Vec::new()),
+            forgotten: Mutex::new(Vec::new()),
         }
     }
 }
@@ -69,11 +72,23 @@ impl EdgeClient for Scripted {
         true
     }
 
-    fn forget(&self, _address: &str) {}
+    fn forget(&self, address: &str) {
+        self.forgotten.lock().push(address.to_owned());
+    }
 }
 
-/// The coordinator still lists the pod (its lease has not run out).
-struct Listed;
+/// The coordinator still lists the pod (its lease has not run out), at `address`.
+struct Listed {
+    address: Mutex<Arc<str>>,
+}
+
+impl Default for Listed {
+    fn default() -> Self {
+        Self {
+            address: Mutex::new(Arc::from("http://edge")),
+        }
+    }
+}
 
 impl RouteResolver for Listed {
     async fn lookup(&self, queries: &[RouteQuery]) -> Result<Lookup, crate::resolve::ResolveError> {
@@ -88,7 +103,7 @@ impl RouteResolver for Listed {
     ) -> Result<HashMap<PodId, PodStatus>, crate::resolve::ResolveError> {
         Ok(pods
             .iter()
-            .map(|p| (p.clone(), PodStatus::Alive(Arc::from("http://edge"))))
+            .map(|p| (p.clone(), PodStatus::Alive(self.address.lock().clone())))
             .collect())
     }
 }
@@ -126,7 +141,7 @@ impl Rig {
             },
             client.clone(),
             Arc::new(RouteCache::new(
-                Listed,
+                Listed::default(),
                 Duration::from_secs(1),
                 Duration::ZERO,
             )),
@@ -248,6 +263,31 @@ async fn the_backlog_is_capped_and_a_silent_edge_fails_fast_after_the_grace() {
     let verdicts = rig.verdicts();
     assert_eq!(count(&verdicts, unreachable), 5, "new events fail fast");
     assert_eq!(rig.edge.pending(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_edge_that_moved_is_called_at_its_new_address_and_the_old_one_is_released() {
+    let mut rig = Rig::new();
+    rig.client.silent.store(true, Ordering::Release);
+    rig.send(2);
+    // The pod restarted elsewhere: the coordinator lists it at a new address.
+    *rig.edge.shared.resolver.inner().address.lock() = Arc::from("http://edge-moved");
+    rig.run_for(PROBE * 2 + RESOLVE_EVERY + Duration::from_millis(10))
+        .await;
+    assert_eq!(&*rig.edge.address(), "http://edge-moved");
+    assert_eq!(
+        *rig.client.forgotten.lock(),
+        vec!["http://edge".to_owned()],
+        "the old address's connections are released"
+    );
+    rig.client.silent.store(false, Ordering::Release);
+    rig.run_for(PROBE * 4).await;
+    let verdicts = rig.verdicts();
+    assert_eq!(
+        count(&verdicts, |v| *v == Verdict::Delivered),
+        2,
+        "{verdicts:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
