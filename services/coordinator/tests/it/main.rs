@@ -8,6 +8,7 @@ mod binary;
 mod cluster;
 mod contract;
 mod done_when;
+mod redis_keys;
 mod redis_later;
 mod rediss;
 mod support;

@@ -575,18 +575,30 @@ impl RedisStore {
                     .collect::<Vec<_>>(),
             )
             .await?;
+        let mut malformed = 0usize;
         let by_route: std::collections::HashMap<String, Vec<(String, String)>> = routes
             .iter()
             .zip(members)
             .map(|(route, members)| {
                 let entries = members
                     .iter()
-                    .filter_map(|m| m.split_once(' '))
+                    .filter_map(|m| {
+                        // A member no script of ours wrote (a hand edit, a foreign writer)
+                        // names no pod: skipped, so it cannot fail the route's other pods.
+                        let entry = m
+                            .split_once(' ')
+                            .filter(|(p, _)| p.parse::<PodId>().is_ok());
+                        malformed += usize::from(entry.is_none());
+                        entry
+                    })
                     .map(|(p, g)| (p.to_owned(), g.to_owned()))
                     .collect();
                 (route.to_string(), entries)
             })
             .collect();
+        if malformed > 0 {
+            warn_malformed_members(malformed);
+        }
         let mut named: Vec<PodId> = Vec::new();
         for entries in by_route.values() {
             for (pod, _) in entries {
@@ -628,5 +640,26 @@ impl RedisStore {
             .filter_map(|p| live.get(p.as_str()).map(|(_, r)| r.clone()))
             .collect();
         Ok(Lookup { results, pods })
+    }
+}
+
+/// Logs malformed route members at most once a minute: lookups of the same routes repeat
+/// several times a second, and one line says what an operator needs to know.
+fn warn_malformed_members(count: usize) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    if now >= last.saturating_add(60)
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            count,
+            "route sets hold members that name no pod (not written by daisi); they are skipped"
+        );
     }
 }

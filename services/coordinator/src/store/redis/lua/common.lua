@@ -24,13 +24,15 @@
 --   :ix:a:<a>   the same for one agent
 -- Pod slot {P:p:<pod>}:
 --   :pod    pod hash: inst, gen, addr, reg, hb, exp (ms), us, as
---   :gen    sequence of the pod's registration numbers (never expires: a lapsed
---           registration never lives again)
+--   :gen    sequence of the pod's registration numbers (PEXPIRE = SEQ_KEEP_MS after its
+--           last use; numbers never go back, see next_seq, so a lapsed registration never
+--           lives again)
 --   :ps     set of "<skey> <conn>" of the grants the pod took (added before the grant)
 --   :pr     set of routes of the pod (added before the route sets)
 --   :ib     inbox: sorted set sequence -> "<seq>\n<until ms>\n<kill line>" of the kill
 --           commands raised for it (newest INBOX_LIMIT, PEXPIRE = tombstone lifetime)
---   :ibseq  sequence of inbox entries (never expires: acknowledged sequences stay valid)
+--   :ibseq  sequence of inbox entries (PEXPIRE = SEQ_KEEP_MS; never goes back, see
+--           next_seq, so acknowledged sequences stay valid)
 --   :sweeps sorted set gen -> lock expiry (ms) of the unfinished sweeps of ended registrations
 --   :sw:<gen>, :sw:<gen>:s, :sw:<gen>:r  the sweep of registration gen: hash pod, gen, and
 --           the registration's :ps and :pr renamed
@@ -43,6 +45,8 @@
 local INBOX_LIMIT = 1000
 local FENCE_KEEP_MS = 86400000
 
+local SEQ_KEEP_MS = 86400000
+
 -- Integers as plain decimal text (tostring would switch to exponent notation).
 local function fmt(n) return string.format('%d', n) end
 
@@ -51,6 +55,18 @@ local function fmt(n) return string.format('%d', n) end
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The next number of the sequence kept at `key`: above its last one, above `floor` (the
+-- highest number still in use elsewhere, or nil) and at least the clock in µs, so numbers
+-- keep increasing once the key expired (it is kept SEQ_KEEP_MS after its last use, so pods
+-- that come and go leave no key behind for good). Like fences; exact in a Lua number until
+-- the year 2255.
+local function next_seq(key, floor, now)
+  local n = math.max((tonumber(redis.call('GET', key)) or 0) + 1, (tonumber(floor) or 0) + 1,
+    now * 1000)
+  redis.call('SET', key, fmt(n), 'PX', SEQ_KEEP_MS)
+  return fmt(n)
 end
 
 local function append(out, items)

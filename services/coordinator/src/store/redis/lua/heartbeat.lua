@@ -24,7 +24,7 @@ else
     claimed = ARGV[8]
   end
   -- A new registration number: sessions of every earlier life are vacant from now on.
-  local gen = fmt(redis.call('INCR', seq))
+  local gen = next_seq(seq, cur[3], now)
   redis.call('HSET', pk, 'inst', inst, 'gen', gen, 'addr', addr, 'reg', fmt(now), 'hb', fmt(now),
     'exp', fmt(exp), 'us', ARGV[6], 'as', ARGV[7])
   out = { 'registered', gen, claimed }

@@ -6,7 +6,8 @@
 local ib, ibseq, ps = KEYS[1], KEYS[2], KEYS[3]
 local keep_ms = tonumber(ARGV[2])
 local now = now_ms()
-local seq = fmt(redis.call('INCR', ibseq))
+local newest = redis.call('ZREVRANGE', ib, 0, 0, 'WITHSCORES')
+local seq = next_seq(ibseq, newest[2], now)
 redis.call('ZADD', ib, seq, seq .. '\n' .. fmt(now + keep_ms) .. '\n' .. ARGV[1])
 redis.call('ZREMRANGEBYRANK', ib, 0, -(INBOX_LIMIT + 1))
 redis.call('PEXPIRE', ib, keep_ms)
