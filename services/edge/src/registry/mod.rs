@@ -16,7 +16,7 @@ use pending_kills::PendingKills;
 pub use routes::RouteBook;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 type Sockets = HashMap<u64, Arc<SocketHandle>>;
 
@@ -43,11 +43,23 @@ pub enum KillTarget {
     Invalid,
 }
 
+/// A place held for a socket being admitted ([`Registry::reserve`]); given back when dropped.
+#[derive(Debug)]
+pub struct Reservation<'a>(&'a AtomicUsize);
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The local index and route counts.
 #[derive(Debug, Default)]
 pub struct Registry {
     index: RwLock<Index>,
     next_id: AtomicU64,
+    /// Sockets being admitted, not indexed yet: they count against the capacity.
+    admitting: AtomicUsize,
     /// Route counts; see [`routes`].
     pub routes: RouteBook,
 }
@@ -96,6 +108,18 @@ impl Registry {
 
     fn write(&self) -> RwLockWriteGuard<'_, Index> {
         self.index.write()
+    }
+
+    /// A place for one more socket when the sockets indexed and those being admitted stay
+    /// within `max`; held until the socket is indexed or its admission fails. Checking the
+    /// index alone let every admission in flight (up to the door's pending limit) pass the
+    /// same last free place.
+    pub fn reserve(&self, max: usize) -> Option<Reservation<'_>> {
+        let admitting = self.admitting.fetch_add(1, Ordering::AcqRel) + 1;
+        let reservation = Reservation(&self.admitting);
+        // A socket is indexed before its reservation ends, so in between it is counted twice:
+        // a refusal may be early by that window, an admission is never over `max`.
+        (self.len() + admitting <= max).then_some(reservation)
     }
 
     /// A fresh local socket id.

@@ -163,9 +163,9 @@ pub async fn admit_with(
     if edge.draining() {
         return Err(Refusal::Draining);
     }
-    if edge.registry.len() >= edge.config.limits.max_connections {
+    let Some(_place) = edge.registry.reserve(edge.config.limits.max_connections) else {
         return Err(Refusal::Capacity);
-    }
+    };
     let connection = ConnectionId::generate();
     let started = Instant::now();
     let result = acquire_and_index(edge, kind, key, connection, options).await;

@@ -281,3 +281,27 @@ async fn an_acquire_refused_for_a_killed_connection_closes_with_4402() {
         0
     );
 }
+
+#[tokio::test]
+async fn admissions_in_flight_count_against_max_connections() {
+    let coord = Coord::start().await;
+    let (coordinator, faults) = coord.faulty();
+    let edge = TestEdge::start_with(coordinator, "edge-cap", |c| {
+        c.limits.max_connections = 1;
+    })
+    .await;
+    faults.delay_acquire_replies(Duration::from_millis(500));
+    // The first admission is at the coordinator when the second arrives: the one free place
+    // is taken, even though no socket is indexed yet.
+    let http = edge.http;
+    let first =
+        tokio::spawn(async move { open(http, &user_path("c1", "a1", "u1"), Some(API_KEY)).await });
+    acquire_held(&faults).await;
+    let second = open(edge.http, &user_path("c1", "a1", "u2"), Some(API_KEY))
+        .await
+        .err()
+        .expect("the second admission is refused");
+    assert_eq!(second.status, 503);
+    let mut first = first.await.expect("join").expect("the first is admitted");
+    assert_eq!(first.next_text().await, r#"{"type":"ready"}"#);
+}
