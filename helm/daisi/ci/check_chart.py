@@ -29,7 +29,11 @@ With Helm's engine (the `helm` binary when on PATH, else the `helm_python` modul
     NetworkPolicies (edge delivery from routers only, coordinator gRPC from edges, routers and
     the labelled ops namespaces, the mint port from the namespace and mintFrom);
   * renders that must fail do (no secrets, a chart-owned key in `config`, a short grace period,
-    values the schema rejects, an autoscaled partitioned router, an Ingress without hosts).
+    values the schema rejects, an autoscaled partitioned router, an Ingress without hosts, a
+    minting key list the edge would refuse, an admin credential the coordinator would refuse);
+  * renders with specific values say what they must: listenHost "::" gives bracketed listen
+    addresses, an edge terminating TLS (TLS_CERT_PATH) is probed and tested over HTTPS,
+    pdb.maxUnavailable 0 stays 0, and NOTES masks the password of a Redis or NATS URL.
 
 It does not run anything in a cluster.
 
@@ -152,6 +156,22 @@ class Engine:
         except Exception as err:  # helm_python raises its own error types
             raise RuntimeError(str(err)) from err
 
+    def notes(self, values: dict) -> str:
+        """The rendered NOTES.txt (what `helm install` prints). Raises RuntimeError on failure."""
+        if self.binary:
+            # `helm template` leaves NOTES out; a client-side dry run prints them last.
+            with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+                yaml.safe_dump(values, f)
+                f.flush()
+                out = subprocess.run([self.binary, "install", "prod", str(CHART), "-f", f.name,
+                                      "--namespace", "rt", "--dry-run=client"],
+                                     capture_output=True, text=True)
+            if out.returncode != 0:
+                raise RuntimeError(out.stderr)
+            return out.stdout.rpartition("NOTES:")[2]
+        rendered = self.render(values)
+        return next(text for path, text in rendered.items() if path.endswith("NOTES.txt"))
+
     def _run(self, command: str, first: str, values: dict) -> subprocess.CompletedProcess:
         with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
             yaml.safe_dump(values, f)
@@ -176,6 +196,20 @@ def documents(rendered: dict[str, str]) -> list[dict]:
 
 def env_of(container: dict) -> dict[str, dict]:
     return {e["name"]: e for e in container.get("env", [])}
+
+
+def containers(docs: list[dict]) -> dict[str, dict]:
+    """Component -> the container of its Deployment or StatefulSet."""
+    return {d["metadata"]["labels"]["app.kubernetes.io/component"]:
+            d["spec"]["template"]["spec"]["containers"][0]
+            for d in docs if d["kind"] in ("Deployment", "StatefulSet")}
+
+
+def test_commands(docs: list[dict]) -> dict[str, list[str]]:
+    """Component -> the command of its container in the `helm test` pod."""
+    (pod,) = [d for d in docs
+              if d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]
+    return {c["name"]: c["command"] for c in pod["spec"]["containers"]}
 
 
 def output_checks(label: str, docs: list[dict], values: dict) -> None:
@@ -465,7 +499,92 @@ def render_checks(engine: Engine, values: dict) -> int:
           "redis.clusterUrls: DAISI_COORDINATOR_REDIS_URL is not set alongside the seeds")
     must_fail(engine, "cluster seed without a port",
               {**base, "redis": {"clusterUrls": ["redis://r0"]}}, "clusterUrls")
+    case_checks(engine, base)
     return len(cases)
+
+
+def case_checks(engine: Engine, base: dict) -> None:
+    """Renders with specific values, and what each must (or must not) produce."""
+    # listenHost "::" (the schema allows it): bracketed, or every service refuses ":::8080".
+    for host, prefix in (("0.0.0.0", "0.0.0.0:"), ("::", "[::]:"), ("[::]", "[::]:")):
+        for component, container in containers(documents(engine.render(
+                {**base, "listenHost": host}))).items():
+            addrs = {n: e["value"] for n, e in env_of(container).items() if n.endswith("_ADDR")}
+            check(bool(addrs) and all(a.startswith(prefix) and a.count("[") <= 1
+                                      for a in addrs.values()),
+                  f"listenHost {host!r}: {component} listens on {addrs}")
+
+    # An edge terminating TLS accepts TLS only on its http port: probes and `helm test` speak
+    # HTTPS to it (and to it only); without TLS_CERT_PATH nothing changes.
+    tls_paths = {"TLS_CERT_PATH": "/etc/daisi/tls/tls.crt", "TLS_KEY_PATH": "/etc/daisi/tls/tls.key"}
+    tls_env = [{"name": f"DAISI_EDGE_{k}", "value": v} for k, v in tls_paths.items()]
+    for label, edge in (("plain edge", {}), ("edge TLS via config", {"config": tls_paths}),
+                        ("edge TLS via extraEnv", {"extraEnv": tls_env})):
+        values = {**base, "edge": edge}
+        docs = documents(engine.render(values))
+        tls = bool(edge)
+        for component, container in containers(docs).items():
+            https = tls and component == "edge"
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                scheme = container[probe]["httpGet"].get("scheme", "HTTP")
+                check(scheme == ("HTTPS" if https else "HTTP"),
+                      f"{label}: {component} {probe} uses {scheme}")
+        for component, command in test_commands(docs).items():
+            https = tls and component == "edge"
+            url = command[-1]
+            check(url.startswith("https://" if https else "http://"),
+                  f"{label}: helm test asks {component} at {url}")
+            check(("--no-check-certificate" in command) == https,
+                  f"{label}: helm test {component}: certificate check flag {command}")
+        notes = engine.notes(values)
+        check(("curl -sk https://localhost:" in notes) == tls,
+              f"{label}: NOTES' readiness check does not match the edge's TLS")
+
+    # maxUnavailable 0 (no voluntary eviction) stays 0; unset falls back to 1.
+    pdbs = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d["spec"]
+            for d in documents(engine.render({**base, "edge": {"pdb": {"maxUnavailable": 0}},
+                                              "router": {"pdb": {"maxUnavailable": None}}}))
+            if d["kind"] == "PodDisruptionBudget"}
+    check(pdbs.get("edge", {}).get("maxUnavailable") == 0,
+          f"pdb.maxUnavailable 0 renders as {pdbs.get('edge')}")
+    check(pdbs.get("router", {}).get("maxUnavailable") == 1,
+          f"pdb.maxUnavailable unset renders as {pdbs.get('router')}")
+
+    # Minting keys: the edge's rules (door.rs), so `helm install` fails instead of the pods.
+    secrets = base["secrets"]
+    good = "0123456789abcdef"
+    rotation = {"secrets": {**secrets, "mintApiKey": f" {good}x , {good}y "}}
+    try:
+        engine.render(rotation)
+    except RuntimeError as err:
+        check(False, f"a rotation list of minting keys is refused: {err}")
+    must_fail(engine, "short minting key in a list",
+              {"secrets": {**secrets, "mintApiKey": f"{good}, short"}}, "at least 16 characters")
+    must_fail(engine, "empty item in a minting key list",
+              {"secrets": {**secrets, "adminMintApiKey": f"{good},,{good}x"}}, "is empty")
+    must_fail(engine, "minting key = previous socket key",
+              {"secrets": {**secrets, "mintApiKey": f"{good}, {secrets['previousSecretToken']}"}},
+              "must differ")
+    must_fail(engine, "minting key = previous admin socket key",
+              {"secrets": {**secrets, "previousAdminSecretToken": f"{good}-previous",
+                           "adminMintApiKey": f"{good}-previous"}}, "must differ")
+
+    # The coordinator refuses an admin credential when internal traffic is unauthenticated.
+    admin_alone = {"secrets": {**secrets, "internalToken": ""}}
+    must_fail(engine, "admin token without internal token or TLS", admin_alone,
+              "secrets.internalAdminToken needs secrets.internalToken or internalTls.enabled")
+    try:
+        engine.render({**admin_alone, "internalTls": {"enabled": True, "secretName": "tls"}})
+    except RuntimeError as err:
+        check(False, f"admin token with internal TLS is refused: {err}")
+
+    # NOTES: a password in a Redis or NATS URL is masked, the rest stays readable.
+    notes = engine.notes({**base, "redis": {"url": "redis://daisi:redis-pass@redis:6379/0"},
+                          "nats": {"url": "nats://u:nats-pass@n0:4222,nats://nats-token@n1:4222"}})
+    for secret in ("redis-pass", "nats-pass", "nats-token"):
+        check(secret not in notes, f"NOTES print the password {secret!r}")
+    for shown in ("redis://daisi:***@redis:6379/0", "nats://u:***@n0:4222,nats://***@n1:4222"):
+        check(shown in notes, f"NOTES do not show {shown!r}")
 
 
 def main() -> int:

@@ -61,9 +61,55 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- printf "http://%s:%v" (include "daisi.componentName" (dict "root" . "component" "coordinator")) .Values.coordinator.ports.grpc -}}
 {{- end -}}
 
-{{/* "host:port" a component listens on. Takes (dict "root" $ "port" 8080). */}}
+{{/*
+"host:port" a component listens on. Takes (dict "root" $ "port" 8080). An IPv6 host is
+bracketed ("::" gives "[::]:8080"): the services parse a socket address, which refuses ":::8080".
+*/}}
 {{- define "daisi.listenAddr" -}}
-{{- printf "%s:%v" .root.Values.listenHost .port | quote -}}
+{{- $host := toString .root.Values.listenHost -}}
+{{- if and (contains ":" $host) (not (hasPrefix "[" $host)) -}}
+{{- $host = printf "[%s]" $host -}}
+{{- end -}}
+{{- printf "%s:%v" $host .port | quote -}}
+{{- end -}}
+
+{{/*
+"true" when the edge terminates TLS itself: DAISI_EDGE_TLS_CERT_PATH set through edge.config
+(TLS_CERT_PATH) or edge.extraEnv. Its http port then accepts TLS only (health, readiness and
+metrics included), so the probes and `helm test` speak HTTPS to it. Takes the root context.
+*/}}
+{{- define "daisi.edgeTls" -}}
+{{- $on := false -}}
+{{- range $key, $value := .Values.edge.config -}}
+{{- if and (eq (upper $key) "TLS_CERT_PATH") (not (kindIs "invalid" $value)) -}}
+{{- if trim (toString $value) -}}
+{{- $on = true -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- range .Values.edge.extraEnv -}}
+{{- if eq (toString .name) "DAISI_EDGE_TLS_CERT_PATH" -}}
+{{- if or .valueFrom (trim (toString (.value | default ""))) -}}
+{{- $on = true -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if $on -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+A URL (or a comma-separated list of URLs) with the password of its userinfo masked, for output
+people read (NOTES): "redis://user:secret@host" gives "redis://user:***@host"; a userinfo
+without a colon (a NATS token) is masked whole.
+*/}}
+{{- define "daisi.maskUrl" -}}
+{{- $masked := list -}}
+{{- range $url := splitList "," (toString .) -}}
+{{- $url = regexReplaceAll "^(\\s*[A-Za-z][A-Za-z0-9+.-]*://)([^:@/?#]*):[^/?#]*@" $url "${1}${2}:***@" -}}
+{{- $url = regexReplaceAll "^(\\s*[A-Za-z][A-Za-z0-9+.-]*://)[^:@/?#]+@" $url "${1}***@" -}}
+{{- $masked = append $masked $url -}}
+{{- end -}}
+{{- join "," $masked -}}
 {{- end -}}
 
 {{/*
@@ -259,27 +305,38 @@ volumes:
 {{- define "daisi.containerCommon" -}}
 {{- $c := index .root.Values .component -}}
 {{- $probes := mergeOverwrite (deepCopy .root.Values.probes) ($c.probes | default dict) -}}
+{{- $https := and (eq .component "edge") (eq (include "daisi.edgeTls" .root) "true") -}}
 image: {{ include "daisi.image" . | quote }}
 imagePullPolicy: {{ .root.Values.image.pullPolicy }}
 securityContext:
   {{- toYaml .root.Values.securityContext | nindent 2 }}
 resources:
   {{- toYaml $c.resources | nindent 2 }}
-{{- /* Liveness and readiness wait until the process answers /health once (start-up). */}}
+{{- /* Liveness and readiness wait until the process answers /health once (start-up). An edge
+      terminating TLS is probed over HTTPS (the kubelet does not verify the certificate). */}}
 startupProbe:
   httpGet:
     path: /health
     port: http
+    {{- if $https }}
+    scheme: HTTPS
+    {{- end }}
   {{- toYaml $probes.startup | nindent 2 }}
 livenessProbe:
   httpGet:
     path: /health
     port: http
+    {{- if $https }}
+    scheme: HTTPS
+    {{- end }}
   {{- toYaml $probes.liveness | nindent 2 }}
 readinessProbe:
   httpGet:
     path: /ready
     port: http
+    {{- if $https }}
+    scheme: HTTPS
+    {{- end }}
   {{- toYaml $probes.readiness | nindent 2 }}
 {{- $mounts := concat (.root.Values.extraVolumeMounts | default list) ($c.extraVolumeMounts | default list) }}
 {{- if include "daisi.internalTlsSecret" . }}
