@@ -9,6 +9,9 @@ use std::str::FromStr;
 use std::time::Duration;
 use url::Url;
 
+/// How every secret placeholder of `.env.example` begins.
+const PLACEHOLDER: &str = "replace-with-";
+
 /// Collects problems while a service's raw settings are turned into its typed config.
 ///
 /// Every method takes the variable's name without the prefix (`"HTTP_ADDR"`), the raw value
@@ -260,7 +263,9 @@ impl Validator {
         self.list_with(name, Some(value), |item| parse_url(item, schemes))
     }
 
-    /// A required secret of at least `min_len` characters. The value never appears in messages.
+    /// A required secret of at least `min_len` characters, and not a placeholder of
+    /// `.env.example` (`replace-with-…`: a stack must not start with a published key). The
+    /// value never appears in messages.
     pub fn secret(
         &mut self,
         name: &str,
@@ -268,6 +273,12 @@ impl Validator {
         min_len: usize,
     ) -> Option<SecretString> {
         self.parse_with(name, raw, None, |v| {
+            if v.starts_with(PLACEHOLDER) {
+                return Err(
+                    "is still the placeholder of .env.example; generate one with `daisi keygen`"
+                        .to_owned(),
+                );
+            }
             if v.chars().count() < min_len {
                 return Err(format!(
                     "is too short; use at least {min_len} characters (e.g. from `daisi keygen`)"
@@ -376,6 +387,18 @@ mod tests {
             .expect("ok");
         assert_eq!(s.expose_secret(), "long-enough-secret");
         assert!(!format!("{s:?}").contains("long-enough"));
+    }
+
+    #[test]
+    fn the_placeholders_of_the_example_env_file_are_refused() {
+        let mut v = Validator::new("P_");
+        assert!(
+            v.secret("API_KEY", Some("replace-with-a-generated-api-key"), 1)
+                .is_none()
+        );
+        let err = v.finish(|| Some(())).expect_err("problems");
+        assert!(err.mentions("P_API_KEY"), "{err}");
+        assert!(err.to_string().contains("daisi keygen"), "{err}");
     }
 
     #[test]

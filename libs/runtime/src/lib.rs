@@ -11,6 +11,8 @@ pub mod grpc;
 pub mod health;
 pub mod http;
 pub mod internal;
+#[cfg(feature = "nats")]
+pub mod nats_auth;
 pub mod shutdown;
 
 pub use bootstrap::main_with;

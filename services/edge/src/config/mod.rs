@@ -132,6 +132,11 @@ pub(crate) struct Raw {
     public_minting: Option<String>,
     expiry_enforcement: Option<String>,
     nats_url: Option<String>,
+    nats_creds: Option<String>,
+    nats_nkey_seed: Option<String>,
+    nats_tls_ca: Option<String>,
+    nats_tls_cert: Option<String>,
+    nats_tls_key: Option<String>,
     nats_stream: Option<String>,
     subject_prefix: Option<String>,
     recovery_max_events: Option<String>,
@@ -505,6 +510,25 @@ mod tests {
         let history = config.recovery.history.as_ref().expect("history");
         assert_eq!(history.stream, "wa_stream");
         assert!(!format!("{config:?}").contains("pw@"));
+        // A cluster's seeds, as the chart documents and the routers read them.
+        env.set(
+            "DAISI_EDGE_NATS_URL",
+            "nats://user:pw@n0:4222, nats://n1:4222,nats://n2:4222",
+        );
+        env.set(
+            "DAISI_EDGE_NATS_NKEY_SEED",
+            "SUAAVVJSWNPAHW7JMLJJH4HNUQCCPUDXSYMDRQULDXKWDUQSSA4LJ5YGKI",
+        );
+        let config = Config::from_env(&env).expect("valid").value;
+        let history = config.recovery.history.as_ref().expect("history");
+        assert_eq!(history.nats_urls.len(), 3);
+        assert!(history.auth.nkey_seed.is_some());
+        assert!(!format!("{config:?}").contains("SUAAV"));
+        env.set("DAISI_EDGE_NATS_NKEY_SEED", "not-a-seed");
+        let err = Config::from_env(&env).expect_err("a bad seed");
+        assert!(err.mentions("DAISI_EDGE_NATS_NKEY_SEED"), "{err}");
+        assert!(!err.to_string().contains("not-a-seed"));
+        env.set("DAISI_EDGE_NATS_NKEY_SEED", "");
         env.set("DAISI_EDGE_NATS_URL", "http://nats:4222");
         env.set("DAISI_EDGE_EXPIRY_ENFORCEMENT", "sometimes");
         env.set("DAISI_EDGE_RECOVERY_SEAM", "20s");

@@ -4,6 +4,7 @@
 use super::Raw;
 use daisi_config::Validator;
 use daisi_domain::subject::SubjectModel;
+use daisi_runtime::nats_auth::{NatsAuth, RawNatsAuth};
 use std::time::Duration;
 use url::Url;
 
@@ -21,8 +22,12 @@ pub enum ExpiryEnforcement {
 /// Where a reconnecting `json.v2` client's missed events are read from.
 #[derive(Clone)]
 pub struct History {
-    /// NATS server(s) of the stream the routers consume (may carry credentials: not printed).
-    pub nats_url: Url,
+    /// NATS server(s) of the stream the routers consume, several for a cluster's seeds (may
+    /// carry credentials: not printed).
+    pub nats_urls: Vec<Url>,
+    /// Credentials and TLS beyond the URLs (`DAISI_EDGE_NATS_CREDS`, `..._NKEY_SEED`,
+    /// `..._TLS_*`), as the routers have them.
+    pub auth: NatsAuth,
     /// The stream.
     pub stream: String,
     /// The subject model (prefix) of the stream.
@@ -64,12 +69,22 @@ pub(super) fn recovery(v: &mut Validator, raw: &Raw) -> Option<Recovery> {
         "json.v2",
         &["json.v2", "all", "off"],
     );
-    let nats_url = match raw.nats_url.as_deref().map(str::trim) {
+    let nats_urls = match raw.nats_url.as_deref().map(str::trim) {
         None | Some("") => Some(None),
         value => v
-            .url("NATS_URL", value, None, &["nats", "tls", "ws", "wss"])
+            .url_list("NATS_URL", value, "", &["nats", "tls", "ws", "wss"])
             .map(Some),
     };
+    let auth = NatsAuth::from_raw(
+        v,
+        &RawNatsAuth {
+            creds: raw.nats_creds.as_deref(),
+            nkey_seed: raw.nats_nkey_seed.as_deref(),
+            tls_ca: raw.nats_tls_ca.as_deref(),
+            tls_cert: raw.nats_tls_cert.as_deref(),
+            tls_key: raw.nats_tls_key.as_deref(),
+        },
+    );
     let stream = v.parse_with(
         "NATS_STREAM",
         raw.nats_stream.as_deref(),
@@ -128,8 +143,9 @@ pub(super) fn recovery(v: &mut Validator, raw: &Raw) -> Option<Recovery> {
     let (stream, subjects) = (stream?, subjects?);
     Some(Recovery {
         expiry,
-        history: nats_url?.map(|nats_url| History {
-            nats_url,
+        history: nats_urls?.map(|nats_urls| History {
+            nats_urls,
+            auth,
             stream,
             subjects,
         }),

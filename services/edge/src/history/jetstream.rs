@@ -26,12 +26,16 @@ impl JetStreamHistory {
     /// Connects in the background (the first connection is retried like any reconnect), so a
     /// NATS outage never stops the edge; recoveries meanwhile answer `resync`.
     pub async fn connect(settings: &History, name: &str) -> Result<Self, HistoryError> {
-        let client = async_nats::ConnectOptions::new()
+        let options = async_nats::ConnectOptions::new()
             .name(name)
             .retry_on_initial_connect()
             .max_reconnects(None)
-            .connection_timeout(Duration::from_secs(2))
-            .connect(settings.nats_url.as_str())
+            .connection_timeout(Duration::from_secs(2));
+        let options = settings.auth.apply(options).map_err(HistoryError)?;
+        // Every seed of a cluster: the client moves to another one when its server goes away.
+        let servers: Vec<&str> = settings.nats_urls.iter().map(url::Url::as_str).collect();
+        let client = options
+            .connect(servers)
             .await
             .map_err(|e| HistoryError(e.to_string()))?;
         let mut context = jetstream::new(client);

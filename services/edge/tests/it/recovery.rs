@@ -99,7 +99,8 @@ async fn edge_over(backend: &Backend, coord: &Coord, pod: &str, max_events: usiz
     let url = backend.nats.url();
     TestEdge::start(&coord.url, pod, |c| {
         c.recovery.history = Some(daisi_edge::config::History {
-            nats_url: url.parse().unwrap(),
+            nats_urls: vec![url.parse().unwrap()],
+            auth: Default::default(),
             stream: STREAM.into(),
             subjects: daisi_domain::subject::SubjectModel::new("websocket").unwrap(),
         });
@@ -216,7 +217,8 @@ async fn a_takeover_during_a_replay_closes_the_replaying_socket_at_once() {
     let seam = Duration::from_secs(30);
     let edge = TestEdge::start(&coord.url, "edge-recover-takeover", |c| {
         c.recovery.history = Some(daisi_edge::config::History {
-            nats_url: url.parse().unwrap(),
+            nats_urls: vec![url.parse().unwrap()],
+            auth: Default::default(),
             stream: STREAM.into(),
             subjects: daisi_domain::subject::SubjectModel::new("websocket").unwrap(),
         });
@@ -283,4 +285,39 @@ async fn replay_throughput_into_one_socket() {
         "replayed {MISSED} events into one socket in {took:?}: {:.0} events/s",
         MISSED as f64 / took.as_secs_f64()
     );
+}
+
+#[tokio::test]
+async fn history_is_read_from_whichever_seed_of_a_cluster_answers() {
+    let backend = backend().await;
+    backend
+        .publish("websocket.c1.a1.chats", "{}".to_owned())
+        .await;
+    let history = daisi_edge::history::jetstream::JetStreamHistory::connect(
+        &daisi_edge::config::History {
+            // The first seed is down (the chart passes every seed of a cluster in one value).
+            nats_urls: vec![
+                "nats://127.0.0.1:1".parse().unwrap(),
+                backend.nats.url().parse().unwrap(),
+            ],
+            auth: Default::default(),
+            stream: STREAM.into(),
+            subjects: daisi_domain::subject::SubjectModel::new("websocket").unwrap(),
+        },
+        "recovery-test",
+    )
+    .await
+    .expect("connects in the background");
+    let state = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Ok(state) = history.state().await {
+                return state;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the live seed answers within 20 s");
+    assert_eq!(state.epoch, backend.epoch);
+    assert_eq!(state.last_seq, 1);
 }

@@ -11,7 +11,7 @@
 
 pub mod jetstream;
 pub mod memory;
-pub mod nats_auth;
+pub use daisi_runtime::nats_auth;
 
 use bytes::Bytes;
 use std::future::Future;

@@ -1,11 +1,12 @@
-//! Credentials and TLS of the router's NATS connection (`DAISI_ROUTER_NATS_*`): a `.creds`
-//! file (JWT + NKey seed, NATS decentralised auth) or a bare NKey seed, and TLS with a private
-//! CA and an optional client certificate. User and password or a token still go in the URL.
+//! Credentials and TLS of a NATS connection (`DAISI_ROUTER_NATS_*` for the router's consumer,
+//! `DAISI_EDGE_NATS_*` for the edge's recovery reads): a `.creds` file (JWT + NKey seed, NATS
+//! decentralised auth) or a bare NKey seed, and TLS with a private CA and an optional client
+//! certificate. User and password or a token still go in the URL.
 
 use daisi_config::{ExposeSecret, SecretString, Validator};
 use std::path::PathBuf;
 
-/// How the router authenticates to NATS, beyond the URL.
+/// How a service authenticates to NATS, beyond the URL.
 #[derive(Clone, Default)]
 pub struct NatsAuth {
     /// Contents of a `.creds` file (read at start-up).
