@@ -106,6 +106,9 @@ struct Shared<C, R> {
     /// holds the strong senders) still ends the lanes.
     lanes: Vec<mpsc::WeakSender<Obligation>>,
     last_used: Mutex<Instant>,
+    /// The edge left the registry and its state series was removed: a prober or lane still
+    /// finishing must not create the series again (checked and set under this lock).
+    retired: Mutex<bool>,
     health: EdgeHealth,
     /// Why the last call failed, for the unreachable verdict.
     last_error: Mutex<String>,
@@ -169,6 +172,7 @@ impl<C: EdgeClient, R: RouteResolver> Edge<C, R> {
             hold: Hold::default(),
             lanes: senders.iter().map(mpsc::Sender::downgrade).collect(),
             last_used: Mutex::new(Instant::now()),
+            retired: Mutex::new(false),
             health: EdgeHealth::new(settings.unreachable_grace),
             last_error: Mutex::new(String::new()),
             given_up: AtomicU64::new(0),
@@ -274,7 +278,20 @@ impl<C: EdgeClient, R: RouteResolver> Edge<C, R> {
         self.shared.health.state()
     }
 
-    /// The pod id.
+    /// The edge leaves the registry: its state series goes, for good (dashboards and alerts
+    /// must not show departed pods).
+    pub fn retire_state(&self) {
+        let mut retired = self.shared.retired.lock();
+        *retired = true;
+        // Best effort: the series may never have been created.
+        let _ = self
+            .shared
+            .metrics
+            .edge_state
+            .remove_label_values(&[self.shared.pod.as_str()]);
+    }
+
+    /// The pod.
     pub fn pod(&self) -> &PodId {
         &self.shared.pod
     }
@@ -415,6 +432,10 @@ async fn run_prober<C: EdgeClient, R: RouteResolver>(
 
 impl<C: EdgeClient, R: RouteResolver> Shared<C, R> {
     fn report_state(&self, state: HealthState) {
+        let retired = self.retired.lock();
+        if *retired {
+            return;
+        }
         self.metrics
             .edge_state
             .with_label_values(&[self.pod.as_str()])

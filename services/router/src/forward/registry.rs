@@ -91,11 +91,7 @@ impl<C: EdgeClient, R: RouteResolver> EdgeRegistry<C, R> {
 
     fn retire(&self, edge: &Edge<C, R>) {
         self.client.forget(&edge.address());
-        // Best effort: the label disappears so dashboards do not show departed pods.
-        let _ = self
-            .metrics
-            .edge_state
-            .remove_label_values(&[edge.pod().as_str()]);
+        edge.retire_state();
     }
 
     /// Edges known.

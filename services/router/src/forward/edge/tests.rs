@@ -110,6 +110,7 @@ impl RouteResolver for Listed {
 
 struct Rig {
     edge: Edge<Scripted, Listed>,
+    metrics: RouterMetrics,
     client: Arc<Scripted>,
     ledger: Arc<Ledger>,
     verdicts: Verdicts,
@@ -125,6 +126,7 @@ impl Rig {
         let registry = daisi_telemetry::Metrics::new("router").unwrap();
         let metrics = RouterMetrics::register(&registry).unwrap();
         let (ledger, verdicts) = Ledger::new(metrics.clone());
+        let kept = metrics.clone();
         let client = Arc::new(Scripted::default());
         let edge = Edge::spawn(
             "edge-1".parse().unwrap(),
@@ -151,6 +153,7 @@ impl Rig {
         );
         Self {
             edge,
+            metrics: kept,
             client,
             ledger,
             verdicts,
@@ -288,6 +291,32 @@ async fn an_edge_that_moved_is_called_at_its_new_address_and_the_old_one_is_rele
         2,
         "{verdicts:?}"
     );
+}
+
+/// Series of `daisi_router_edge_state`.
+fn state_series(metrics: &RouterMetrics) -> usize {
+    use prometheus::core::Collector;
+    metrics
+        .edge_state
+        .collect()
+        .iter()
+        .map(|family| family.get_metric().len())
+        .sum()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retired_edge_keeps_no_state_series_even_when_its_prober_reports_late() {
+    let mut rig = Rig::new();
+    rig.client.silent.store(true, Ordering::Release);
+    rig.send(1);
+    rig.run_for(PROBE * 2 + Duration::from_millis(10)).await;
+    assert!(matches!(rig.edge.health(), HealthState::Failing { .. }));
+    assert_eq!(state_series(&rig.metrics), 1);
+    // Retired while its prober waits for a probe: the probe's verdict comes later.
+    rig.edge.retire_state();
+    assert_eq!(state_series(&rig.metrics), 0);
+    rig.run_for(PROBE * 4).await;
+    assert_eq!(state_series(&rig.metrics), 0, "the series came back");
 }
 
 #[tokio::test(start_paused = true)]
