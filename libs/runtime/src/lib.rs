@@ -13,6 +13,7 @@ pub mod http;
 pub mod internal;
 #[cfg(feature = "nats")]
 pub mod nats_auth;
+pub mod ratelog;
 pub mod shutdown;
 
 pub use bootstrap::main_with;

@@ -19,7 +19,7 @@ pub mod forward;
 pub mod metrics;
 pub mod pipeline;
 pub mod publish_api;
-pub mod ratelog;
+pub use daisi_runtime::ratelog;
 pub mod resolve;
 pub mod source;
 pub mod start_position;

@@ -29,6 +29,11 @@ use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A coordinator outage fails every socket's `select_chat`: one line per kind of failure and
+/// minute, with the count of the others.
+static FAILURE_LOGS: std::sync::LazyLock<daisi_runtime::ratelog::RateLimit> =
+    std::sync::LazyLock::new(|| daisi_runtime::ratelog::RateLimit::new(Duration::from_secs(60)));
+
 /// Calls made again after a lost answer before the client is told the selection failed. Each
 /// is bounded by the coordinator timeout (and moves to another replica when one is silent).
 const RETRIES: u32 = 2;
@@ -168,7 +173,9 @@ async fn select(edge: &Edge, socket: &Arc<SocketHandle>, chat: ChatId) -> Outcom
             {
                 routes.release(&route);
                 count(edge, "failed");
-                tracing::warn!(%error, "select_chat route registration failed");
+                if let Some(suppressed) = FAILURE_LOGS.check("register") {
+                    tracing::warn!(%error, suppressed, "select_chat route registration failed");
+                }
                 return Outcome::Failed;
             }
             if edge.registry.select_chat(socket, chat) {
@@ -197,7 +204,9 @@ async fn select(edge: &Edge, socket: &Arc<SocketHandle>, chat: ChatId) -> Outcom
             routes.retain(route.clone());
             routes.release(&route);
             count(edge, "failed");
-            tracing::warn!(%error, "select_chat failed");
+            if let Some(suppressed) = FAILURE_LOGS.check("select") {
+                tracing::warn!(%error, suppressed, "select_chat failed");
+            }
             if matches!(error, CoordinatorError::UnknownPod) {
                 edge.heartbeat_now.notify_one();
             }

@@ -30,6 +30,13 @@ use serde::Deserialize;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+/// Refusals for a coordinator that is down or refusing repeat for every client of a reconnect
+/// storm: one line per reason and minute, with the count of the others.
+static REFUSAL_LOGS: std::sync::LazyLock<daisi_runtime::ratelog::RateLimit> =
+    std::sync::LazyLock::new(|| {
+        daisi_runtime::ratelog::RateLimit::new(std::time::Duration::from_secs(60))
+    });
+
 /// Labels of `edge_upgrades_rejected_total`, one per [`Refusal`] (created at zero at start).
 /// `client_gone` counts admissions that finished after their client left (and were undone).
 pub const REFUSAL_LABELS: [&str; 6] = [
@@ -389,11 +396,15 @@ fn refused(edge: &Edge, refusal: &Refusal) -> Response {
             "Too many connections",
         )),
         Refusal::CoordinatorDown(reason) => {
-            tracing::warn!(reason = %reason, "session not acquired: coordinator unavailable");
+            if let Some(suppressed) = REFUSAL_LOGS.check("unavailable") {
+                tracing::warn!(reason = %reason, suppressed, "session not acquired: coordinator unavailable");
+            }
             error::unavailable(&ErrorBody::subscription_failure())
         }
         Refusal::CoordinatorRefused(reason) => {
-            tracing::error!(reason = %reason, "session not acquired: coordinator refused");
+            if let Some(suppressed) = REFUSAL_LOGS.check("refused") {
+                tracing::error!(reason = %reason, suppressed, "session not acquired: coordinator refused");
+            }
             error::compat(&ErrorBody::internal())
         }
         Refusal::Conflict => error::compat(&ErrorBody::session_conflict()),
