@@ -123,6 +123,14 @@ pub enum Pushed {
     Queued,
     /// Queued after dropping the oldest frame.
     DroppedOldest,
+    /// `json.v2`: set aside while a recovery runs; queued when it ends, unless the replay
+    /// wrote it already. Either way the socket gets it.
+    Held,
+    /// `json.v2`: not queued, a recovery replayed it to the socket already.
+    Repeat,
+    /// `json.v2`: not queued, the events a recovery holds overflowed their bound (the
+    /// recovery ends in a resync).
+    HeldOverflow,
     /// Not queued: the queue was full and the socket is now asked to close.
     ClosedSlow,
     /// Not queued: the socket is closing anyway.
@@ -257,20 +265,21 @@ impl Outbox {
     pub fn push_event(&self, frame: Utf8Bytes, seq: u64, epoch: u64) -> Pushed {
         let (outcome, wake) = {
             let mut state = self.state();
-            if seq != 0 && seq <= state.floor && same_epoch(epoch, state.floor_epoch) {
-                return Pushed::Queued;
+            if state.closing {
+                return Pushed::Closing;
             }
-            if !state.closing {
-                let capacity = self.capacity;
-                if let Some(held) = state.held.as_mut() {
-                    // Bounded like the queue (the replay itself is bounded by its window).
-                    if held.len() < capacity.max(HELD_MIN) {
-                        held.push_back((seq, epoch, frame));
-                    } else {
-                        state.held_overflow = true;
-                    }
-                    return Pushed::Queued;
+            if seq != 0 && seq <= state.floor && same_epoch(epoch, state.floor_epoch) {
+                return Pushed::Repeat;
+            }
+            let capacity = self.capacity;
+            if let Some(held) = state.held.as_mut() {
+                // Bounded like the queue (the replay itself is bounded by its window).
+                if held.len() < capacity.max(HELD_MIN) {
+                    held.push_back((seq, epoch, frame));
+                    return Pushed::Held;
                 }
+                state.held_overflow = true;
+                return Pushed::HeldOverflow;
             }
             // Under the lock that found no hold: a hold ending meanwhile cannot slip its
             // events in behind this one.
@@ -560,14 +569,17 @@ mod tests {
         outbox.push("ready".into());
         outbox.hold();
         for seq in [5, 6, 7] {
-            outbox.push_event(format!("e{seq}").into(), seq, E1);
+            assert_eq!(
+                outbox.push_event(format!("e{seq}").into(), seq, E1),
+                Pushed::Held
+            );
         }
         assert_eq!(frames(&outbox), ["ready"], "held events wait");
         assert!(outbox.release(Some((E1, 6))));
         assert_eq!(frames(&outbox), ["e7"]);
-        outbox.push_event("e8".into(), 8, E1);
+        assert_eq!(outbox.push_event("e8".into(), 8, E1), Pushed::Queued);
         assert_eq!(frames(&outbox), ["e8"], "live again");
-        outbox.push_event("e6 again".into(), 6, E1);
+        assert_eq!(outbox.push_event("e6 again".into(), 6, E1), Pushed::Repeat);
         assert!(
             frames(&outbox).is_empty(),
             "a redelivery of a replayed event"
@@ -615,6 +627,23 @@ mod tests {
         outbox.push_event("e5".into(), 5, E1);
         assert!(outbox.release(Some((E1, 4))));
         assert_eq!(frames(&outbox), ["e5", "e6"], "per-key order kept");
+    }
+
+    /// Live events beyond the hold's bound are not queued, and the release says so.
+    #[test]
+    fn events_beyond_the_hold_are_dropped_and_said_so() {
+        let outbox = Outbox::new(1, SlowConsumerPolicy::DropOldest).announcing_gaps();
+        outbox.hold();
+        for seq in 1..=HELD_MIN as u64 {
+            assert_eq!(outbox.push_event("e".into(), seq, E1), Pushed::Held);
+        }
+        assert_eq!(
+            outbox.push_event("one too many".into(), HELD_MIN as u64 + 1, E1),
+            Pushed::HeldOverflow
+        );
+        assert!(!outbox.release(Some((E1, HELD_MIN as u64))), "overflowed");
+        outbox.close(CloseRequest::shutdown());
+        assert_eq!(outbox.push_event("late".into(), 9999, E1), Pushed::Closing);
     }
 
     /// Held events released into a queue too small for them meet its policy, as if pushed.
