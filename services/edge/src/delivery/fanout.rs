@@ -62,7 +62,8 @@ pub enum Audience {
     AgentUsersAndAdmins(CompanyId, AgentId),
 }
 
-/// Queues the event to every socket of `audience`; returns how many took it.
+/// Queues the event to every socket of `audience`; returns how many took it (queued, or held
+/// by a recovery that will queue it).
 pub fn fan_out(edge: &Edge, audience: &Audience, frames: &EventFrames) -> u32 {
     let mut reached = 0u32;
     let mut drops = 0u64;
@@ -73,13 +74,16 @@ pub fn fan_out(edge: &Edge, audience: &Audience, frames: &EventFrames) -> u32 {
             .outbox
             .push_event(frames.v2().clone(), frames.seq, frames.epoch),
     } {
-        Pushed::Queued => reached += 1,
+        // Held: queued when the socket's recovery ends (or written by its replay).
+        Pushed::Queued | Pushed::Held => reached += 1,
         Pushed::DroppedOldest => {
             reached += 1;
             drops += 1;
         }
         Pushed::ClosedSlow => slow += 1,
-        Pushed::Closing => {}
+        // Repeat: the socket's recovery wrote it already. HeldOverflow: the recovery ends in a
+        // resync instead.
+        Pushed::Repeat | Pushed::HeldOverflow | Pushed::Closing => {}
     };
     match audience {
         Audience::AgentUsers(company, agent) => edge.registry.for_agent(company, agent, &mut push),

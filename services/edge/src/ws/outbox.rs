@@ -123,6 +123,14 @@ pub enum Pushed {
     Queued,
     /// Queued after dropping the oldest frame.
     DroppedOldest,
+    /// `json.v2`: set aside while a recovery runs; queued when it ends, unless the replay
+    /// wrote it already. Either way the socket gets it.
+    Held,
+    /// `json.v2`: not queued, a recovery replayed it to the socket already.
+    Repeat,
+    /// `json.v2`: not queued, the events a recovery holds overflowed their bound (the
+    /// recovery ends in a resync).
+    HeldOverflow,
     /// Not queued: the queue was full and the socket is now asked to close.
     ClosedSlow,
     /// Not queued: the socket is closing anyway.
@@ -174,6 +182,10 @@ pub struct Outbox {
     policy: SlowConsumerPolicy,
     /// `json.v2`: gaps are announced.
     announces_gaps: bool,
+    /// Test seam: runs in [`Self::release`] as soon as its lock is let go, where a delivery on
+    /// another thread may push.
+    #[cfg(test)]
+    after_release_lock: Option<fn(&Outbox)>,
 }
 
 impl Outbox {
@@ -185,6 +197,8 @@ impl Outbox {
             capacity: capacity.max(1),
             policy,
             announces_gaps: false,
+            #[cfg(test)]
+            after_release_lock: None,
         }
     }
 
@@ -249,25 +263,32 @@ impl Outbox {
     /// Queues the `json.v2` frame of the event at stream sequence `seq` of stream `epoch`: set
     /// aside while a recovery runs, queued otherwise.
     pub fn push_event(&self, frame: Utf8Bytes, seq: u64, epoch: u64) -> Pushed {
-        {
+        let (outcome, wake) = {
             let mut state = self.state();
+            if state.closing {
+                return Pushed::Closing;
+            }
             if seq != 0 && seq <= state.floor && same_epoch(epoch, state.floor_epoch) {
-                return Pushed::Queued;
+                return Pushed::Repeat;
             }
-            if !state.closing {
-                let capacity = self.capacity;
-                if let Some(held) = state.held.as_mut() {
-                    // Bounded like the queue (the replay itself is bounded by its window).
-                    if held.len() < capacity.max(HELD_MIN) {
-                        held.push_back((seq, epoch, frame));
-                    } else {
-                        state.held_overflow = true;
-                    }
-                    return Pushed::Queued;
+            let capacity = self.capacity;
+            if let Some(held) = state.held.as_mut() {
+                // Bounded like the queue (the replay itself is bounded by its window).
+                if held.len() < capacity.max(HELD_MIN) {
+                    held.push_back((seq, epoch, frame));
+                    return Pushed::Held;
                 }
+                state.held_overflow = true;
+                return Pushed::HeldOverflow;
             }
+            // Under the lock that found no hold: a hold ending meanwhile cannot slip its
+            // events in behind this one.
+            self.enqueue(&mut state, frame)
+        };
+        if wake {
+            self.notify.notify_one();
         }
-        self.push(frame)
+        outcome
     }
 
     /// Starts setting live events aside (a recovery begins).
@@ -285,7 +306,7 @@ impl Outbox {
     /// checked, or named another stream): then every held event is queued and no floor is
     /// set. `false` when the held events overflowed their bound (the caller announces a gap).
     pub fn release(&self, replayed: Option<(u64, u64)>) -> bool {
-        let (held, overflow) = {
+        let (overflow, wake) = {
             let mut state = self.state();
             if let Some((epoch, seq)) = replayed {
                 if state.floor_epoch != epoch {
@@ -295,15 +316,32 @@ impl Outbox {
                 state.floor = state.floor.max(seq);
             }
             let overflow = std::mem::take(&mut state.held_overflow);
-            (state.held.take().unwrap_or_default(), overflow)
-        };
-        for (seq, epoch, frame) in held {
-            let covered = replayed.is_some_and(|(replayed_epoch, replayed_seq)| {
-                seq != 0 && seq <= replayed_seq && same_epoch(epoch, replayed_epoch)
-            });
-            if !covered {
-                self.push(frame);
+            // Queued under the same lock that ends the hold: a delivery on another thread
+            // either still finds the hold (and its event is held behind these) or finds these
+            // queued ahead of its own. Queued one by one after unlocking, a newer event of the
+            // same key could overtake them.
+            let mut wake = false;
+            for (seq, epoch, frame) in state.held.take().unwrap_or_default() {
+                let covered = replayed.is_some_and(|(replayed_epoch, replayed_seq)| {
+                    seq != 0 && seq <= replayed_seq && same_epoch(epoch, replayed_epoch)
+                });
+                if covered {
+                    continue;
+                }
+                let (outcome, wakes) = self.enqueue(&mut state, frame);
+                wake |= wakes;
+                if matches!(outcome, Pushed::ClosedSlow | Pushed::Closing) {
+                    break;
+                }
             }
+            (overflow, wake)
+        };
+        #[cfg(test)]
+        if let Some(seam) = self.after_release_lock {
+            seam(self);
+        }
+        if wake {
+            self.notify.notify_one();
         }
         !overflow
     }
@@ -314,43 +352,46 @@ impl Outbox {
 
     /// Queues `frame` without waiting.
     pub fn push(&self, frame: Utf8Bytes) -> Pushed {
-        let (outcome, deferred, gap_opened) = {
-            let mut state = self.state();
-            if state.closing {
-                return Pushed::Closing;
-            }
-            let deferred = state.deferred;
-            let mut gap_opened = false;
-            let outcome = if state.frames.len() < self.capacity {
-                state.frames.push_back(frame);
-                Pushed::Queued
-            } else {
-                match self.policy {
-                    SlowConsumerPolicy::DropOldest => {
-                        state.frames.pop_front();
-                        state.frames.push_back(frame);
-                        if self.announces_gaps && state.gap.is_none() {
-                            state.gap = Some(GapCause::DropOldest);
-                            gap_opened = true;
-                        }
-                        Pushed::DroppedOldest
-                    }
-                    SlowConsumerPolicy::Close => {
-                        state.closing = true;
-                        state.frames.clear();
-                        state.close = Some(CloseRequest::slow_consumer());
-                        Pushed::ClosedSlow
-                    }
-                }
-            };
-            (outcome, deferred, gap_opened)
-        };
-        // A deferring task comes back by itself, except for a close or a gap to announce:
-        // those must not wait for the window (a gap wakes it once per announcement at most).
-        if !deferred || outcome == Pushed::ClosedSlow || gap_opened {
+        let (outcome, wake) = self.enqueue(&mut self.state(), frame);
+        if wake {
             self.notify.notify_one();
         }
         outcome
+    }
+
+    /// Queues `frame` under the slow-consumer policy; the outcome and whether the socket task
+    /// is to be woken.
+    fn enqueue(&self, state: &mut State, frame: Utf8Bytes) -> (Pushed, bool) {
+        if state.closing {
+            return (Pushed::Closing, false);
+        }
+        let mut gap_opened = false;
+        let outcome = if state.frames.len() < self.capacity {
+            state.frames.push_back(frame);
+            Pushed::Queued
+        } else {
+            match self.policy {
+                SlowConsumerPolicy::DropOldest => {
+                    state.frames.pop_front();
+                    state.frames.push_back(frame);
+                    if self.announces_gaps && state.gap.is_none() {
+                        state.gap = Some(GapCause::DropOldest);
+                        gap_opened = true;
+                    }
+                    Pushed::DroppedOldest
+                }
+                SlowConsumerPolicy::Close => {
+                    state.closing = true;
+                    state.frames.clear();
+                    state.close = Some(CloseRequest::slow_consumer());
+                    Pushed::ClosedSlow
+                }
+            }
+        };
+        // A deferring task comes back by itself, except for a close or a gap to announce:
+        // those must not wait for the window (a gap wakes it once per announcement at most).
+        let wake = !state.deferred || outcome == Pushed::ClosedSlow || gap_opened;
+        (outcome, wake)
     }
 
     /// The socket task starts waiting out its write coalescing window: frames pushed until
@@ -528,14 +569,17 @@ mod tests {
         outbox.push("ready".into());
         outbox.hold();
         for seq in [5, 6, 7] {
-            outbox.push_event(format!("e{seq}").into(), seq, E1);
+            assert_eq!(
+                outbox.push_event(format!("e{seq}").into(), seq, E1),
+                Pushed::Held
+            );
         }
         assert_eq!(frames(&outbox), ["ready"], "held events wait");
         assert!(outbox.release(Some((E1, 6))));
         assert_eq!(frames(&outbox), ["e7"]);
-        outbox.push_event("e8".into(), 8, E1);
+        assert_eq!(outbox.push_event("e8".into(), 8, E1), Pushed::Queued);
         assert_eq!(frames(&outbox), ["e8"], "live again");
-        outbox.push_event("e6 again".into(), 6, E1);
+        assert_eq!(outbox.push_event("e6 again".into(), 6, E1), Pushed::Repeat);
         assert!(
             frames(&outbox).is_empty(),
             "a redelivery of a replayed event"
@@ -568,6 +612,63 @@ mod tests {
         outbox.push_event("e41".into(), 41, E2);
         assert!(outbox.release(Some((E2, 40))));
         assert_eq!(frames(&outbox), ["old e7", "e41"]);
+    }
+
+    /// A delivery that pushes the moment a recovery's release lets go of the lock (another
+    /// thread) finds the held events queued already: its event goes after them, not before.
+    #[test]
+    fn a_push_racing_the_release_goes_after_the_held_events() {
+        let mut outbox = Outbox::new(8, SlowConsumerPolicy::DropOldest).announcing_gaps();
+        outbox.after_release_lock = Some(|outbox| {
+            assert_eq!(outbox.push_event("e6".into(), 6, E1), Pushed::Queued);
+        });
+        outbox.hold();
+        outbox.push_event("e4".into(), 4, E1);
+        outbox.push_event("e5".into(), 5, E1);
+        assert!(outbox.release(Some((E1, 4))));
+        assert_eq!(frames(&outbox), ["e5", "e6"], "per-key order kept");
+    }
+
+    /// Live events beyond the hold's bound are not queued, and the release says so.
+    #[test]
+    fn events_beyond_the_hold_are_dropped_and_said_so() {
+        let outbox = Outbox::new(1, SlowConsumerPolicy::DropOldest).announcing_gaps();
+        outbox.hold();
+        for seq in 1..=HELD_MIN as u64 {
+            assert_eq!(outbox.push_event("e".into(), seq, E1), Pushed::Held);
+        }
+        assert_eq!(
+            outbox.push_event("one too many".into(), HELD_MIN as u64 + 1, E1),
+            Pushed::HeldOverflow
+        );
+        assert!(!outbox.release(Some((E1, HELD_MIN as u64))), "overflowed");
+        outbox.close(CloseRequest::shutdown());
+        assert_eq!(outbox.push_event("late".into(), 9999, E1), Pushed::Closing);
+    }
+
+    /// Held events released into a queue too small for them meet its policy, as if pushed.
+    #[tokio::test(start_paused = true)]
+    async fn released_events_obey_the_queue_bound() {
+        let outbox = Outbox::new(2, SlowConsumerPolicy::DropOldest).announcing_gaps();
+        outbox.hold();
+        for seq in 1..=3 {
+            outbox.push_event(format!("e{seq}").into(), seq, E1);
+        }
+        assert!(outbox.release(None));
+        assert_eq!(
+            outbox.take_resync(Instant::now()),
+            Some(GapCause::DropOldest)
+        );
+        assert_eq!(frames(&outbox), ["e2", "e3"]);
+
+        let slow = Outbox::new(2, SlowConsumerPolicy::Close).announcing_gaps();
+        slow.hold();
+        for seq in 1..=3 {
+            slow.push_event(format!("e{seq}").into(), seq, E1);
+        }
+        slow.release(None);
+        let close = slow.take(10, &mut Vec::new()).expect("closed");
+        assert_eq!(close.code, SLOW_CONSUMER_CLOSE);
     }
 
     /// While the socket task defers, pushes do not wake it (it comes back on its timer), a

@@ -169,6 +169,21 @@ async fn a_reconnect_replays_what_was_missed_then_goes_live_without_gap_or_dupli
         1,
         "{metrics}"
     );
+
+    // A router's late copy of an event the replay wrote (new to the edge's dedup): delivered,
+    // but it reaches no socket, and the count of events handed to sockets says so.
+    let handed =
+        |text: &str| crate::support::metric(text, "daisi_edge_events_delivered_total", &[]);
+    let before = handed(&metrics);
+    let results = edge.deliver(vec![live(mine[5], backend.epoch)]).await;
+    assert_eq!(results[0].outcome, epb::EventOutcome::Delivered as i32);
+    assert_eq!(results[0].sockets_reached, 0, "the replay wrote it already");
+    assert!(
+        frames(&mut client, Duration::from_millis(300))
+            .await
+            .is_empty()
+    );
+    assert_eq!(handed(&edge.metrics().await), before);
 }
 
 #[tokio::test]

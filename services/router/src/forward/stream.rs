@@ -4,20 +4,23 @@
 //! Requests and the waiters of their answers are queued under one lock, so the n-th answer
 //! belongs to the n-th waiter. One reader task per stream matches answers to waiters; when the
 //! stream fails or ends, every waiter still queued gets an error and the stream is closed (the
-//! next batch opens a new one). An edge that does not know the method (an older version during a
-//! rolling upgrade) answers UNIMPLEMENTED when the stream opens: the waiters are told so, and the
-//! client sends its batches as unary `Deliver` calls from then on.
+//! next batch opens a new one). Closing a stream ends its request half too: requests still
+//! queued behind the transport are dropped, not sent. Their waiters were told the stream ended
+//! and the lanes send those batches again on a fresh stream; a copy still going out on the old
+//! one would run on the edge beside the retry. An edge that does not know the method (an older
+//! version during a rolling upgrade) answers UNIMPLEMENTED when the stream opens: the waiters
+//! are told so, and the client sends its batches as unary `Deliver` calls from then on.
 
 use super::DeliverError;
 use daisi_proto::edge::v1 as pb;
 use daisi_proto::edge::v1::edge_delivery_client::EdgeDeliveryClient;
 use daisi_runtime::internal::ClientAuth;
+use futures_util::{Stream, StreamExt};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -42,8 +45,32 @@ type Answer = Result<pb::DeliverResponse, StreamFailure>;
 
 struct Queue {
     requests: mpsc::Sender<pb::DeliverRequest>,
+    /// The other end of `requests`, read by the transport ([`outbound`]); kept here so the
+    /// stream's end can drop what is still queued.
+    outbound: mpsc::Receiver<pb::DeliverRequest>,
     waiters: VecDeque<oneshot::Sender<Answer>>,
     closed: bool,
+}
+
+impl Queue {
+    /// The stream ended: later sends are refused, queued requests dropped unsent; the waiters
+    /// still queued are returned to be failed.
+    fn end(&mut self) -> VecDeque<oneshot::Sender<Answer>> {
+        self.closed = true;
+        self.outbound.close();
+        while self.outbound.try_recv().is_ok() {}
+        std::mem::take(&mut self.waiters)
+    }
+}
+
+/// The request half of the stream: the queued requests until the stream is stopped, checked
+/// before each one, so none is handed to the transport after that.
+fn outbound(
+    queue: Arc<Mutex<Queue>>,
+    stop: CancellationToken,
+) -> impl Stream<Item = pb::DeliverRequest> + Send + 'static {
+    futures_util::stream::poll_fn(move |cx| queue.lock().outbound.poll_recv(cx))
+        .take_until(stop.cancelled_owned())
 }
 
 /// An open `DeliverStream`; dropping it (or [`DeliveryStream::close`]) ends the stream.
@@ -73,17 +100,12 @@ impl DeliveryStream {
         let (requests, outbound) = mpsc::channel(BACKLOG);
         let queue = Arc::new(Mutex::new(Queue {
             requests,
+            outbound,
             waiters: VecDeque::new(),
             closed: false,
         }));
         let stop = CancellationToken::new();
-        tokio::spawn(read(
-            client,
-            outbound,
-            queue.clone(),
-            stop.clone(),
-            unimplemented,
-        ));
+        tokio::spawn(read(client, queue.clone(), stop.clone(), unimplemented));
         Self { queue, stop }
     }
 
@@ -114,8 +136,9 @@ impl DeliveryStream {
         self.queue.lock().closed
     }
 
-    /// Ends the stream: waiting batches fail as unavailable.
+    /// Ends the stream: waiting batches fail as unavailable, queued ones are not sent.
     pub fn close(&self) {
+        self.queue.lock().closed = true;
         self.stop.cancel();
     }
 }
@@ -123,14 +146,14 @@ impl DeliveryStream {
 /// Opens the stream, then hands each answer to the oldest waiter until the stream ends.
 async fn read(
     mut client: Client,
-    outbound: mpsc::Receiver<pb::DeliverRequest>,
     queue: Arc<Mutex<Queue>>,
     stop: CancellationToken,
     unimplemented: Arc<AtomicBool>,
 ) {
+    let requests = outbound(queue.clone(), stop.clone());
     let opened = tokio::select! {
         () = stop.cancelled() => Err(None),
-        opened = client.deliver_stream(ReceiverStream::new(outbound)) => opened.map_err(Some),
+        opened = client.deliver_stream(requests) => opened.map_err(Some),
     };
     let failure = match opened {
         Err(None) => closed("the router closed the delivery stream"),
@@ -161,11 +184,9 @@ async fn read(
             }
         }
     };
-    let waiters = {
-        let mut queue = queue.lock();
-        queue.closed = true;
-        std::mem::take(&mut queue.waiters)
-    };
+    // However it ended, the request half ends too: nothing queued goes out any more.
+    stop.cancel();
+    let waiters = queue.lock().end();
     // The oldest waiter's batch is the one the edge failed on (a whole-request error ends the
     // stream); the later ones were not answered and are retried like any unavailable call.
     let mut waiters = waiters.into_iter();

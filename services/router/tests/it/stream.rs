@@ -197,3 +197,49 @@ async fn an_edge_that_stops_answering_on_the_stream_is_marked_failing_within_the
     assert!(edge.streams() >= 2, "the silent stream was replaced");
     router.stop().await;
 }
+
+/// A stream closed because its batches got no answer in time (a slow edge) hands the edge
+/// none of the batches still queued behind the transport: their waiters were told the stream
+/// ended and the lanes send them again on a fresh stream, so a copy still going out on the old
+/// one would run on the edge beside the retry (events reordered for some sockets, or settled
+/// as duplicates before any socket has them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stream_sends_none_of_its_queued_batches() {
+    const BATCHES: u64 = 24;
+    const DELAY: Duration = Duration::from_millis(100);
+    let edge = Edge::new("edge-a");
+    edge.set_delay(Some(DELAY));
+    let server = edge.serve().await;
+    let client = GrpcEdgeClient::new(1, Duration::from_millis(50), ClientAuth::none());
+    let pod = "edge-a".parse().unwrap();
+    let address = server.url();
+    // 256 KiB per batch: the edge's flow-control window (1 MiB) takes a few, the rest wait on
+    // the router's side of the stream.
+    let batches: Vec<Vec<Arc<OutEvent>>> = (1..=BATCHES)
+        .map(|sequence| {
+            let mut big = (*event(sequence, "websocket.c1.a1.chats")).clone();
+            big.payload = vec![b'x'; 256 * 1024].into();
+            vec![Arc::new(big)]
+        })
+        .collect();
+    let answers = futures_util::future::join_all(batches.iter().map(|events| {
+        client.deliver(DeliverCall {
+            pod: &pod,
+            address: &address,
+            events,
+            router_id: "router-test",
+        })
+    }))
+    .await;
+    assert!(
+        answers.iter().all(Result::is_err),
+        "no batch answered within 50 ms"
+    );
+    // Long enough for the edge to work through every batch, had they all been sent.
+    tokio::time::sleep(DELAY * BATCHES as u32 + Duration::from_secs(1)).await;
+    let handled = edge.calls();
+    assert!(
+        handled <= 6,
+        "the edge handled {handled} of {BATCHES} batches after their stream was closed"
+    );
+}
