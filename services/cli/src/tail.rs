@@ -1,7 +1,9 @@
 //! `daisi tail`: connect to an edge as a client would and print what arrives — events with their
 //! type, time and position, `resync` frames, error frames, and the close code and reason at
 //! the end. It speaks `json.v2` (`--v1` for the old protocol); with `--reconnect` it reconnects
-//! after a lost connection with its last position, so the edge replays what it missed.
+//! after a lost connection with its last position, so the edge replays what it missed, and
+//! keeps trying (backing off up to 30 s, for about 8 minutes) while the edge cannot be reached,
+//! so a tail survives an edge restart.
 
 use crate::output;
 use anyhow::{Context, bail};
@@ -63,7 +65,8 @@ pub(crate) struct TailArgs {
     #[arg(long)]
     since: Option<daisi_domain::protocol::Position>,
     /// Reconnect after a lost connection (not after a takeover or a normal close), asking for
-    /// the events missed since the last one printed.
+    /// the events missed since the last one printed; while the edge is unreachable (refused,
+    /// reset, timed out, 502/503/504) retry with backoff.
     #[arg(long)]
     reconnect: bool,
 }
@@ -123,6 +126,37 @@ fn api_key(args: &TailArgs) -> anyhow::Result<String> {
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Why a connection could not be opened.
+enum Failure {
+    /// The edge answered no (a wrong key, token or URL): retrying cannot help.
+    Refused(anyhow::Error),
+    /// The edge could not be reached or is restarting (refused, reset, timed out, 502/503/504):
+    /// worth another try with `--reconnect`.
+    Unreachable(anyhow::Error),
+}
+
+impl From<Failure> for anyhow::Error {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Refused(e) | Failure::Unreachable(e) => e,
+        }
+    }
+}
+
+/// Whether a handshake error is the network's (or a restarting server's) rather than an answer.
+fn transient(error: &WsError) -> bool {
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
+    match error {
+        WsError::Io(_) | WsError::ConnectionClosed | WsError::AlreadyClosed => true,
+        WsError::Protocol(p) => matches!(
+            p,
+            ProtocolError::HandshakeIncomplete | ProtocolError::ResetWithoutClosingHandshake
+        ),
+        WsError::Http(response) => matches!(response.status().as_u16(), 502..=504),
+        _ => false,
+    }
+}
+
 /// Opens the socket. A 503 (the edge cannot reach its coordinator, or is full or draining) is
 /// temporary by contract: like the browser clients, tail waits the `Retry-After` it was given
 /// (1–10 s) and tries again, `--retries` times.
@@ -130,7 +164,7 @@ async fn connect(
     args: &TailArgs,
     request: tokio_tungstenite::tungstenite::handshake::client::Request,
     shown_url: &Url,
-) -> anyhow::Result<Socket> {
+) -> Result<Socket, Failure> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -140,7 +174,9 @@ async fn connect(
             tokio_tungstenite::connect_async(request.clone()),
         );
         let Ok(connected) = connecting.await else {
-            bail!("no answer from {shown_url} within {CONNECT_TIMEOUT:?}");
+            return Err(Failure::Unreachable(anyhow::anyhow!(
+                "no answer from {shown_url} within {CONNECT_TIMEOUT:?}"
+            )));
         };
         match connected {
             Ok((socket, _)) => return Ok(socket),
@@ -152,7 +188,13 @@ async fn connect(
                     .map(|b| String::from_utf8_lossy(b).into_owned())
                     .unwrap_or_default();
                 if status != 503 || attempt > args.retries {
-                    bail!("{shown_url} refused the connection: {status} {body}");
+                    let error =
+                        anyhow::anyhow!("{shown_url} refused the connection: {status} {body}");
+                    return Err(if matches!(status.as_u16(), 502..=504) {
+                        Failure::Unreachable(error)
+                    } else {
+                        Failure::Refused(error)
+                    });
                 }
                 let wait = response
                     .headers()
@@ -171,13 +213,29 @@ async fn connect(
                 );
                 tokio::time::sleep(Duration::from_secs(wait)).await;
             }
-            Err(e) => return Err(e).with_context(|| format!("cannot connect to {shown_url}")),
+            Err(e) => {
+                let retry = transient(&e);
+                let error = anyhow::Error::new(e).context(format!("cannot connect to {shown_url}"));
+                return Err(if retry {
+                    Failure::Unreachable(error)
+                } else {
+                    Failure::Refused(error)
+                });
+            }
         }
     }
 }
 
 /// How long the WebSocket handshake (TCP, TLS, upgrade) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Reconnect attempts in a row, after a lost connection, before tail gives up (with
+/// [`reconnect_backoff`], about 8 minutes: an edge restart, not an outage).
+const RECONNECT_ATTEMPTS: u32 = 20;
+
+/// The pause before reconnect attempt `attempt` (1, 2, ...): 1 s doubling up to 30 s.
+fn reconnect_backoff(attempt: u32) -> Duration {
+    Duration::from_secs((1u64 << attempt.saturating_sub(1).min(5)).min(30))
+}
 
 fn now() -> String {
     jiff::Timestamp::now().strftime("%H:%M:%S%.3fZ").to_string()
@@ -194,14 +252,41 @@ fn show(json_lines: bool, value: Value, text: String) {
 pub(crate) async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
     let mut since = args.since;
     let mut events = 0u64;
+    // Reconnect attempts in a row that could not reach the edge.
+    let mut failed = 0u32;
+    // The first connection fails at once (a wrong URL should not keep the terminal waiting);
+    // after a lost connection, with --reconnect, an unreachable edge is retried.
+    let mut reconnecting = false;
     loop {
-        match session(&args, since, &mut events).await? {
+        match session(&args, since, &mut events, reconnecting).await? {
             Ended::Done(code) => return Ok(code),
+            Ended::Unreachable(error) => {
+                failed += 1;
+                if failed >= RECONNECT_ATTEMPTS {
+                    return Err(error.context(format!(
+                        "gave up reconnecting after {RECONNECT_ATTEMPTS} attempts"
+                    )));
+                }
+                let wait = reconnect_backoff(failed);
+                let reason = output::describe(&error);
+                show(
+                    args.json,
+                    json!({"kind": "retrying", "error": reason, "attempt": failed, "after_seconds": wait.as_secs()}),
+                    format!(
+                        "{} {reason}; retrying in {} s (attempt {failed} of {RECONNECT_ATTEMPTS})",
+                        now(),
+                        wait.as_secs()
+                    ),
+                );
+                tokio::time::sleep(wait).await;
+            }
             Ended::Lost(last) => {
+                failed = 0;
                 since = last.or(since);
                 if !args.reconnect {
                     return Ok(ExitCode::from(2));
                 }
+                reconnecting = true;
                 let shown = since.map(|p| p.to_string()).unwrap_or_default();
                 show(
                     args.json,
@@ -220,13 +305,17 @@ enum Ended {
     Done(ExitCode),
     /// The connection was lost; the last position seen, if any.
     Lost(Option<daisi_domain::protocol::Position>),
+    /// Reconnecting, the edge could not be reached (the position stays as it was).
+    Unreachable(anyhow::Error),
 }
 
-/// One connection: prints frames until it ends.
+/// One connection: prints frames until it ends. `reconnecting`: an unreachable edge is
+/// [`Ended::Unreachable`] rather than an error.
 async fn session(
     args: &TailArgs,
     since: Option<daisi_domain::protocol::Position>,
     events: &mut u64,
+    reconnecting: bool,
 ) -> anyhow::Result<Ended> {
     let mut url = socket_url(args)?;
     if let Some(since) = since {
@@ -245,7 +334,11 @@ async fn session(
     );
     let mut shown_url = url.clone();
     shown_url.set_query(Some("token=***"));
-    let mut socket = connect(args, request, &shown_url).await?;
+    let mut socket = match connect(args, request, &shown_url).await {
+        Ok(socket) => socket,
+        Err(Failure::Unreachable(error)) if reconnecting => return Ok(Ended::Unreachable(error)),
+        Err(failure) => return Err(failure.into()),
+    };
     show(
         args.json,
         json!({"kind": "connected", "url": shown_url.as_str()}),
@@ -340,5 +433,37 @@ fn closed(json_lines: bool, frame: Option<CloseFrame>) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_backoff_doubles_up_to_30_s() {
+        let waits: Vec<u64> = (1..=8).map(|n| reconnect_backoff(n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
+        let total: u64 = (1..RECONNECT_ATTEMPTS)
+            .map(|n| reconnect_backoff(n).as_secs())
+            .sum();
+        assert!((300..=600).contains(&total), "{total} s");
+    }
+
+    #[test]
+    fn refusals_are_not_retried_but_network_errors_are() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(transient(&WsError::Io(refused)));
+        assert!(transient(&WsError::ConnectionClosed));
+        let answer = |status: u16| {
+            let response = tokio_tungstenite::tungstenite::http::Response::builder()
+                .status(status)
+                .body(None)
+                .expect("a response");
+            WsError::Http(Box::new(response))
+        };
+        assert!(transient(&answer(502)));
+        assert!(!transient(&answer(401)));
+        assert!(!transient(&answer(404)));
     }
 }

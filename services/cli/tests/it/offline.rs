@@ -1,5 +1,6 @@
 //! Subcommands that need no running stack: keygen and local token minting, checked by
-//! decoding what they print with the same keys; `tail` against an edge that answers 503.
+//! decoding what they print with the same keys; `tail` against an edge that answers 503 and
+//! one that restarts.
 
 use daisi_domain::token::TokenKeyring;
 use daisi_testkit::run_with_args;
@@ -211,4 +212,103 @@ async fn tail_retries_a_503_after_its_retry_after_then_gives_up() {
         "{out}"
     );
     assert!(!out.contains("retrying"), "{out}");
+}
+
+/// One connection of a fake edge: `ready`, one `chat` event at position `7:seq`, then a normal
+/// close (`close`) or a dropped TCP connection. Returns the query string it was asked with.
+async fn serve_tail_once(
+    listener: tokio::net::TcpListener,
+    seq: u64,
+    close: bool,
+) -> Option<String> {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+    let (tcp, _) = listener.accept().await.unwrap();
+    // The port closes with the listener: reconnecting now finds nothing there.
+    drop(listener);
+    let mut query = None;
+    // tungstenite's callback signature, large error type included.
+    #[allow(clippy::result_large_err)]
+    let answer = |request: &Request, mut response: Response| {
+        query = request.uri().query().map(str::to_owned);
+        response
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", "json.v2".parse().unwrap());
+        Ok(response)
+    };
+    let mut ws = tokio_tungstenite::accept_hdr_async(tcp, answer)
+        .await
+        .unwrap();
+    ws.send(Message::text(r#"{"type":"ready","payload":{}}"#))
+        .await
+        .unwrap();
+    let event = format!(
+        r#"{{"type":"event","payload":{{"event_type":"chat"}},"position":{{"epoch":"7","seq":{seq}}}}}"#
+    );
+    ws.send(Message::text(event)).await.unwrap();
+    if close {
+        let _ = ws.close(None).await;
+        // Wait for the client's side of the close.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            use futures_util::StreamExt;
+            while ws.next().await.is_some() {}
+        })
+        .await;
+    }
+    query
+}
+
+/// A listener on `addr` even while the previous one's connections linger in TIME_WAIT.
+fn listen_again(addr: std::net::SocketAddr) -> tokio::net::TcpListener {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.bind(addr).unwrap();
+    socket.listen(16).unwrap()
+}
+
+#[tokio::test]
+async fn tail_reconnect_waits_out_an_edge_restart() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let edge = tokio::spawn(async move {
+        // The first connection drops; the edge is gone for 2.5 s, then back.
+        serve_tail_once(listener, 1, false).await;
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        serve_tail_once(listen_again(addr), 2, true).await
+    });
+    let edge_url = format!("http://{addr}");
+    let (code, out) = daisi(
+        &[
+            "tail",
+            "--token",
+            "t0ken",
+            "--company",
+            "c1",
+            "--agent",
+            "a1",
+            "--api-key",
+            "key",
+            "--edge",
+            &edge_url,
+            "--reconnect",
+            "--count",
+            "2",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("connection dropped"), "{out}");
+    assert!(out.contains("retrying in 1 s (attempt 1 of"), "{out}");
+    assert_eq!(out.matches("connected to").count(), 2, "{out}");
+    let query = tokio::time::timeout(Duration::from_secs(5), edge)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_or_default();
+    assert!(
+        query.contains("since=7%3A1"),
+        "the reconnect asks for what it missed: {query}"
+    );
 }
