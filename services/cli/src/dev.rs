@@ -2,18 +2,33 @@
 //! their real gRPC APIs on loopback — with in-memory backends and throw-away secrets, like
 //! Centrifugo's memory engine. `--redis-url` / `--nats-url` switch to the real backends.
 //!
-//! Every service is configured through its own `DAISI_*` variables, exactly as in production:
-//! this command only fills in the wiring and the secrets that are not already set, so any
-//! setting can still be changed from the environment.
+//! Every service is configured through its own `DAISI_*` variables, exactly as in production.
+//! The flags win over the environment for what they name, their defaults included:
+//! `--edge-addr`, `--mint-addr`, `--router-addr` and `--coordinator-addr` always set
+//! `DAISI_EDGE_HTTP_ADDR`, `DAISI_EDGE_MINT_ADDR`, `DAISI_ROUTER_HTTP_ADDR` and
+//! `DAISI_COORDINATOR_GRPC_ADDR`, and `--redis-url` / `--nats-url` (or their absence: memory)
+//! always set `DAISI_COORDINATOR_STORE` / `DAISI_COORDINATOR_REDIS_URL` and
+//! `DAISI_ROUTER_SOURCE` / `DAISI_ROUTER_NATS_URL`. Everything else this command fills in (the
+//! wiring between the services, the secrets) only where the environment leaves it unset, so
+//! any other setting can still be changed from the environment.
 
 use crate::output;
 use clap::Args;
 use daisi_config::Env;
 use daisi_runtime::CancellationToken;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::time::Duration;
+use tokio::task::JoinSet;
 use url::Url;
+
+/// How long the services may take to answer `/ready`.
+const READY_DEADLINE: Duration = Duration::from_secs(20);
+
+/// The running services: each task ends with its name and how it stopped.
+type Services = JoinSet<(&'static str, anyhow::Result<()>)>;
 
 #[derive(Debug, Args)]
 pub(crate) struct DevArgs {
@@ -195,7 +210,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     edge.advertise_url = Url::parse(&format!("http://{edge_grpc}"))?;
 
     let shutdown = CancellationToken::new();
-    let mut services = tokio::task::JoinSet::new();
+    let mut services = Services::new();
     {
         let token = shutdown.child_token();
         services.spawn(async move {
@@ -226,22 +241,21 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         });
     }
 
-    wait_ready(&args).await?;
-    banner(&args, &secrets, pki.as_ref())?;
-
-    let code = tokio::select! {
-        _ = signals.wait() => {
-            output::line("\nstopping…");
-            ExitCode::SUCCESS
-        }
-        Some(done) = services.join_next() => {
-            match done {
-                Ok((name, Ok(()))) => output::fail(&format!("{name} stopped unexpectedly")),
-                Ok((name, Err(e))) => output::fail(&format!("{name} failed: {e:#}")),
-                Err(e) => output::fail(&format!("a service task failed: {e}")),
+    let interrupted = signals.wait();
+    tokio::pin!(interrupted);
+    let started = wait_ready(&args, &mut services, interrupted.as_mut()).await;
+    let code = match started {
+        Started::Ready => {
+            banner(&args, &secrets, pki.as_ref())?;
+            tokio::select! {
+                _ = &mut interrupted => {
+                    output::line("\nstopping…");
+                    ExitCode::SUCCESS
+                }
+                Some(done) = services.join_next() => service_ended(done),
             }
-            ExitCode::FAILURE
         }
+        Started::Stopped(code) => code,
     };
     shutdown.cancel();
     let stopped = tokio::time::timeout(Duration::from_secs(10), async {
@@ -259,28 +273,69 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
-/// Waits until the edge and the router answer `/ready`.
-async fn wait_ready(args: &DevArgs) -> anyhow::Result<()> {
-    let client = crate::http::client()?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    for addr in [args.router_addr, args.edge_addr] {
-        loop {
-            let ready = client
-                .get(format!("http://{addr}/ready"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ready {
-                break;
+/// Prints how a service ended before it was asked to: always a failure.
+fn service_ended(
+    done: Result<(&'static str, anyhow::Result<()>), tokio::task::JoinError>,
+) -> ExitCode {
+    match done {
+        Ok((name, Ok(()))) => output::fail(&format!("{name} stopped unexpectedly")),
+        Ok((name, Err(e))) => output::fail(&format!("{name} failed: {e:#}")),
+        Err(e) => output::fail(&format!("a service task failed: {e}")),
+    }
+    ExitCode::FAILURE
+}
+
+/// How start-up ended.
+enum Started {
+    /// The edge and the router answer `/ready`.
+    Ready,
+    /// A service failed, the stack never became ready, or Ctrl-C: stop with this code.
+    Stopped(ExitCode),
+}
+
+/// Waits until the edge and the router answer `/ready`, at most [`READY_DEADLINE`]; a service
+/// that fails meanwhile (a bad `--redis-url`, say) or a Ctrl-C ends the wait at once.
+async fn wait_ready(
+    args: &DevArgs,
+    services: &mut Services,
+    mut interrupted: Pin<&mut impl Future<Output = &'static str>>,
+) -> Started {
+    let probing = async {
+        let client = crate::http::client()?;
+        let deadline = tokio::time::Instant::now() + READY_DEADLINE;
+        for addr in [args.router_addr, args.edge_addr] {
+            loop {
+                // Each probe within what is left of the deadline.
+                let probe = client.get(format!("http://{addr}/ready")).send();
+                let ready = tokio::time::timeout_at(deadline, probe)
+                    .await
+                    .is_ok_and(|r| r.is_ok_and(|r| r.status().is_success()));
+                if ready {
+                    break;
+                }
+                anyhow::ensure!(
+                    tokio::time::Instant::now() < deadline,
+                    "the stack did not become ready within {READY_DEADLINE:?} (see the logs above)"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            anyhow::ensure!(
-                tokio::time::Instant::now() < deadline,
-                "the stack did not become ready within 20 s (see the logs above)"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        anyhow::Ok(())
+    };
+    tokio::select! {
+        ready = probing => match ready {
+            Ok(()) => Started::Ready,
+            Err(e) => {
+                output::fail(&output::describe(&e));
+                Started::Stopped(ExitCode::FAILURE)
+            }
+        },
+        Some(done) = services.join_next() => Started::Stopped(service_ended(done)),
+        _ = interrupted.as_mut() => {
+            output::line("\nstopping…");
+            Started::Stopped(ExitCode::SUCCESS)
         }
     }
-    Ok(())
 }
 
 /// Whether the user configured internal authentication themselves (`DAISI_INTERNAL_*`).

@@ -27,6 +27,48 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The known secrets `daisi dev` runs with in these tests.
+const DEV_ENV: [(&str, &str); 8] = [
+    ("DAISI_LOG_FORMAT", "json"),
+    ("DAISI_EDGE_TOKEN_AES_KEY", USER_KEY),
+    ("DAISI_EDGE_ADMIN_TOKEN_AES_KEY", ADMIN_KEY),
+    ("DAISI_EDGE_SECRET_TOKEN", API_KEY),
+    ("DAISI_EDGE_ADMIN_SECRET_TOKEN", ADMIN_API_KEY),
+    ("DAISI_EDGE_MINT_API_KEY", MINT_KEY),
+    ("DAISI_EDGE_ADMIN_MINT_API_KEY", ADMIN_MINT_KEY),
+    ("DAISI_ROUTER_PUBLISH_API_KEY", PUBLISH_KEY),
+];
+
+/// Free loopback addresses for the edge, its minting listener, the router and the coordinator.
+fn free_addrs() -> (String, String, String, String) {
+    (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    )
+}
+
+/// `daisi dev` on these addresses.
+fn dev_args<'a>(
+    edge: &'a str,
+    mint: &'a str,
+    router: &'a str,
+    coordinator: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "dev",
+        "--edge-addr",
+        edge,
+        "--mint-addr",
+        mint,
+        "--router-addr",
+        router,
+        "--coordinator-addr",
+        coordinator,
+    ]
+}
+
 pub(crate) struct Dev {
     pub(crate) process: ServiceProcess,
     pub(crate) edge: String,
@@ -40,37 +82,15 @@ pub(crate) struct Dev {
 
 impl Dev {
     pub(crate) async fn start() -> Self {
-        Self::start_with(&[]).await
+        Self::start_with(&[], &[]).await
     }
 
-    async fn start_with(extra: &[&str]) -> Self {
-        let (edge, mint, router, coordinator) = (
-            format!("127.0.0.1:{}", free_port()),
-            format!("127.0.0.1:{}", free_port()),
-            format!("127.0.0.1:{}", free_port()),
-            format!("127.0.0.1:{}", free_port()),
-        );
-        let env = [
-            ("DAISI_LOG_FORMAT", "json"),
-            ("DAISI_EDGE_TOKEN_AES_KEY", USER_KEY),
-            ("DAISI_EDGE_ADMIN_TOKEN_AES_KEY", ADMIN_KEY),
-            ("DAISI_EDGE_SECRET_TOKEN", API_KEY),
-            ("DAISI_EDGE_ADMIN_SECRET_TOKEN", ADMIN_API_KEY),
-            ("DAISI_EDGE_MINT_API_KEY", MINT_KEY),
-            ("DAISI_EDGE_ADMIN_MINT_API_KEY", ADMIN_MINT_KEY),
-            ("DAISI_ROUTER_PUBLISH_API_KEY", PUBLISH_KEY),
-        ];
-        let mut args = vec![
-            "dev",
-            "--edge-addr",
-            &edge,
-            "--mint-addr",
-            &mint,
-            "--router-addr",
-            &router,
-            "--coordinator-addr",
-            &coordinator,
-        ];
+    /// A stack started with `extra` arguments and `extra_env` variables.
+    pub(crate) async fn start_with(extra: &[&str], extra_env: &[(&str, &str)]) -> Self {
+        let (edge, mint, router, coordinator) = free_addrs();
+        let mut env = DEV_ENV.to_vec();
+        env.extend_from_slice(extra_env);
+        let mut args = dev_args(&edge, &mint, &router, &coordinator);
         args.extend_from_slice(extra);
         let process = ServiceProcess::spawn_with_args(
             BIN,
@@ -459,7 +479,7 @@ async fn dev_runs_on_real_redis_and_nats_and_publish_goes_through_nats() {
     let redis = daisi_testkit::RedisServer::start().unwrap();
     let nats = daisi_testkit::nats::NatsServer::start().await.unwrap();
     let (redis_url, nats_url) = (redis.url(), nats.url());
-    let mut dev = Dev::start_with(&["--redis-url", &redis_url, "--nats-url", &nats_url]).await;
+    let mut dev = Dev::start_with(&["--redis-url", &redis_url, "--nats-url", &nats_url], &[]).await;
     assert!(
         dev.process.logged(r#""store":"Redis""#),
         "{}",
@@ -631,6 +651,55 @@ async fn keys_from_keygen_run_a_stack() {
         exited.status.success(),
         "{:?}\n{}",
         exited.status,
+        exited.output
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_start_up_names_a_failed_service_and_heeds_ctrl_c() {
+    // A Redis URL the client refuses (no such database): the coordinator fails at once, and
+    // `daisi dev` says so rather than waiting for readiness that cannot come.
+    let (edge, mint, router, coordinator) = free_addrs();
+    let mut args = dev_args(&edge, &mint, &router, &coordinator);
+    args.extend_from_slice(&["--redis-url", "redis://127.0.0.1:1/not-a-database"]);
+    let started = std::time::Instant::now();
+    let exited = run_with_args(BIN, &args, &DEV_ENV, Duration::from_secs(60))
+        .await
+        .expect("daisi dev exits");
+    assert!(!exited.status.success(), "{}", exited.output);
+    assert!(
+        exited.output.contains("coordinator failed"),
+        "{}",
+        exited.output
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    // A Redis that is not there: the stack never becomes ready, and Ctrl-C stops it now.
+    let (edge, mint, router, coordinator) = free_addrs();
+    let mut args = dev_args(&edge, &mint, &router, &coordinator);
+    args.extend_from_slice(&["--redis-url", "redis://127.0.0.1:1"]);
+    let mut dev = ServiceProcess::spawn_with_args(
+        BIN,
+        &args,
+        &DEV_ENV,
+        "edge listening",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    dev.signal(Signal::SIGINT).unwrap();
+    let exited = dev
+        .wait(Duration::from_secs(12))
+        .await
+        .expect("Ctrl-C during start-up stops daisi dev at once");
+    assert!(exited.status.success(), "{}", exited.output);
+    assert!(
+        !exited.output.contains("daisi dev is running"),
+        "{}",
         exited.output
     );
 }
