@@ -10,6 +10,7 @@ mod http;
 mod keygen;
 mod output;
 mod publish;
+mod redact;
 mod tail;
 mod token;
 

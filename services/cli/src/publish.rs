@@ -79,7 +79,7 @@ pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
 async fn to_nats(url: &Url, args: &PublishArgs, payload: Vec<u8>) -> anyhow::Result<Value> {
     let client = async_nats::connect(url.as_str())
         .await
-        .with_context(|| format!("cannot connect to NATS at {url}"))?;
+        .with_context(|| format!("cannot connect to NATS at {}", crate::redact::url(url)))?;
     let js = async_nats::jetstream::new(client);
     let mut headers = async_nats::HeaderMap::new();
     if let Some(id) = &args.request_id {

@@ -280,9 +280,10 @@ fn setups(args: &BenchArgs, plan: &Plan, run: u32, edge: SocketAddr, host: &str)
         .collect()
 }
 
+/// This run's command line for the report, keys and URL passwords hidden.
 fn command_line() -> String {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    format!("daisi {}", args.join(" "))
+    format!("daisi {}", crate::redact::command_line(&args))
 }
 
 /// Runs the load test `args` describes.

@@ -45,11 +45,12 @@ pub(crate) enum Sink {
 impl Sink {
     /// Connects to NATS at `url`.
     pub(crate) async fn jetstream(url: &Url) -> anyhow::Result<Self> {
+        let shown = crate::redact::url(url);
         let client =
             tokio::time::timeout(Duration::from_secs(10), async_nats::connect(url.as_str()))
                 .await
-                .with_context(|| format!("no answer from NATS at {url} within 10 s"))?
-                .with_context(|| format!("cannot connect to NATS at {url}"))?;
+                .with_context(|| format!("no answer from NATS at {shown} within 10 s"))?
+                .with_context(|| format!("cannot connect to NATS at {shown}"))?;
         Ok(Self::JetStream(async_nats::jetstream::new(client)))
     }
 
