@@ -25,14 +25,30 @@ use tokio::time::Instant;
 const OPEN_DEADLINE: Duration = Duration::from_secs(600);
 /// Longest wait for a worker's answer to `Report`.
 const REPORT_DEADLINE: Duration = Duration::from_secs(60);
+/// Highest `--rate`: far beyond what one publisher sends, low enough that event counts and
+/// schedule arithmetic stay exact.
+const MAX_RATE: f64 = 10_000_000.0;
+/// Highest `--connect-rate`.
+const MAX_CONNECT_RATE: f64 = 1_000_000.0;
+
+/// Progress of one worker, or of all of them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Progress {
+    ready: u64,
+    failed: u64,
+    /// First arrivals of owed measured events.
+    arrived: u64,
+    /// Deliveries owed, once the worker was told every measured event is out.
+    owed: Option<u64>,
+}
 
 /// The worker processes and their answers.
 struct Workers {
     children: Vec<Child>,
     stdins: Vec<ChildStdin>,
     replies: mpsc::Receiver<(usize, Option<Reply>)>,
-    /// Latest progress of each worker: (ready, failed, received).
-    progress: Vec<(u64, u64, u64)>,
+    /// Latest progress of each worker.
+    progress: Vec<Progress>,
 }
 
 impl Workers {
@@ -77,7 +93,7 @@ impl Workers {
             stdins.push(stdin);
         }
         Ok(Self {
-            progress: vec![(0, 0, 0); children.len()],
+            progress: vec![Progress::default(); children.len()],
             children,
             stdins,
             replies,
@@ -101,10 +117,20 @@ impl Workers {
         Ok(())
     }
 
-    fn totals(&self) -> (u64, u64, u64) {
-        self.progress
-            .iter()
-            .fold((0, 0, 0), |a, p| (a.0 + p.0, a.1 + p.1, a.2 + p.2))
+    /// Progress summed over the workers; `owed` only once every worker knows it.
+    fn totals(&self) -> Progress {
+        self.progress.iter().fold(
+            Progress {
+                owed: Some(0),
+                ..Progress::default()
+            },
+            |a, p| Progress {
+                ready: a.ready + p.ready,
+                failed: a.failed + p.failed,
+                arrived: a.arrived + p.arrived,
+                owed: a.owed.zip(p.owed).map(|(a, b)| a + b),
+            },
+        )
     }
 
     /// The next reply, updating progress; an error when a worker exited.
@@ -117,10 +143,16 @@ impl Workers {
                 if let Reply::Progress {
                     ready,
                     failed,
-                    received,
+                    arrived,
+                    owed,
                 } = &reply
                 {
-                    self.progress[id] = (*ready, *failed, *received);
+                    self.progress[id] = Progress {
+                        ready: *ready,
+                        failed: *failed,
+                        arrived: *arrived,
+                        owed: *owed,
+                    };
                 }
                 Ok(Some((id, reply)))
             }
@@ -214,7 +246,23 @@ fn targets(args: &BenchArgs) -> anyhow::Result<Vec<Target>> {
     Ok(targets)
 }
 
+/// The bench opens plain TCP sockets (no TLS library is built in): an `https` edge would get
+/// `ws://` on port 443.
+fn check_edge(edge: &url::Url) -> anyhow::Result<()> {
+    match edge.scheme() {
+        "http" | "ws" => Ok(()),
+        "https" | "wss" => bail!(
+            "--edge {}: daisi bench speaks plain ws:// only (no TLS); point it at the edge's \
+             plain HTTP port (DAISI_EDGE_HTTP_ADDR, e.g. http://127.0.0.1:8080) rather than a \
+             TLS front",
+            crate::redact::url(edge)
+        ),
+        other => bail!("--edge must be an http:// or ws:// URL, not {other}://"),
+    }
+}
+
 async fn edge_addr(edge: &url::Url) -> anyhow::Result<(SocketAddr, String)> {
+    check_edge(edge)?;
     let host = edge.host_str().context("--edge has no host")?;
     let port = edge.port_or_known_default().context("--edge has no port")?;
     let addr = tokio::net::lookup_host((host, port))
@@ -225,9 +273,29 @@ async fn edge_addr(edge: &url::Url) -> anyhow::Result<(SocketAddr, String)> {
     Ok((addr, format!("{host}:{port}")))
 }
 
+/// A rate flag: a finite number per second from 0.001 to `max`, or 0 where `zero` says what
+/// 0 means. An unchecked `inf` or `1e300` overflows the schedule or makes a zero pacing period.
+fn check_rate(flag: &str, value: f64, max: f64, zero: Option<&str>) -> anyhow::Result<()> {
+    if zero.is_some() && value == 0.0 {
+        return Ok(());
+    }
+    anyhow::ensure!(
+        value.is_finite() && (0.001..=max).contains(&value),
+        "{flag} {value} is out of range: give a number per second from 0.001 to {max}{}",
+        zero.map(|z| format!(", or 0 {z}")).unwrap_or_default()
+    );
+    Ok(())
+}
+
 fn validate(args: &BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.sockets > 0, "--sockets must be at least 1");
-    anyhow::ensure!(args.rate > 0.0, "--rate must be positive");
+    check_rate("--rate", args.rate, MAX_RATE, None)?;
+    check_rate(
+        "--connect-rate",
+        args.connect_rate,
+        MAX_CONNECT_RATE,
+        Some("to open as fast as --connect-concurrency allows"),
+    )?;
     anyhow::ensure!(args.per_source > 0, "--per-source must be at least 1");
     anyhow::ensure!(args.per_worker > 0, "--per-worker must be at least 1");
     anyhow::ensure!(args.workers != Some(0), "--workers must be at least 1");
@@ -347,9 +415,9 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 _ => None,
             },
             |w| {
-                let (ready, failed, _) = w.totals();
-                progress.set_position(ready + failed);
-                progress.set_message(format!("{failed} failed"));
+                let t = w.totals();
+                progress.set_position(t.ready + t.failed);
+                progress.set_message(format!("{} failed", t.failed));
             },
         )
         .await?;
@@ -359,6 +427,14 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "{} sockets ready, {} failed, in {:.2} s ({:.0}/s)",
         connect.ready, connect.failed, connect.seconds, connect.per_second
     ));
+    if connect.ready == 0 {
+        workers.quit().await;
+        bail!(
+            "no socket opened ({} failed); first errors: {} (check --edge, --api-key and --key)",
+            connect.failed,
+            connect.errors.join("; ")
+        );
+    }
     tokio::time::sleep(args.settle).await;
 
     let mut report = Report {
@@ -465,8 +541,8 @@ async fn storm(
                 _ => None,
             },
             |w| {
-                let (ready, failed, _) = w.totals();
-                progress.set_position(ready + failed);
+                let t = w.totals();
+                progress.set_position(t.ready + t.failed);
             },
         )
         .await?;
@@ -520,7 +596,6 @@ async fn events(
         measured.count, args.rate, args.sockets, plan.shape
     ));
     let progress = bar(measured.count, "publishing");
-    let before = workers.totals().2;
     let published: Published = {
         let publishing = publisher::publish(sink, plan, &measured, |n| progress.set_position(n));
         tokio::pin!(publishing);
@@ -529,20 +604,36 @@ async fn events(
                 done = &mut publishing => break done,
                 next = workers.next(Instant::now() + Duration::from_secs(1)) => {
                     next?;
-                    progress.set_message(format!("{} delivered", workers.totals().2 - before));
+                    progress.set_message(format!("{} delivered", workers.totals().arrived));
                     window.sample();
                 }
             }
         }
     };
     progress.finish_and_clear();
-    let owed = plan.expected_total(published.sent - published.failed.len() as u64);
-    let drain = bar(owed, "delivering");
+    // The workers know which sockets got `ready`: they count what those are owed, and only
+    // first arrivals of owed events (duplicates and misrouted events are no progress).
+    workers
+        .send(&Command::Sent {
+            published: published.sent,
+            excluded: published.failed.clone(),
+        })
+        .await?;
+    let drain = bar(
+        plan.expected_total(published.sent - published.failed.len() as u64),
+        "delivering",
+    );
     let deadline = Instant::now() + args.drain;
     loop {
-        let got = workers.totals().2 - before;
-        drain.set_position(got.min(owed));
-        if got >= owed || Instant::now() >= deadline {
+        let t = workers.totals();
+        if let Some(owed) = t.owed {
+            drain.set_length(owed);
+            drain.set_position(t.arrived.min(owed));
+            if t.arrived >= owed {
+                break;
+            }
+        }
+        if Instant::now() >= deadline {
             break;
         }
         workers.next(deadline).await?;
@@ -612,8 +703,16 @@ async fn final_tally(workers: &mut Workers, report: &mut Report) -> anyhow::Resu
     Ok(())
 }
 
-/// Per-event, per-delivery and per-socket figures from the process usage.
+/// Per-event, per-delivery and per-socket figures from the process usage; none when a
+/// process exited during the window (its CPU and memory stop at its last sample).
 fn finish_figures(args: &BenchArgs, report: &mut Report) {
+    if let Some(gone) = report.processes.iter().find(|p| p.exited) {
+        note(&format!(
+            "{} (pid {}) exited during the run: no per-event or per-socket figures",
+            gone.name, gone.pid
+        ));
+        return;
+    }
     let cpu: f64 = report.processes.iter().map(|p| p.cpu_seconds).sum();
     let edge = report
         .processes
@@ -641,5 +740,39 @@ fn finish_figures(args: &BenchArgs, report: &mut Report) {
         && d.counts.unique > 0
     {
         report.cpu_us_per_delivery = Some(cpu * 1e6 / d.counts.unique as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_must_be_finite_positive_and_bounded() {
+        for bad in [f64::INFINITY, f64::NAN, 0.0, -5.0, 1e300, MAX_RATE * 2.0] {
+            let error = check_rate("--rate", bad, MAX_RATE, None).expect_err("refused");
+            assert!(error.to_string().contains("--rate"), "{error}");
+        }
+        check_rate("--rate", 1000.0, MAX_RATE, None).expect("a rate");
+        let zero = Some("for no pacing");
+        check_rate("--connect-rate", 0.0, MAX_CONNECT_RATE, zero).expect("0 means unpaced");
+        check_rate("--connect-rate", 500.0, MAX_CONNECT_RATE, zero).expect("a rate");
+        for bad in [f64::INFINITY, f64::NAN, -1.0, 1e-12, 1e300] {
+            let error =
+                check_rate("--connect-rate", bad, MAX_CONNECT_RATE, zero).expect_err("refused");
+            assert!(error.to_string().contains("--connect-rate"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_tls_edge_is_refused_with_a_reason() {
+        let url = |s: &str| url::Url::parse(s).expect("a URL");
+        check_edge(&url("http://127.0.0.1:8080")).expect("plain HTTP");
+        check_edge(&url("ws://edge:8080")).expect("plain ws");
+        for tls in ["https://edge.example", "wss://edge.example"] {
+            let error = check_edge(&url(tls)).expect_err("refused");
+            assert!(error.to_string().contains("no TLS"), "{error}");
+        }
+        assert!(check_edge(&url("ftp://edge")).is_err());
     }
 }

@@ -114,12 +114,25 @@ pub(crate) struct Usage {
     pub(crate) rss_end_kib: u64,
     /// Highest RSS seen by the samples in between.
     pub(crate) rss_max_kib: u64,
+    /// The process was gone at the end of the window: the figures above stop at its last
+    /// sample, so its CPU is a lower bound.
+    pub(crate) exited: bool,
+}
+
+/// One target's readings in a window.
+#[derive(Debug)]
+struct Sampled {
+    target: Target,
+    start: Reading,
+    /// The latest successful reading (where a process that exits stopped).
+    last: Reading,
+    max_rss_kib: u64,
 }
 
 /// Readings of every target from the start of a window.
 #[derive(Debug)]
 pub(crate) struct Window {
-    targets: Vec<(Target, Reading, u64)>,
+    targets: Vec<Sampled>,
 }
 
 impl Window {
@@ -130,7 +143,12 @@ impl Window {
             .map(|t| {
                 let r = read(t.pid)
                     .with_context(|| format!("cannot read /proc/{} ({})", t.pid, t.name))?;
-                Ok((t.clone(), r, r.rss_kib))
+                Ok(Sampled {
+                    target: t.clone(),
+                    start: r,
+                    last: r,
+                    max_rss_kib: r.rss_kib,
+                })
             })
             .collect::<anyhow::Result<_>>()?;
         Ok(Self { targets })
@@ -138,30 +156,35 @@ impl Window {
 
     /// Notes the current RSS of every target (for the maximum).
     pub(crate) fn sample(&mut self) {
-        for (t, _, max) in &mut self.targets {
-            if let Some(r) = read(t.pid) {
-                *max = (*max).max(r.rss_kib);
+        for t in &mut self.targets {
+            if let Some(r) = read(t.target.pid) {
+                t.max_rss_kib = t.max_rss_kib.max(r.rss_kib);
+                t.last = r;
             }
         }
     }
 
-    /// Ends the window: what each target used since the start.
-    pub(crate) fn finish(mut self) -> Vec<Usage> {
-        self.sample();
+    /// Ends the window: what each target used since the start (until its last sample if it
+    /// exited meanwhile).
+    pub(crate) fn finish(self) -> Vec<Usage> {
         self.targets
             .into_iter()
-            .map(|(t, start, max)| {
-                let end = read(t.pid).unwrap_or(start);
-                let cpu = end.cpu.saturating_sub(start.cpu).as_secs_f64();
-                let wall = end.at.duration_since(start.at).as_secs_f64().max(1e-9);
+            .map(|t| {
+                let (end, exited) = match read(t.target.pid) {
+                    Some(r) => (r, false),
+                    None => (t.last, true),
+                };
+                let cpu = end.cpu.saturating_sub(t.start.cpu).as_secs_f64();
+                let wall = end.at.duration_since(t.start.at).as_secs_f64().max(1e-9);
                 Usage {
-                    name: t.name,
-                    pid: t.pid,
+                    name: t.target.name,
+                    pid: t.target.pid,
                     cpu_seconds: cpu,
                     cores: cpu / wall,
-                    rss_start_kib: start.rss_kib,
+                    rss_start_kib: t.start.rss_kib,
                     rss_end_kib: end.rss_kib,
-                    rss_max_kib: max.max(end.rss_kib),
+                    rss_max_kib: t.max_rss_kib.max(end.rss_kib),
+                    exited,
                 }
             })
             .collect()
@@ -214,5 +237,28 @@ mod tests {
         let usage = window.finish();
         assert_eq!(usage.len(), 1);
         assert!(usage[0].cpu_seconds >= 0.1, "{usage:?}");
+        assert!(!usage[0].exited, "{usage:?}");
+    }
+
+    #[test]
+    fn a_process_that_exits_is_marked_not_reported_idle() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("sleep runs");
+        let target = Target {
+            name: "sleeper".into(),
+            pid: child.id(),
+        };
+        let mut window = Window::start(std::slice::from_ref(&target)).expect("readable");
+        window.sample();
+        child.kill().expect("kill");
+        child.wait().expect("reaped");
+        let usage = window.finish();
+        assert!(usage[0].exited, "{usage:?}");
+        assert!(
+            usage[0].rss_end_kib > 0,
+            "figures stop at the last sample: {usage:?}"
+        );
     }
 }

@@ -47,6 +47,14 @@ pub(crate) struct Setup {
 pub(crate) enum Command {
     /// Close every socket, then open them all again at once (`storm`).
     Reconnect,
+    /// Every measured event is out: from now on progress counts what the sockets that got
+    /// `ready` owe for these, and only their arrivals (the drain waits for them).
+    Sent {
+        /// Measured events published.
+        published: u64,
+        /// Sequence numbers whose publish failed (sorted): not owed.
+        excluded: Vec<u64>,
+    },
     /// Send the tallies: `published` measured events went out, `excluded` of them (sorted)
     /// may not have reached the stream.
     Report {
@@ -111,8 +119,11 @@ pub(crate) enum Reply {
         ready: u64,
         /// Sockets given up.
         failed: u64,
-        /// Measured events received.
-        received: u64,
+        /// First arrivals of measured events at the socket they belong to (no duplicates, no
+        /// misrouted events; after `Sent`, only events published and owed).
+        arrived: u64,
+        /// After `Sent`: deliveries the sockets that got `ready` are owed.
+        owed: Option<u64>,
     },
     /// The first opening finished.
     Opened(Opened),

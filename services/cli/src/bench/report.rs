@@ -79,7 +79,8 @@ pub(crate) struct Report {
     pub(crate) rss_per_socket_kib: Option<f64>,
     /// Edge CPU per socket and second held.
     pub(crate) edge_cpu_us_per_socket_second: Option<f64>,
-    /// CPU of every process given, per measured event published.
+    /// CPU of every process given, per measured event published (none when a process exited
+    /// during the window: its CPU is only known until its last sample).
     pub(crate) cpu_us_per_event: Option<f64>,
     /// CPU of every process given, per delivery.
     pub(crate) cpu_us_per_delivery: Option<f64>,
@@ -152,6 +153,13 @@ impl Report {
                 "| deliveries | {} of {} owed, **{} lost**, **{} duplicates**, {} reordered, {} unexpected; {:.0} delivered/s |",
                 k.unique, k.expected, k.lost, k.duplicates, k.reordered, k.unexpected, d.per_second
             );
+            if k.never_opened_sockets > 0 {
+                let _ = writeln!(
+                    out,
+                    "| sockets that never opened | {} (their {} deliveries are not counted as owed or lost) |",
+                    k.never_opened_sockets, k.owed_to_never_opened
+                );
+            }
         }
         if let Some(l) = &self.latency {
             latency_row(&mut out, "**latency** publish → socket", l);
@@ -162,9 +170,14 @@ impl Report {
         for p in &self.processes {
             let _ = writeln!(
                 out,
-                "| {} (pid {}) | {:.2} CPU s = {:.2} cores; RSS {} → {} KiB (max {}) |",
+                "| {} (pid {}) | {}{:.2} CPU s = {:.2} cores; RSS {} → {} KiB (max {}) |",
                 p.name,
                 p.pid,
+                if p.exited {
+                    "**exited during the run**, until its last sample: "
+                } else {
+                    ""
+                },
                 p.cpu_seconds,
                 p.cores,
                 p.rss_start_kib,

@@ -45,7 +45,10 @@ struct State {
     tallies: Vec<SocketTally>,
     latency: Latency,
     from_schedule: Latency,
-    received: u64,
+    /// First arrivals of owed measured events (the drain's progress).
+    arrived: u64,
+    /// Set by `Sent`: which events are owed, and how many deliveries.
+    owing: Option<Owing>,
     warmup: u64,
     foreign: u64,
     other_frames: u64,
@@ -61,6 +64,23 @@ struct State {
     errors: Vec<String>,
 }
 
+/// The measured events once they are all out.
+#[derive(Debug)]
+struct Owing {
+    /// Events published.
+    published: u64,
+    /// Of those, the ones whose publish failed (sorted).
+    excluded: Vec<u64>,
+    /// Deliveries the sockets that got `ready` are owed.
+    owed: u64,
+}
+
+impl Owing {
+    fn owes(&self, seq: u64) -> bool {
+        seq < self.published && self.excluded.binary_search(&seq).is_err()
+    }
+}
+
 type Shared = Arc<(Mutex<State>, Notify)>;
 
 fn lock(shared: &Shared) -> MutexGuard<'_, State> {
@@ -71,6 +91,32 @@ fn lock(shared: &Shared) -> MutexGuard<'_, State> {
 }
 
 impl State {
+    /// Nothing received yet; `count` sockets from index `first`.
+    fn new(plan: Plan, run: u32, first: u64, count: usize) -> Self {
+        Self {
+            plan,
+            run,
+            first,
+            tallies: vec![SocketTally::default(); count],
+            latency: Latency::default(),
+            from_schedule: Latency::default(),
+            arrived: 0,
+            owing: None,
+            warmup: 0,
+            foreign: 0,
+            other_frames: 0,
+            closes: BTreeMap::new(),
+            open: 0,
+            first_ns: None,
+            last_ns: None,
+            ready: 0,
+            failed: 0,
+            retries: 0,
+            time_to_ready: Latency::default(),
+            errors: Vec::new(),
+        }
+    }
+
     fn on_text(&mut self, local: usize, text: &str, at_ns: u64) {
         let Some(stamp) = payload::find(text) else {
             self.other_frames += 1;
@@ -84,10 +130,13 @@ impl State {
             self.warmup += 1;
             return;
         }
-        self.received += 1;
         let index = self.first + local as u64;
-        if let Some(tally) = self.tallies.get_mut(local) {
-            tally.record(&self.plan, index, stamp.seq);
+        let first_arrival = self
+            .tallies
+            .get_mut(local)
+            .is_some_and(|tally| tally.record(&self.plan, index, stamp.seq));
+        if first_arrival && self.owing.as_ref().is_none_or(|o| o.owes(stamp.seq)) {
+            self.arrived += 1;
         }
         self.latency.record(at_ns.saturating_sub(stamp.sent_ns));
         self.from_schedule
@@ -96,11 +145,28 @@ impl State {
         self.last_ns = Some(self.last_ns.map_or(at_ns, |l| l.max(at_ns)));
     }
 
-    fn report(&self, published: u64, excluded: &[u64]) -> Received {
+    /// Every socket's counts once `published` events went out, `excluded` of them failed.
+    fn counts(&self, published: u64, excluded: &[u64]) -> Counts {
         let mut counts = Counts::default();
         for (local, tally) in self.tallies.iter().enumerate() {
             counts += tally.settle(&self.plan, self.first + local as u64, published, excluded);
         }
+        counts
+    }
+
+    /// Every measured event is out: what is owed, and which arrivals count from now on.
+    fn sent(&mut self, published: u64, excluded: Vec<u64>) {
+        let counts = self.counts(published, &excluded);
+        self.arrived = counts.unique;
+        self.owing = Some(Owing {
+            published,
+            excluded,
+            owed: counts.expected,
+        });
+    }
+
+    fn report(&self, published: u64, excluded: &[u64]) -> Received {
+        let counts = self.counts(published, excluded);
         Received {
             counts,
             latency: self.latency.buckets(),
@@ -188,7 +254,11 @@ async fn open_all(
     let started = Instant::now();
     let permits = Arc::new(Semaphore::new(setup.concurrency.max(1)));
     let mut pace = (setup.rate > 0.0).then(|| {
-        let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / setup.rate));
+        // The driver bounds the rate; a zero period would make `interval` panic.
+        let period = Duration::try_from_secs_f64(1.0 / setup.rate)
+            .unwrap_or(Duration::MAX)
+            .max(Duration::from_micros(1));
+        let mut t = tokio::time::interval(period);
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         t
     });
@@ -222,6 +292,9 @@ async fn open_all(
                     Ok(ws) => {
                         s.ready += 1;
                         s.open += 1;
+                        if let Some(tally) = s.tallies.get_mut(local) {
+                            tally.mark_opened();
+                        }
                         let waited =
                             u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
                         s.time_to_ready.record(waited);
@@ -309,27 +382,12 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
     anyhow::ensure!(!setup.sources.is_empty(), "no source address");
     let urls = Arc::new(urls(&setup)?);
     let shared: Shared = Arc::new((
-        Mutex::new(State {
-            plan: setup.plan.clone(),
-            run: setup.run,
-            first: setup.first,
-            tallies: vec![SocketTally::default(); urls.len()],
-            latency: Latency::default(),
-            from_schedule: Latency::default(),
-            received: 0,
-            warmup: 0,
-            foreign: 0,
-            other_frames: 0,
-            closes: BTreeMap::new(),
-            open: 0,
-            first_ns: None,
-            last_ns: None,
-            ready: 0,
-            failed: 0,
-            retries: 0,
-            time_to_ready: Latency::default(),
-            errors: Vec::new(),
-        }),
+        Mutex::new(State::new(
+            setup.plan.clone(),
+            setup.run,
+            setup.first,
+            urls.len(),
+        )),
         Notify::new(),
     ));
     let (out, writing) = writer();
@@ -344,7 +402,8 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
                     Reply::Progress {
                         ready: s.ready,
                         failed: s.failed,
-                        received: s.received,
+                        arrived: s.arrived,
+                        owed: s.owing.as_ref().map(|o| o.owed),
                     }
                 };
                 if out.try_send(reply).is_err() && out.is_closed() {
@@ -366,6 +425,10 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
                 let opened = open_all(&setup, &urls, &shared, &generation, &mut tasks).await;
                 let _ = out.send(Reply::Reopened(opened)).await;
             }
+            Command::Sent {
+                published,
+                excluded,
+            } => lock(&shared).sent(published, excluded),
             Command::Report {
                 published,
                 excluded,
@@ -381,4 +444,73 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
     drop(out);
     let _ = writing.await;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::plan::Shape;
+
+    const RUN: u32 = 7;
+
+    fn event(seq: u64) -> String {
+        let stamp = payload::Stamp {
+            run: RUN,
+            phase: Phase::Measure,
+            seq,
+            scheduled_ns: 1,
+            sent_ns: 1,
+        };
+        payload::render("c", "a0", &stamp, 0)
+    }
+
+    /// Sockets 0..4 of a spread run over 4 sockets; all but socket 3 got `ready`.
+    fn state() -> State {
+        let plan = Plan {
+            company: "c".into(),
+            sockets: 4,
+            shape: Shape::Spread,
+        };
+        let mut state = State::new(plan, RUN, 0, 4);
+        for tally in &mut state.tallies[..3] {
+            tally.mark_opened();
+        }
+        state
+    }
+
+    #[test]
+    fn progress_counts_first_arrivals_at_the_right_socket_only() {
+        let mut s = state();
+        // Socket 1 owes 1, 5, 9: 5 arrives twice, 2 (socket 2's) arrives there by mistake.
+        for seq in [1, 5, 5, 2] {
+            s.on_text(1, &event(seq), 10);
+        }
+        s.on_text(0, &event(0), 10);
+        assert_eq!(
+            s.arrived, 3,
+            "duplicates and misrouted events are no progress"
+        );
+    }
+
+    #[test]
+    fn once_sent_only_owed_arrivals_count_and_never_ready_sockets_owe_nothing() {
+        let mut s = state();
+        s.on_text(0, &event(0), 10);
+        s.on_text(0, &event(4), 10);
+        // 12 published (3 per socket), seq 8 failed to publish but arrives anyway.
+        s.sent(12, vec![8]);
+        assert_eq!(s.owing.as_ref().map(|o| o.owed), Some(3 + 3 + 3 - 1));
+        assert_eq!(s.arrived, 2);
+        s.on_text(0, &event(8), 10);
+        // Seq 16 was never published in this count.
+        s.on_text(0, &event(16), 10);
+        s.on_text(1, &event(1), 10);
+        assert_eq!(s.arrived, 3);
+        let counts = s.report(12, &[8]).counts;
+        assert_eq!((counts.expected, counts.unique, counts.lost), (8, 3, 5));
+        assert_eq!(
+            (counts.never_opened_sockets, counts.owed_to_never_opened),
+            (1, 3)
+        );
+    }
 }

@@ -2,9 +2,11 @@
 //! checked end to end with faults caused for real. One of its sockets is taken over by another
 //! client (the edge closes it with 4402, so its events are lost), one event is published a
 //! second time (a duplicate) and one is published to the wrong agent (unexpected). The report
-//! must count exactly those; its latency figures are printed, not asserted.
+//! must count exactly those; its latency figures are printed, not asserted. A second run meets
+//! an edge that refuses some sockets (its connection limit): those are reported apart, not as
+//! losses, and the drain does not wait for them.
 
-use crate::stack::{Dev, PUBLISH_KEY};
+use crate::stack::{API_KEY, Dev, PUBLISH_KEY};
 use serde_json::Value;
 use std::process::Stdio;
 use std::time::Duration;
@@ -191,5 +193,87 @@ async fn bench_counts_deliveries_losses_and_duplicates() {
         report["latency"]["count"],
         published - owed_to_7 + 2,
         "every arrival of a measured event is timed: {report:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_that_never_open_owe_nothing_and_the_drain_ends_without_them() {
+    // Room for 8 of the 10 sockets: two are refused (503) and, with no retries, never open.
+    let dev = Dev::start_with(&[], &[("DAISI_EDGE_MAX_CONNECTIONS", "8")]).await;
+    let env = dev.env();
+    let started = std::time::Instant::now();
+    let mut bench = tokio::process::Command::new(BIN)
+        .args([
+            "bench",
+            "spread",
+            "--company",
+            COMPANY,
+            "--sockets",
+            "10",
+            "--rate",
+            "50",
+            "--duration",
+            "1s",
+            "--warmup",
+            "1s",
+            "--settle",
+            "1s",
+            // Before the fix the drain waited for the refused sockets' events until this ran out.
+            "--drain",
+            "60s",
+            "--connect-retries",
+            "0",
+            // Secrets given as flags must not reach the report.
+            "--api-key",
+            API_KEY,
+            &format!("--publish-key={PUBLISH_KEY}"),
+            "--json",
+        ])
+        .env_clear()
+        .envs(env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = bench.stdout.take().unwrap();
+    let mut stderr = bench.stderr.take().unwrap();
+    let (status, out, err) = tokio::time::timeout(Duration::from_secs(120), async {
+        let (mut out, mut err) = (String::new(), String::new());
+        let (a, b) = tokio::join!(
+            tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut out),
+            tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut err),
+        );
+        a.unwrap();
+        b.unwrap();
+        (bench.wait().await.unwrap(), out, err)
+    })
+    .await
+    .expect("bench finishes within 120 s");
+    let took = started.elapsed();
+    assert!(status.success(), "bench failed:\n{err}\n{out}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let d = &report["deliveries"];
+    assert_eq!(report["connect"]["ready"], 8, "{report:#}");
+    assert_eq!(report["connect"]["failed"], 2, "{report:#}");
+    // 50 events, 5 per socket: the two refused sockets would have had 10 of them.
+    assert_eq!(report["events"]["sent"], 50, "{report:#}");
+    assert_eq!(d["never_opened_sockets"], 2, "{report:#}");
+    assert_eq!(d["owed_to_never_opened"], 10, "{report:#}");
+    assert_eq!(d["expected"], 40, "{report:#}");
+    assert_eq!(d["lost"], 0, "{report:#}");
+    assert_eq!(d["unique"], 40, "{report:#}");
+    assert!(
+        took < Duration::from_secs(45),
+        "the drain waited for sockets that never opened ({took:?}):\n{err}"
+    );
+    let command = report["settings"]["command"].as_str().unwrap();
+    assert!(
+        !command.contains(API_KEY) && !command.contains(PUBLISH_KEY),
+        "{command}"
+    );
+    assert!(
+        command.contains("--api-key ***") && command.contains("--publish-key=***"),
+        "{command}"
     );
 }

@@ -1,6 +1,6 @@
 //! Subcommands that need no running stack: keygen and local token minting, checked by
 //! decoding what they print with the same keys; `tail` against an edge that answers 503 and
-//! one that restarts.
+//! one that restarts; `bench` against an edge that refuses every socket.
 
 use daisi_domain::token::TokenKeyring;
 use daisi_testkit::run_with_args;
@@ -147,6 +147,22 @@ async fn always_unavailable() -> (
     std::net::SocketAddr,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
+    always_answering(
+        "503 Service Unavailable\r\nRetry-After: 1",
+        "ServiceUnavailable",
+    )
+    .await
+}
+
+/// An "edge" that answers every upgrade with `status` (and any headers after it), counting
+/// the attempts.
+async fn always_answering(
+    status: &'static str,
+    code: &'static str,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -157,9 +173,9 @@ async fn always_unavailable() -> (
             counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let mut request = [0u8; 4096];
             let _ = tcp.read(&mut request).await;
-            let body = r#"{"success":false,"error":{"code":"ServiceUnavailable"}}"#;
+            let body = format!(r#"{{"success":false,"error":{{"code":"{code}"}}}}"#);
             let answer = format!(
-                "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
             let _ = tcp.write_all(answer.as_bytes()).await;
@@ -212,6 +228,45 @@ async fn tail_retries_a_503_after_its_retry_after_then_gives_up() {
         "{out}"
     );
     assert!(!out.contains("retrying"), "{out}");
+}
+
+#[tokio::test]
+async fn bench_fails_when_no_socket_opens_and_says_why() {
+    let (addr, attempts) = always_answering("401 Unauthorized", "Unauthorized").await;
+    let edge = format!("http://{addr}");
+    let (code, out) = daisi(
+        &[
+            "bench",
+            "idle",
+            "--sockets",
+            "3",
+            "--edge",
+            &edge,
+            "--api-key",
+            "wrong-key",
+            "--key",
+            KEY,
+            "--connect-retries",
+            "0",
+            "--source-base",
+            "127.0.0.1",
+            "--settle",
+            "1s",
+            "--hold",
+            "1s",
+        ],
+        &[],
+    )
+    .await;
+    assert_ne!(code, 0, "{out}");
+    assert_eq!(
+        attempts.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "{out}"
+    );
+    assert!(out.contains("no socket opened (3 failed)"), "{out}");
+    assert!(out.contains("401"), "the first errors are named: {out}");
+    assert!(!out.contains("wrong-key"), "{out}");
 }
 
 /// One connection of a fake edge: `ready`, one `chat` event at position `7:seq`, then a normal
