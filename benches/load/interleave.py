@@ -55,18 +55,20 @@ def main():
                 continue
             with open(glob.glob(os.path.join(out, f"{args.workload}-1.json"))[0], encoding="utf-8") as f:
                 report = json.load(f)
+            # Idle and storm runs publish nothing: their deliveries (and CPU per event) are null.
+            deliveries = report.get("deliveries") or {}
             row = {
                 "cpu_us_per_event": report.get("cpu_us_per_event"),
                 "cpu_us_per_delivery": report.get("cpu_us_per_delivery"),
                 "frames_per_write": (report.get("edge_writes") or {}).get("frames_per_write"),
-                "duplicates": report.get("deliveries", {}).get("duplicates"),
+                "duplicates": deliveries.get("duplicates"),
                 "p50_ms": report["latency"]["p50_ms"] if report.get("latency") else None,
                 "p99_ms": report["latency"]["p99_ms"] if report.get("latency") else None,
-                "delivered_per_s": report.get("deliveries", {}).get("per_second"),
-                "lost": report.get("deliveries", {}).get("lost"),
+                "delivered_per_s": deliveries.get("per_second"),
+                "lost": deliveries.get("lost"),
                 "load_tool_cpu_s": report.get("load_tool_cpu_seconds"),
                 "load_average": load,
-                **{f"cores_{p['name']}": p["cores"] for p in report.get("processes", [])},
+                **{f"cores_{p['name']}": p["cores"] for p in report.get("processes") or []},
             }
             results.setdefault(name, []).append(row)
             print(f"{name} round {r}: " + ", ".join(
@@ -75,7 +77,12 @@ def main():
         keys = [k for k in rows[0] if all(isinstance(x.get(k), (int, float)) for x in rows)]
         medians = {k: statistics.median(x[k] for x in rows) for k in keys}
         print(f"median {name} ({len(rows)} runs): " + ", ".join(f"{k} {v:.3f}" for k, v in medians.items())
-              + "; cpu_us_per_event runs " + ", ".join(f"{x['cpu_us_per_event']:.1f}" for x in rows))
+              + "; cpu_us_per_event runs " + ", ".join(per_run(x.get("cpu_us_per_event")) for x in rows))
+
+
+def per_run(value):
+    """One run's figure for the list after the medians; `-` where the run has none."""
+    return f"{value:.1f}" if isinstance(value, (int, float)) else "-"
 
 
 if __name__ == "__main__":
