@@ -217,7 +217,7 @@ async fn serve<S: SessionStore>(
         store = ?config.store,
         "coordinator listening"
     );
-    let grpc = tonic::transport::Server::builder()
+    let grpc = daisi_runtime::grpc::server()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(services.sessions)
