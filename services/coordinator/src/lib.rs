@@ -191,6 +191,7 @@ async fn serve<S: SessionStore>(
             watch_ping_interval: config.watch_ping_interval,
             replica_id: daisi_domain::ConnectionId::generate().into_string(),
             stop: stop.clone(),
+            watchers: grpc::Watchers::default(),
         }),
         &config.internal,
     );

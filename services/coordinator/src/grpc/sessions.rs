@@ -213,7 +213,11 @@ impl<S: SessionStore> SessionService for Sessions<S> {
         };
         // Cannot fail: the channel is empty and its receiver is still here.
         let _ = tx.try_send(Ok(subscribed));
-        tokio::spawn(super::watch::forward(shared, pod, instance, commands, tx));
+        // Only a stream that opened replaces the pod's older one.
+        let watcher = shared.watchers.open(&pod);
+        tokio::spawn(super::watch::forward(
+            shared, watcher, instance, commands, tx,
+        ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
