@@ -32,10 +32,17 @@ impl<S: SessionStore> SessionService for Sessions<S> {
         let pod: PodId = id("", &request.pod_id)?;
         caller.check_pod(pod.as_str())?;
         let connection = id("", &request.connection_id)?;
-        // Unknown modes are treated as unspecified, i.e. takeover (proto convention).
+        // Unspecified is takeover (proto); a mode this coordinator does not know is refused
+        // rather than guessed, since takeover kills the current holder.
         let mode = match pb::AcquireMode::try_from(request.mode) {
+            Ok(pb::AcquireMode::Unspecified | pb::AcquireMode::Takeover) => AcquireMode::Takeover,
             Ok(pb::AcquireMode::IfVacant) => AcquireMode::IfVacant,
-            _ => AcquireMode::Takeover,
+            Err(_) => {
+                return Err(invalid(format!(
+                    "mode: unknown acquire mode {} (1 = TAKEOVER, 2 = IF_VACANT)",
+                    request.mode
+                )));
+            }
         };
         within("routes", request.routes.len(), limits::MAX_ACQUIRE_ROUTES)?;
         let routes = convert::routes("routes", &request.routes)?;
