@@ -13,6 +13,7 @@ mod metrics;
 mod reaper;
 mod redis_probe;
 pub mod store;
+mod throttle;
 
 pub use config::{Config, StoreKind};
 

@@ -179,3 +179,32 @@ async fn a_route_member_that_names_no_pod_is_skipped_not_fatal() {
         .expect("the well-formed members are still answered");
     assert_eq!(lookup.results, vec![vec![pod]]);
 }
+
+/// An inbox entry the coordinator cannot read is skipped: the pod still gets the others.
+#[tokio::test]
+async fn an_unreadable_inbox_entry_is_skipped_not_fatal() {
+    let mut rig = Rig::start().await;
+    let (p1, p2): (PodId, PodId) = ("edge-1".parse().unwrap(), "edge-2".parse().unwrap());
+    rig.register(&p1, "i1").await;
+    rig.register(&p2, "i1").await;
+    let inbox = format!("{{{PREFIX}:p:edge-1}}:ib");
+    let added: i64 = rig
+        .cmd(&[
+            "ZADD",
+            &inbox,
+            "1",
+            "1\n99999999999999\nv9\nfrom a newer coordinator",
+        ])
+        .await;
+    assert_eq!(added, 1);
+    let user: SessionKey = "u:c1:a1:u1".parse().unwrap();
+    rig.take(&user, &p1, "c1").await;
+    rig.take(&user, &p2, "c2").await;
+    let entries = rig
+        .store
+        .pod_inbox(&p1, 0)
+        .await
+        .expect("the readable entries are still answered");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].command.connection, "c1".parse().unwrap());
+}
