@@ -373,6 +373,11 @@ async fn redis_restart_fails_fast_then_recovers() {
             .await
             .unwrap_err();
         assert_eq!(error.code(), Code::Unavailable, "{error:?}");
+        // Redis's own error text (addresses, errno) stays in the coordinator's log.
+        assert_eq!(
+            error.message(),
+            "the coordinator store is unavailable; retry later"
+        );
         assert!(
             started.elapsed() < Duration::from_millis(1500),
             "fails fast: {:?}",

@@ -180,6 +180,28 @@ async fn a_route_member_that_names_no_pod_is_skipped_not_fatal() {
     assert_eq!(lookup.results, vec![vec![pod]]);
 }
 
+/// A key of the wrong type (a foreign or corrupted write) is data no retry repairs: `Corrupt`,
+/// not `Unavailable`.
+#[tokio::test]
+async fn a_key_of_the_wrong_type_is_corrupt_not_unavailable() {
+    let mut rig = Rig::start().await;
+    let pod: PodId = "edge-1".parse().unwrap();
+    let _: () = rig
+        .cmd(&["SET", &format!("{{{PREFIX}:p:edge-1}}:pod"), "not a hash"])
+        .await;
+    let error = rig
+        .store
+        .heartbeat(&PodHeartbeat {
+            pod,
+            instance: "i1".to_owned(),
+            delivery_address: "http://edge:50061".to_owned(),
+            load: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::Corrupt(_)), "{error:?}");
+}
+
 /// An inbox entry the coordinator cannot read is skipped: the pod still gets the others.
 #[tokio::test]
 async fn an_unreadable_inbox_entry_is_skipped_not_fatal() {
