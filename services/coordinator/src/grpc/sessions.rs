@@ -3,7 +3,7 @@
 use super::Shared;
 use super::convert::{self, id, invalid, within};
 use super::status::from_store;
-use crate::store::{AcquireMode, AcquireOutcome, AcquireRequest, SessionStore};
+use crate::store::{AcquireMode, AcquireOutcome, AcquireRequest, Holder, SessionStore};
 use daisi_domain::{ChatId, PodId, SessionKey};
 use daisi_proto::coordinator::v1::{self as pb, session_service_server::SessionService};
 use daisi_proto::limits;
@@ -53,7 +53,7 @@ impl<S: SessionStore> SessionService for Sessions<S> {
                 "acquire",
                 shared.store.acquire(AcquireRequest {
                     key: key.clone(),
-                    pod,
+                    pod: pod.clone(),
                     connection,
                     mode,
                     routes,
@@ -85,7 +85,7 @@ impl<S: SessionStore> SessionService for Sessions<S> {
             AcquireOutcome::Refused(holder) => {
                 shared.metrics.acquired(false, false);
                 pb::acquire_response::Outcome::Refused(pb::AcquireRefused {
-                    holder: Some(convert::holder_out(&holder)),
+                    holder: Some(holder_for(&pod, &holder)),
                     reason: pb::SessionEndReason::Unspecified.into(),
                 })
             }
@@ -93,7 +93,7 @@ impl<S: SessionStore> SessionService for Sessions<S> {
                 shared.metrics.acquired(false, false);
                 tracing::debug!(%key, reason = reason.as_str(), "acquire of an ended connection refused");
                 pb::acquire_response::Outcome::Refused(pb::AcquireRefused {
-                    holder: current.as_ref().map(convert::holder_out),
+                    holder: current.as_ref().map(|h| holder_for(&pod, h)),
                     reason: convert::reason_out(reason),
                 })
             }
@@ -129,7 +129,7 @@ impl<S: SessionStore> SessionService for Sessions<S> {
                 .map(|l| pb::LostSession {
                     session: Some(convert::held_out(&l.session)),
                     reason: convert::reason_out(l.reason),
-                    current_holder: l.current.as_ref().map(convert::holder_out),
+                    current_holder: l.current.as_ref().map(|h| holder_for(&pod, h)),
                 })
                 .collect(),
             lease_ttl: Some(convert::duration(shared.store.settings().pod_lease)),
@@ -227,6 +227,17 @@ impl<S: SessionStore> SessionService for Sessions<S> {
         ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
+}
+
+/// `holder` as told to the pod `caller`: the connection id and fencing token of another pod's
+/// grant are withheld (a pod acts only as itself; the edge needs no more than the pod).
+fn holder_for(caller: &PodId, holder: &Holder) -> pb::SessionHolder {
+    let mut told = convert::holder_out(holder);
+    if &holder.pod != caller {
+        told.connection_id.clear();
+        told.fencing_token = 0;
+    }
+    told
 }
 
 /// Fails unless `pod` is registered (and `instance`, when given, is its current instance).
