@@ -13,6 +13,7 @@ mod metrics;
 mod reaper;
 mod redis_probe;
 pub mod store;
+mod throttle;
 
 pub use config::{Config, StoreKind};
 
@@ -191,6 +192,7 @@ async fn serve<S: SessionStore>(
             watch_ping_interval: config.watch_ping_interval,
             replica_id: daisi_domain::ConnectionId::generate().into_string(),
             stop: stop.clone(),
+            watchers: grpc::Watchers::default(),
         }),
         &config.internal,
     );
@@ -217,7 +219,7 @@ async fn serve<S: SessionStore>(
         store = ?config.store,
         "coordinator listening"
     );
-    let grpc = tonic::transport::Server::builder()
+    let grpc = daisi_runtime::grpc::server()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(services.sessions)

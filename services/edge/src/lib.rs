@@ -303,7 +303,7 @@ pub async fn run_with(
         });
     }
     let grpc = tokio::spawn(
-        tonic::transport::Server::builder()
+        daisi_runtime::grpc::server()
             .add_service(health_service)
             // Only routers push events into sockets.
             .add_service(tonic::service::interceptor::InterceptedService::new(

@@ -11,6 +11,8 @@ mod sessions;
 mod status;
 mod watch;
 
+pub(crate) use watch::Watchers;
+
 use crate::metrics::CoordinatorMetrics;
 use crate::store::SessionStore;
 use daisi_proto::coordinator::v1::{
@@ -34,6 +36,8 @@ pub(crate) struct Shared<S> {
     pub(crate) replica_id: String,
     /// Cancelled when the servers stop: command streams end cleanly.
     pub(crate) stop: CancellationToken,
+    /// The command stream of each pod on this replica (one per pod).
+    pub(crate) watchers: watch::Watchers,
 }
 
 type Guarded<T> = InterceptedService<T, Authenticate>;

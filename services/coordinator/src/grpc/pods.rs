@@ -3,7 +3,8 @@
 use super::Shared;
 use super::convert::{self, id, invalid, within};
 use super::status::from_store;
-use crate::store::{HeartbeatOutcome, PodHeartbeat, SessionStore};
+use crate::store::{HeartbeatOutcome, PodHeartbeat, SessionStore, StoreError};
+use crate::throttle::Throttle;
 use daisi_domain::PodId;
 use daisi_proto::coordinator::v1::{self as pb, pod_service_server::PodService};
 use daisi_proto::limits;
@@ -83,6 +84,14 @@ impl<S: SessionStore> PodService for Pods<S> {
             .await
         {
             Ok(entries) => entries.iter().map(convert::inbox_out).collect(),
+            Err(error @ StoreError::Corrupt(_)) => {
+                // A bug or foreign data, read again by every heartbeat: logged, not flooded.
+                static LOG: Throttle = Throttle::new(std::time::Duration::from_secs(60));
+                if let Some(repeats) = LOG.admit() {
+                    tracing::error!(pod = %heartbeat.pod, %error, repeats, "pod inbox unreadable");
+                }
+                Vec::new()
+            }
             Err(error) => {
                 tracing::debug!(pod = %heartbeat.pod, %error, "pod inbox not read");
                 Vec::new()

@@ -3,7 +3,7 @@
 use super::Shared;
 use super::convert::{self, id, invalid, within};
 use super::status::from_store;
-use crate::store::{AcquireMode, AcquireOutcome, AcquireRequest, SessionStore};
+use crate::store::{AcquireMode, AcquireOutcome, AcquireRequest, Holder, SessionStore};
 use daisi_domain::{ChatId, PodId, SessionKey};
 use daisi_proto::coordinator::v1::{self as pb, session_service_server::SessionService};
 use daisi_proto::limits;
@@ -32,10 +32,17 @@ impl<S: SessionStore> SessionService for Sessions<S> {
         let pod: PodId = id("", &request.pod_id)?;
         caller.check_pod(pod.as_str())?;
         let connection = id("", &request.connection_id)?;
-        // Unknown modes are treated as unspecified, i.e. takeover (proto convention).
+        // Unspecified is takeover (proto); a mode this coordinator does not know is refused
+        // rather than guessed, since takeover kills the current holder.
         let mode = match pb::AcquireMode::try_from(request.mode) {
+            Ok(pb::AcquireMode::Unspecified | pb::AcquireMode::Takeover) => AcquireMode::Takeover,
             Ok(pb::AcquireMode::IfVacant) => AcquireMode::IfVacant,
-            _ => AcquireMode::Takeover,
+            Err(_) => {
+                return Err(invalid(format!(
+                    "mode: unknown acquire mode {} (1 = TAKEOVER, 2 = IF_VACANT)",
+                    request.mode
+                )));
+            }
         };
         within("routes", request.routes.len(), limits::MAX_ACQUIRE_ROUTES)?;
         let routes = convert::routes("routes", &request.routes)?;
@@ -46,7 +53,7 @@ impl<S: SessionStore> SessionService for Sessions<S> {
                 "acquire",
                 shared.store.acquire(AcquireRequest {
                     key: key.clone(),
-                    pod,
+                    pod: pod.clone(),
                     connection,
                     mode,
                     routes,
@@ -78,7 +85,7 @@ impl<S: SessionStore> SessionService for Sessions<S> {
             AcquireOutcome::Refused(holder) => {
                 shared.metrics.acquired(false, false);
                 pb::acquire_response::Outcome::Refused(pb::AcquireRefused {
-                    holder: Some(convert::holder_out(&holder)),
+                    holder: Some(holder_for(&pod, &holder)),
                     reason: pb::SessionEndReason::Unspecified.into(),
                 })
             }
@@ -86,7 +93,7 @@ impl<S: SessionStore> SessionService for Sessions<S> {
                 shared.metrics.acquired(false, false);
                 tracing::debug!(%key, reason = reason.as_str(), "acquire of an ended connection refused");
                 pb::acquire_response::Outcome::Refused(pb::AcquireRefused {
-                    holder: current.as_ref().map(convert::holder_out),
+                    holder: current.as_ref().map(|h| holder_for(&pod, h)),
                     reason: convert::reason_out(reason),
                 })
             }
@@ -122,7 +129,7 @@ impl<S: SessionStore> SessionService for Sessions<S> {
                 .map(|l| pb::LostSession {
                     session: Some(convert::held_out(&l.session)),
                     reason: convert::reason_out(l.reason),
-                    current_holder: l.current.as_ref().map(convert::holder_out),
+                    current_holder: l.current.as_ref().map(|h| holder_for(&pod, h)),
                 })
                 .collect(),
             lease_ttl: Some(convert::duration(shared.store.settings().pod_lease)),
@@ -213,9 +220,24 @@ impl<S: SessionStore> SessionService for Sessions<S> {
         };
         // Cannot fail: the channel is empty and its receiver is still here.
         let _ = tx.try_send(Ok(subscribed));
-        tokio::spawn(super::watch::forward(shared, pod, instance, commands, tx));
+        // Only a stream that opened replaces the pod's older one.
+        let watcher = shared.watchers.open(&pod);
+        tokio::spawn(super::watch::forward(
+            shared, watcher, instance, commands, tx,
+        ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
+}
+
+/// `holder` as told to the pod `caller`: the connection id and fencing token of another pod's
+/// grant are withheld (a pod acts only as itself; the edge needs no more than the pod).
+fn holder_for(caller: &PodId, holder: &Holder) -> pb::SessionHolder {
+    let mut told = convert::holder_out(holder);
+    if &holder.pod != caller {
+        told.connection_id.clear();
+        told.fencing_token = 0;
+    }
+    told
 }
 
 /// Fails unless `pod` is registered (and `instance`, when given, is its current instance).

@@ -53,7 +53,7 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<AcquireOutcome>> + Send;
 
     /// Audits `sessions` of `pod` (read-only: sessions live with their pod); answers those it
-    /// no longer holds. A tombstoned connection is reported with its tombstone's reason (taken
+    /// no longer holds (a grant of another pod is not held by `pod`). A tombstoned connection is reported with its tombstone's reason (taken
     /// over, killed by an operator), never as expired, even once the key is vacant again.
     fn renew(
         &self,
@@ -61,11 +61,13 @@ pub trait SessionStore: Send + Sync + 'static {
         sessions: &[HeldSession],
     ) -> impl Future<Output = StoreResult<Vec<LostSession>>> + Send;
 
-    /// Compare-and-delete of `sessions`: each is removed only if its connection and fencing
-    /// token still match, so a taken-over session keeps its new holder. A session released
-    /// with [`FencingToken::ABANDONED`](daisi_domain::coordination::FencingToken::ABANDONED) is removed if its connection holds it on `pod` with
-    /// any token, and the connection is tombstoned ([`EndReason::Expired`]) in any case: an
-    /// acquire of it whose answer was lost cannot grant it later.
+    /// Compare-and-delete of `sessions`: each is removed only if `pod` holds it and its
+    /// connection and fencing token still match, so a taken-over session keeps its new holder
+    /// and a pod never removes another pod's session. A session released with
+    /// [`FencingToken::ABANDONED`](daisi_domain::coordination::FencingToken::ABANDONED) is
+    /// removed if its connection holds it on `pod` with any token, and the connection is
+    /// tombstoned ([`EndReason::Expired`]) unless it holds the key on another pod: an acquire
+    /// of it whose answer was lost cannot grant it later.
     fn release(
         &self,
         pod: &PodId,
@@ -74,7 +76,7 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Stores the selected chat of a held user session and registers its chat route for
     /// `pod`, on every call (idempotent: `true` always means the route is in place). `false`
-    /// when the session is not held by that grant any more.
+    /// when the session is not held by that grant of `pod` any more.
     fn select_chat(
         &self,
         pod: &PodId,

@@ -138,6 +138,52 @@ async fn calls_naming_an_unknown_pod_fail_with_failed_precondition() {
     acquire(&c, "u1", "edge-1", "conn-1").await.unwrap();
 }
 
+/// Unspecified and TAKEOVER take over, IF_VACANT refuses, and a mode this coordinator does not
+/// know is refused instead of being taken for the destructive takeover.
+#[tokio::test]
+async fn acquire_modes_are_read_strictly() {
+    let c = Replica::start(Config::for_tests()).await;
+    heartbeat(&c, "edge-1").await.unwrap();
+    let mut sessions = c.sessions();
+    let with_mode = |connection: &str, mode: i32| pb::AcquireRequest {
+        mode,
+        ..acquire_request("u1", "edge-1", connection)
+    };
+    let granted = |answer: pb::AcquireResponse| {
+        matches!(
+            answer.outcome,
+            Some(pb::acquire_response::Outcome::Granted(_))
+        )
+    };
+    let unspecified = pb::AcquireMode::Unspecified as i32;
+    let answer = sessions.acquire(with_mode("conn-1", unspecified)).await;
+    assert!(
+        granted(answer.unwrap().into_inner()),
+        "unspecified is takeover"
+    );
+    let unknown = sessions.acquire(with_mode("conn-2", 7)).await.unwrap_err();
+    assert_invalid(&unknown, "mode: unknown acquire mode 7");
+    let session = c
+        .admin()
+        .get_session(pb::GetSessionRequest {
+            key: Some(user_key("u1")),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        session.session.unwrap().holder.unwrap().connection_id,
+        "conn-1",
+        "the unknown mode took nothing over"
+    );
+    let if_vacant = pb::AcquireMode::IfVacant as i32;
+    let answer = sessions.acquire(with_mode("conn-3", if_vacant)).await;
+    assert!(!granted(answer.unwrap().into_inner()), "if-vacant refuses");
+    let takeover = pb::AcquireMode::Takeover as i32;
+    let answer = sessions.acquire(with_mode("conn-4", takeover)).await;
+    assert!(granted(answer.unwrap().into_inner()));
+}
+
 #[tokio::test]
 async fn operators_list_get_and_kill_sessions() {
     let c = Replica::start(Config::for_tests()).await;

@@ -179,3 +179,54 @@ async fn a_route_member_that_names_no_pod_is_skipped_not_fatal() {
         .expect("the well-formed members are still answered");
     assert_eq!(lookup.results, vec![vec![pod]]);
 }
+
+/// A key of the wrong type (a foreign or corrupted write) is data no retry repairs: `Corrupt`,
+/// not `Unavailable`.
+#[tokio::test]
+async fn a_key_of_the_wrong_type_is_corrupt_not_unavailable() {
+    let mut rig = Rig::start().await;
+    let pod: PodId = "edge-1".parse().unwrap();
+    let _: () = rig
+        .cmd(&["SET", &format!("{{{PREFIX}:p:edge-1}}:pod"), "not a hash"])
+        .await;
+    let error = rig
+        .store
+        .heartbeat(&PodHeartbeat {
+            pod,
+            instance: "i1".to_owned(),
+            delivery_address: "http://edge:50061".to_owned(),
+            load: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::Corrupt(_)), "{error:?}");
+}
+
+/// An inbox entry the coordinator cannot read is skipped: the pod still gets the others.
+#[tokio::test]
+async fn an_unreadable_inbox_entry_is_skipped_not_fatal() {
+    let mut rig = Rig::start().await;
+    let (p1, p2): (PodId, PodId) = ("edge-1".parse().unwrap(), "edge-2".parse().unwrap());
+    rig.register(&p1, "i1").await;
+    rig.register(&p2, "i1").await;
+    let inbox = format!("{{{PREFIX}:p:edge-1}}:ib");
+    let added: i64 = rig
+        .cmd(&[
+            "ZADD",
+            &inbox,
+            "1",
+            "1\n99999999999999\nv9\nfrom a newer coordinator",
+        ])
+        .await;
+    assert_eq!(added, 1);
+    let user: SessionKey = "u:c1:a1:u1".parse().unwrap();
+    rig.take(&user, &p1, "c1").await;
+    rig.take(&user, &p2, "c2").await;
+    let entries = rig
+        .store
+        .pod_inbox(&p1, 0)
+        .await
+        .expect("the readable entries are still answered");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].command.connection, "c1".parse().unwrap());
+}

@@ -172,7 +172,7 @@ impl SessionStore for MemoryStore {
         for held in sessions {
             let current = match state.sessions.get(&held.key) {
                 Some(s) if !state.holder_live(s, now) => None,
-                Some(s) if matches(s, held) => continue,
+                Some(s) if matches(s, pod, held) => continue,
                 Some(s) => Some(s.holder.clone()),
                 None => None,
             };
@@ -200,13 +200,17 @@ impl SessionStore for MemoryStore {
         state.require_pod(pod, now)?;
         let mut released = Released::default();
         for held in sessions {
-            let held_now = state.live(&held.key, now).is_some_and(|s| {
-                matches(s, held)
-                    || (held.fencing == FencingToken::ABANDONED
-                        && s.holder.connection == held.connection
-                        && &s.holder.pod == pod)
-            });
-            if held.fencing == FencingToken::ABANDONED {
+            let abandon = held.fencing == FencingToken::ABANDONED;
+            // A pod acts only as itself: a connection that holds the key on another pod is that
+            // pod's, neither released nor tombstoned here.
+            let (held_now, others) = match state.live(&held.key, now) {
+                Some(s) if s.holder.connection == held.connection => (
+                    &s.holder.pod == pod && (abandon || s.holder.fencing == held.fencing),
+                    &s.holder.pod != pod,
+                ),
+                _ => (false, false),
+            };
+            if abandon && !others {
                 // An acquire whose outcome the edge does not know: whenever it lands, it is
                 // refused from now on.
                 let reason = EndReason::Expired;
@@ -236,7 +240,7 @@ impl SessionStore for MemoryStore {
             return Ok(false);
         };
         match state.live(&session.key, now) {
-            Some(stored) if matches(stored, session) => stored.chat = Some(chat.clone()),
+            Some(stored) if matches(stored, pod, session) => stored.chat = Some(chat.clone()),
             _ => return Ok(false),
         }
         // Asserted on every call, not only on a change: a retry after a timed-out select, or

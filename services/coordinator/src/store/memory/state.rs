@@ -275,8 +275,11 @@ pub(super) fn count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-pub(super) fn matches(session: &Session, held: &HeldSession) -> bool {
-    session.holder.connection == held.connection && session.holder.fencing == held.fencing
+/// Whether `session` is `held`, held by `pod` (a pod acts only as itself).
+pub(super) fn matches(session: &Session, pod: &PodId, held: &HeldSession) -> bool {
+    &session.holder.pod == pod
+        && session.holder.connection == held.connection
+        && session.holder.fencing == held.fencing
 }
 
 /// Items after `token` (exclusive) in key order: at most `size`, and the next token.

@@ -6,6 +6,7 @@ use crate::store::fanout::CommandStream;
 use crate::store::types::*;
 use crate::store::{Route, RouteQuery};
 use crate::store::{SessionStore, StoreError, StoreResult};
+use crate::throttle::Throttle;
 use daisi_domain::{ChatId, ConnectionId, PodId, SessionKey};
 
 fn page_cursor(page: &PageRequest) -> StoreResult<String> {
@@ -94,16 +95,26 @@ impl SessionStore for RedisStore {
         let answer: Vec<String> = self
             .within(self.script(&self.inner.scripts.inbox, &[&inbox], &[acked.to_string()]))
             .await?;
-        answer
-            .chunks(2)
-            .map(|entry| match entry {
-                [sequence, line] => Ok(InboxEntry {
-                    sequence: decode::parse("inbox sequence", sequence)?,
+        if !answer.len().is_multiple_of(2) {
+            return Err(StoreError::Corrupt("truncated inbox answer".to_owned()));
+        }
+        // Entry by entry: one the coordinator cannot read (a foreign write, a newer format)
+        // must not keep the others from the pod on every heartbeat of its lifetime.
+        let mut entries = Vec::with_capacity(answer.len() / 2);
+        for entry in answer.chunks_exact(2) {
+            let [sequence, line] = entry else { continue };
+            let decoded = decode::parse("inbox sequence", sequence).and_then(|sequence| {
+                Ok(InboxEntry {
+                    sequence,
                     command: decode::kill_command(line)?,
-                }),
-                _ => Err(StoreError::Corrupt("truncated inbox answer".to_owned())),
-            })
-            .collect()
+                })
+            });
+            match decoded {
+                Ok(entry) => entries.push(entry),
+                Err(error) => skip_bad_inbox_entry(pod, &error),
+            }
+        }
+        Ok(entries)
     }
 
     async fn register_routes(&self, pod: &PodId, routes: &[Route]) -> StoreResult<()> {
@@ -183,5 +194,14 @@ impl SessionStore for RedisStore {
     async fn reap_expired_pods(&self) -> StoreResult<Vec<(PodId, Purged)>> {
         // Not bounded by one timeout: sweeps of large pods run in many short chunks.
         self.reap_steps().await
+    }
+}
+
+/// Logs an inbox entry that cannot be read, at most once a minute: every heartbeat of the pod
+/// reads it again until it lapses (the tombstone lifetime) or the pod acknowledges a later one.
+fn skip_bad_inbox_entry(pod: &PodId, error: &StoreError) {
+    static LOG: Throttle = Throttle::new(std::time::Duration::from_secs(60));
+    if let Some(repeats) = LOG.admit() {
+        tracing::error!(%pod, %error, repeats, "unreadable pod inbox entry skipped");
     }
 }

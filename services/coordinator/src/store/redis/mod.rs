@@ -271,7 +271,10 @@ fn unavailable(error: RedisError) -> StoreError {
 }
 
 /// Transport and server-state failures are retryable (`Unavailable`); a script or type error
-/// is a bug (`Corrupt`).
+/// is a bug (`Corrupt`), and so is a key of the wrong type (`WRONGTYPE`, an error code the
+/// client library does not classify): a foreign or corrupted write that no retry repairs.
+/// Authentication failures (`NOAUTH`, `WRONGPASS`) stay `Unavailable`: fixing the
+/// configuration repairs them without a restart.
 fn map_error(error: RedisError) -> StoreError {
     match error.kind() {
         ErrorKind::Parse | ErrorKind::UnexpectedReturnType => {
@@ -280,6 +283,32 @@ fn map_error(error: RedisError) -> StoreError {
         ErrorKind::Server(
             ServerErrorKind::ResponseError | ServerErrorKind::CrossSlot | ServerErrorKind::NoPerm,
         ) => StoreError::Corrupt(error.to_string()),
+        ErrorKind::Extension if error.code() == Some("WRONGTYPE") => {
+            StoreError::Corrupt(error.to_string())
+        }
         _ => unavailable(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error(code: &str) -> RedisError {
+        redis::make_extension_error(code.to_owned(), Some("details".to_owned()))
+    }
+
+    #[test]
+    fn a_key_of_the_wrong_type_is_corrupt_and_auth_failures_are_unavailable() {
+        assert!(matches!(
+            map_error(server_error("WRONGTYPE")),
+            StoreError::Corrupt(_)
+        ));
+        for code in ["NOAUTH", "WRONGPASS", "SOMETHINGNEW"] {
+            assert!(
+                matches!(map_error(server_error(code)), StoreError::Unavailable(_)),
+                "{code}"
+            );
+        }
     }
 }

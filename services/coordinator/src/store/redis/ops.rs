@@ -8,6 +8,7 @@ use crate::store::chat_route;
 use crate::store::types::*;
 use crate::store::{Route, RouteQuery};
 use crate::store::{StoreError, StoreResult};
+use crate::throttle::Throttle;
 use daisi_domain::{ChatId, ConnectionId, PodId, SessionKey};
 
 /// How often an operation reads again a record that changed under it before giving up.
@@ -646,19 +647,11 @@ impl RedisStore {
 /// Logs malformed route members at most once a minute: lookups of the same routes repeat
 /// several times a second, and one line says what an operator needs to know.
 fn warn_malformed_members(count: usize) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let last = LAST.load(Ordering::Relaxed);
-    if now >= last.saturating_add(60)
-        && LAST
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
+    static LOG: Throttle = Throttle::new(std::time::Duration::from_secs(60));
+    if let Some(repeats) = LOG.admit() {
         tracing::warn!(
             count,
+            repeats,
             "route sets hold members that name no pod (not written by daisi); they are skipped"
         );
     }

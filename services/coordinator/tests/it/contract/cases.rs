@@ -1154,6 +1154,90 @@ pub(crate) async fn an_abandoned_connection_is_released_and_never_granted(f: &im
     assert!(store.get_session(&key).await.unwrap().is_some());
 }
 
+/// A pod acts only as itself: knowing another pod's connection and token (a renew or acquire
+/// answer used to tell them) releases, abandons, tombstones, selects and keeps nothing of that
+/// pod's session.
+pub(crate) async fn a_pod_cannot_release_another_pods_session(f: &impl Factory) {
+    let store = f.store(relaxed());
+    let (p1, p2) = (
+        register(&store, "edge-1").await,
+        register(&store, "edge-2").await,
+    );
+    let key = user("u1");
+    let grant = take(&store, &key, &p2, "c2").await;
+    let theirs = held(&key, "c2", &grant);
+    let abandoned = HeldSession {
+        fencing: FencingToken::ABANDONED,
+        ..theirs.clone()
+    };
+
+    let released = store
+        .release(&p1, &[theirs.clone(), abandoned.clone()])
+        .await
+        .unwrap();
+    assert_eq!(released.count, 0, "edge-1 released edge-2's session");
+    assert_eq!(released.not_held, vec![theirs.clone(), abandoned]);
+    assert!(
+        !store.select_chat(&p1, &theirs, &chat("ch1")).await.unwrap(),
+        "edge-1 selected a chat in edge-2's session"
+    );
+    let query = RouteQuery::Chat {
+        company: "c1".parse().unwrap(),
+        agent: "a1".parse().unwrap(),
+        chat: chat("ch1"),
+    };
+    let lookup = store
+        .lookup_routes(std::slice::from_ref(&query))
+        .await
+        .unwrap();
+    assert_eq!(lookup.results, vec![Vec::<PodId>::new()]);
+    let lost = store
+        .renew(&p1, std::slice::from_ref(&theirs))
+        .await
+        .unwrap();
+    assert_eq!(lost.len(), 1, "edge-2's grant is not edge-1's to keep");
+
+    // edge-2 still holds it, listed, with its selection untouched.
+    let session = store.get_session(&key).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            &session.holder.pod,
+            &session.holder.connection,
+            session.holder.fencing
+        ),
+        (&p2, &conn("c2"), grant.fencing)
+    );
+    assert_eq!(session.selected_chat, None);
+    assert_eq!(
+        store
+            .renew(&p2, std::slice::from_ref(&theirs))
+            .await
+            .unwrap(),
+        Vec::new()
+    );
+    let listed = store
+        .list_sessions(
+            &SessionFilter::Company("c1".parse().unwrap()),
+            &PageRequest {
+                size: 10,
+                token: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1, "the listing lost edge-2's session");
+    // Nothing tombstoned the connection: after edge-2's own release it may acquire again.
+    let released = store
+        .release(&p2, std::slice::from_ref(&theirs))
+        .await
+        .unwrap();
+    assert_eq!(released.count, 1);
+    assert!(matches!(
+        store.acquire(if_vacant(&key, &p2, "c2")).await.unwrap(),
+        AcquireOutcome::Granted(_)
+    ));
+}
+
 /// A lapsed pod with many sessions and routes is purged (swept chunk by chunk on Redis) while
 /// the pod registers again and its new instance acquires sessions, half of them keys the old
 /// instance held, and registers routes, one of them a route the old instance had: the purge

@@ -158,6 +158,7 @@ contract!(
     a_kill_racing_an_admission_is_remembered,
     tombstones_lapse_after_their_lifetime,
     an_abandoned_connection_is_released_and_never_granted,
+    a_pod_cannot_release_another_pods_session,
     a_sweep_spares_what_a_re_registered_pod_holds,
     a_session_of_a_lapsed_pod_is_vacant_at_once,
     a_kill_reaches_the_holder_through_the_inbox_when_the_stream_lost_it,

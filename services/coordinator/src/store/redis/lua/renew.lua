@@ -19,7 +19,8 @@ for i = 3, #ARGV, 3 do
   local cur = redis.call('HMGET', sk, 'pod', 'gen', 'conn', 'fence')
   -- A record of an ended (earlier) registration of this pod is vacant (its sweep drops it).
   if cur[1] == pod and earlier_gen(cur[2] or '', gen) then cur = { false, false, false, false } end
-  if cur[3] ~= conn or cur[4] ~= fence then
+  -- Held means held by this pod: another pod's grant is not the caller's to keep.
+  if cur[1] ~= pod or cur[3] ~= conn or cur[4] ~= fence then
     local ended = tombstone(tk, conn, now)
     if ended then
       append(out, { fmt(n), ended, cur[1] or '', cur[3] or '', cur[4] or '' })
