@@ -8,6 +8,7 @@ mod delivery;
 mod faults;
 mod nats_cluster;
 mod publish_api;
+mod redelivery_delay;
 mod source_contract;
 mod start_position;
 mod stream;
