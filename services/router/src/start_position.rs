@@ -5,7 +5,9 @@
 //! replays all of them to connected clients; so the default is `new`. JetStream cannot change
 //! the deliver policy of an existing consumer, and silently running with a policy other than
 //! the configured one would hide a cutover mistake, so the router refuses to start when the
-//! consumer exists with a different one (see [`StartPosition::refusal`]).
+//! consumer exists with a different one (see [`StartPosition::refusal`]). A consumer lost while
+//! the routers run is rebuilt where they left off instead, and accepted by routers started
+//! later whatever their position (`source/jetstream.rs`).
 
 use daisi_config::Validator;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

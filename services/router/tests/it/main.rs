@@ -4,6 +4,7 @@
 
 mod ack_window;
 mod binary;
+mod consumer_rebuild;
 mod delivery;
 mod faults;
 mod nats_cluster;
