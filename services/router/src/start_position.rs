@@ -52,9 +52,10 @@ impl StartPosition {
             "consumer `{consumer}` of stream `{stream}` already exists with start position \
              {existing}, but DAISI_ROUTER_START_POSITION asks for {}; JetStream cannot change \
              the start position of an existing consumer. Set DAISI_ROUTER_START_POSITION (and \
-             DAISI_ROUTER_START_TIME / DAISI_ROUTER_START_SEQUENCE) to match it, or delete the \
-             consumer (`nats consumer rm {stream} {consumer}`) so the routers create it anew \
-             (docs/migrating.md)",
+             DAISI_ROUTER_START_TIME / DAISI_ROUTER_START_SEQUENCE) to match it, or stop every \
+             router and delete the consumer (`nats consumer rm {stream} {consumer}`) so the \
+             routers create it anew (routers still running rebuild it where they left off; \
+             docs/migrating.md)",
             self.describe()
         )
     }
