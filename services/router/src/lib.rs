@@ -313,7 +313,7 @@ pub async fn run_with<S: EventSource>(
     if held > 0 {
         tracing::info!(held, grace = ?config.shutdown_grace, "waiting for in-flight forwards");
     }
-    let drained = tokio::time::timeout(config.shutdown_grace, ledger.wait_empty())
+    let drained = tokio::time::timeout(config.shutdown_grace, ledger.wait_settled())
         .await
         .is_ok();
     lanes_stop.cancel();

@@ -5,7 +5,9 @@
 //! replays all of them to connected clients; so the default is `new`. JetStream cannot change
 //! the deliver policy of an existing consumer, and silently running with a policy other than
 //! the configured one would hide a cutover mistake, so the router refuses to start when the
-//! consumer exists with a different one (see [`StartPosition::refusal`]).
+//! consumer exists with a different one (see [`StartPosition::refusal`]). A consumer lost while
+//! the routers run is rebuilt where they left off instead, and accepted by routers started
+//! later whatever their position (`source/jetstream.rs`).
 
 use daisi_config::Validator;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -50,9 +52,10 @@ impl StartPosition {
             "consumer `{consumer}` of stream `{stream}` already exists with start position \
              {existing}, but DAISI_ROUTER_START_POSITION asks for {}; JetStream cannot change \
              the start position of an existing consumer. Set DAISI_ROUTER_START_POSITION (and \
-             DAISI_ROUTER_START_TIME / DAISI_ROUTER_START_SEQUENCE) to match it, or delete the \
-             consumer (`nats consumer rm {stream} {consumer}`) so the routers create it anew \
-             (docs/migrating.md)",
+             DAISI_ROUTER_START_TIME / DAISI_ROUTER_START_SEQUENCE) to match it, or stop every \
+             router and delete the consumer (`nats consumer rm {stream} {consumer}`) so the \
+             routers create it anew (routers still running rebuild it where they left off; \
+             docs/migrating.md)",
             self.describe()
         )
     }

@@ -9,13 +9,20 @@
 //! replica while this one is still working on it (up to a hold limit, after which the server's
 //! redelivery takes over). On shutdown whatever is still held is negatively acknowledged
 //! without delay, so another replica picks it up at once.
+//!
+//! A message to be redelivered later (an edge had no room for it) is not handed back with a
+//! delayed nak: on a consumer with a backoff, nats-server (2.15 included) measures a nak's
+//! delay against the backoff entry of the delivery count, so a 2 s delay on a second delivery
+//! became 2 s + backoff[1] - backoff[0] (32 s with the defaults). The ledger keeps it, with
+//! in-progress acks, for the delay, then the settler sends a plain nak, which the server
+//! honours at once.
 
 use crate::metrics::RouterMetrics;
 use crate::ratelog::RateLimit;
 use crate::source::{Acker, DeadLetter, Delivery, Publisher, TraceHeaders};
 use bytes::Bytes;
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -197,16 +204,32 @@ struct Held {
     /// Delivery attempt of this copy (1 on the first delivery).
     delivered: u64,
     received: Instant,
+    /// When a plain nak hands it back, once a redelivery was decided (see the module docs).
+    nak_at: Option<Instant>,
     sequence: u64,
     subject: String,
     payload: Bytes,
     trace: TraceHeaders,
 }
 
+/// The held messages and how many of them only wait for their deferred nak.
+#[derive(Debug, Default)]
+struct Book {
+    held: HashMap<u64, Held>,
+    deferred: usize,
+}
+
+impl Book {
+    /// Whether nothing held is still being worked on (every message left waits for its nak).
+    fn settled(&self) -> bool {
+        self.held.len() == self.deferred
+    }
+}
+
 /// Messages held by this router.
 #[derive(Debug)]
 pub struct Ledger {
-    held: Mutex<HashMap<u64, Held>>,
+    held: Mutex<Book>,
     next_id: AtomicU64,
     verdicts: mpsc::UnboundedSender<(u64, Verdict)>,
     emptied: Notify,
@@ -230,7 +253,7 @@ impl Ledger {
     pub fn new(metrics: RouterMetrics) -> (Arc<Self>, Verdicts) {
         let (tx, rx) = mpsc::unbounded_channel();
         let ledger = Arc::new(Self {
-            held: Mutex::new(HashMap::new()),
+            held: Mutex::new(Book::default()),
             next_id: AtomicU64::new(1),
             verdicts: tx,
             emptied: Notify::new(),
@@ -239,7 +262,7 @@ impl Ledger {
         (ledger, Verdicts(rx))
     }
 
-    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<u64, Held>> {
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Book> {
         self.held.lock()
     }
 
@@ -250,14 +273,15 @@ impl Ledger {
             acker: Arc::new(delivery.acker),
             delivered: delivery.delivered,
             received: Instant::now(),
+            nak_at: None,
             sequence: delivery.stream_sequence,
             subject: delivery.subject,
             payload: delivery.payload,
             trace: delivery.trace,
         };
-        let mut map = self.lock();
-        map.insert(id, held);
-        self.metrics.acks_pending.set(gauge(map.len()));
+        let mut book = self.lock();
+        book.held.insert(id, held);
+        self.metrics.acks_pending.set(gauge(book.held.len()));
         id
     }
 
@@ -278,7 +302,7 @@ impl Ledger {
 
     /// Messages held.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().held.len()
     }
 
     /// Whether nothing is held.
@@ -286,13 +310,14 @@ impl Ledger {
         self.len() == 0
     }
 
-    /// Waits until nothing is held.
-    pub async fn wait_empty(&self) {
+    /// Waits until nothing held is still being worked on: every message left (if any) only
+    /// waits for its deferred nak, which [`Ledger::release_all`] sends at once.
+    pub async fn wait_settled(&self) {
         loop {
             let emptied = self.emptied.notified();
             tokio::pin!(emptied);
             emptied.as_mut().enable();
-            if self.is_empty() {
+            if self.lock().settled() {
                 return;
             }
             emptied.await;
@@ -301,7 +326,11 @@ impl Ledger {
 
     /// Hands every held message back to the server for immediate redelivery (shutdown).
     pub async fn release_all(&self) -> usize {
-        let held: Vec<Held> = self.lock().drain().map(|(_, h)| h).collect();
+        let held: Vec<Held> = {
+            let mut book = self.lock();
+            book.deferred = 0;
+            book.held.drain().map(|(_, h)| h).collect()
+        };
         self.metrics.acks_pending.set(0);
         for h in &held {
             if h.acker.nak(Duration::ZERO).await.is_err() {
@@ -313,23 +342,47 @@ impl Ledger {
     }
 
     fn take(&self, id: u64) -> Option<Held> {
-        let mut map = self.lock();
-        let held = map.remove(&id);
-        self.metrics.acks_pending.set(gauge(map.len()));
-        if map.is_empty() {
+        let mut book = self.lock();
+        let held = book.held.remove(&id);
+        if held.as_ref().is_some_and(|h| h.nak_at.is_some()) {
+            book.deferred -= 1;
+        }
+        self.metrics.acks_pending.set(gauge(book.held.len()));
+        if book.settled() {
             self.emptied.notify_waiters();
         }
         held
     }
 
-    /// Ackers of messages held for at least `min_age` but less than `max_age`.
+    /// Keeps message `id` for its redelivery delay, after which the settler hands it back;
+    /// returns when. `None` when it is not held, or on the last delivery `max_deliver` allows
+    /// (it is then given up, not handed back).
+    fn defer(&self, id: u64, max_deliver: i64) -> Option<Instant> {
+        let mut book = self.lock();
+        let held = book.held.get_mut(&id)?;
+        if held.nak_at.is_some() || i64::try_from(held.delivered).unwrap_or(i64::MAX) >= max_deliver
+        {
+            return None;
+        }
+        let due = Instant::now() + redeliver_delay(held.delivered);
+        held.nak_at = Some(due);
+        book.deferred += 1;
+        if book.settled() {
+            self.emptied.notify_waiters();
+        }
+        Some(due)
+    }
+
+    /// Ackers of messages held for at least `min_age` but less than `max_age`, and of those
+    /// waiting for their deferred nak (the server must not redeliver them before it).
     fn due_for_progress(&self, min_age: Duration, max_age: Duration) -> Vec<Arc<Acker>> {
         let now = Instant::now();
         self.lock()
+            .held
             .values()
             .filter(|h| {
                 let age = now.duration_since(h.received);
-                age >= min_age && age < max_age
+                age >= min_age && (age < max_age || h.nak_at.is_some())
             })
             .map(|h| h.acker.clone())
             .collect()
@@ -353,8 +406,9 @@ pub struct SettlerSettings {
     pub max_deliver: i64,
 }
 
-/// Delay of a nak for an edge without room, per delivery so far (1 s, 2 s, ... up to 10 s):
-/// long enough for a slow edge to drain, short next to the ack wait.
+/// How long a message an edge had no room for is kept before it is handed back, per delivery
+/// so far (1 s, 2 s, ... up to 10 s): long enough for a slow edge to drain, short next to the
+/// ack wait.
 fn redeliver_delay(delivered: u64) -> Duration {
     Duration::from_secs(delivered.clamp(1, 10))
 }
@@ -373,13 +427,37 @@ pub async fn run_settler<P: Publisher>(
     let period = (settings.ack_wait / 3).max(Duration::from_millis(100));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Messages kept for a later redelivery, by when they are handed back.
+    let mut deferred: BTreeSet<(Instant, u64)> = BTreeSet::new();
     loop {
+        let next_nak = deferred.first().map(|(due, _)| *due);
         tokio::select! {
             () = stop.cancelled() => return,
             verdict = verdicts.recv() => {
                 let Some((id, verdict)) = verdict else { return };
+                if verdict == Verdict::Redeliver
+                    && let Some(due) = ledger.defer(id, settings.max_deliver)
+                {
+                    metrics.acked.with_label_values(&["redeliver"]).inc();
+                    deferred.insert((due, id));
+                    continue;
+                }
                 let Some(held) = ledger.take(id) else { continue };
                 settle(held, verdict, &publisher, &settings, &metrics, &logs).await;
+            }
+            () = sleep_until_some(next_nak) => {
+                let now = Instant::now();
+                while let Some(&(due, id)) = deferred.first()
+                    && due <= now
+                {
+                    deferred.pop_first();
+                    // Gone when shutdown released it already.
+                    if let Some(held) = ledger.take(id)
+                        && held.acker.nak(Duration::ZERO).await.is_err()
+                    {
+                        metrics.ack_errors.inc();
+                    }
+                }
             }
             _ = tick.tick() => {
                 for acker in ledger.due_for_progress(period, settings.hold_limit) {
@@ -392,6 +470,14 @@ pub async fn run_settler<P: Publisher>(
     }
 }
 
+/// Sleeps until `at`, or forever without it.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn settle<P: Publisher>(
     held: Held,
     mut verdict: Verdict,
@@ -401,20 +487,8 @@ async fn settle<P: Publisher>(
     logs: &RateLimit,
 ) {
     if verdict == Verdict::Redeliver {
-        let last = i64::try_from(held.delivered).unwrap_or(i64::MAX) >= settings.max_deliver;
-        if !last {
-            metrics.acked.with_label_values(&["redeliver"]).inc();
-            if held
-                .acker
-                .nak(redeliver_delay(held.delivered))
-                .await
-                .is_err()
-            {
-                metrics.ack_errors.inc();
-            }
-            return;
-        }
-        // The server would drop it silently after this delivery: give it up visibly instead.
+        // Not deferred (see `run_settler`): its last delivery. The server would drop it
+        // silently after it: give it up visibly instead.
         verdict = Verdict::Undeliverable(Reason::EdgeBacklogFull(format!(
             "an edge had no room for it in {} deliveries",
             held.delivered
@@ -553,6 +627,32 @@ mod tests {
         ledger.tracker(id, 1).settle(EdgeOutcome::Deferred);
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_given_up_as_backlog_full(&stream, &ledger);
+        stop.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_kept_for_its_redelivery_delay_does_not_hold_up_shutdown() {
+        let (stream, mut consumer, ledger, stop) = rig().await;
+        let first = consumer.next().await.unwrap();
+        let id = ledger.hold(first);
+        ledger.tracker(id, 1).settle(EdgeOutcome::Deferred);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // Kept for its delay (1 s), not worked on: shutdown does not wait for it, and
+        // releasing hands it back at once.
+        assert_eq!(ledger.len(), 1);
+        tokio::time::timeout(Duration::from_millis(1), ledger.wait_settled())
+            .await
+            .expect("settled");
+        assert_eq!(ledger.release_all().await, 1);
+        let again = tokio::time::timeout(Duration::from_millis(100), consumer.next())
+            .await
+            .expect("handed back at once")
+            .unwrap();
+        assert_eq!(again.delivered, 2);
+        // The settler's timer finds it gone and sends nothing more.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(stream.len(), 1);
+        assert!(stream.dead_letters().is_empty());
         stop.cancel();
     }
 

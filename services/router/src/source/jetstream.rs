@@ -2,6 +2,12 @@
 //! consumer every replica shares, and keeps pulling across reconnects, server restarts and
 //! deleted consumers.
 //!
+//! A consumer lost while the router runs (deleted, or its stream deleted and recreated) is
+//! rebuilt where this router left off, not at the configured start position, which applies
+//! only to a consumer created on a first start: on the same stream from the sequence after the
+//! last one this router saw, on a recreated stream from its start (all it holds is newer).
+//! Such a consumer says so in its description, so routers started later accept it.
+//!
 //! Wedge detection: pull requests carry an idle heartbeat, so the server sends a heartbeat
 //! every `heartbeat` while a pull waits without messages. async-nats reports a missed
 //! heartbeat after twice that; the source then reports [`SourceState::Wedged`] and rebinds,
@@ -127,9 +133,14 @@ impl JetStreamSettings {
         }
     }
 
-    /// Refuses an existing consumer whose deliver policy is not the configured one.
-    fn check_existing(&self, existing: &DeliverPolicy) -> Result<(), BindError> {
-        if same_start(existing, &self.deliver_policy()) {
+    /// Refuses an existing consumer whose deliver policy is not the configured one, unless a
+    /// router rebuilt it (its start position then comes from where the lost one stopped).
+    fn check_existing(
+        &self,
+        existing: &DeliverPolicy,
+        description: Option<&str>,
+    ) -> Result<(), BindError> {
+        if is_rebuilt(description) || same_start(existing, &self.deliver_policy()) {
             return Ok(());
         }
         Err(BindError::Refused(self.start_position.refusal(
@@ -179,6 +190,19 @@ enum BindError {
     Refused(String),
 }
 
+/// Description of a consumer created from the settings.
+const DESCRIPTION: &str = "daisi router: events to edges";
+
+/// Description of a consumer a router rebuilt after losing it while running; routers accept
+/// it whatever their start position (see [`is_rebuilt`]).
+const REBUILT_DESCRIPTION: &str = "daisi router: events to edges (rebuilt by a router after \
+     the consumer or its stream was lost; starts where the lost one stopped)";
+
+/// Whether a consumer's description says a router rebuilt it.
+fn is_rebuilt(description: Option<&str>) -> bool {
+    description == Some(REBUILT_DESCRIPTION)
+}
+
 /// Whether two deliver policies start at the same place (times compared as instants).
 fn same_start(a: &DeliverPolicy, b: &DeliverPolicy) -> bool {
     match (a, b) {
@@ -226,8 +250,12 @@ pub struct JetStreamSource {
     lag: Arc<AtomicU64>,
     /// Why binding was refused for good, once it was.
     failure: Option<String>,
-    /// The bound stream's incarnation (creation time in Unix nanoseconds), read at bind.
+    /// The bound stream's incarnation (creation time in Unix nanoseconds), read at bind; 0
+    /// before the first bind.
     epoch: u64,
+    /// Where a consumer lost on the bound stream is rebuilt: from the sequence after the last
+    /// one this router saw; before any, where the bound consumer started.
+    resume: DeliverPolicy,
 }
 
 impl std::fmt::Debug for JetStreamSource {
@@ -295,6 +323,7 @@ impl JetStreamSource {
             lag: Arc::new(AtomicU64::new(0)),
             failure: None,
             epoch: 0,
+            resume: DeliverPolicy::All,
         })
     }
 
@@ -348,26 +377,75 @@ impl JetStreamSource {
                 ));
             }
         }
-        // The start position applies only to a consumer created now; an existing one must
-        // already start where the settings say (JetStream cannot change it).
-        match stream.consumer_info(s.consumer_name()).await {
-            Ok(info) => s.check_existing(&info.config.deliver_policy)?,
+        // The start position applies only to a consumer created on a first start; an existing
+        // one must already start where the settings say (JetStream cannot change it) or be one
+        // a router rebuilt, and one lost while running is rebuilt where this router left off.
+        let (deliver_policy, description, resume) = match stream
+            .consumer_info(s.consumer_name())
+            .await
+        {
+            Ok(info) => {
+                let config = &info.config;
+                s.check_existing(&config.deliver_policy, config.description.as_deref())?;
+                let description = if is_rebuilt(config.description.as_deref()) {
+                    REBUILT_DESCRIPTION
+                } else {
+                    DESCRIPTION
+                };
+                let resume = if epoch == self.epoch {
+                    self.resume
+                } else {
+                    // Nothing seen on it yet: everything up to its ack floor was
+                    // acknowledged by someone.
+                    DeliverPolicy::ByStartSequence {
+                        start_sequence: info.ack_floor.stream_sequence.saturating_add(1),
+                    }
+                };
+                (config.deliver_policy, description, resume)
+            }
             Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => {
-                tracing::info!(
-                    consumer = %s.consumer_name(),
-                    start_position = %s.start_position.describe(),
-                    "creating the durable consumer"
-                );
+                let last = stream.cached_info().state.last_sequence;
+                let (policy, description) = if self.epoch == 0 {
+                    tracing::info!(
+                        consumer = %s.consumer_name(),
+                        start_position = %s.start_position.describe(),
+                        "creating the durable consumer"
+                    );
+                    (s.deliver_policy(), DESCRIPTION)
+                } else {
+                    let policy = if epoch == self.epoch {
+                        self.resume
+                    } else {
+                        // A new stream: everything it holds is newer than what we saw.
+                        DeliverPolicy::All
+                    };
+                    tracing::warn!(
+                        consumer = %s.consumer_name(),
+                        stream_recreated = epoch != self.epoch,
+                        start = %describe_policy(&policy),
+                        "the consumer was lost while running; rebuilding it where this router left off"
+                    );
+                    (policy, REBUILT_DESCRIPTION)
+                };
+                let resume = match policy {
+                    // It starts after what the stream holds now.
+                    DeliverPolicy::New => DeliverPolicy::ByStartSequence {
+                        start_sequence: last.saturating_add(1),
+                    },
+                    other => other,
+                };
+                (policy, description, resume)
             }
             Err(e) => return Err(BindError::Consumer(e.to_string())),
-        }
+        };
         // Create-or-update: every replica declares the same config, so the last one to start
-        // wins nothing and settings changes roll out with the replicas.
+        // wins nothing and settings changes roll out with the replicas. The deliver policy is
+        // the existing consumer's: a rebuilt one keeps where it starts.
         let consumer: PullConsumer = stream
             .create_consumer(pull::Config {
                 durable_name: Some(s.consumer_name()),
-                description: Some("daisi router: events to edges".into()),
-                deliver_policy: s.deliver_policy(),
+                description: Some(description.into()),
+                deliver_policy,
                 ack_policy: AckPolicy::Explicit,
                 ack_wait: s.ack_wait,
                 max_deliver: s.max_deliver,
@@ -389,6 +467,7 @@ impl JetStreamSource {
         self.messages = Some(messages);
         self.consumer = Some(consumer);
         self.epoch = epoch;
+        self.resume = resume;
         Ok(())
     }
 
@@ -524,7 +603,7 @@ impl EventSource for JetStreamSource {
 }
 
 impl JetStreamSource {
-    fn convert(&self, message: jetstream::Message) -> Option<Delivery> {
+    fn convert(&mut self, message: jetstream::Message) -> Option<Delivery> {
         let (info_sequence, delivered, pending, published_at) = match message.info() {
             Ok(info) => (
                 info.stream_sequence,
@@ -539,6 +618,7 @@ impl JetStreamSource {
             }
         };
         self.lag.store(pending, Ordering::Relaxed);
+        self.saw(info_sequence);
         let (message, acker) = message.split();
         let trace = message
             .headers
@@ -556,6 +636,20 @@ impl JetStreamSource {
             stream_epoch: self.epoch,
             acker: Acker(AckerImpl::JetStream(Box::new(acker))),
         })
+    }
+
+    /// Notes a delivered sequence: a consumer lost on this stream is rebuilt after the last
+    /// one seen (a redelivery of an older one does not move it back).
+    fn saw(&mut self, sequence: u64) {
+        let next = sequence.saturating_add(1);
+        match &mut self.resume {
+            DeliverPolicy::ByStartSequence { start_sequence } if *start_sequence > next => {}
+            resume => {
+                *resume = DeliverPolicy::ByStartSequence {
+                    start_sequence: next,
+                }
+            }
+        }
     }
 }
 
@@ -684,9 +778,9 @@ mod tests {
     fn an_existing_consumer_must_start_where_the_settings_say() {
         let mut s = settings(None);
         assert_eq!(s.deliver_policy(), DeliverPolicy::New);
-        assert!(s.check_existing(&DeliverPolicy::New).is_ok());
+        assert!(s.check_existing(&DeliverPolicy::New, None).is_ok());
         let refused = s
-            .check_existing(&DeliverPolicy::All)
+            .check_existing(&DeliverPolicy::All, None)
             .expect_err("all vs new");
         assert!(
             refused.to_string().contains("DAISI_ROUTER_START_POSITION"),
@@ -694,25 +788,51 @@ mod tests {
         );
         s.start_position = StartPosition::ByStartSequence(7);
         assert!(
-            s.check_existing(&DeliverPolicy::ByStartSequence { start_sequence: 7 })
+            s.check_existing(&DeliverPolicy::ByStartSequence { start_sequence: 7 }, None)
                 .is_ok()
         );
         assert!(
-            s.check_existing(&DeliverPolicy::ByStartSequence { start_sequence: 8 })
+            s.check_existing(&DeliverPolicy::ByStartSequence { start_sequence: 8 }, None)
                 .is_err()
         );
         let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         s.start_position = StartPosition::ByStartTime(at);
         let same = async_nats::datetime::from_nanos(1_700_000_000_000_000_000).expect("time");
         assert!(
-            s.check_existing(&DeliverPolicy::ByStartTime { start_time: same })
+            s.check_existing(&DeliverPolicy::ByStartTime { start_time: same }, None)
                 .is_ok()
         );
         let later = async_nats::datetime::from_nanos(1_700_000_001_000_000_000).expect("time");
         assert!(
-            s.check_existing(&DeliverPolicy::ByStartTime { start_time: later })
+            s.check_existing(&DeliverPolicy::ByStartTime { start_time: later }, None)
                 .is_err()
         );
+        assert!(
+            s.check_existing(&DeliverPolicy::All, Some(DESCRIPTION))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_consumer_a_router_rebuilt_is_accepted_whatever_the_start_position() {
+        let mut s = settings(None);
+        for position in [
+            StartPosition::New,
+            StartPosition::All,
+            StartPosition::ByStartSequence(3),
+        ] {
+            s.start_position = position;
+            for existing in [
+                DeliverPolicy::All,
+                DeliverPolicy::ByStartSequence { start_sequence: 42 },
+            ] {
+                assert!(
+                    s.check_existing(&existing, Some(REBUILT_DESCRIPTION))
+                        .is_ok(),
+                    "{position:?} {existing:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -4,10 +4,12 @@
 
 mod ack_window;
 mod binary;
+mod consumer_rebuild;
 mod delivery;
 mod faults;
 mod nats_cluster;
 mod publish_api;
+mod redelivery_delay;
 mod source_contract;
 mod start_position;
 mod stream;
