@@ -13,7 +13,7 @@
 //! A message to be redelivered later (an edge had no room for it) is not handed back with a
 //! delayed nak: on a consumer with a backoff, nats-server (2.15 included) measures a nak's
 //! delay against the backoff entry of the delivery count, so a 2 s delay on a second delivery
-//! became 2 s + backoff[1] - backoff[0] (32 s with the defaults). The ledger keeps it, with
+//! became `2 s + backoff[1] - backoff[0]` (32 s with the defaults). The ledger keeps it, with
 //! in-progress acks, for the delay, then the settler sends a plain nak, which the server
 //! honours at once.
 
