@@ -13,7 +13,6 @@ mod metrics;
 mod reaper;
 mod redis_probe;
 pub mod store;
-mod throttle;
 
 pub use config::{Config, StoreKind};
 

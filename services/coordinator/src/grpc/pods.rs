@@ -4,12 +4,13 @@ use super::Shared;
 use super::convert::{self, id, invalid, within};
 use super::status::from_store;
 use crate::store::{HeartbeatOutcome, PodHeartbeat, SessionStore, StoreError};
-use crate::throttle::Throttle;
 use daisi_domain::PodId;
 use daisi_proto::coordinator::v1::{self as pb, pod_service_server::PodService};
 use daisi_proto::limits;
 use daisi_runtime::internal::Caller;
+use daisi_runtime::ratelog::RateLimit;
 use std::sync::Arc;
+use std::sync::LazyLock;
 use tonic::{Request, Response, Status};
 
 /// The pod service over a store.
@@ -86,8 +87,9 @@ impl<S: SessionStore> PodService for Pods<S> {
             Ok(entries) => entries.iter().map(convert::inbox_out).collect(),
             Err(error @ StoreError::Corrupt(_)) => {
                 // A bug or foreign data, read again by every heartbeat: logged, not flooded.
-                static LOG: Throttle = Throttle::new(std::time::Duration::from_secs(60));
-                if let Some(repeats) = LOG.admit() {
+                static LOG: LazyLock<RateLimit> =
+                    LazyLock::new(|| RateLimit::new(std::time::Duration::from_secs(60)));
+                if let Some(repeats) = LOG.check("inbox") {
                     tracing::error!(pod = %heartbeat.pod, %error, repeats, "pod inbox unreadable");
                 }
                 Vec::new()

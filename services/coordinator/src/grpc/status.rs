@@ -1,7 +1,8 @@
 //! Store failures as gRPC statuses: one mapping for every service.
 
 use crate::store::StoreError;
-use crate::throttle::Throttle;
+use daisi_runtime::ratelog::RateLimit;
+use std::sync::LazyLock;
 use std::time::Duration;
 use tonic::Status;
 
@@ -15,8 +16,9 @@ pub(crate) fn from_store(error: StoreError) -> Status {
     match &error {
         StoreError::Unavailable(_) => {
             // Every call fails the same way during an outage: one line per period says it.
-            static LOG: Throttle = Throttle::new(Duration::from_secs(10));
-            if let Some(repeats) = LOG.admit() {
+            static LOG: LazyLock<RateLimit> =
+                LazyLock::new(|| RateLimit::new(Duration::from_secs(10)));
+            if let Some(repeats) = LOG.check("store") {
                 tracing::warn!(%error, repeats, "store call failed");
             }
             Status::unavailable(UNAVAILABLE)

@@ -6,8 +6,9 @@ use crate::store::fanout::CommandStream;
 use crate::store::types::*;
 use crate::store::{Route, RouteQuery};
 use crate::store::{SessionStore, StoreError, StoreResult};
-use crate::throttle::Throttle;
 use daisi_domain::{ChatId, ConnectionId, PodId, SessionKey};
+use daisi_runtime::ratelog::RateLimit;
+use std::sync::LazyLock;
 
 fn page_cursor(page: &PageRequest) -> StoreResult<String> {
     match page.token.as_deref() {
@@ -200,8 +201,9 @@ impl SessionStore for RedisStore {
 /// Logs an inbox entry that cannot be read, at most once a minute: every heartbeat of the pod
 /// reads it again until it lapses (the tombstone lifetime) or the pod acknowledges a later one.
 fn skip_bad_inbox_entry(pod: &PodId, error: &StoreError) {
-    static LOG: Throttle = Throttle::new(std::time::Duration::from_secs(60));
-    if let Some(repeats) = LOG.admit() {
+    static LOG: LazyLock<RateLimit> =
+        LazyLock::new(|| RateLimit::new(std::time::Duration::from_secs(60)));
+    if let Some(repeats) = LOG.check("inbox entry") {
         tracing::error!(%pod, %error, repeats, "unreadable pod inbox entry skipped");
     }
 }

@@ -8,8 +8,9 @@ use crate::store::chat_route;
 use crate::store::types::*;
 use crate::store::{Route, RouteQuery};
 use crate::store::{StoreError, StoreResult};
-use crate::throttle::Throttle;
 use daisi_domain::{ChatId, ConnectionId, PodId, SessionKey};
+use daisi_runtime::ratelog::RateLimit;
+use std::sync::LazyLock;
 
 /// How often an operation reads again a record that changed under it before giving up.
 const ATTEMPTS: usize = 5;
@@ -647,8 +648,9 @@ impl RedisStore {
 /// Logs malformed route members at most once a minute: lookups of the same routes repeat
 /// several times a second, and one line says what an operator needs to know.
 fn warn_malformed_members(count: usize) {
-    static LOG: Throttle = Throttle::new(std::time::Duration::from_secs(60));
-    if let Some(repeats) = LOG.admit() {
+    static LOG: LazyLock<RateLimit> =
+        LazyLock::new(|| RateLimit::new(std::time::Duration::from_secs(60)));
+    if let Some(repeats) = LOG.check("route member") {
         tracing::warn!(
             count,
             repeats,
