@@ -32,7 +32,7 @@ pub fn join<A, B>(
     }
 }
 pub use secrecy::{ExposeSecret, SecretString};
-pub use secret::{SecretDigest, secrets_equal};
+pub use secret::{SecretDigest, secrets_equal, url_without_credentials};
 pub use validator::Validator;
 
 /// Exit status for a process that refused its configuration (`EX_USAGE` from sysexits.h), so

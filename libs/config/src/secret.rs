@@ -51,6 +51,28 @@ impl std::fmt::Debug for SecretDigest {
     }
 }
 
+/// `url` as text with its credentials hidden: the password of `user:password@`, or a lone
+/// user name (NATS and Redis read `scheme://token@host` as a token). For logs, errors and
+/// `Debug` output.
+pub fn url_without_credentials(url: &url::Url) -> String {
+    const HIDDEN: &str = "***";
+    if url.password().is_none() && url.username().is_empty() {
+        return url.to_string();
+    }
+    let mut shown = url.clone();
+    // Only URLs that cannot have credentials (`mailto:`, `data:`) refuse these, and they have
+    // none to hide.
+    let hidden = if url.password().is_some() {
+        shown.set_password(Some(HIDDEN))
+    } else {
+        shown.set_username(HIDDEN)
+    };
+    if hidden.is_err() {
+        return url.to_string();
+    }
+    shown.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

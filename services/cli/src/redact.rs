@@ -9,24 +9,9 @@ const HIDDEN: &str = "***";
 /// Flags whose value is a secret (`--flag value` or `--flag=value`).
 const SECRET_FLAGS: [&str; 3] = ["--api-key", "--key", "--publish-key"];
 
-/// `url` with its credentials hidden: the password of `user:password@`, or a lone user name
-/// (NATS and Redis read `scheme://token@host` as a token).
+/// `url` with its credentials hidden (the shared rule of `daisi_config`).
 pub(crate) fn url(url: &Url) -> String {
-    if url.password().is_none() && url.username().is_empty() {
-        return url.to_string();
-    }
-    let mut shown = url.clone();
-    // Only URLs that cannot have credentials (`mailto:`, `data:`) refuse these, and they have
-    // none to hide.
-    let hidden = if url.password().is_some() {
-        shown.set_password(Some(HIDDEN))
-    } else {
-        shown.set_username(HIDDEN)
-    };
-    if hidden.is_err() {
-        return url.to_string();
-    }
-    shown.to_string()
+    daisi_config::url_without_credentials(url)
 }
 
 /// One command-line word with any URL credentials hidden.

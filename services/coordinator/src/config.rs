@@ -109,11 +109,11 @@ pub struct RedisUrl(pub Url);
 
 impl std::fmt::Debug for RedisUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut shown = self.0.clone();
-        if shown.password().is_some() {
-            let _ = shown.set_password(Some("***"));
-        }
-        write!(f, "RedisUrl({shown})")
+        write!(
+            f,
+            "RedisUrl({})",
+            daisi_config::url_without_credentials(&self.0)
+        )
     }
 }
 

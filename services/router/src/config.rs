@@ -118,11 +118,11 @@ pub struct SecretUrl(pub Url);
 
 impl std::fmt::Debug for SecretUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut shown = self.0.clone();
-        if shown.password().is_some() {
-            let _ = shown.set_password(Some("***"));
-        }
-        write!(f, "SecretUrl({shown})")
+        write!(
+            f,
+            "SecretUrl({})",
+            daisi_config::url_without_credentials(&self.0)
+        )
     }
 }
 
